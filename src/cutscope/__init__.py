@@ -1,0 +1,141 @@
+"""cutscope: a distributed-debugging tracer for Python services.
+
+The front door. ``start()`` records every send and receive of this process's
+sockets and queues, Lamport-stamped, into a store; ``process()`` makes a thread
+or task its own logical process; ``state()`` registers what a snapshot records
+of it; ``event()`` records a local event.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import os
+from typing import Any, Callable
+
+from cutscope.tracer import Tracer, active, current
+from cutscope.tracer.process import _current
+
+__version__ = "0.1.0"
+
+__all__ = ["start", "stop", "process", "state", "event", "safepoint", "tracer", "Tracer",
+           "__version__"]
+
+
+def start(db: str | None = None, name: str | None = None, capture_payload: int | None = None,
+          *, strict: bool | None = None, instrument: bool = True) -> Tracer:
+    """Start tracing this OS process (idempotent: a running tracer is returned as is).
+
+    ``db`` defaults to ``CUTSCOPE_DB`` or ``sqlite:///cutscope.db``; ``name`` to
+    ``CUTSCOPE_NAME`` or ``host:pid``; ``capture_payload`` (bytes of payload kept
+    per event) to ``CUTSCOPE_CAPTURE_PAYLOAD`` or 0.
+    """
+    t = active()
+    if t is not None:
+        return t
+    if capture_payload is None:
+        capture_payload = int(os.environ.get("CUTSCOPE_CAPTURE_PAYLOAD") or 0)
+    t = Tracer(db=db, name=name, capture_payload=capture_payload, strict=strict).start()
+    if instrument:
+        from cutscope import integrations
+
+        integrations.instrument(t)
+    return t
+
+
+def stop() -> None:
+    """Remove the wrappers and flush everything recorded to the store."""
+    t = active()
+    if t is None:
+        return
+    from cutscope import integrations
+
+    integrations.uninstrument()
+    t.stop()
+
+
+def tracer() -> Tracer | None:
+    """The running tracer of this interpreter, or None."""
+    return active()
+
+
+class process:
+    """This thread (or asyncio task) is logical process ``name``.
+
+    As a context manager: ``with cutscope.process("branch-2"): ...``; as a
+    decorator: ``@cutscope.process("branch-2")``. Without a running tracer it
+    does nothing, so code that uses it runs untraced too.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self._tokens: list[contextvars.Token] = []
+
+    def __enter__(self):
+        t = active()
+        if t is None:
+            self._tokens.append(None)
+            return None
+        lp = t.process(self.name)
+        self._tokens.append(_current.set(lp))
+        return lp
+
+    def __exit__(self, *exc) -> None:
+        token = self._tokens.pop()
+        if token is not None:
+            lp = _current.get()
+            _current.reset(token)
+            t = active()
+            if t is not None and lp is not None and lp is not t.main:
+                t.end_process(lp)
+
+    def __call__(self, fn: Callable) -> Callable:
+        if _is_coroutine(fn):
+            @functools.wraps(fn)
+            async def arun(*a, **kw):
+                with process(self.name):
+                    return await fn(*a, **kw)
+            return arun
+
+        @functools.wraps(fn)
+        def run(*a, **kw):
+            with process(self.name):
+                return fn(*a, **kw)
+        return run
+
+
+def _is_coroutine(fn) -> bool:
+    import inspect
+
+    return inspect.iscoroutinefunction(fn)
+
+
+def state(fn: Callable[[], dict]) -> Callable[[], dict]:
+    """Register ``fn`` as a local-state provider of the calling logical process.
+
+    ``fn`` returns a JSON-serialisable dict; several providers are merged. A
+    snapshot calls them when the process records its state. Usable as a
+    decorator; returns ``fn``.
+    """
+    lp = current()
+    if lp is not None:
+        lp.providers.append(fn)
+    return fn
+
+
+def event(label: str, **data: Any) -> None:
+    """Record a ``local`` event of the calling logical process."""
+    lp = current()
+    if lp is not None:
+        lp.local(label, data)
+
+
+def safepoint() -> None:
+    """Say that this process's state agrees with its events here.
+
+    A snapshot asked of this process from outside starts at such a point (or at
+    the entry of its next receive).
+    """
+    lp = current()
+    if lp is not None and lp.pending:
+        lp.safepoint()

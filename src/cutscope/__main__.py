@@ -1,0 +1,5 @@
+import sys
+
+from cutscope.cli import main
+
+sys.exit(main())

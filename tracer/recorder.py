@@ -1,0 +1,176 @@
+"""The recorder: a bounded in-memory buffer and one background writer thread.
+
+Application threads append event tuples (``LogicalProcess._append``); the writer
+thread drains them in batches into the store. A full buffer slows the
+application down (the appending thread waits for the writer) rather than losing
+events, unless drop mode is on, where the overflow is counted and reported.
+
+Fork safety: ``os.register_at_fork`` flushes before a fork and gives the child a
+fresh buffer, lock and writer thread (the locks the parent's writer held would
+deadlock the child otherwise).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from typing import Callable
+
+log = logging.getLogger("cutscope")
+
+BUFFER_LIMIT = 200_000  # events held in memory before the application waits
+BATCH = 20_000  # events per store transaction
+INTERVAL = 0.05  # seconds between writer wake-ups when idle
+
+
+class Recorder:
+    """Buffers events and writes them to ``sink`` from a background thread.
+
+    ``sink`` has ``write(events, others)`` and is called from the writer thread
+    only. ``tick`` (optional) is called by the writer about every ``INTERVAL``.
+    """
+
+    def __init__(self, sink, limit: int = BUFFER_LIMIT, drop: bool = False,
+                 tick: Callable[[], None] | None = None, on_error=None):
+        self.sink = sink
+        self.limit = limit
+        self.drop = drop
+        self.dropped = 0
+        self.tick = tick
+        self.on_error = on_error
+        self._reset()
+        self.running = False
+
+    def _reset(self) -> None:
+        self._buf: collections.deque = collections.deque()
+        self._others: collections.deque = collections.deque()
+        self._wake = threading.Event()
+        self._io = threading.Lock()  # held while a batch is being written
+        self._thread: threading.Thread | None = None
+        # Bound once: the hot path calls this.
+        buf = self._buf
+        limit = self.limit
+        push = buf.append
+
+        def append(row, _len=len):
+            push(row)
+            if _len(buf) > limit:
+                self._overflow()
+
+        self.append = append
+
+    # -- application side ------------------------------------------------------
+
+    def other(self, item: tuple) -> None:
+        """Queue a non-event record (process, channel, snapshot data ...)."""
+        self._others.append(item)
+        self._wake.set()
+
+    def _overflow(self) -> None:
+        if self.drop:
+            while len(self._buf) > self.limit:
+                try:
+                    self._buf.pop()
+                except IndexError:
+                    break
+                self.dropped += 1
+            return
+        if not self.running or threading.current_thread() is self._thread:
+            return
+        self._wake.set()
+        deadline = time.monotonic() + 30.0
+        while len(self._buf) > self.limit // 2 and self.running:
+            time.sleep(0.0005)
+            if time.monotonic() > deadline:  # a writer that cannot keep up at all
+                break
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self.running = True
+        self._thread = threading.Thread(target=self._run, name="cutscope-recorder", daemon=True)
+        self._thread.start()
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Write everything buffered so far (from any application thread)."""
+        if threading.current_thread() is self._thread or not self.running:
+            self._drain()
+            return
+        deadline = time.monotonic() + timeout
+        while self._buf or self._others:
+            self._wake.set()
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.001)
+        with self._io:  # wait for a batch in progress
+            pass
+
+    def close(self) -> None:
+        self.running = False
+        self._wake.set()
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=30)
+        self._drain()
+
+    # -- writer side ------------------------------------------------------------
+
+    def _run(self) -> None:
+        while self.running:
+            self._wake.wait(INTERVAL)
+            self._wake.clear()
+            try:
+                self._drain()
+                if self.tick is not None:
+                    self.tick()
+            except Exception as exc:  # never kill the writer
+                if self.on_error is not None:
+                    try:
+                        self.on_error(exc)
+                    except Exception:
+                        log.exception("cutscope: recorder error")
+                else:
+                    log.exception("cutscope: recorder error")
+                time.sleep(INTERVAL)
+
+    def _drain(self) -> None:
+        buf, others = self._buf, self._others
+        with self._io:
+            while buf or others:
+                items = [others.popleft() for _ in range(len(others))]
+                n = min(len(buf), BATCH)
+                rows = [buf.popleft() for _ in range(n)]
+                self.sink.write(rows, items)
+
+    # -- fork -------------------------------------------------------------------
+
+    def before_fork(self) -> None:
+        if self.running:
+            try:
+                self._io.acquire()
+                self._io.release()
+                self._drain()
+            except Exception:
+                log.exception("cutscope: flush before fork failed")
+            self._io.acquire()
+
+    def after_fork_parent(self) -> None:
+        if self.running:
+            self._io.release()
+
+    def after_fork_child(self) -> None:
+        # Same deque objects (the hot path holds them), emptied: whatever another
+        # parent thread appended after the pre-fork drain belongs to the parent.
+        self._buf.clear()
+        self._others.clear()
+        self._wake = threading.Event()
+        self._io = threading.Lock()
+        self._thread = None
+        was, self.running = self.running, False
+        if was:
+            self.start()

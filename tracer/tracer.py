@@ -1,0 +1,264 @@
+"""The Tracer: one per OS process; owns the store, the recorder and the logical processes."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import secrets
+import socket
+import sys
+import threading
+import time
+import traceback
+from typing import Callable
+
+from . import process as _process
+from .process import LogicalProcess, _current
+from .recorder import Recorder
+from .store import open_store
+
+log = logging.getLogger("cutscope")
+
+HEARTBEAT_S = 1.0  # how often the recorder says the processes of this interpreter are alive
+
+# The running tracer of this interpreter, if any (a list so that modules share it).
+_active: list["Tracer | None"] = [None]
+
+
+def strict_default() -> bool:
+    return os.environ.get("CUTSCOPE_STRICT", "") not in ("", "0", "false", "no")
+
+
+def default_name() -> str:
+    """This OS process's logical-process name (SPEC 3).
+
+    ``CUTSCOPE_NAME`` if set, else ``<parent>/<pid>`` when a traced parent
+    launched us (``CUTSCOPE_PARENT``), else ``host:pid``.
+    """
+    name = os.environ.get("CUTSCOPE_NAME")
+    if name:
+        return name
+    parent = os.environ.get("CUTSCOPE_PARENT")
+    if parent:
+        return f"{parent}/{os.getpid()}"
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Tracer:
+    """Records the events of the logical processes of this OS process."""
+
+    def __init__(self, db: str | None = None, name: str | None = None, capture_payload: int = 0,
+                 strict: bool | None = None, store=None, drop: bool = False):
+        self.strict = strict_default() if strict is None else strict
+        self.capture = int(capture_payload or 0)
+        self.store = store if store is not None else open_store(db, capture=self.capture)
+        self.store.capture = self.capture
+        self.recorder = Recorder(self.store, drop=drop, tick=self._tick, on_error=self._writer_error)
+        self.processes: dict[str, LogicalProcess] = {}
+        self.finished_snaps: dict[str, set[int]] = {}
+        self.tick_hooks: list[Callable[[Tracer], None]] = []
+        self._lock = threading.RLock()
+        self._last_beat = 0.0
+        self.host = socket.gethostname()
+        self.faults = 0
+        self.main = self._new_process(name or default_name(), parent=os.environ.get("CUTSCOPE_PARENT"),
+                                      argv=" ".join(sys.argv))
+        self.running = False
+
+    # -- logical processes ----------------------------------------------------------
+
+    def _new_process(self, name: str, parent: str | None = None, clock: int = 0,
+                     argv: str | None = None) -> LogicalProcess:
+        seq, clock0 = self._resume(name)
+        lp = LogicalProcess(self, name, seq=seq, clock=max(clock, clock0))
+        self.processes[name] = lp
+        self.recorder.other(("process", name, os.getpid(), self.host, parent, time.time_ns(), argv))
+        return lp
+
+    def _resume(self, name: str) -> tuple[int, int]:
+        """A name seen before in this store continues its seq and clock."""
+        load = getattr(self.store, "last_event", None)
+        if load is None:
+            return 0, 0
+        try:
+            return load(name)
+        except Exception as exc:
+            self.fault(exc, "reading the last event of " + name)
+            return 0, 0
+
+    def process(self, name: str) -> LogicalProcess:
+        """The logical process called ``name`` in this interpreter (created on first use)."""
+        with self._lock:
+            lp = self.processes.get(name)
+            if lp is None:
+                parent = _current.get() or self.main
+                lp = self._new_process(name, parent=self.main.name, clock=parent.clock)
+            elif lp.ended:
+                lp.ended = False
+                self.recorder.other(("process", name, os.getpid(), self.host, self.main.name,
+                                     time.time_ns(), None))
+            return lp
+
+    def end_process(self, lp: LogicalProcess) -> None:
+        lp.ended = True
+        self.recorder.other(("ended", lp.name, time.time_ns()))
+
+    # -- channels ---------------------------------------------------------------------
+
+    def new_channel_id(self) -> str:
+        return "c" + secrets.token_hex(6)
+
+    def channel(self, cid: str | None, src: str | None, dst: str | None, transport: str,
+                endpoint: str | None, framed: bool, fifo: bool = True) -> str:
+        """Record a channel (or what this end knows of it); returns its id."""
+        cid = cid or self.new_channel_id()
+        self.recorder.other(("channel", cid, src, dst, transport, endpoint, framed, fifo))
+        return cid
+
+    # -- faults -----------------------------------------------------------------------
+
+    def fault(self, exc: BaseException, where: str) -> None:
+        """An error inside cutscope: logged, recorded, raised only in strict mode."""
+        self.faults += 1
+        lp = _current.get() or self.main
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        log.warning("cutscope: %s: %s", where, detail)
+        try:
+            self.recorder.other(("fault", time.time_ns(), lp.name, where, detail))
+        except Exception:
+            pass
+        if self.strict:
+            raise exc
+
+    def guard(self, fn: Callable, *args):
+        try:
+            return fn(*args)
+        except Exception as exc:
+            self.fault(exc, getattr(fn, "__qualname__", repr(fn)))
+            return None
+
+    def _writer_error(self, exc: BaseException) -> None:
+        self.faults += 1
+        log.warning("cutscope: recorder: %s", exc)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> "Tracer":
+        if self.running:
+            return self
+        self.running = True
+        # Children we launch name themselves after us (SPEC 3), not after our name.
+        os.environ.pop("CUTSCOPE_NAME", None)
+        os.environ["CUTSCOPE_PARENT"] = self.main.name
+        _active[0] = self
+        _process._default[0] = self.main
+        self.recorder.start()
+        atexit.register(self._atexit)
+        _install_fork_hooks()
+        return self
+
+    def stop(self) -> None:
+        if not self.running:
+            return
+        self.running = False
+        for lp in list(self.processes.values()):
+            if not lp.ended:
+                self.recorder.other(("ended", lp.name, time.time_ns()))
+        self.recorder.close()
+        if _active[0] is self:
+            _active[0] = None
+            _process._default[0] = None
+        try:
+            atexit.unregister(self._atexit)
+        except Exception:
+            pass
+        self.store.close()
+
+    def flush(self) -> None:
+        self.recorder.flush()
+
+    def _atexit(self) -> None:
+        try:
+            self.stop()
+        except Exception:
+            log.exception("cutscope: flush at exit failed")
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if now - self._last_beat >= HEARTBEAT_S:
+            self._last_beat = now
+            names = [n for n, lp in self.processes.items() if not lp.ended]
+            self.recorder.other(("heartbeat", names, time.time_ns()))
+        for hook in list(self.tick_hooks):
+            try:
+                hook(self)
+            except Exception as exc:
+                self._writer_error(exc)
+
+    # -- fork ---------------------------------------------------------------------------
+
+    def _before_fork(self) -> None:
+        self.recorder.before_fork()
+
+    def _after_fork_parent(self) -> None:
+        self.recorder.after_fork_parent()
+
+    def _after_fork_child(self) -> None:
+        """The child is its own logical process: ``<parent>/<pid>``, its clock inherited."""
+        forker = _current.get() or self.main
+        parent_name = self.main.name
+        self.store.dispose_after_fork()
+        self._lock = threading.RLock()
+        self.processes = {}
+        self.finished_snaps = {}
+        self.recorder.after_fork_child()
+        os.environ.pop("CUTSCOPE_NAME", None)
+        self.main = self._new_process(f"{parent_name}/{os.getpid()}", parent=parent_name,
+                                      clock=forker.clock, argv=" ".join(sys.argv))
+        os.environ["CUTSCOPE_PARENT"] = self.main.name
+        _process._default[0] = self.main
+        _current.set(None)
+
+    def rename_main(self, name: str) -> None:
+        """Give this OS process's main logical process another name (before it records)."""
+        old = self.main
+        if old.name == name:
+            return
+        with self._lock:
+            self.processes.pop(old.name, None)
+            self.recorder.other(("ended", old.name, time.time_ns()))
+            self.main = self._new_process(name, parent=old.name.rpartition("/")[0] or None,
+                                          clock=old.clock, argv=" ".join(sys.argv))
+            _process._default[0] = self.main
+
+
+_fork_hooks_installed = False
+
+
+def _install_fork_hooks() -> None:
+    global _fork_hooks_installed
+    if _fork_hooks_installed or not hasattr(os, "register_at_fork"):
+        return
+    _fork_hooks_installed = True
+
+    def before():
+        t = _active[0]
+        if t is not None:
+            t._before_fork()
+
+    def parent():
+        t = _active[0]
+        if t is not None:
+            t._after_fork_parent()
+
+    def child():
+        t = _active[0]
+        if t is not None:
+            t._after_fork_child()
+
+    os.register_at_fork(before=before, after_in_parent=parent, after_in_child=child)
+
+
+def active() -> Tracer | None:
+    return _active[0]

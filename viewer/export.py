@@ -1,0 +1,22 @@
+"""Reading a trace out of the store: the interchange document (SPEC 7)."""
+
+from __future__ import annotations
+
+import json
+from typing import IO
+
+from cutscope.tracer.store import open_store
+
+
+def load(db: str | None = None) -> dict:
+    """The trace in ``db`` as the ``cutscope-trace`` document. Raises StoreError."""
+    store = open_store(db, create=False)
+    try:
+        return store.load()
+    finally:
+        store.close()
+
+
+def write_json(doc: dict, out: IO[str]) -> None:
+    json.dump(doc, out, indent=1)
+    out.write("\n")
