@@ -70,8 +70,115 @@ def _export_formats() -> list[str]:
     return fmts
 
 
+# -- check / render / view (viewer/analysis.py, viewer/render.py, viewer/app.py) ---------------
+
+def cmd_check(args) -> int:
+    import json
+
+    from cutscope.viewer.analysis import Trace, check_report
+    from cutscope.viewer.export import load
+
+    doc = load(args.db)
+    problems, notes = check_report(doc, Trace(doc))
+    n = len(doc.get("snapshots", []))
+    if args.json:
+        json.dump({"ok": not problems, "snapshots": n, "problems": problems, "notes": notes},
+                  sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        for line in problems:
+            print(line)
+        for line in notes:
+            print(f"note: {line}", file=sys.stderr)
+        if not problems:
+            print(f"{n} snapshot{'s' if n != 1 else ''} checked: every one verifies against the events")
+    return 1 if problems else 0
+
+
+def add_check(sub) -> None:
+    p = sub.add_parser("check", help="verify every stored snapshot against the recorded events")
+    _db_arg(p)
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(func=cmd_check)
+
+
+def cmd_render(args) -> int:
+    from cutscope.viewer.analysis import Trace, parse_cut, snapshot_cut
+    from cutscope.viewer.export import load
+
+    ext = os.path.splitext(args.output)[1].lstrip(".").lower()
+    if ext not in ("svg", "png", "dot"):
+        raise CliError(f"cannot tell the format from {args.output!r}: use a .svg, .png or .dot file")
+    doc = load(args.db)
+    t = Trace(doc)
+    if args.snapshot is not None:
+        snap = t.snapshot(args.snapshot)
+        if snap is None:
+            have = ", ".join(str(s["id"]) for s in t.snapshots) or "none"
+            raise CliError(f"no snapshot {args.snapshot} in this trace (snapshots: {have})")
+        cut = snapshot_cut(snap)
+        if not cut:
+            raise CliError(f"snapshot {args.snapshot} has no recorded process state")
+        title = f"snapshot {args.snapshot} ({snap.get('status')})"
+    else:
+        try:
+            cut = parse_cut(args.cut)
+        except ValueError as exc:
+            raise CliError(f"--cut: {exc}") from None
+        title = "cut"
+    unknown = [p for p in cut if p not in t.events]
+    if unknown:
+        raise CliError(f"no process {unknown[0]!r} in this trace "
+                       f"(processes: {', '.join(t.processes) or 'none'})")
+    import graphviz
+
+    from cutscope.viewer.render import render_file
+
+    try:
+        render_file(t, cut, args.output, window=args.window, title=title)
+    except graphviz.ExecutableNotFound:
+        raise CliError("Graphviz's dot is not installed (Debian: apt-get install graphviz)") from None
+    except graphviz.CalledProcessError as exc:
+        raise CliError(f"dot failed: {(exc.stderr or b'').decode(errors='replace').strip()}") from None
+    orphans = t.orphans(cut)
+    state = "consistent" if not orphans else f"inconsistent ({len(orphans)} orphans)"
+    print(f"{args.output}: {title}, {state}, {len(t.in_transit(cut))} in transit")
+    return 0
+
+
+def add_render(sub) -> None:
+    p = sub.add_parser("render", help="draw the space-time diagram with a cut across it (Graphviz)")
+    _db_arg(p)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--snapshot", metavar="ID", type=int, help="the cut of a stored snapshot")
+    which.add_argument("--cut", metavar="P=N,...",
+                       help="a cut: each process's last event inside (seq; 0 = none)")
+    p.add_argument("-o", "--output", metavar="FILE", required=True,
+                   help="output file; .svg, .png or .dot")
+    p.add_argument("--window", metavar="N", type=int, default=40,
+                   help="for large traces, events drawn on each side of the frontier (default 40)")
+    p.set_defaults(func=cmd_render)
+
+
+def cmd_view(args) -> int:
+    from cutscope.tracer.store import open_store
+
+    open_store(args.db, create=False).close()  # a bad database: one line and exit 2
+    from cutscope.viewer.app import run
+
+    return run(args.db, follow=not args.no_follow)
+
+
+def add_view(sub) -> None:
+    p = sub.add_parser("view", help="explore the trace and its cuts in the terminal")
+    _db_arg(p)
+    p.add_argument("--no-follow", action="store_true",
+                   help="do not reload when new events arrive")
+    p.set_defaults(func=cmd_view)
+
+
 # Each command adds its parser here, in the order `cutscope --help` lists them.
-COMMANDS: list[Callable] = [add_export]
+COMMANDS: list[Callable] = [add_export, add_check, add_render, add_view]
 
 
 def parser() -> argparse.ArgumentParser:
