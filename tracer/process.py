@@ -83,20 +83,24 @@ class OutEndpoint:
 
 
 class SnapState:
-    """What one logical process knows of one snapshot."""
+    """What one logical process knows of one snapshot it has recorded.
 
-    __slots__ = ("id", "initiator", "event_seq", "state", "closed", "messages", "out", "reported")
+    It stays here until the coordinator ends the snapshot (``finish``): a
+    channel that this process did not know when it recorded (its HELLO still on
+    the way) may still bring in-transit messages and then its marker.
+    """
 
-    def __init__(self, sid: int, initiator: str, event_seq: int, state: dict, out: list[str]):
+    __slots__ = ("id", "initiator", "event_seq", "closed", "messages", "out", "done")
+
+    def __init__(self, sid: int, initiator: str, event_seq: int, out: list[str]):
         self.id = sid
         self.initiator = initiator
         self.event_seq = event_seq
-        self.state = state
-        self.closed: set[str] = set()
-        # channel id -> list of (msg id, nbytes, payload bytes | None, value)
+        self.closed: set[str] = set()  # incoming channels whose marker (or end) arrived
+        # channel id -> list of (msg id, nbytes, payload bytes | None, value), until its marker
         self.messages: dict[str, list[tuple]] = {}
         self.out = out  # channels that got (or will get) a marker from us
-        self.reported = False
+        self.done = False  # every registered FIFO incoming channel closed (reported once)
 
 
 class LogicalProcess:
@@ -145,6 +149,10 @@ class LogicalProcess:
                     ep.pending = []
         msg = f"{self.name}#{seq}"
         self._append((self.name, seq, lamport, _now(), SEND, channel, msg, nbytes, payload, None))
+        if self.pending and not self.incoming:
+            # A process that never receives starts an asked-for snapshot here: the
+            # exit of its send (the message is its last event before the cut).
+            self._record_after_send()
         return msg, lamport, markers
 
     def recv(self, channel: str | None, msg: str | None, stamp: int | None, nbytes: int,
@@ -160,7 +168,7 @@ class LogicalProcess:
             self.clock = lamport = (c if stamp is None or c > stamp else stamp) + 1
             if channel is not None and channel not in self.incoming:
                 self.incoming[channel] = True
-            if self.snaps:
+            if self.snaps and self.incoming.get(channel):
                 for s in self.snaps.values():
                     if channel not in s.closed:
                         s.messages.setdefault(channel, []).append((msg, nbytes, payload, value))
@@ -182,9 +190,10 @@ class LogicalProcess:
             self.out.append(ep)
             # A channel opened after we recorded, while the snapshot still runs,
             # carries no message from before our snapshot event: mark it at once.
-            for s in self.snaps.values():
-                ep.pending.append(Marker(s.id, s.initiator, s.event_seq))
-                s.out.append(ep.channel)
+            if ep.fifo:
+                for s in self.snaps.values():
+                    ep.pending.append(Marker(s.id, s.initiator, s.event_seq))
+                    s.out.append(ep.channel)
         if ep.pending and ep.flush is not None:
             self.tracer.guard(ep.flush, ep)
         return ep
@@ -202,8 +211,18 @@ class LogicalProcess:
             self.incoming[channel] = fifo
 
     def remove_in(self, channel: str) -> None:
+        """The incoming ``channel`` ended (end of stream): nothing more can arrive on it,
+        so it is closed in every snapshot that still records it."""
+        ended = []
         with self.lock:
-            self.incoming.pop(channel, None)
+            fifo = self.incoming.pop(channel, None)
+            if fifo:
+                for s in self.snaps.values():
+                    if channel not in s.closed:
+                        s.closed.add(channel)
+                        ended.append((s.id, s.messages.pop(channel, [])))
+        for sid, msgs in ended:
+            self.tracer.recorder.other(("snap_chan", sid, self.name, channel, msgs, True))
         self._maybe_done()
 
     # -- snapshots --------------------------------------------------------------
@@ -222,11 +241,15 @@ class LogicalProcess:
                 state[getattr(fn, "__name__", "state")] = part
         return state
 
-    def record(self, sid: int, initiator: str, via: str | None = None) -> bool:
+    def record(self, sid: int, initiator: str, via: str | None = None,
+               after_send: bool = False) -> bool:
         """Record the local state for snapshot ``sid`` and queue markers everywhere.
 
-        ``via`` is the channel whose marker caused this (closed, empty). Returns
-        False if this snapshot was already recorded here.
+        Call it at a safe point of this process only. ``via`` is the incoming
+        channel whose marker caused this (closed, empty). ``after_send``: called
+        from inside ``send`` while the integration holds that channel's lock, so
+        the markers are flushed later by the recorder thread. Returns False if
+        this snapshot was already recorded (or finished) here.
         """
         if sid in self.snaps or sid in self.tracer.finished_snaps.get(self.name, ()):
             return False
@@ -236,77 +259,129 @@ class LogicalProcess:
                 return False
             self.seq = seq = self.seq + 1
             self.clock = lamport = self.clock + 1
-            own = {"clock": lamport, "seq": seq,
-                   "incoming": sorted(self.incoming), "outgoing": [e.channel for e in self.out]}
-            s = SnapState(sid, initiator, seq, {**state, "_cutscope": own}, [])
+            inc = self.incoming
+            if via is not None and via not in inc:
+                inc[via] = True
+            marker = Marker(sid, initiator, seq)
+            out, flush, uncovered = [], [], []
+            for ep in self.out:
+                if ep.fifo:
+                    ep.pending.append(marker)
+                    out.append(ep.channel)
+                    flush.append(ep)
+                else:
+                    uncovered.append(ep.channel)
+            uncovered.extend(c for c, fifo in inc.items() if not fifo)
+            own = {"clock": lamport, "seq": seq, "incoming": sorted(c for c, f in inc.items() if f),
+                   "outgoing": out, "uncovered": sorted(uncovered)}
+            s = SnapState(sid, initiator, seq, out)
             if via is not None:
                 s.closed.add(via)
-            flush = []
-            for ep in self.out:
-                ep.pending.append(Marker(sid, initiator, seq))
-                s.out.append(ep.channel)
-                flush.append(ep)
             self.snaps[sid] = s
             self.pending = [p for p in self.pending if p[0] != sid]
+        rec = self.tracer.recorder
         self._append((self.name, seq, lamport, _now(), SNAPSHOT, None, None, 0, None,
                       {"snapshot": sid}))
-        self.tracer.recorder.other(("snap_state", sid, self.name, s.event_seq, s.state,
-                                    list(s.out), initiator))
-        for ep in flush:
-            if ep.pending and ep.flush is not None:
-                self.tracer.guard(ep.flush, ep)
+        rec.other(("snap_state", sid, self.name, seq, {**state, "_cutscope": own}, list(out),
+                   initiator))
+        if via is not None:
+            rec.other(("snap_chan", sid, self.name, via, [], True))
+        if after_send:
+            self.tracer.deferred_flush.extend(flush)
+        else:
+            for ep in flush:
+                if ep.pending and ep.flush is not None:
+                    self.tracer.guard(ep.flush, ep)
         self._maybe_done()
         return True
 
+    def _record_after_send(self) -> None:
+        try:
+            sid, initiator = self.pending[0]
+        except IndexError:
+            return
+        if not self.record(sid, initiator, after_send=True):
+            self._drop_pending(sid)
+
     def marker(self, channel: str, sid: int, initiator: str) -> None:
-        """A marker of snapshot ``sid`` arrived on incoming ``channel``."""
+        """A marker of snapshot ``sid`` arrived on incoming ``channel``.
+
+        The integration calls it inside a receive, before delivering anything
+        that follows the marker: a safe point.
+        """
         if sid not in self.snaps:
             if sid in self.tracer.finished_snaps.get(self.name, ()):
                 return
-            # First marker: this is a safe point (inside a receive, before delivery).
-            self.record(sid, initiator, via=channel)
-            return
+            # First marker: record, with this channel closed and empty.
+            if self.record(sid, initiator, via=channel):
+                return
         with self.lock:
             s = self.snaps.get(sid)
-            if s is None:
+            if s is None or channel in s.closed:
                 return
             s.closed.add(channel)
+            msgs = s.messages.pop(channel, [])
+        self.tracer.recorder.other(("snap_chan", sid, self.name, channel, msgs, True))
         self._maybe_done()
 
+    def request(self, sid: int, initiator: str) -> None:
+        """Ask this process to start snapshot ``sid`` at its next safe point (any thread)."""
+        with self.lock:
+            if sid in self.snaps or any(p[0] == sid for p in self.pending):
+                return
+            if sid in self.tracer.finished_snaps.get(self.name, ()):
+                return
+            self.pending = self.pending + [(sid, initiator)]
+
+    def _drop_pending(self, sid: int) -> None:
+        with self.lock:
+            self.pending = [p for p in self.pending if p[0] != sid]
+
     def safepoint(self) -> None:
-        """Start the snapshots that were asked of this process."""
+        """Start the snapshots that were asked of this process (call it at a safe point)."""
         while self.pending:
             try:
                 sid, initiator = self.pending[0]
             except IndexError:
                 return
             if not self.record(sid, initiator):
-                with self.lock:
-                    self.pending = [p for p in self.pending if p[0] != sid]
+                self._drop_pending(sid)
 
     def _maybe_done(self) -> None:
+        """Report the snapshots whose every registered FIFO incoming channel is closed."""
         done = []
         with self.lock:
-            for sid, s in list(self.snaps.items()):
-                if all(c in s.closed for c in self.incoming if self.incoming[c]) and all(
-                    c in s.closed for c in s.messages
-                ):
-                    del self.snaps[sid]
-                    done.append(s)
-        for s in done:
-            self.tracer.finished_snaps.setdefault(self.name, set()).add(s.id)
-            self.tracer.recorder.other(("snap_done", s.id, self.name, sorted(s.closed),
-                                        {c: m for c, m in s.messages.items()}))
+            for s in self.snaps.values():
+                if not s.done and all(c in s.closed for c, f in self.incoming.items() if f):
+                    s.done = True
+                    done.append(s.id)
+        for sid in done:
+            self.tracer.recorder.other(("snap_done", sid, self.name))
+
+    def finish(self, sid: int, complete: bool) -> None:
+        """The coordinator ended snapshot ``sid``: stop recording its channels here.
+
+        For a snapshot that did not complete, what the still-open channels
+        recorded so far is reported as incomplete channel state.
+        """
+        with self.lock:
+            s = self.snaps.pop(sid, None)
+            self.pending = [p for p in self.pending if p[0] != sid]
+            for ep in self.out:
+                if ep.pending:
+                    ep.pending = [m for m in ep.pending if m.snapshot != sid]
+        self.tracer.finished_snaps.setdefault(self.name, set()).add(sid)
+        if s is not None and not complete:
+            for ch, msgs in s.messages.items():
+                self.tracer.recorder.other(("snap_chan", sid, self.name, ch, msgs, False))
 
     def open_channels(self, sid: int) -> list[str]:
-        """The incoming channels snapshot ``sid`` still waits for here."""
+        """The registered FIFO incoming channels snapshot ``sid`` still waits for here."""
         with self.lock:
             s = self.snaps.get(sid)
             if s is None:
                 return []
-            open_ = {c for c in self.incoming if self.incoming[c] and c not in s.closed}
-            open_.update(c for c in s.messages if c not in s.closed)
-            return sorted(open_)
+            return sorted(c for c, f in self.incoming.items() if f and c not in s.closed)
 
 
 # The main logical process of this OS process while a tracer runs (set by Tracer).

@@ -253,6 +253,13 @@ def build_trace(processes: Iterable[dict], channels: Iterable[dict], events: Ite
     return doc
 
 
+def _progress_row(event_seq, state, outgoing, closed, done) -> dict:
+    st = _loads(state) or {}
+    own = st.get("_cutscope", {}) if isinstance(st, dict) else {}
+    return {"event_seq": event_seq, "outgoing": _loads(outgoing) or [],
+            "closed": _loads(closed) or [], "done": bool(done), "own": own}
+
+
 def _loads(v):
     if v is None or not isinstance(v, str):
         return v
@@ -400,21 +407,36 @@ class SqlStore:
                                               detail=detail))
         elif kind == "snap_state":
             _, sid, process, seq, state, out, _initiator = item
-            self._upsert(conn, SnapshotState, dict(
-                snapshot_id=sid, process=process, event_seq=seq,
-                state=json.dumps(state, default=repr), outgoing=json.dumps(out), closed=None,
-                done=False), ["snapshot_id", "process"], [])
+            if self._snap_status(conn, sid) in (None, "running"):
+                self._upsert(conn, SnapshotState, dict(
+                    snapshot_id=sid, process=process, event_seq=seq,
+                    state=json.dumps(state, default=repr), outgoing=json.dumps(out), closed="[]",
+                    done=False), ["snapshot_id", "process"], [])
+        elif kind == "snap_chan":
+            _, sid, process, channel, msgs, complete = item
+            status = self._snap_status(conn, sid)
+            if not (status in (None, "running") or (status == "partial" and not complete)):
+                return  # a report that came after the snapshot ended
+            where = (SnapshotState.snapshot_id == sid, SnapshotState.process == process)
+            if complete:
+                row = conn.execute(select(SnapshotState.closed).where(*where)).first()
+                if row is not None:
+                    closed = json.loads(row[0] or "[]")
+                    if channel not in closed:
+                        closed.append(channel)
+                        conn.execute(update(SnapshotState).where(*where).values(
+                            closed=json.dumps(closed)))
+            if msgs:
+                base = conn.execute(select(func.count()).select_from(SnapshotMessage).where(
+                    SnapshotMessage.snapshot_id == sid, SnapshotMessage.channel == channel)).scalar()
+                conn.execute(insert(SnapshotMessage), [
+                    dict(snapshot_id=sid, channel=channel, idx=base + i, **message_record(*m))
+                    for i, m in enumerate(msgs)])
         elif kind == "snap_done":
-            _, sid, process, closed, messages = item
-            conn.execute(update(SnapshotState).where(
-                SnapshotState.snapshot_id == sid, SnapshotState.process == process).values(
-                closed=json.dumps(closed), done=True))
-            rows = []
-            for ch, msgs in messages.items():
-                for i, m in enumerate(msgs):
-                    rows.append(dict(snapshot_id=sid, channel=ch, idx=i, **message_record(*m)))
-            if rows:
-                conn.execute(insert(SnapshotMessage), rows)
+            _, sid, process = item
+            if self._snap_status(conn, sid) in (None, "running"):
+                conn.execute(update(SnapshotState).where(
+                    SnapshotState.snapshot_id == sid, SnapshotState.process == process).values(done=True))
         else:
             raise ValueError(f"unknown record {kind!r}")
 
@@ -424,6 +446,103 @@ class SqlStore:
         """Run ``fn(conn)`` in one transaction and return its result."""
         with self.engine.begin() as conn:
             return fn(conn)
+
+    # -- snapshot coordination (tracer/snapshot.py): short transactions, any process
+
+    @staticmethod
+    def _snap_status(conn, sid: int) -> str | None:
+        return conn.execute(select(Snapshot.status).where(Snapshot.id == sid)).scalar()
+
+    def create_snapshot(self, initiator: str, requested_ns: int) -> int:
+        """A new ``running`` snapshot; returns its id."""
+        with self.engine.begin() as conn:
+            r = conn.execute(insert(Snapshot).values(initiator=initiator, status="running",
+                                                     requested_ns=requested_ns))
+            return int(r.inserted_primary_key[0])
+
+    def add_snapshot_requests(self, sid: int, initiator: str, processes: Iterable[str],
+                              created_ns: int, taken: Iterable[str] = ()) -> None:
+        """Ask ``processes`` to start snapshot ``sid`` (``taken``: already told directly)."""
+        taken = set(taken)
+        rows = [dict(snapshot_id=sid, process=p, initiator=initiator, created_ns=created_ns,
+                     taken=p in taken) for p in processes]
+        if not rows:
+            return
+        if self.sqlite:
+            from sqlalchemy.dialects.sqlite import insert as dinsert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as dinsert
+        with self.engine.begin() as conn:
+            conn.execute(dinsert(SnapshotRequest).on_conflict_do_nothing(
+                index_elements=["snapshot_id", "process"]), rows)
+
+    def take_snapshot_requests(self, processes: list[str]) -> list[tuple[int, str, str]]:
+        """The untaken requests of running snapshots for ``processes``, now marked taken:
+        ``[(snapshot id, process, initiator)]``."""
+        if not processes:
+            return []
+        R = SnapshotRequest
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                select(R.snapshot_id, R.process, R.initiator).join(Snapshot, Snapshot.id == R.snapshot_id)
+                .where(R.taken.is_(False), R.process.in_(processes), Snapshot.status == "running")
+            ).all()
+            for sid, p, _ in rows:
+                conn.execute(update(R).where(R.snapshot_id == sid, R.process == p).values(taken=True))
+        return [(int(r[0]), r[1], r[2]) for r in rows]
+
+    def snapshot_progress(self, sid: int) -> dict | None:
+        """``{"status", "initiator", "states": {process: {event_seq, outgoing, closed, done,
+        own}}}`` where ``own`` is the tracer's part of the recorded state; None if no such id."""
+        with self.engine.connect() as conn:
+            snap = conn.execute(select(Snapshot.status, Snapshot.initiator).where(Snapshot.id == sid)).first()
+            if snap is None:
+                return None
+            S = SnapshotState
+            rows = conn.execute(select(S.process, S.event_seq, S.state, S.outgoing, S.closed, S.done)
+                                .where(S.snapshot_id == sid)).all()
+        return {"status": snap[0], "initiator": snap[1],
+                "states": {r[0]: _progress_row(r[1], r[2], r[3], r[4], r[5]) for r in rows}}
+
+    def finish_snapshot(self, sid: int, status: str, missing: list, finished_ns: int) -> bool:
+        """End a running snapshot; False if it had already ended."""
+        with self.engine.begin() as conn:
+            r = conn.execute(update(Snapshot).where(Snapshot.id == sid, Snapshot.status == "running")
+                             .values(status=status, missing=json.dumps(missing), finished_ns=finished_ns))
+            return r.rowcount > 0
+
+    def snapshot_statuses(self, sids: Iterable[int]) -> dict[int, str]:
+        sids = list(sids)
+        if not sids:
+            return {}
+        with self.engine.connect() as conn:
+            return {int(i): s for i, s in conn.execute(
+                select(Snapshot.id, Snapshot.status).where(Snapshot.id.in_(sids)))}
+
+    def snapshot_entry(self, sid: int) -> dict | None:
+        """Snapshot ``sid`` as the interchange document shows it (SPEC 7); None if unknown."""
+        with self.engine.connect() as conn:
+            snaps = [dict(r._mapping) for r in conn.execute(
+                select(Snapshot.__table__).where(Snapshot.id == sid))]
+            if not snaps:
+                return None
+            states = [dict(r._mapping) for r in conn.execute(
+                select(SnapshotState.__table__).where(SnapshotState.snapshot_id == sid))]
+            msgs = [dict(r._mapping) for r in conn.execute(
+                select(SnapshotMessage.__table__).where(SnapshotMessage.snapshot_id == sid))]
+        return build_trace([], [], [], snaps, states, msgs)["snapshots"][0]
+
+    def live_processes(self, since_ns: int) -> list[str]:
+        """Processes that have not ended and whose recorder beat at or after ``since_ns``."""
+        with self.engine.connect() as conn:
+            return sorted(r[0] for r in conn.execute(select(Process.name).where(
+                Process.ended_ns.is_(None), Process.heartbeat_ns >= since_ns)))
+
+    def channel_ends(self) -> list[dict]:
+        """``[{id, src, dst, fifo}]`` of every channel."""
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(
+                select(Channel.id, Channel.src, Channel.dst, Channel.fifo))]
 
     # -- reading ----------------------------------------------------------------
 
@@ -524,20 +643,102 @@ class MemoryStore:
             self.faults.append(dict(wall_ns=ns, process=process, location=location, detail=detail))
         elif kind == "snap_state":
             _, sid, process, seq, state, out, _initiator = item
-            self.states.setdefault((sid, process), dict(
-                snapshot_id=sid, process=process, event_seq=seq,
-                state=json.dumps(state, default=repr), outgoing=json.dumps(out), closed=None,
-                done=False))
-        elif kind == "snap_done":
-            _, sid, process, closed, messages = item
+            if self._snap_status(sid) in (None, "running"):
+                self.states.setdefault((sid, process), dict(
+                    snapshot_id=sid, process=process, event_seq=seq,
+                    state=json.dumps(state, default=repr), outgoing=json.dumps(out), closed="[]",
+                    done=False))
+        elif kind == "snap_chan":
+            _, sid, process, channel, msgs, complete = item
+            status = self._snap_status(sid)
+            if not (status in (None, "running") or (status == "partial" and not complete)):
+                return
             st = self.states.get((sid, process))
-            if st is not None:
-                st.update(closed=json.dumps(closed), done=True)
-            for ch, msgs in messages.items():
-                for i, m in enumerate(msgs):
-                    self.messages.append(dict(snapshot_id=sid, channel=ch, idx=i, **message_record(*m)))
+            if complete and st is not None:
+                closed = json.loads(st["closed"] or "[]")
+                if channel not in closed:
+                    st["closed"] = json.dumps(closed + [channel])
+            base = sum(1 for m in self.messages if m["snapshot_id"] == sid and m["channel"] == channel)
+            for i, m in enumerate(msgs):
+                self.messages.append(dict(snapshot_id=sid, channel=channel, idx=base + i,
+                                          **message_record(*m)))
+        elif kind == "snap_done":
+            _, sid, process = item
+            st = self.states.get((sid, process))
+            if st is not None and self._snap_status(sid) in (None, "running"):
+                st["done"] = True
         else:
             raise ValueError(f"unknown record {kind!r}")
+
+    # -- snapshot coordination: the same operations as SqlStore's
+
+    def _snap_status(self, sid: int) -> str | None:
+        s = self.snapshots.get(sid)
+        return None if s is None else s["status"]
+
+    def create_snapshot(self, initiator: str, requested_ns: int) -> int:
+        with self._lock:
+            sid = max(self.snapshots, default=0) + 1
+            self.snapshots[sid] = dict(id=sid, initiator=initiator, status="running",
+                                       requested_ns=requested_ns, finished_ns=None, missing=None)
+            return sid
+
+    def add_snapshot_requests(self, sid: int, initiator: str, processes: Iterable[str],
+                              created_ns: int, taken: Iterable[str] = ()) -> None:
+        taken = set(taken)
+        with self._lock:
+            for p in processes:
+                self.requests.setdefault((sid, p), dict(snapshot_id=sid, process=p, initiator=initiator,
+                                                        created_ns=created_ns, taken=p in taken))
+
+    def take_snapshot_requests(self, processes: list[str]) -> list[tuple[int, str, str]]:
+        names = set(processes)
+        out = []
+        with self._lock:
+            for (sid, p), r in self.requests.items():
+                if not r["taken"] and p in names and self._snap_status(sid) == "running":
+                    r["taken"] = True
+                    out.append((sid, p, r["initiator"]))
+        return out
+
+    def snapshot_progress(self, sid: int) -> dict | None:
+        with self._lock:
+            s = self.snapshots.get(sid)
+            if s is None:
+                return None
+            return {"status": s["status"], "initiator": s["initiator"], "states": {
+                p: _progress_row(st["event_seq"], st["state"], st["outgoing"], st["closed"], st["done"])
+                for (i, p), st in self.states.items() if i == sid}}
+
+    def finish_snapshot(self, sid: int, status: str, missing: list, finished_ns: int) -> bool:
+        with self._lock:
+            s = self.snapshots.get(sid)
+            if s is None or s["status"] != "running":
+                return False
+            s.update(status=status, missing=json.dumps(missing), finished_ns=finished_ns)
+            return True
+
+    def snapshot_statuses(self, sids: Iterable[int]) -> dict[int, str]:
+        with self._lock:
+            return {i: self.snapshots[i]["status"] for i in sids if i in self.snapshots}
+
+    def snapshot_entry(self, sid: int) -> dict | None:
+        with self._lock:
+            if sid not in self.snapshots:
+                return None
+            return build_trace([], [], [], [dict(self.snapshots[sid])],
+                               [dict(st) for (i, _), st in self.states.items() if i == sid],
+                               [dict(m) for m in self.messages if m["snapshot_id"] == sid])["snapshots"][0]
+
+    def live_processes(self, since_ns: int) -> list[str]:
+        with self._lock:
+            return sorted(p["name"] for p in self.processes_.values()
+                          if p.get("ended_ns") is None and p.get("heartbeat_ns", 0) >= since_ns)
+
+    def channel_ends(self) -> list[dict]:
+        with self._lock:
+            return [dict(id=c["id"], src=c["src"], dst=c["dst"], fifo=c["fifo"])
+                    for c in self.channels.values()]
 
     def load(self) -> dict:
         with self._lock:

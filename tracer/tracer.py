@@ -57,7 +57,11 @@ class Tracer:
         self.recorder = Recorder(self.store, drop=drop, tick=self._tick, on_error=self._writer_error)
         self.processes: dict[str, LogicalProcess] = {}
         self.finished_snaps: dict[str, set[int]] = {}
-        self.tick_hooks: list[Callable[[Tracer], None]] = []
+        self.deferred_flush: list = []  # endpoints whose markers the recorder thread writes
+        self.snapshot_signals = 0  # SIGUSR1s received; the recorder thread starts a snapshot each
+        from .snapshot import tick as snapshot_tick  # polls requests, ends snapshots, flushes markers
+
+        self.tick_hooks: list[Callable[[Tracer], None]] = [snapshot_tick]
         self._lock = threading.RLock()
         self._last_beat = 0.0
         self.host = socket.gethostname()
@@ -212,6 +216,7 @@ class Tracer:
         self._lock = threading.RLock()
         self.processes = {}
         self.finished_snaps = {}
+        self.deferred_flush = []
         self.recorder.after_fork_child()
         os.environ.pop("CUTSCOPE_NAME", None)
         self.main = self._new_process(f"{parent_name}/{os.getpid()}", parent=parent_name,

@@ -18,8 +18,10 @@ from cutscope.tracer.process import _current
 
 __version__ = "0.1.0"
 
-__all__ = ["start", "stop", "process", "state", "event", "safepoint", "tracer", "Tracer",
-           "__version__"]
+__all__ = ["start", "stop", "process", "state", "event", "safepoint", "snapshot", "Snapshot",
+           "tracer", "Tracer", "__version__"]
+
+from cutscope.tracer.snapshot import Snapshot, SnapshotError  # noqa: E402
 
 
 def start(db: str | None = None, name: str | None = None, capture_payload: int | None = None,
@@ -36,6 +38,7 @@ def start(db: str | None = None, name: str | None = None, capture_payload: int |
     if capture_payload is None:
         capture_payload = int(os.environ.get("CUTSCOPE_CAPTURE_PAYLOAD") or 0)
     t = Tracer(db=db, name=name, capture_payload=capture_payload, strict=strict).start()
+    _install_sigusr1(t)
     if instrument:
         from cutscope import integrations
 
@@ -51,6 +54,7 @@ def stop() -> None:
     from cutscope import integrations
 
     integrations.uninstrument()
+    _remove_sigusr1()
     t.stop()
 
 
@@ -139,3 +143,65 @@ def safepoint() -> None:
     lp = current()
     if lp is not None and lp.pending:
         lp.safepoint()
+
+
+def snapshot(initiator: str | None = None, timeout: float = 10.0) -> Snapshot:
+    """Take a Chandy-Lamport snapshot of the traced system and wait for it.
+
+    ``initiator`` names the logical process that starts it (any live traced
+    process, in this interpreter or another one sharing the store); None means
+    the calling logical process, which records its state at once (this call is
+    a safe point). Another initiator starts at its next safe point. Returns a
+    ``Snapshot`` whose ``status`` is ``complete``, or ``partial`` (``missing``
+    says what) when it could not complete within ``timeout`` seconds.
+
+    The calling thread waits: it must not be the only reader of channels the
+    snapshot waits for (a logical process blocked here cannot receive the
+    markers on its own incoming channels). Take snapshots from a thread of its
+    own, or name an initiator.
+    """
+    from cutscope.tracer import snapshot as _snapshot
+
+    t = active()
+    if t is None:
+        raise RuntimeError("cutscope is not tracing: call cutscope.start() first")
+    return _snapshot.take(t.store, initiator=initiator, timeout=timeout, tracer=t, caller=current())
+
+
+# -- SIGUSR1: a snapshot with this OS process as initiator ---------------------------
+
+_sig_installed: list = []
+
+
+def _install_sigusr1(t: Tracer) -> None:
+    """Install the SIGUSR1 handler unless the application has its own (main thread only)."""
+    import signal
+    import threading
+
+    if not hasattr(signal, "SIGUSR1") or threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, None):
+            return  # the application's own handler wins
+
+        def handler(signum, frame):
+            # No I/O in a signal handler: count it; the recorder thread starts the snapshot.
+            t.snapshot_signals += 1
+
+        signal.signal(signal.SIGUSR1, handler)
+        _sig_installed[:] = [handler]
+    except (ValueError, OSError):
+        pass
+
+
+def _remove_sigusr1() -> None:
+    import signal
+
+    if not _sig_installed:
+        return
+    try:
+        if signal.getsignal(signal.SIGUSR1) is _sig_installed[0]:
+            signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    except (ValueError, OSError):
+        pass
+    _sig_installed.clear()
