@@ -1,0 +1,240 @@
+"""``cutscope view``: the Textual app.
+
+Every load from the store runs in a ``@work(thread=True, exclusive=True)``
+worker and reports back with a small message (``messages.py``). With
+``follow`` on, a timer asks the store (in a worker too) whether it holds more
+events or snapshots than the loaded trace, and reloads when it does, keeping
+the cut: a frontier that was at the end of its process follows the new
+events, the others stay where the user put them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+
+from .analysis import Trace
+from .explorer import Explorer
+from .messages import LoadFailed, Rendered, SnapshotResult, TraceChanged, TraceLoaded
+from .screens import MainScreen
+
+POLL_S = 1.0
+
+
+def store_stamp(store) -> tuple:
+    """What changes when the trace grows: event count and last seq sum, snapshot progress."""
+    def q(conn):
+        ev = conn.exec_driver_sql("SELECT count(*), coalesce(max(wall_ns), 0) FROM events").first()
+        sn = conn.exec_driver_sql("SELECT count(*), coalesce(sum(CASE WHEN status = 'running' "
+                                  "THEN 0 ELSE 1 END), 0) FROM snapshots").first()
+        st = conn.exec_driver_sql("SELECT count(*) FROM snapshot_states").first()
+        return (tuple(ev), tuple(sn), tuple(st))
+    return store.execute(q)
+
+
+class CutscopeApp(App):
+    """Explore a trace and its consistent cuts."""
+
+    CSS_PATH = "viewer.tcss"
+    TITLE = "cutscope"
+    BINDINGS = [Binding("q", "quit", "Quit")]
+
+    def __init__(self, db: str | None = None, doc: dict | None = None, follow: bool = True,
+                 poll: float = POLL_S):
+        super().__init__()
+        self.db = db
+        self._fixed_doc = doc
+        self.follow = follow and doc is None
+        self.poll_s = poll
+        self.doc: dict | None = None
+        self.explorer: Explorer | None = None
+        self.stamp: tuple = ()
+        self.loads = 0
+        self._store = None
+        self._loading = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self.push_screen(MainScreen())
+        self.sub_title = self.db or "document"
+        self.load()
+        if self.db is not None:
+            self.set_interval(self.poll_s, self._poll)
+
+    def on_unmount(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+    @property
+    def main(self) -> MainScreen | None:
+        for s in self.screen_stack:
+            if isinstance(s, MainScreen):
+                return s
+        return None
+
+    def _open(self):
+        if self._store is None:
+            from cutscope.tracer.store import open_store
+
+            self._store = open_store(self.db, create=False)
+        return self._store
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def load(self) -> None:
+        self._loading = True
+        prev = None
+        if self.explorer is not None:
+            ex = self.explorer
+            prev = (dict(ex.cut), {p: ex.trace.last_seq(p) for p in ex.procs}, ex.selected,
+                    ex.filter_text)
+        self._load(prev)
+
+    @work(thread=True, exclusive=True, group="load")
+    def _load(self, prev) -> None:
+        try:
+            if self._fixed_doc is not None:
+                doc, stamp = self._fixed_doc, ()
+            else:
+                store = self._open()
+                stamp = store_stamp(store)
+                doc = store.load()
+            trace = Trace(doc)
+            ex = Explorer(trace)
+            if prev is not None:
+                cut, last, selected, filt = prev
+                keep = {p: n for p, n in cut.items() if p in ex.cut and n < last.get(p, 0)}
+                ex.set_cut(keep)
+                ex.selected = min(selected, max(0, len(ex.procs) - 1))
+                if filt:
+                    ex.set_filter(filt)
+        except Exception as exc:  # a store that went bad under us: say it, keep running
+            self.post_message(LoadFailed(f"{type(exc).__name__}: {exc}"))
+            return
+        self.post_message(TraceLoaded(doc, ex, stamp, len(doc.get("events", []))))
+
+    def on_trace_loaded(self, msg: TraceLoaded) -> None:
+        self._loading = False
+        first = self.explorer is None
+        self.doc, self.explorer, self.stamp = msg.doc, msg.explorer, msg.stamp
+        self.loads += 1
+        screen = self.main
+        if screen is not None:
+            screen.show_trace(scroll=first)
+            ex = msg.explorer
+            screen.set_status(f"{msg.events} events, {len(ex.procs)} processes, "
+                              f"{len(msg.doc.get('snapshots', []))} snapshots"
+                              + ("  (following)" if self.follow else ""))
+
+    def on_load_failed(self, msg: LoadFailed) -> None:
+        self._loading = False
+        if self.main is not None:
+            self.main.set_status(f"cannot load the trace: {msg.error}")
+
+    def _poll(self) -> None:
+        if self.follow and not self._loading and self.db is not None:
+            self._check_stamp()
+
+    @work(thread=True, exclusive=True, group="poll")
+    def _check_stamp(self) -> None:
+        try:
+            stamp = store_stamp(self._open())
+        except Exception:
+            return
+        if stamp != self.stamp:
+            self.post_message(TraceChanged(stamp))
+
+    def on_trace_changed(self, msg: TraceChanged) -> None:
+        if not self._loading:
+            self.load()
+
+    # -- render / snapshot ---------------------------------------------------------------
+
+    def render_path(self) -> str:
+        """Where the render key writes: next to the SQLite file, else the working directory."""
+        base = os.getcwd()
+        if self._store is not None and getattr(self._store, "sqlite", False):
+            from sqlalchemy.engine import make_url
+
+            dbfile = make_url(self._store.url).database
+            if dbfile and dbfile != ":memory:":
+                base = os.path.dirname(os.path.abspath(dbfile))
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = os.path.join(base, f"cutscope-cut-{stamp}.svg")
+        n = 1
+        while os.path.exists(path):
+            n += 1
+            path = os.path.join(base, f"cutscope-cut-{stamp}-{n}.svg")
+        return path
+
+    def render_cut(self) -> None:
+        if self.explorer is None:
+            return
+        if self.db is not None:
+            self._open()
+        path = self.render_path()
+        if self.main is not None:
+            self.main.set_status(f"rendering to {path} ...")
+        self._render(dict(self.explorer.cut), path)
+
+    @work(thread=True, exclusive=True, group="render")
+    def _render(self, cut: dict, path: str) -> None:
+        from .render import render_file
+
+        try:
+            render_file(self.explorer.trace, cut, path, title="cut from the viewer")
+        except Exception as exc:
+            self.post_message(Rendered(None, f"{type(exc).__name__}: {exc}"))
+            return
+        self.post_message(Rendered(path))
+
+    def on_rendered(self, msg: Rendered) -> None:
+        self.last_render = msg.path
+        text = f"rendered the cut to {msg.path}" if msg.path else f"render failed: {msg.error}"
+        if self.main is not None:
+            self.main.set_status(text)
+        self.notify(text, severity="information" if msg.path else "error")
+
+    def take_snapshot(self) -> None:
+        if self.db is None:
+            self.post_message(SnapshotResult("taking a snapshot needs a live store (--db)", False))
+            return
+        if self.main is not None:
+            self.main.set_status("taking a snapshot of the live system ...")
+        self._snapshot()
+
+    @work(thread=True, exclusive=True, group="snapshot")
+    def _snapshot(self) -> None:
+        try:
+            from cutscope.tracer.snapshot import take
+        except ImportError:
+            self.post_message(SnapshotResult("taking a snapshot is not available in this build", False))
+            return
+        try:
+            snap = take(self._open(), timeout=10.0)
+        except Exception as exc:
+            self.post_message(SnapshotResult(f"snapshot failed: {exc}", False))
+            return
+        missing = getattr(snap, "missing", None)
+        text = f"snapshot {snap.id}: {snap.status}"
+        if missing:
+            text += f" (missing {len(missing)}: {', '.join(map(str, missing))[:120]})"
+        self.post_message(SnapshotResult(text, True))
+
+    def on_snapshot_result(self, msg: SnapshotResult) -> None:
+        self.last_snapshot = msg.text
+        if self.main is not None:
+            self.main.set_status(msg.text)
+        self.notify(msg.text, severity="information" if msg.ok else "warning")
+        if msg.ok and self.db is not None:
+            self.load()
+
+
+def run(db: str | None = None, follow: bool = True) -> int:
+    CutscopeApp(db=db, follow=follow).run()
+    return 0

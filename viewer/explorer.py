@@ -1,0 +1,196 @@
+"""The cut explorer's model: a trace in display order, a cut, a filter (no UI here).
+
+The viewer's widgets draw from this; the tests drive it directly too. Rows are
+the trace's events in a linear extension of happened-before (Lamport clock,
+then process, then seq), kept in compact arrays so that a large trace costs a
+few bytes per event beyond the document itself.
+"""
+
+from __future__ import annotations
+
+import bisect
+from array import array
+from typing import Mapping
+
+from .analysis import Message, Trace
+
+GLYPH = {"send": "S", "recv": "R", "local": "•", "snapshot": "◆"}
+
+
+def describe(e: Mapping, trace: Trace | None = None) -> str:
+    """One line about an event."""
+    k = e["kind"]
+    head = f"{e['process']} #{e['seq']} L{e.get('lamport')} {k}"
+    if k in ("send", "recv"):
+        m = trace.messages.get(e.get("msg")) if trace is not None and e.get("msg") else None
+        if k == "send":
+            peer = f" -> {m.dst}" if m is not None and m.dst else ""
+            if m is not None and m.recv_seq is None:
+                peer += " (never received)"
+        else:
+            peer = f" <- {m.src}" if m is not None else " (sender unknown)"
+        return f"{head} {e.get('msg') or '-'}{peer} on {e.get('channel')} ({e.get('nbytes', 0)} B)"
+    if k == "snapshot":
+        return f"{head} {e.get('snapshot')}"
+    data = e.get("data") or {}
+    label = data.get("label", "")
+    rest = {a: b for a, b in data.items() if a != "label"}
+    return f"{head} {label} {rest if rest else ''}".rstrip()
+
+
+def parse_filter(text: str) -> tuple[set[str], set[str], str]:
+    """``p:NAME k:KIND words`` to (processes, kinds, free text, lower-cased)."""
+    procs: set[str] = set()
+    kinds: set[str] = set()
+    words = []
+    for tok in text.split():
+        if tok.startswith(("p:", "process:")):
+            procs.add(tok.split(":", 1)[1])
+        elif tok.startswith(("k:", "kind:")):
+            kinds.add(tok.split(":", 1)[1].lower())
+        else:
+            words.append(tok.lower())
+    return procs, kinds, " ".join(words)
+
+
+class Explorer:
+    """A trace, the current cut, the selected process and the visible rows."""
+
+    def __init__(self, trace: Trace, cut: Mapping[str, int] | None = None):
+        self.trace = trace
+        # Processes without events (a launcher's idle main process) get no lane.
+        self.procs = [p for p in trace.processes if trace.events[p]] or list(trace.processes)
+        self.pindex = {p: i for i, p in enumerate(self.procs)}
+        order = sorted(((e.get("lamport") or 0, i, pos)
+                        for i, p in enumerate(self.procs)
+                        for pos, e in enumerate(trace.events[p])))
+        self.all_proc = array("i", (o[1] for o in order))
+        self.all_pos = array("l", (o[2] for o in order))
+        # global row of (process index, position)
+        self.row_of: list[array] = [array("l", [0]) * len(trace.events[p]) for p in self.procs]
+        for g, (i, pos) in enumerate(zip(self.all_proc, self.all_pos)):
+            self.row_of[i][pos] = g
+        self.filter_text = ""
+        self.rows: array | None = None  # filtered global rows (None: all)
+        self.selected = 0  # index of the selected process
+        top = trace.top()
+        self.cut: dict[str, int] = {p: top[p] for p in self.procs}
+        if cut:
+            for p, n in cut.items():
+                if p in self.cut:
+                    self.cut[p] = int(n)
+        self.recompute()
+
+    # -- rows -------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.rows) if self.rows is not None else len(self.all_proc)
+
+    def global_row(self, y: int) -> int:
+        return self.rows[y] if self.rows is not None else y
+
+    def event_at(self, y: int) -> dict:
+        g = self.global_row(y)
+        return self.trace.events[self.procs[self.all_proc[g]]][self.all_pos[g]]
+
+    def row_for_event(self, process: str, seq: int) -> int | None:
+        """The visible row of an event (None if filtered out or absent)."""
+        i = self.pindex.get(process)
+        if i is None:
+            return None
+        seqs = self.trace.seqs[process]
+        pos = bisect.bisect_left(seqs, seq)
+        if pos >= len(seqs) or seqs[pos] != seq:
+            return None
+        g = self.row_of[i][pos]
+        if self.rows is None:
+            return g
+        y = bisect.bisect_left(self.rows, g)
+        return y if y < len(self.rows) and self.rows[y] == g else None
+
+    def nearest_row(self, g: int) -> int:
+        """The visible row at or just before global row ``g``."""
+        if self.rows is None:
+            return g
+        return max(0, bisect.bisect_right(self.rows, g) - 1)
+
+    def set_filter(self, text: str) -> int:
+        """Show only the events matching ``text``; returns how many match."""
+        self.filter_text = text.strip()
+        if not self.filter_text:
+            self.rows = None
+            return len(self.all_proc)
+        procs, kinds, words = parse_filter(self.filter_text)
+        pidx = {self.pindex[p] for p in procs if p in self.pindex} if procs else None
+        out = array("l")
+        t = self.trace
+        for g, (i, pos) in enumerate(zip(self.all_proc, self.all_pos)):
+            if pidx is not None and i not in pidx:
+                continue
+            e = t.events[self.procs[i]][pos]
+            if kinds and e["kind"] not in kinds:
+                continue
+            if words and words not in describe(e, t).lower():
+                continue
+            out.append(g)
+        self.rows = out
+        return len(out)
+
+    # -- the cut ----------------------------------------------------------------------
+
+    @property
+    def process(self) -> str:
+        return self.procs[self.selected] if self.procs else ""
+
+    def frontier_global(self, i: int) -> int:
+        """Global row of process i's last event inside the cut (-1: none)."""
+        p = self.procs[i]
+        k = self.trace.count_inside(p, self.cut[p])
+        return self.row_of[i][k - 1] if k else -1
+
+    def recompute(self) -> None:
+        t = self.trace
+        self.consistent = t.consistent(self.cut)
+        self.orphans: list[Message] = t.orphans(self.cut, limit=5000) if not self.consistent else []
+        self.in_transit: list[Message] = t.in_transit(self.cut)
+        self.orphan_ids = {m.id for m in self.orphans}
+        self.transit_ids = {m.id for m in self.in_transit}
+        self.frontiers = [self.frontier_global(i) for i in range(len(self.procs))]
+        self.generation = getattr(self, "generation", 0) + 1
+
+    def select(self, delta: int) -> None:
+        if self.procs:
+            self.selected = (self.selected + delta) % len(self.procs)
+            self.generation += 1
+
+    def move(self, delta: int) -> None:
+        """Move the selected process's frontier by ``delta`` of its events."""
+        p = self.process
+        if p:
+            self.cut[p] = self.trace.step(p, self.cut[p], delta)
+            self.recompute()
+
+    def set_frontier(self, p: str, seq: int) -> None:
+        self.cut[p] = max(0, seq)
+        self.recompute()
+
+    def set_cut(self, cut: Mapping[str, int]) -> None:
+        for p, n in cut.items():
+            if p in self.cut:
+                self.cut[p] = int(n)
+        self.recompute()
+
+    def nearest_below(self) -> None:
+        self.set_cut(self.trace.nearest_below(self.cut))
+
+    def nearest_above(self) -> None:
+        self.set_cut(self.trace.nearest_above(self.cut))
+
+    def selected_event(self) -> dict | None:
+        p = self.process
+        if not p:
+            return None
+        return self.trace.event(p, self.cut[p]) if self.cut[p] else None
+
+    def cut_text(self) -> str:
+        return ",".join(f"{p}={n}" for p, n in self.cut.items())

@@ -1,0 +1,198 @@
+"""The cut explorer: the lanes, the cut panel, and the keys that move the cut."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Static
+
+from ..explorer import Explorer
+from ..messages import CutChanged
+from ..widgets import CutPanel, LaneHeader, Lanes
+
+
+class MainScreen(Screen):
+    """Move each process's frontier and see at once what the cut is."""
+
+    AUTO_FOCUS = None  # the keys belong to the explorer until the filter box is opened
+
+    BINDINGS = [
+        Binding("left", "select(-1)", "Process", key_display="←"),
+        Binding("right", "select(1)", "Process", key_display="→", show=False),
+        Binding("up", "move(-1)", "Frontier", key_display="↑"),
+        Binding("down", "move(1)", "Frontier", key_display="↓", show=False),
+        Binding("shift+up", "move(-10)", "Frontier -10", show=False),
+        Binding("shift+down", "move(10)", "Frontier +10", show=False),
+        Binding("home", "frontier_edge(0)", "Frontier to start", show=False),
+        Binding("end", "frontier_edge(1)", "Frontier to end", show=False),
+        Binding("b", "nearest('below')", "Consistent below"),
+        Binding("a", "nearest('above')", "Consistent above"),
+        Binding("t", "whole", "Whole trace"),
+        Binding("p", "snapshots", "Snapshots"),
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("r", "render", "Render SVG"),
+        Binding("s", "take_snapshot", "Take snapshot"),
+        Binding("f", "toggle_follow", "Follow"),
+        Binding("g", "goto", "Go to frontier", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="body"):
+            with Vertical(id="left"):
+                yield LaneHeader(id="lane-header")
+                yield Lanes(id="lanes")
+            yield CutPanel(id="panel")
+        yield Input(placeholder="filter: p:PROCESS k:send|recv|local|snapshot text  (Enter applies, "
+                                "empty clears)", id="filter", disabled=True)
+        yield Static("loading ...", id="status")
+        yield Footer()
+
+    # -- model -> view -------------------------------------------------------------------
+
+    @property
+    def explorer(self) -> Explorer | None:
+        return getattr(self.app, "explorer", None)
+
+    def set_status(self, text: str) -> None:
+        self.query_one("#status", Static).update(text)
+
+    def show_trace(self, scroll: bool = True) -> None:
+        ex = self.explorer
+        lanes = self.query_one(Lanes)
+        self.query_one(LaneHeader).set_explorer(ex)
+        lanes.set_explorer(ex)
+        self.refresh_cut(scroll=scroll)
+
+    def refresh_cut(self, scroll: bool = True) -> None:
+        ex = self.explorer
+        lanes = self.query_one(Lanes)
+        panel = self.query_one(CutPanel)
+        panel.show(ex)
+        if ex is None:
+            return
+        ev = ex.selected_event()
+        lanes.peer = ex.trace.peer(ev) if ev is not None else None
+        lanes._cache.clear()
+        lanes.refresh()
+        self.query_one(LaneHeader).refresh()
+        if scroll:
+            self.action_goto()
+        self.post_message(CutChanged(dict(ex.cut), ex.consistent))
+
+    # -- actions -------------------------------------------------------------------------
+
+    def action_select(self, delta: int) -> None:
+        ex = self.explorer
+        if ex is not None:
+            ex.select(delta)
+            self.refresh_cut()
+
+    def action_move(self, delta: int) -> None:
+        ex = self.explorer
+        if ex is not None:
+            ex.move(delta)
+            self.refresh_cut()
+
+    def action_frontier_edge(self, end: int) -> None:
+        ex = self.explorer
+        if ex is not None and ex.process:
+            ex.set_frontier(ex.process, ex.trace.last_seq(ex.process) if end else 0)
+            self.refresh_cut()
+
+    def action_nearest(self, which: str) -> None:
+        ex = self.explorer
+        if ex is None:
+            return
+        before = dict(ex.cut)
+        ex.nearest_below() if which == "below" else ex.nearest_above()
+        moved = [f"{p} {before[p]}->{n}" for p, n in ex.cut.items() if before[p] != n]
+        self.set_status(f"nearest consistent cut {which}: " + (", ".join(moved) or "already consistent"))
+        self.refresh_cut()
+
+    def action_whole(self) -> None:
+        ex = self.explorer
+        if ex is not None:
+            ex.set_cut(ex.trace.top())
+            self.refresh_cut()
+
+    def action_goto(self) -> None:
+        """Scroll the lanes to the selected process's frontier."""
+        ex = self.explorer
+        if ex is None or not len(ex):
+            return
+        f = ex.frontiers[ex.selected] if ex.procs else -1
+        lanes = self.query_one(Lanes)
+        lanes.scroll_to_row(ex.nearest_row(max(f, 0)))
+
+    def action_page(self, direction: int) -> None:
+        lanes = self.query_one(Lanes)
+        lanes.scroll_to(y=lanes.scroll_offset.y + direction * max(1, lanes.size.height - 1),
+                        animate=False)
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.disabled = False
+        box.add_class("visible")
+        box.focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.value = ""
+        self._apply_filter("")
+        self._hide_filter(box)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "filter":
+            self._apply_filter(event.value)
+            if not event.value.strip():
+                self._hide_filter(event.input)
+            else:
+                self.set_focus(None)
+
+    def _hide_filter(self, box: Input) -> None:
+        box.remove_class("visible")
+        box.disabled = True
+        self.set_focus(None)
+
+    def _apply_filter(self, text: str) -> None:
+        ex = self.explorer
+        if ex is None:
+            return
+        n = ex.set_filter(text)
+        ex.generation += 1
+        self.query_one(Lanes).refresh_rows()
+        self.set_status(f"filter {text.strip()!r}: {n} events" if text.strip()
+                        else f"{len(ex)} events")
+        self.action_goto()
+
+    def action_snapshots(self) -> None:
+        from .snapshots import SnapshotsScreen
+
+        doc = getattr(self.app, "doc", None)
+        if doc is None:
+            return
+
+        def apply(cut) -> None:
+            ex = self.explorer
+            if cut and ex is not None:
+                ex.set_cut(cut)
+                self.set_status(f"cut of the snapshot: {ex.cut_text()}")
+                self.refresh_cut()
+
+        self.app.push_screen(SnapshotsScreen(doc), apply)
+
+    def action_render(self) -> None:
+        self.app.render_cut()
+
+    def action_take_snapshot(self) -> None:
+        self.app.take_snapshot()
+
+    def action_toggle_follow(self) -> None:
+        self.app.follow = not self.app.follow
+        self.set_status("following the live trace" if self.app.follow else "not following")

@@ -1,0 +1,6 @@
+"""The viewer's widgets: the virtualised space-time lanes and the cut panel."""
+
+from .lanes import LaneHeader, Lanes
+from .panels import CutPanel
+
+__all__ = ["LaneHeader", "Lanes", "CutPanel"]

@@ -1,0 +1,190 @@
+"""The space-time diagram as text: one lane per process, one row per event.
+
+Rows are the events in a linear extension of happened-before (Lamport clock,
+then process), so a message always goes down the screen from its send to its
+receive. A lane is drawn solid above the process's frontier (inside the cut)
+and dotted below it; the frontier event is marked. In-transit sends and
+orphan receives (and their sends) have their own colours; the selected
+process's frontier event and the other end of its message are highlighted.
+
+Virtualised as toolong's ``LogLines`` is: a ``ScrollView`` whose
+``render_line(y)`` builds only the visible rows, with an LRU cache of strips,
+so a trace of any length costs the same to draw.
+"""
+
+from __future__ import annotations
+
+from rich.segment import Segment
+from rich.style import Style
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widget import Widget
+
+from ..explorer import GLYPH, Explorer, describe
+
+S_LANE_IN = Style(color="#5f87af")
+S_LANE_OUT = Style(color="#444444")
+S_KIND = {
+    "send": Style(color="#87afff", bold=True),
+    "recv": Style(color="#87d787", bold=True),
+    "local": Style(color="#bcbcbc"),
+    "snapshot": Style(color="#ffaf00", bold=True),
+}
+S_OUTSIDE = Style(color="#6c6c6c")
+S_TRANSIT = Style(color="#ffffff", bgcolor="#1f5fbf", bold=True)
+S_ORPHAN = Style(color="#ffffff", bgcolor="#bf1f1f", bold=True)
+S_FRONTIER = Style(bgcolor="#5f3f00", underline=True)
+S_SELECTED = Style(reverse=True, bold=True)
+S_PEER = Style(color="#000000", bgcolor="#d787ff", bold=True)
+S_GUTTER = Style(color="#6c6c6c")
+S_TEXT = Style(color="#d0d0d0")
+
+
+def lane_width(explorer: Explorer) -> int:
+    n = max(1, len(explorer.procs))
+    longest = max((len(p) for p in explorer.procs), default=1)
+    w = min(max(longest + 1, 3), 10)
+    return w if n * w <= 80 else 3
+
+
+class LaneHeader(Widget):
+    """Process names above the lanes; the selected process reversed."""
+
+    DEFAULT_CSS = "LaneHeader { height: 1; }"
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.explorer: Explorer | None = None
+        self.offset_x = 0  # the lanes' horizontal scroll
+
+    def set_explorer(self, explorer: Explorer | None) -> None:
+        self.explorer = explorer
+        self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        ex = self.explorer
+        width = self.size.width
+        if ex is None or y:
+            return Strip.blank(width)
+        w = lane_width(ex)
+        segs = [Segment(" " * 8, S_GUTTER)]
+        for i, p in enumerate(ex.procs):
+            name = (p if len(p) < w else (p[: w - 2] + "…" if w > 3 else str(i)))
+            style = S_SELECTED if i == ex.selected else Style(bold=True)
+            if ex.frontiers[i] < 0:
+                style = style + Style(color="#ffaf00")
+            segs.append(Segment(name.center(w - 1)[: w - 1], style))
+            segs.append(Segment(" "))
+        strip = Strip(segs)
+        return strip.crop_extend(self.offset_x, self.offset_x + width, None)
+
+
+class Lanes(ScrollView, can_focus=False):
+    """The virtualised event lanes."""
+
+    DEFAULT_CSS = "Lanes { height: 1fr; }"
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.explorer: Explorer | None = None
+        self._cache: LRUCache[tuple, Strip] = LRUCache(2000)
+        self.peer: tuple[str, int] | None = None
+
+    def set_explorer(self, explorer: Explorer | None) -> None:
+        self.explorer = explorer
+        self.refresh_rows()
+
+    def refresh_rows(self) -> None:
+        """The model changed: forget the drawn strips and resize."""
+        self._cache.clear()
+        ex = self.explorer
+        if ex is None:
+            self.virtual_size = Size(0, 0)
+        else:
+            w = 8 + lane_width(ex) * len(ex.procs) + 100
+            self.virtual_size = Size(w, len(ex))
+        self.refresh()
+
+    def watch_scroll_x(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_x(old_value, new_value)
+        for header in self.screen.query(LaneHeader):
+            header.offset_x = round(new_value)
+            header.refresh()
+
+    def scroll_to_row(self, y: int, animate: bool = False) -> None:
+        """Bring row ``y`` into view (centred when it is off screen)."""
+        h = max(1, self.size.height)
+        top = self.scroll_offset.y
+        if y < top or y >= top + h:
+            self.scroll_to(y=max(0, y - h // 2), animate=animate)
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        width = self.size.width
+        ex = self.explorer
+        row = scroll_y + y
+        if ex is None or row >= len(ex):
+            return Strip.blank(width)
+        key = (row, ex.generation, self.peer)
+        strip = self._cache.get(key)
+        if strip is None:
+            strip = self._build(row)
+            self._cache[key] = strip
+        return strip.crop_extend(scroll_x, scroll_x + width, None)
+
+    def _build(self, row: int) -> Strip:
+        ex = self.explorer
+        t = ex.trace
+        g = ex.global_row(row)
+        i = ex.all_proc[g]
+        e = ex.event_at(row)
+        p = ex.procs[i]
+        inside = e["seq"] <= ex.cut[p]
+        msg = e.get("msg")
+        w = lane_width(ex)
+        segs = [Segment(f"{e.get('lamport', 0):>7} ", S_GUTTER)]
+        selected_ev = i == ex.selected and g == ex.frontiers[i]
+        is_peer = self.peer is not None and (p, e["seq"]) == self.peer
+        for j in range(len(ex.procs)):
+            f = ex.frontiers[j]
+            if j == i:
+                glyph = GLYPH.get(e["kind"], "?")
+                style = S_KIND.get(e["kind"], S_TEXT) if inside else S_OUTSIDE
+                if msg is not None:
+                    if msg in ex.orphan_ids:
+                        style = S_ORPHAN
+                    elif msg in ex.transit_ids and e["kind"] == "send":
+                        style = S_TRANSIT
+                if g == f:
+                    style = style + S_FRONTIER
+                if selected_ev:
+                    style = style + S_SELECTED
+                elif is_peer:
+                    style = S_PEER
+                cell = glyph
+            else:
+                inside_lane = g <= f
+                cell = "│" if inside_lane else "┆"
+                style = S_LANE_IN if inside_lane else S_LANE_OUT
+                if g == f:
+                    style = style + S_FRONTIER
+            pad = w - 1
+            left = (pad - 1) // 2
+            segs.append(Segment(" " * left))
+            segs.append(Segment(cell, style))
+            segs.append(Segment(" " * (pad - 1 - left) + " "))
+        text = describe(e, t)
+        tstyle = S_TEXT if inside else S_OUTSIDE
+        if selected_ev:
+            tstyle = S_SELECTED
+        elif is_peer:
+            text += "   ◀ other end of the selected message"
+            tstyle = S_PEER
+        elif msg is not None and msg in ex.orphan_ids:
+            text += "   ORPHAN (received inside, sent outside)"
+        elif msg is not None and msg in ex.transit_ids and e["kind"] == "send":
+            text += "   IN TRANSIT"
+        segs.append(Segment(" " + text, tstyle))
+        return Strip(segs)
