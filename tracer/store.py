@@ -544,6 +544,32 @@ class SqlStore:
             return [dict(r._mapping) for r in conn.execute(
                 select(Channel.id, Channel.src, Channel.dst, Channel.fifo))]
 
+    # -- listeners: direct, synchronous (a client connecting right after listen() must see it)
+
+    def register_listener(self, host: str, port: int, process: str, pid: int) -> None:
+        """Record that ``process`` (OS pid ``pid``) listens, traced, on ``host``/``port``."""
+        vals = dict(host=host, port=port, process=process, pid=pid, registered_ns=time.time_ns())
+
+        def run(conn):
+            conn.execute(delete(Listener).where(Listener.host == host, Listener.port == port))
+            conn.execute(insert(Listener).values(**vals))
+        with self._lock:
+            self.execute(run)
+
+    def unregister_listener(self, host: str, port: int, pid: int | None = None) -> None:
+        cond = [Listener.host == host, Listener.port == port]
+        if pid is not None:
+            cond.append(Listener.pid == pid)
+        with self._lock:
+            self.execute(lambda conn: conn.execute(delete(Listener).where(*cond)))
+
+    def lookup_listener(self, hosts: list[str], port: int) -> dict | None:
+        """The registration of a traced listener on ``port`` under one of ``hosts``, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(Listener.__table__).where(
+                Listener.port == port, Listener.host.in_(hosts))).first()
+        return dict(row._mapping) if row is not None else None
+
     # -- reading ----------------------------------------------------------------
 
     def load(self) -> dict:
@@ -669,6 +695,25 @@ class MemoryStore:
                 st["done"] = True
         else:
             raise ValueError(f"unknown record {kind!r}")
+
+    def register_listener(self, host: str, port: int, process: str, pid: int) -> None:
+        with self._lock:
+            self.listeners[(host, port)] = dict(host=host, port=port, process=process, pid=pid,
+                                                registered_ns=time.time_ns())
+
+    def unregister_listener(self, host: str, port: int, pid: int | None = None) -> None:
+        with self._lock:
+            row = self.listeners.get((host, port))
+            if row is not None and (pid is None or row["pid"] == pid):
+                del self.listeners[(host, port)]
+
+    def lookup_listener(self, hosts: list[str], port: int) -> dict | None:
+        with self._lock:
+            for h in hosts:
+                row = self.listeners.get((h, port))
+                if row is not None:
+                    return dict(row)
+        return None
 
     # -- snapshot coordination: the same operations as SqlStore's
 

@@ -1,0 +1,1542 @@
+"""The socket integration: in-band framing on TCP, envelopes on UDP, raw otherwise.
+
+Plain functions are installed as attributes of ``socket.socket`` (its I/O
+methods are C methods inherited from ``_socket.socket``; ``ssl.SSLSocket`` is a
+subclass and is passed through untouched). Measured: a plain function costs a
+third of a ``wrapt`` wrapper per call (``benchmarks/bench_tcp.py``); uninstall
+restores exactly what was there.
+
+Framing state belongs to the connection, not to the Python object: a ``Conn``
+is found from a socket object through ``_objs`` (keyed by ``id``, checked with
+a weak reference) and, for a socket object that has never been seen (``dup``,
+``fromfd``, ``socket(fileno=...)``, a fork), through the kernel socket's inode
+(``_inos``). A socket that finds no state is passed raw; if its peer is a
+traced endpoint (it may be framed) a fault is recorded: it never guesses.
+
+The wire format is ``cutscope.tracer.wire``; the negotiation and the cases that
+cannot be traced are described in ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import select
+import socket
+import sys
+import threading
+import time
+import weakref
+import _socket
+
+from cutscope.tracer import wire
+from cutscope.tracer.process import OutEndpoint, _current, _default
+
+from ._base import Instrumentor, register
+
+__all__ = ["SocketInstrumentor", "HELLO_WAIT"]
+
+_Socket = socket.socket
+_ss = _socket.socket
+_now = time.time_ns
+_mono = time.monotonic
+_HDR = wire.HDR
+_HDR_SIZE = wire.HDR_SIZE
+_DATA = wire.DATA
+_MAGIC = wire.MAGIC
+_PEEK = socket.MSG_PEEK
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+_WAITALL = getattr(socket, "MSG_WAITALL", 0)
+_INET = (socket.AF_INET, socket.AF_INET6)
+
+# How long a traced server that speaks first waits for a traced client's HELLO
+# before it sends raw (seconds; CUTSCOPE_HELLO_WAIT).
+HELLO_WAIT = float(os.environ.get("CUTSCOPE_HELLO_WAIT", "0.05") or 0.05)
+# How long a registry answer is trusted (seconds).
+LOOKUP_TTL = 0.5
+# Modules whose listeners hand the descriptor to code that reads it with
+# os.read (multiprocessing.connection): never registered, so never framed.
+_NO_REGISTER = ("multiprocessing.connection",)
+
+RAW, FRAMED, UNDECIDED, HELLO_PENDING = 0, 1, 2, 3
+
+_real = {n: getattr(_ss, n) for n in (
+    "connect", "connect_ex", "listen", "bind", "send", "sendall", "sendto", "sendmsg", "recv",
+    "recv_into", "recvfrom", "recvfrom_into", "recvmsg")}
+_send = _ss.send
+_sendall = _ss.sendall
+_recv = _ss.recv
+_recv_into = _ss.recv_into
+_sendto = _ss.sendto
+_recvfrom = _ss.recvfrom
+
+_tracer = [None]  # the tracer the wrappers record into
+_objs: dict[int, tuple] = {}  # id(socket object) -> (weakref, Conn)
+_inos: dict[int, "Conn"] = {}  # inode of the kernel socket -> Conn
+_framed: set = set()  # Conns with a framed direction (tick: markers, idle channels)
+_detached: set = set()
+_listeners: dict[int, list] = {}  # id(listening socket) -> [(key, port)] registered
+_udp_bound: dict[int, list] = {}
+_lookups: dict = {}  # (transport, ip, port) -> (traced, expiry)
+_learned: set = set()  # UDP addresses that sent us envelopes
+_addr_cache: dict = {}
+
+
+def _lp():
+    return _current.get() or _default[0]
+
+
+def _raw_event(lp, kind: str, cid: str, n: int, payload) -> None:
+    """A send or receive on an unframed channel: it ticks the clock; no message id."""
+    with lp.lock:
+        lp.seq = seq = lp.seq + 1
+        lp.clock = c = lp.clock + 1
+    lp._append((lp.name, seq, c, _now(), kind, cid, None, n, payload, None))
+
+
+def _fault(exc, where):
+    t = _tracer[0]
+    if t is not None:
+        t.fault(exc, "sockets: " + where)
+
+
+def _fmt(addr) -> str:
+    try:
+        h, p = addr[0], addr[1]
+    except (TypeError, IndexError):
+        return str(addr)
+    return f"[{h}]:{p}" if ":" in str(h) else f"{h}:{p}"
+
+
+def _is_ssl(sock) -> bool:
+    ssl = sys.modules.get("ssl")
+    return ssl is not None and isinstance(sock, ssl.SSLSocket)
+
+
+def _timeout_error():
+    return TimeoutError("timed out")
+
+
+def _wait(sock, writing: bool, deadline: float | None) -> None:
+    """Wait until ``sock`` is ready, or raise ``TimeoutError`` at ``deadline``."""
+    if deadline is None:
+        return
+    remaining = deadline - _mono()
+    if remaining <= 0:
+        raise _timeout_error()
+    p = select.poll()
+    p.register(sock.fileno(), select.POLLOUT if writing else select.POLLIN)
+    if not p.poll(remaining * 1000.0):
+        raise _timeout_error()
+
+
+def _ready(sock, writing: bool) -> bool:
+    p = select.poll()
+    p.register(sock.fileno(), select.POLLOUT if writing else select.POLLIN)
+    return bool(p.poll(0))
+
+
+def _resolve(host) -> str | None:
+    """An IP literal for ``host`` (cached); None if it cannot be resolved quickly."""
+    r = _addr_cache.get(host)
+    if r is not None:
+        return r
+    try:
+        ipaddress.ip_address(host)
+        r = host
+    except ValueError:
+        try:
+            r = socket.getaddrinfo(host, None)[0][4][0]
+        except (OSError, UnicodeError):
+            return None
+    if len(_addr_cache) > 4096:
+        _addr_cache.clear()
+    _addr_cache[host] = r
+    return r
+
+
+# -- the listener registry ------------------------------------------------------------------
+
+def _local_ips() -> set:
+    ips = _addr_cache.get(("local-ips",))
+    if ips is None:
+        ips = set()
+        try:
+            for info in socket.getaddrinfo(socket.gethostname(), None):
+                ips.add(info[4][0])
+        except OSError:
+            pass
+        _addr_cache[("local-ips",)] = ips
+    return ips
+
+
+def _is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _reg_keys(transport: str, ip: str) -> list[str]:
+    """The registry keys under which a listener bound to ``ip`` is registered."""
+    hn = socket.gethostname()
+    pre = "" if transport == "tcp" else transport + "/"
+    if ip in ("0.0.0.0", "::", ""):
+        return [f"{pre}{hn}@*"] + [pre + a for a in sorted(_local_ips()) if not _is_loopback(a)]
+    if _is_loopback(ip):
+        return [f"{pre}{hn}@{ip}"]
+    return [pre + ip]
+
+
+def _lookup_keys(transport: str, ip: str) -> list[str]:
+    hn = socket.gethostname()
+    pre = "" if transport == "tcp" else transport + "/"
+    if _is_loopback(ip):
+        return [f"{pre}{hn}@{ip}", f"{pre}{hn}@*"]
+    keys = [pre + ip]
+    if ip in _local_ips():
+        keys.append(f"{pre}{hn}@*")
+    return keys
+
+
+def _register(sock, transport: str, table: dict) -> None:
+    t = _tracer[0]
+    if t is None:
+        return
+    try:
+        ip, port = sock.getsockname()[:2]
+    except OSError:
+        return
+    lp = _lp()
+    regs = []
+    for key in _reg_keys(transport, ip):
+        t.store.register_listener(key, port, lp.name, os.getpid())
+        regs.append((key, port))
+    table[id(sock)] = regs
+    _lookups.clear()
+
+
+def _unregister(sock_id: int, table: dict) -> None:
+    regs = table.pop(sock_id, None)
+    t = _tracer[0]
+    if not regs or t is None:
+        return
+    for key, port in regs:
+        try:
+            t.store.unregister_listener(key, port, os.getpid())
+        except Exception as exc:
+            _fault(exc, "unregistering a listener")
+    _lookups.clear()
+
+
+def _traced_peer(transport: str, ip: str, port: int) -> bool:
+    """Is ``ip:port`` a listener (or bound UDP socket) of a live traced process?"""
+    k = (transport, ip, port)
+    hit = _lookups.get(k)
+    now = _mono()
+    if hit is not None and hit[1] > now:
+        return hit[0]
+    t = _tracer[0]
+    if t is None:
+        return False
+    row = t.store.lookup_listener(_lookup_keys(transport, ip), port)
+    traced = False
+    if row is not None:
+        traced = True
+        if "@" in row["host"] or ip in _local_ips():  # on this machine: is it alive?
+            try:
+                os.kill(row["pid"], 0)
+            except ProcessLookupError:
+                traced = False
+            except PermissionError:
+                pass
+    if len(_lookups) > 4096:
+        _lookups.clear()
+    _lookups[k] = (traced, now + LOOKUP_TTL)
+    return traced
+
+
+# -- connections ----------------------------------------------------------------------------
+
+class _Pass:
+    """Pass-through: not an INET stream or datagram socket, or TLS."""
+
+    kind = "pass"
+
+    def attach(self, sock):
+        pass
+
+    def release(self, sock):
+        pass
+
+
+PASS = _Pass()
+
+
+class Conn:
+    """The framing state of one TCP connection (both directions)."""
+
+    kind = "tcp"
+
+    def __init__(self, ino: int, out_mode: int, in_mode: int, accepted: bool = False):
+        self.ino = ino
+        self.out_mode = out_mode
+        self.in_mode = in_mode
+        self.accepted = accepted
+        self.slock = threading.Lock()
+        self.rlock = threading.Lock()
+        self.refs: list = []  # weak references to the live socket objects of this connection
+        self.nobjs = 0
+        self.detached = False
+        self.ended = False
+        self.laddr = self.raddr = None
+        # out direction
+        self.ep: OutEndpoint | None = None
+        self.out_cid: str | None = None
+        self.out_name: str | None = None
+        self.out_pending = bytearray()  # control bytes owed to the stream before anything else
+        self.out_left = 0  # payload bytes still owed to the current frame
+        # in direction
+        self.in_hello = True  # the next frame is a HELLO
+        self.in_buf = b""  # an incomplete header or control frame (its rest is in the kernel)
+        self.in_left = 0
+        self.in_msg = None
+        self.in_stamp = 0
+        self.in_n = 0
+        self.in_first = True
+        self.in_name = ""
+        self.in_cid: str | None = None
+        self.in_lp = None
+        self.in_eof = False
+        # raw channels
+        self.raw_out: str | None = None
+        self.raw_in: str | None = None
+        self.raw_in_lp = None
+
+    def __repr__(self):
+        return f"<Conn out={self.out_mode} in={self.in_mode} ino={self.ino}>"
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def attach(self, sock) -> None:
+        self.nobjs += 1
+        self.refs.append(weakref.ref(sock))
+
+    def release(self, sock) -> None:
+        self.nobjs -= 1
+        self.refs = [r for r in self.refs if r() is not None and r() is not sock]
+        if self.nobjs <= 0 and not self.detached:
+            self.end()
+
+    def sock(self):
+        for r in self.refs:
+            s = r()
+            if s is not None and s.fileno() >= 0:
+                return s
+        return None
+
+    def end(self) -> None:
+        """The connection is closed: its channels end."""
+        if self.ended:
+            return
+        self.ended = True
+        if _inos.get(self.ino) is self:
+            del _inos[self.ino]
+        _framed.discard(self)
+        _detached.discard(self)
+        t = _tracer[0]
+        if t is None:
+            return
+        try:
+            if self.ep is not None:
+                self.ep.process.remove_out(self.ep)
+            self._end_in()
+        except Exception as exc:
+            _fault(exc, "closing a connection")
+
+    def _end_in(self) -> None:
+        if self.in_eof:
+            return
+        self.in_eof = True
+        if self.in_cid is not None and self.in_lp is not None:
+            self.in_lp.remove_in(self.in_cid)
+        if self.raw_in is not None and self.raw_in_lp is not None:
+            self.raw_in_lp.remove_in(self.raw_in)
+
+    def _addrs(self, sock):
+        if self.raddr is None:
+            try:
+                self.laddr = sock.getsockname()
+                self.raddr = sock.getpeername()
+            except OSError:
+                return "?"
+        return None
+
+    def endpoint(self, sock, outgoing: bool) -> str:
+        self._addrs(sock)
+        if self.raddr is None:
+            return "?"
+        a, b = _fmt(self.laddr), _fmt(self.raddr)
+        return f"{a}->{b}" if outgoing else f"{b}->{a}"
+
+    # -- raw -----------------------------------------------------------------
+
+    def raw_sent(self, sock, n: int, data) -> None:
+        t = _tracer[0]
+        lp = _lp()
+        if t is None or lp is None or n <= 0:
+            return
+        try:
+            cid = self.raw_out
+            if cid is None:
+                cid = self.raw_out = t.channel(None, lp.name, None, "tcp", self.endpoint(sock, True),
+                                               False)
+            _raw_event(lp, "send", cid, n, bytes(data[:n]) if t.capture else None)
+        except Exception as exc:
+            _fault(exc, "recording a raw send")
+
+    def raw_received(self, sock, data, n: int | None = None) -> None:
+        t = _tracer[0]
+        lp = _lp()
+        if t is None or lp is None:
+            return
+        try:
+            if n is None:
+                n = len(data)
+            if n == 0:
+                self._end_in()
+                return
+            cid = self.raw_in
+            if cid is None:
+                cid = self.raw_in = t.channel(None, None, lp.name, "tcp",
+                                              self.endpoint(sock, False), False)
+                self.raw_in_lp = lp
+                lp.add_in(cid, fifo=False)
+            _raw_event(lp, "recv", cid, n, bytes(data[:n]) if t.capture else None)
+        except Exception as exc:
+            _fault(exc, "recording a raw receive")
+
+    # -- negotiation -----------------------------------------------------------
+
+    def decide_out(self, sock) -> None:
+        """A traced server about to send first: framed only if the client's HELLO is there."""
+        if self.in_mode == UNDECIDED:
+            self._probe(sock, HELLO_WAIT, wait_for_data=False)
+        if self.in_mode == FRAMED:
+            self.out_mode = HELLO_PENDING
+        else:
+            self.out_mode = RAW
+
+    def decide_in(self, sock, flags: int) -> None:
+        """Look at the first bytes of the incoming direction: a HELLO, or raw."""
+        self._probe(sock, HELLO_WAIT, wait_for_data=True, flags=flags)
+
+    def _probe(self, sock, wait: float, wait_for_data: bool, flags: int = 0) -> None:
+        """Peek at the head of the stream. ``wait_for_data``: block as the caller's receive
+        would (its timeout, its non-blocking mode) for the first byte."""
+        timeout = sock.gettimeout()
+        nonblock = timeout == 0.0 or flags & _DONTWAIT
+        if wait_for_data:
+            head = _recv(sock, 16, _PEEK | (flags & _DONTWAIT))  # may raise, as the call would
+        else:
+            if timeout:
+                wait = min(wait, timeout)
+            if nonblock or not _ready_within(sock, wait):
+                try:
+                    head = _recv(sock, 16, _PEEK | _DONTWAIT) if _ready(sock, False) else b""
+                except OSError:
+                    head = b""
+                if not head:
+                    return  # nothing yet: the caller decides raw for its own direction only
+            else:
+                head = _recv(sock, 16, _PEEK | _DONTWAIT)
+        if not head:
+            self.in_mode = RAW  # end of stream before anything
+            return
+        deadline = _mono() + wait
+        while len(head) < 16 and _MAGIC.startswith(head):
+            # A prefix of the magic: wait a little for the rest (never past `wait`).
+            if nonblock or _mono() > deadline:
+                break
+            time.sleep(0.001)
+            try:
+                head = _recv(sock, 16, _PEEK | _DONTWAIT)
+            except BlockingIOError:
+                pass
+            except OSError:
+                break
+        self.in_mode = FRAMED if head == _MAGIC else RAW
+        if self.in_mode == FRAMED:
+            _framed.add(self)
+
+    # -- sending (framed) -------------------------------------------------------
+
+    def _open_out(self, sock, lp) -> None:
+        """First framed send: the HELLO, the channel, the endpoint for markers."""
+        t = _tracer[0]
+        cid = self.out_cid = t.new_channel_id()
+        t.channel(cid, lp.name, None, "tcp", self.endpoint(sock, True), True)
+        self.out_pending += wire.hello(cid, lp.name)
+        self.out_name = lp.name
+        self.out_mode = FRAMED
+        _framed.add(self)
+        ep = OutEndpoint(lp, cid, self._flush, True)
+        self.ep = ep
+        lp.add_out(ep)
+
+    def _begin_frame(self, sock, n: int, data) -> None:
+        """Record the send and queue its header (and markers due before it). Under slock."""
+        lp = _lp()
+        t = _tracer[0]
+        try:
+            if self.out_mode == HELLO_PENDING:
+                self._open_out(sock, lp)
+            payload = bytes(data[:n]) if (t.capture or lp.snaps) else None
+            ep = self.ep
+            if ep is not None and lp is ep.process:
+                msg, lam, markers = lp.send(ep, n, payload)
+            else:
+                if self.out_name != lp.name:
+                    self.out_pending += wire.as_frame(lp.name)
+                    self.out_name = lp.name
+                msg, lam, markers = lp.send(None, n, payload, channel=self.out_cid)
+            if markers:
+                for m in markers:
+                    self.out_pending += wire.marker(m.snapshot, m.initiator)
+            seq = int(msg[msg.rindex("#") + 1:])
+        except Exception as exc:  # recording failed: the frame still goes out, unstamped
+            _fault(exc, "recording a send")
+            seq = lam = 0
+        self.out_pending += _HDR.pack(_DATA, n, seq, lam)
+        self.out_left = n
+
+    def _markers_after(self) -> None:
+        ep = self.ep
+        if ep is not None and ep.pending and not self.out_left:
+            for m in ep.take_markers():
+                self.out_pending += wire.marker(m.snapshot, m.initiator)
+
+    def send_framed(self, sock, data, flags: int, whole: bool) -> int:
+        """Send ``data`` framed (``whole``: sendall). Returns the payload bytes accepted.
+
+        A partial send keeps the rest of the frame owed: the control bytes in
+        ``out_pending``, the payload count in ``out_left``; the application's next
+        bytes continue that frame before anything else.
+        """
+        mv = data if isinstance(data, bytes) else memoryview(data).cast("B")
+        total = len(mv)
+        if not total:
+            return _send(sock, b"", flags)
+        timeout = sock.gettimeout()
+        nonblock = timeout == 0.0 or bool(flags & _DONTWAIT)
+        deadline = None if (timeout is None or nonblock) else _mono() + timeout
+        use_sendall = whole and timeout is None and not nonblock
+        sent = 0
+        first = True
+        with self.slock:
+            while True:
+                if not self.out_left:
+                    if sent >= total:
+                        break
+                    self._begin_frame(sock, min(total - sent, wire.MAX_PAYLOAD), mv[sent:])
+                take = min(total - sent, self.out_left)
+                pend = self.out_pending
+                np_ = len(pend)
+                if np_:
+                    buf = bytes(pend) + mv[sent:sent + take]
+                elif sent == 0 and take == total:
+                    buf = mv
+                else:
+                    buf = mv[sent:sent + take]
+                if not first and deadline is not None:
+                    _wait(sock, True, deadline)
+                first = False
+                try:
+                    if use_sendall:
+                        _sendall(sock, buf, flags)
+                        n = len(buf)
+                    else:
+                        n = _send(sock, buf, flags)
+                except (BlockingIOError, InterruptedError):
+                    if sent:
+                        break
+                    raise
+                except TimeoutError:
+                    if sent and not whole:
+                        break
+                    raise
+                if n <= np_:
+                    del pend[:n]
+                else:
+                    if np_:
+                        pend.clear()
+                    k = n - np_
+                    sent += k
+                    self.out_left -= k
+                    if not self.out_left:
+                        self._markers_after()
+                if sent >= total:
+                    break
+                if nonblock and sent and not whole:
+                    break
+            if self.out_pending and not self.out_left:
+                try:
+                    self._push(sock, block=not nonblock, deadline=deadline)
+                except (OSError, TimeoutError):
+                    pass  # owed control bytes stay pending; the next send writes them first
+        return sent
+
+    def _push(self, sock, block: bool = False, deadline=None) -> None:
+        """Write the control bytes owed (markers after a frame). Under slock."""
+        pend = self.out_pending
+        while pend and not self.out_left:
+            try:
+                if block:
+                    _wait(sock, True, deadline)
+                    n = _send(sock, bytes(pend))
+                elif _ready(sock, True):
+                    n = _send(sock, bytes(pend), _DONTWAIT)
+                else:
+                    return
+            except (BlockingIOError, InterruptedError):
+                return
+            del pend[:n]
+
+    def _flush(self, ep) -> None:
+        """Write the markers queued on an idle outgoing direction (never blocks)."""
+        if not self.slock.acquire(blocking=False):
+            return  # a sender holds it: it writes the markers after its frame
+        try:
+            if self.out_left or self.ended:
+                return  # mid-frame: the application's next send completes it, then the markers
+            sock = self.sock()
+            if sock is None:
+                return
+            self._markers_after()
+            self._push(sock)
+        finally:
+            self.slock.release()
+
+    def send_hello_now(self, sock) -> None:
+        """A traced client that reads first: its HELLO goes out before it waits."""
+        with self.slock:
+            if self.out_mode != HELLO_PENDING:
+                return
+            self._open_out(sock, _lp())
+            self._markers_after()
+            self._push(sock, block=sock.gettimeout() != 0.0,
+                       deadline=None if not sock.gettimeout() else _mono() + sock.gettimeout())
+
+    # -- receiving (framed) ------------------------------------------------------
+
+    def _feed(self, buf, recs: list) -> list:
+        """Parse ``buf`` (held bytes + new bytes): payload pieces out, events into ``recs``."""
+        pos = 0
+        end = len(buf)
+        out = []
+        left = self.in_left
+        if left:
+            take = left if left < end else end
+            out.append(buf[:take])
+            pos = take
+            left -= take
+            if not self.in_first:
+                self.in_first = True
+                recs.append((1, self.in_msg, self.in_stamp, self.in_n, buf[:take]))
+        while pos < end:
+            if self.in_hello:
+                h = wire.parse_hello(buf, pos)
+                if h is None:
+                    break
+                cid, name, pos = h
+                self.in_hello = False
+                recs.append((3, cid, name))
+                self.in_name = name
+                continue
+            t = buf[pos]
+            if t == _DATA:
+                if end - pos < _HDR_SIZE:
+                    break
+                _, n, seq, lam = _HDR.unpack_from(buf, pos)
+                pos += _HDR_SIZE
+                self.in_msg = f"{self.in_name}#{seq}" if seq else None
+                self.in_stamp = lam
+                self.in_n = n
+                left = n
+                take = end - pos
+                if take > n:
+                    take = n
+                if take:
+                    piece = buf[pos:pos + take]
+                    out.append(piece)
+                    pos += take
+                    left -= take
+                    self.in_first = True
+                    recs.append((1, self.in_msg, lam, n, piece))
+                else:
+                    self.in_first = False
+            else:
+                c = wire.parse_control(buf, pos)
+                if c is None:
+                    break
+                kind, val, pos = c
+                if kind == wire.MARKER:
+                    recs.append((2, val[0], val[1]))
+                else:
+                    self.in_name = val
+        self.in_left = left
+        self.in_buf = bytes(buf[pos:]) if pos < end else b""
+        return out
+
+    def _need(self) -> int:
+        """Bytes still missing from the held (incomplete) control frame: a lower bound."""
+        h = self.in_buf
+        k = len(h)
+        if not k:
+            return 0
+        try:
+            if self.in_hello:
+                if k < 18:
+                    return 18 - k
+                clen = h[17]
+                if k < 20 + clen:
+                    return 20 + clen - k
+                return max(0, 20 + clen + int.from_bytes(h[18 + clen:20 + clen], "big") - k)
+            t = h[0]
+            if t == _DATA:
+                return _HDR_SIZE - k
+            if t == wire.MARKER:
+                return 11 - k if k < 11 else max(0, 11 + int.from_bytes(h[9:11], "big") - k)
+            if t == wire.AS:
+                return 3 - k if k < 3 else max(0, 3 + int.from_bytes(h[1:3], "big") - k)
+        except IndexError:
+            return 1
+        return 1
+
+    def _apply(self, sock, recs: list) -> None:
+        """Record what ``_feed`` found, in stream order; a first marker found behind data
+        records the state first (nothing of this call is delivered yet: a safe point)."""
+        lp = _lp()
+        t = _tracer[0]
+        try:
+            if len(recs) > 1:
+                seen_data = False
+                for r in recs:
+                    if r[0] == 1:
+                        seen_data = True
+                    elif r[0] == 2 and seen_data:
+                        sid = r[1]
+                        if sid not in lp.snaps and sid not in t.finished_snaps.get(lp.name, ()):
+                            lp.record(sid, r[2])
+            for r in recs:
+                k = r[0]
+                if k == 1:
+                    _, msg, stamp, n, piece = r
+                    lp.recv(self.in_cid, msg, stamp, n,
+                            bytes(piece) if (t.capture or lp.snaps) else None)
+                elif k == 2:
+                    lp.marker(self.in_cid, r[1], r[2])
+                else:
+                    _, cid, name = r
+                    self.in_cid = cid
+                    self.in_lp = lp
+                    lp.add_in(cid, True)
+                    t.channel(cid, None, lp.name, "tcp", self.endpoint(sock, False), True)
+        except Exception as exc:
+            _fault(exc, "recording a receive")
+
+    def recv_framed(self, sock, bufsize: int, flags: int) -> bytes:
+        if bufsize <= 0:
+            if bufsize < 0:
+                raise ValueError("negative buffersize in recv")
+            return b""
+        timeout = sock.gettimeout()
+        nonblock = timeout == 0.0 or bool(flags & _DONTWAIT)
+        deadline = None if (timeout is None or nonblock) else _mono() + timeout
+        rflags = flags & ~_WAITALL
+        waitall = bool(flags & _WAITALL) and not nonblock
+        got = []
+        ngot = 0
+        first = True
+        with self.rlock:
+            while True:
+                want = bufsize - ngot
+                left = self.in_left
+                held = len(self.in_buf)
+                n = want if left >= want else want + _HDR_SIZE - held
+                if held:
+                    need = self._need()
+                    if n < need:
+                        n = need
+                if n < 1:
+                    n = 1
+                if not first and deadline is not None:
+                    _wait(sock, False, deadline)
+                first = False
+                try:
+                    data = _recv(sock, n, rflags)
+                except (BlockingIOError, InterruptedError, TimeoutError):
+                    if ngot:
+                        break
+                    raise
+                if not data:
+                    self._end_in()
+                    break
+                if held:
+                    data = self.in_buf + data
+                if not left and not held and not self.in_hello and data[0] == _DATA and \
+                        len(data) >= _HDR_SIZE:
+                    # The common case: one whole frame (or its start).
+                    _, fn, seq, lam = _HDR.unpack_from(data, 0)
+                    if len(data) - _HDR_SIZE <= fn:
+                        piece = data[_HDR_SIZE:]
+                        k = len(piece)
+                        self.in_msg = msg = f"{self.in_name}#{seq}" if seq else None
+                        self.in_stamp = lam
+                        self.in_n = fn
+                        self.in_left = fn - k
+                        if k:
+                            self.in_first = True
+                            self._apply(sock, [(1, msg, lam, fn, piece)])
+                            got.append(piece)
+                            ngot += k
+                        else:
+                            self.in_first = False
+                        if ngot >= bufsize or (ngot and not waitall):
+                            break
+                        continue
+                recs = []
+                pieces = self._feed(data, recs)
+                if recs:
+                    self._apply(sock, recs)
+                for p in pieces:
+                    got.append(p)
+                    ngot += len(p)
+                if ngot >= bufsize or (ngot and not waitall):
+                    break
+                # Only control bytes (a marker, a HELLO, part of a header): as if nothing
+                # had arrived. A blocking socket reads on; a non-blocking one reads again
+                # and gets BlockingIOError from the kernel when nothing more is there.
+        if not got:
+            return b""
+        r = got[0] if len(got) == 1 else b"".join(got)
+        return r if isinstance(r, bytes) else bytes(r)
+
+    def peek_framed(self, sock, bufsize: int, flags: int) -> bytes:
+        """MSG_PEEK on a framed direction: payload bytes only, nothing recorded."""
+        timeout = sock.gettimeout()
+        nonblock = timeout == 0.0 or bool(flags & _DONTWAIT)
+        deadline = None if (timeout is None or nonblock) else _mono() + timeout
+        with self.rlock:
+            while True:
+                if self.in_left:
+                    return _recv(sock, min(bufsize, self.in_left), flags)
+                held = self.in_buf
+                data = _recv(sock, bufsize + 2 * _HDR_SIZE + 512, flags)
+                if not data:
+                    return b""
+                buf = held + data
+                # parse without touching the state
+                pos = 0
+                out = []
+                nout = 0
+                hello = self.in_hello
+                ctrl_end = 0  # control frames at the head, before any payload
+                while pos < len(buf) and nout < bufsize:
+                    if hello:
+                        h = wire.parse_hello(buf, pos)
+                        if h is None:
+                            break
+                        pos = h[2]
+                        hello = False
+                    elif buf[pos] == _DATA:
+                        if len(buf) - pos < _HDR_SIZE:
+                            break
+                        _, n, _s, _l = _HDR.unpack_from(buf, pos)
+                        pos += _HDR_SIZE
+                        take = min(n, len(buf) - pos, bufsize - nout)
+                        out.append(buf[pos:pos + take])
+                        nout += take
+                        pos += take
+                        if take < n:
+                            break
+                        continue
+                    else:
+                        c = wire.parse_control(buf, pos)
+                        if c is None:
+                            break
+                        pos = c[2]
+                    if not out:
+                        ctrl_end = pos
+                if out:
+                    return b"".join(out)
+                if ctrl_end > len(held):
+                    # Markers (or the HELLO) at the head: consume them, as a receive would.
+                    raw = _recv(sock, ctrl_end - len(held), flags & ~_PEEK)
+                    recs = []
+                    self._feed(held + raw, recs)
+                    self._apply(sock, recs)
+                    continue
+                if nonblock:
+                    raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+                if deadline is not None and _mono() > deadline:
+                    raise _timeout_error()
+                time.sleep(0.001)  # part of a header: its rest is on the way
+
+    def idle_markers(self) -> None:
+        """SPEC 5: once its process has recorded, a marker at the head of an idle incoming
+        channel (no application data before it) is consumed here so the snapshot completes."""
+        lp = self.in_lp
+        cid = self.in_cid
+        if lp is None or cid is None or not lp.snaps or self.in_eof:
+            return
+        if not any(cid not in s.closed for s in list(lp.snaps.values())):
+            return
+        if not self.rlock.acquire(blocking=False):
+            return
+        try:
+            if self.in_left or self.in_buf or self.in_hello:
+                return
+            sock = self.sock()
+            if sock is None or not _ready(sock, False):
+                return
+            try:
+                head = _recv(sock, 4096, _PEEK | _DONTWAIT)
+            except OSError:
+                return
+            pos = 0
+            sids = []
+            while pos < len(head) and head[pos] == wire.MARKER:
+                c = wire.parse_control(head, pos)
+                if c is None:
+                    break
+                sid = c[1][0]
+                if sid not in lp.snaps:  # not recorded here yet: needs a safe point
+                    break
+                sids.append(c[1])
+                pos = c[2]
+            if not pos:
+                return
+            got = _recv(sock, pos, _DONTWAIT)
+            if len(got) != pos:  # cannot happen (the bytes were there); never lose them
+                raise RuntimeError("idle marker consumption read a short count")
+            for sid, initiator in sids:
+                lp.marker(cid, sid, initiator)
+        finally:
+            self.rlock.release()
+
+
+def _ready_within(sock, wait: float) -> bool:
+    p = select.poll()
+    p.register(sock.fileno(), select.POLLIN)
+    return bool(p.poll(wait * 1000.0))
+
+
+class UdpConn:
+    """Per-socket UDP state: channel ids per destination and per source."""
+
+    kind = "udp"
+
+    def __init__(self):
+        self.out: dict = {}  # destination -> channel id (enveloped)
+        self.raw_out: dict = {}
+        self.raw_in: dict = {}
+        self.seen_in: set = set()
+        self.peer = None  # connected UDP socket's peer
+
+    def attach(self, sock):
+        pass
+
+    def release(self, sock):
+        pass
+
+    def sendto(self, sock, data, flags, address, call):
+        t = _tracer[0]
+        lp = _lp()
+        try:
+            ip = _resolve(address[0]) if isinstance(address, tuple) else None
+            traced = ip is not None and ((ip, address[1]) in _learned or
+                                         _traced_peer("udp", ip, address[1]))
+        except Exception as exc:
+            _fault(exc, "looking up a UDP peer")
+            traced = False
+        if not traced:
+            n = call(data)
+            try:
+                key = (ip, address[1]) if isinstance(address, tuple) else address
+                cid = self.raw_out.get(key)
+                if cid is None:
+                    cid = self.raw_out[key] = t.channel(None, lp.name, None, "udp",
+                                                        self._ep(sock, address, True), False, False)
+                _raw_event(lp, "send", cid, n, bytes(data[:n]) if t.capture else None)
+            except Exception as exc:
+                _fault(exc, "recording a UDP send")
+            return n
+        mv = data if isinstance(data, bytes) else memoryview(data).cast("B")
+        n = len(mv)
+        try:
+            key = (ip, address[1])
+            cid = self.out.get(key)
+            if cid is None:
+                cid = self.out[key] = t.channel(None, lp.name, None, "udp",
+                                                self._ep(sock, address, True), True, False)
+            msg, lam, _ = lp.send(None, n, bytes(mv) if (t.capture or lp.snaps) else None,
+                                  channel=cid)
+            env = wire.envelope(cid, lp.name, int(msg[msg.rindex("#") + 1:]), lam)
+        except Exception as exc:
+            _fault(exc, "recording a UDP send")
+            env = wire.envelope("c0", lp.name if lp else "?", 0, 0)
+        sent = call(env + mv)
+        return max(0, sent - len(env)) if sent < len(env) + n else n
+
+    def _ep(self, sock, addr, outgoing):
+        try:
+            here = sock.getsockname()
+        except OSError:
+            here = ("?", 0)
+        a, b = _fmt(here), _fmt(addr)
+        return f"{a}->{b}" if outgoing else f"{b}->{a}"
+
+    def received(self, sock, data, addr, bufsize: int, peek: bool):
+        """Strip an envelope; record the receive. Returns the payload (at most bufsize)."""
+        env = wire.parse_envelope(data) if data[:2] == _MAGIC[:2] else None
+        if env is None:
+            if not peek:
+                self._raw_in(sock, data[:bufsize], addr)
+            return data[:bufsize]
+        cid, name, seq, lam, off = env
+        payload = data[off:off + bufsize]
+        if peek:
+            return payload
+        t = _tracer[0]
+        lp = _lp()
+        try:
+            if isinstance(addr, tuple):
+                _learned.add((addr[0], addr[1]))
+            if cid not in self.seen_in:
+                self.seen_in.add(cid)
+                lp.add_in(cid, fifo=False)
+                t.channel(cid, None, lp.name, "udp", self._ep(sock, addr, False), True, False)
+            lp.recv(cid, f"{name}#{seq}" if seq else None, lam, len(data) - off,
+                    bytes(payload) if (t.capture or lp.snaps) else None)
+        except Exception as exc:
+            _fault(exc, "recording a UDP receive")
+        return payload
+
+    def _raw_in(self, sock, data, addr):
+        t = _tracer[0]
+        lp = _lp()
+        try:
+            key = addr if isinstance(addr, tuple) else str(addr)
+            cid = self.raw_in.get(key)
+            if cid is None:
+                cid = self.raw_in[key] = t.channel(None, None, lp.name, "udp",
+                                                   self._ep(sock, addr, False), False, False)
+                lp.add_in(cid, fifo=False)
+            _raw_event(lp, "recv", cid, len(data), bytes(data) if t.capture else None)
+        except Exception as exc:
+            _fault(exc, "recording a UDP receive")
+
+
+_ENVELOPE_ROOM = 16 + 17 + 255 + 2 + 512
+
+
+def _gone(key):
+    def cb(ref):
+        e = _objs.get(key)
+        if e is not None and e[0] is ref:
+            del _objs[key]
+            try:
+                e[1].release(None)
+            except Exception:
+                pass
+    return cb
+
+
+def _bind_obj(sock, conn) -> tuple:
+    e = (weakref.ref(sock, _gone(id(sock))), conn)
+    old = _objs.get(id(sock))
+    _objs[id(sock)] = e
+    if old is not None and old[0]() is sock:
+        old[1].release(sock)
+    conn.attach(sock)
+    return e
+
+
+def _ino(sock) -> int:
+    try:
+        return os.fstat(sock.fileno()).st_ino
+    except OSError:
+        return 0
+
+
+def _attach(sock) -> tuple:
+    """The slow path: a socket object seen for the first time."""
+    if type(sock) is not _Socket and _is_ssl(sock):
+        return (None, PASS)  # never cached: an SSLSocket's state is the ssl module's
+    try:
+        fam = sock.family
+        typ = sock.type
+    except OSError:
+        return (None, PASS)
+    if fam not in _INET:
+        return _bind_obj(sock, PASS)
+    if typ == socket.SOCK_DGRAM:
+        return _bind_obj(sock, UdpConn())
+    if typ != socket.SOCK_STREAM:
+        return _bind_obj(sock, PASS)
+    ino = _ino(sock)
+    c = _inos.get(ino) if ino else None
+    if c is not None and c.detached:
+        # A descriptor we saw detached: the same connection if the addresses agree.
+        try:
+            same = (sock.getsockname(), sock.getpeername()) == (c.laddr, c.raddr) or c.raddr is None
+        except OSError:
+            same = False
+        if not same:
+            c = None
+        else:
+            c.detached = False
+            _detached.discard(c)
+    if c is None:
+        c = Conn(ino, RAW, RAW)
+        if ino:
+            _inos[ino] = c
+        try:
+            peer = sock.getpeername()
+            here = sock.getsockname()
+        except OSError:
+            peer = None
+        if peer is not None and _tracer[0] is not None:
+            # A connection we did not see open. If a traced endpoint is at either end it
+            # may be framed: do not guess, pass it raw and say so.
+            try:
+                suspect = _traced_peer("tcp", peer[0], peer[1]) or _traced_peer(
+                    "tcp", here[0], here[1])
+            except Exception:
+                suspect = False
+            if suspect:
+                _fault(RuntimeError(f"connection {_fmt(here)}->{_fmt(peer)} to or from a traced "
+                                    "endpoint was opened where cutscope could not see it; "
+                                    "passing it raw"), "unknown connection")
+    return _bind_obj(sock, c)
+
+
+def _conn_of(sock):
+    e = _objs.get(id(sock))
+    if e is None or e[0]() is not sock:
+        e = _attach(sock)
+    return e[1]
+
+
+def _new_tcp(sock, out_mode: int, in_mode: int, accepted: bool = False) -> None:
+    ino = _ino(sock)
+    c = Conn(ino, out_mode, in_mode, accepted)
+    if ino:
+        old = _inos.get(ino)
+        if old is not None and old is not c:
+            old.end()
+        _inos[ino] = c
+    _bind_obj(sock, c)
+
+
+# -- the wrappers ----------------------------------------------------------------------------
+
+def connect(self, address):
+    try:
+        r = _real["connect"](self, address)
+    except (BlockingIOError, InterruptedError) as exc:
+        if exc.errno in (errno.EINPROGRESS, errno.EAGAIN, errno.EINTR):
+            _after_connect(self, address)
+        raise
+    _after_connect(self, address)
+    return r
+
+
+def connect_ex(self, address):
+    r = _real["connect_ex"](self, address)
+    if r in (0, errno.EINPROGRESS, errno.EAGAIN, errno.EINTR):
+        _after_connect(self, address)
+    return r
+
+
+def _after_connect(sock, address) -> None:
+    if type(sock) is not _Socket and _is_ssl(sock):
+        return
+    try:
+        fam, typ = sock.family, sock.type
+        if fam not in _INET:
+            return
+        if typ == socket.SOCK_DGRAM:
+            c = _conn_of(sock)
+            if isinstance(c, UdpConn):
+                c.peer = address
+            return
+        if typ != socket.SOCK_STREAM:
+            return
+        ip = _resolve(address[0])
+        traced = ip is not None and _traced_peer("tcp", ip, address[1])
+        _new_tcp(sock, HELLO_PENDING if traced else RAW, UNDECIDED if traced else RAW)
+    except Exception as exc:
+        _fault(exc, "after connect")
+
+
+def accept(self):
+    sock, addr = _orig["accept"](self)
+    if type(self) is _Socket or not _is_ssl(self):
+        try:
+            if self.family in _INET:
+                if id(self) in _listeners:
+                    _new_tcp(sock, UNDECIDED, UNDECIDED, accepted=True)
+                else:
+                    _new_tcp(sock, RAW, RAW, accepted=True)
+        except Exception as exc:
+            _fault(exc, "after accept")
+    return sock, addr
+
+
+def listen(self, *args):
+    r = _real["listen"](self, *args)
+    if (type(self) is _Socket or not _is_ssl(self)) and self.family in _INET and \
+            self.type == socket.SOCK_STREAM:
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if caller not in _NO_REGISTER:
+            try:
+                _register(self, "tcp", _listeners)
+            except Exception as exc:
+                _fault(exc, "registering a listener")
+    return r
+
+
+def bind(self, address):
+    r = _real["bind"](self, address)
+    if (type(self) is _Socket or not _is_ssl(self)) and self.family in _INET and \
+            self.type == socket.SOCK_DGRAM:
+        try:
+            _register(self, "udp", _udp_bound)
+        except Exception as exc:
+            _fault(exc, "registering a UDP address")
+    return r
+
+
+def send(self, data, flags=0):
+    e = _objs.get(id(self))
+    c = e[1] if e is not None and e[0]() is self else _attach(self)[1]
+    k = c.kind
+    if k == "tcp":
+        m = c.out_mode
+        if m == RAW:
+            n = _send(self, data, flags)
+            c.raw_sent(self, n, data)
+            return n
+        if m == UNDECIDED:
+            c.decide_out(self)
+            if c.out_mode == RAW:
+                return send(self, data, flags)
+        return c.send_framed(self, data, flags, False)
+    if k == "udp" and c.peer is not None:
+        return c.sendto(self, data, flags, c.peer, lambda b: _send(self, b, flags))
+    return _send(self, data, flags)
+
+
+def sendall(self, data, flags=0):
+    e = _objs.get(id(self))
+    c = e[1] if e is not None and e[0]() is self else _attach(self)[1]
+    if c.kind == "tcp":
+        m = c.out_mode
+        if m == RAW:
+            r = _sendall(self, data, flags)
+            c.raw_sent(self, len(data) if isinstance(data, bytes) else memoryview(data).nbytes, data)
+            return r
+        if m == UNDECIDED:
+            c.decide_out(self)
+            if c.out_mode == RAW:
+                return sendall(self, data, flags)
+        c.send_framed(self, data, flags, True)
+        return None
+    if c.kind == "udp" and c.peer is not None:
+        c.sendto(self, data, flags, c.peer, lambda b: _send(self, b, flags))
+        return None
+    return _sendall(self, data, flags)
+
+
+def sendmsg(self, buffers, ancdata=(), flags=0, address=None):
+    c = _conn_of(self)
+    if c.kind == "tcp" and c.out_mode != RAW:
+        if ancdata:
+            _fault(RuntimeError("ancillary data on a framed TCP connection dropped"), "sendmsg")
+        data = b"".join(bytes(b) if not isinstance(b, bytes) else b for b in buffers)
+        if c.out_mode == UNDECIDED:
+            c.decide_out(self)
+            if c.out_mode == RAW:
+                return sendmsg(self, [data], ancdata, flags, address)
+        return c.send_framed(self, data, flags, False)
+    if c.kind == "udp" and not ancdata:
+        dest = address if address is not None else c.peer
+        if dest is not None:
+            data = b"".join(bytes(b) for b in buffers)
+            if address is None:
+                return c.sendto(self, data, flags, dest, lambda b: _real["sendmsg"](self, [b], (), flags))
+            return c.sendto(self, data, flags, dest,
+                            lambda b: _real["sendmsg"](self, [b], (), flags, address))
+    if address is None:
+        n = _real["sendmsg"](self, buffers, ancdata, flags)
+    else:
+        n = _real["sendmsg"](self, buffers, ancdata, flags, address)
+    if c.kind == "tcp":
+        c.raw_sent(self, n, b"".join(bytes(b) for b in buffers) if _tracer[0] and _tracer[0].capture
+                   else b"")
+    return n
+
+
+def sendto(self, data, flags_or_addr, addr=None):
+    if addr is None:
+        flags, address = 0, flags_or_addr
+        call = lambda b: _sendto(self, b, address)  # noqa: E731
+    else:
+        flags, address = flags_or_addr, addr
+        call = lambda b: _sendto(self, b, flags, address)  # noqa: E731
+    c = _conn_of(self)
+    if c.kind == "udp":
+        return c.sendto(self, data, flags, address, call)
+    if c.kind == "tcp" and c.out_mode != RAW:
+        return send(self, data, flags)  # TCP ignores the address, as the kernel does
+    return call(data)
+
+
+def recv(self, bufsize, flags=0):
+    e = _objs.get(id(self))
+    c = e[1] if e is not None and e[0]() is self else _attach(self)[1]
+    k = c.kind
+    if k == "tcp":
+        lp = _current.get() or _default[0]
+        if lp is not None and lp.pending:
+            lp.safepoint()
+        m = c.in_mode
+        if m == RAW:
+            data = _recv(self, bufsize, flags)
+            if not flags & _PEEK:
+                c.raw_received(self, data)
+            return data
+        if c.out_mode == HELLO_PENDING and not flags & _PEEK:
+            c.send_hello_now(self)
+        if m == UNDECIDED:
+            c.decide_in(self, flags)
+            if c.in_mode == RAW:
+                return recv(self, bufsize, flags)
+        if flags & _PEEK:
+            return c.peek_framed(self, bufsize, flags)
+        if flags & ~(_DONTWAIT | _WAITALL):
+            return _recv(self, bufsize, flags)  # MSG_OOB and the like: outside the stream
+        return c.recv_framed(self, bufsize, flags)
+    if k == "udp":
+        data = _recv(self, bufsize + _ENVELOPE_ROOM, flags)
+        return c.received(self, data, c.peer, bufsize, bool(flags & _PEEK))
+    return _recv(self, bufsize, flags)
+
+
+def recv_into(self, buffer, nbytes=0, flags=0):
+    e = _objs.get(id(self))
+    c = e[1] if e is not None and e[0]() is self else _attach(self)[1]
+    if c.kind == "tcp" and c.in_mode == RAW:
+        lp = _current.get() or _default[0]
+        if lp is not None and lp.pending:
+            lp.safepoint()
+        n = _recv_into(self, buffer, nbytes, flags)
+        if not flags & _PEEK:
+            c.raw_received(self, memoryview(buffer)[:n] if (_tracer[0] and _tracer[0].capture) else b"",
+                           n)
+        return n
+    if c.kind == "pass":
+        return _recv_into(self, buffer, nbytes, flags)
+    mv = memoryview(buffer).cast("B")
+    if nbytes < 0:
+        raise ValueError("negative buffersize in recv_into")
+    size = nbytes or len(mv)
+    if size > len(mv):
+        raise ValueError("buffer too small for requested bytes")
+    data = recv(self, size, flags)
+    k = len(data)
+    mv[:k] = data
+    return k
+
+
+def recvfrom(self, bufsize, flags=0):
+    c = _conn_of(self)
+    if c.kind == "udp":
+        data, addr = _recvfrom(self, bufsize + _ENVELOPE_ROOM, flags)
+        return c.received(self, data, addr, bufsize, bool(flags & _PEEK)), addr
+    if c.kind == "tcp":
+        if c.in_mode == RAW:
+            data, addr = _recvfrom(self, bufsize, flags)
+            if not flags & _PEEK:
+                c.raw_received(self, data)
+            return data, addr
+        return recv(self, bufsize, flags), None
+    return _recvfrom(self, bufsize, flags)
+
+
+def recvfrom_into(self, buffer, nbytes=0, flags=0):
+    c = _conn_of(self)
+    if c.kind == "pass" or (c.kind == "tcp" and c.in_mode == RAW and flags & _PEEK):
+        return _real["recvfrom_into"](self, buffer, nbytes, flags)
+    mv = memoryview(buffer).cast("B")
+    size = nbytes or len(mv)
+    if size > len(mv):
+        raise ValueError("nbytes is greater than the length of the buffer")
+    data, addr = recvfrom(self, size, flags)
+    mv[:len(data)] = data
+    return len(data), addr
+
+
+def recvmsg(self, bufsize, ancbufsize=0, flags=0):
+    c = _conn_of(self)
+    if c.kind == "tcp" and c.in_mode != RAW:
+        data = recv(self, bufsize, flags)
+        return data, [], 0, None
+    if c.kind == "udp":
+        data, anc, mflags, addr = _real["recvmsg"](self, bufsize + _ENVELOPE_ROOM, ancbufsize, flags)
+        return c.received(self, data, addr, bufsize, bool(flags & _PEEK)), anc, mflags, addr
+    r = _real["recvmsg"](self, bufsize, ancbufsize, flags)
+    if c.kind == "tcp" and not flags & _PEEK:
+        c.raw_received(self, r[0])
+    return r
+
+
+def sendfile(self, file, offset=0, count=None):
+    if type(self) is not _Socket and _is_ssl(self):
+        return _orig["sendfile"](self, file, offset, count)
+    c = _conn_of(self)
+    if c.kind == "tcp":
+        if c.out_mode == UNDECIDED:
+            c.decide_out(self)
+        if c.out_mode != RAW:
+            return self._sendfile_use_send(file, offset, count)  # through send: framed
+        n = _orig["sendfile"](self, file, offset, count)
+        c.raw_sent(self, n, b"")
+        return n
+    return _orig["sendfile"](self, file, offset, count)
+
+
+def _real_close(self, *args, **kw):
+    sid = id(self)
+    try:
+        if sid in _listeners:
+            _unregister(sid, _listeners)
+        if sid in _udp_bound:
+            _unregister(sid, _udp_bound)
+        e = _objs.get(sid)
+        if e is not None and e[0]() is self:
+            del _objs[sid]
+            e[1].release(self)
+    except Exception as exc:
+        _fault(exc, "close")
+    return _orig["_real_close"](self, *args, **kw)
+
+
+def detach(self):
+    sid = id(self)
+    try:
+        if sid in _listeners:  # e.g. wrapped by ssl: its clients must not frame
+            _unregister(sid, _listeners)
+        if sid in _udp_bound:
+            _unregister(sid, _udp_bound)
+        e = _objs.get(sid)
+        if e is not None and e[0]() is self:
+            del _objs[sid]
+            c = e[1]
+            if isinstance(c, Conn):
+                c._addrs(self)
+                c.nobjs -= 1
+                c.refs = [r for r in c.refs if r() is not None and r() is not self]
+                if c.nobjs <= 0:
+                    c.detached = True
+                    try:
+                        c.fd = self.fileno()
+                    except OSError:
+                        c.fd = -1
+                    _detached.add(c)
+    except Exception as exc:
+        _fault(exc, "detach")
+    return _orig["detach"](self)
+
+
+_WRAPPERS = {
+    "connect": connect, "connect_ex": connect_ex, "accept": accept, "listen": listen,
+    "bind": bind, "send": send, "sendall": sendall, "sendmsg": sendmsg, "sendto": sendto,
+    "recv": recv, "recv_into": recv_into, "recvfrom": recvfrom, "recvfrom_into": recvfrom_into,
+    "recvmsg": recvmsg, "sendfile": sendfile, "_real_close": _real_close, "detach": detach,
+}
+_orig: dict = {}  # name -> what socket.socket had in its own __dict__ (absent: inherited)
+_MISSING = object()
+
+
+def _tick(tracer) -> None:
+    """Recorder thread, about every 50 ms: markers on idle directions, idle incoming
+    markers, descriptors that were detached and since closed."""
+    for c in list(_framed):
+        if c.ended:
+            continue
+        try:
+            if c.ep is not None and (c.ep.pending or c.out_pending):
+                c._flush(c.ep)
+            if c.in_cid is not None:
+                c.idle_markers()
+        except Exception as exc:
+            _fault(exc, "tick")
+    for c in list(_detached):
+        fd = getattr(c, "fd", -1)
+        try:
+            alive = fd >= 0 and os.fstat(fd).st_ino == c.ino
+        except OSError:
+            alive = False
+        if not alive:
+            c.detached = False
+            c.end()
+
+
+@register
+class SocketInstrumentor(Instrumentor):
+    """TCP framing, UDP envelopes, raw recording of everything else on ``socket.socket``."""
+
+    name = "sockets"
+
+    def _instrument(self, tracer) -> None:
+        _tracer[0] = tracer
+        _orig.clear()
+        for name, fn in _WRAPPERS.items():
+            _orig[name] = _Socket.__dict__.get(name, _MISSING)
+            if _orig[name] is _MISSING:
+                _orig[name] = getattr(_Socket, name)  # inherited C method, called directly
+                _orig["_inherited_" + name] = True
+            setattr(_Socket, name, fn)
+        tracer.tick_hooks.append(_tick)
+
+    def _uninstrument(self) -> None:
+        t = _tracer[0]
+        for sid in list(_listeners):
+            _unregister(sid, _listeners)
+        for sid in list(_udp_bound):
+            _unregister(sid, _udp_bound)
+        for name, fn in _WRAPPERS.items():
+            if _Socket.__dict__.get(name) is not fn:
+                continue  # someone patched over us: leave theirs
+            if _orig.pop("_inherited_" + name, False):
+                delattr(_Socket, name)
+            else:
+                setattr(_Socket, name, _orig[name])
+        if t is not None:
+            try:
+                t.tick_hooks.remove(_tick)
+            except ValueError:
+                pass
+        for c in list(_inos.values()):
+            c.ended = True
+        _objs.clear()
+        _inos.clear()
+        _framed.clear()
+        _detached.clear()
+        _lookups.clear()
+        _learned.clear()
+        _tracer[0] = None

@@ -1,0 +1,160 @@
+"""The wire format: how cutscope frames one direction of a stream, and a datagram.
+
+Documented for humans in ``docs/protocol.md``; keep the two in step.
+
+A framed direction of a TCP connection starts with a HELLO and then carries
+frames, each beginning with a one-byte type:
+
+``HELLO``   ``MAGIC`` (16 bytes) ``!BB`` version, channel-id length, the channel
+            id (ASCII), ``!H`` sender-name length, the sender name (UTF-8).
+``DATA``    ``!BIQQ`` type, payload length, seq of the sender's send event,
+            Lamport stamp; then the payload. 21 bytes of header. The message id
+            is ``"<current sender name>#<seq>"``.
+``MARKER``  ``!BQH`` type, snapshot id, initiator length; then the initiator.
+``AS``      ``!BH`` type, name length; then the name: the frames that follow
+            were sent by that logical process (another thread's process sending
+            on the same connection). Rare.
+
+A datagram between traced endpoints is wrapped in an envelope:
+``UDP_MAGIC`` (16 bytes) ``!QQ`` seq, Lamport stamp, ``!B`` channel-id length,
+the channel id, ``!H`` sender-name length, the name, then the payload.
+
+Everything here is pure: no sockets, no tracer state.
+"""
+
+from __future__ import annotations
+
+import struct
+
+__all__ = [
+    "MAGIC", "UDP_MAGIC", "VERSION", "DATA", "MARKER", "AS", "HDR", "HDR_SIZE", "MAX_PAYLOAD",
+    "hello", "parse_hello", "data_header", "marker", "as_frame", "envelope", "parse_envelope",
+    "WireError",
+]
+
+VERSION = 1
+MAGIC = b"\xfe\xedCUTSCOPE\x00HELO\x01"  # 16 bytes: first bytes of a framed direction
+UDP_MAGIC = b"\xfe\xedCUTSCOPE\x00UDPE\x01"  # 16 bytes: first bytes of an enveloped datagram
+assert len(MAGIC) == 16 and len(UDP_MAGIC) == 16
+
+DATA = 1
+MARKER = 2
+AS = 3
+
+HDR = struct.Struct("!BIQQ")  # type, length, seq, lamport
+HDR_SIZE = HDR.size  # 21
+MAX_PAYLOAD = 0xFFFFFFFF
+_HELLO_FIX = struct.Struct("!BB")
+_H = struct.Struct("!H")
+_MARKER = struct.Struct("!BQH")
+_AS = struct.Struct("!BH")
+_ENV = struct.Struct("!QQB")
+
+# The longest control frame a reader must be able to hold (marker or AS with a
+# 65535-byte name); in practice names are short.
+MAX_CONTROL = _MARKER.size + 0xFFFF
+
+
+class WireError(ValueError):
+    """Bytes that are not cutscope frames where frames were expected."""
+
+
+def hello(channel: str, sender: str) -> bytes:
+    c = channel.encode("ascii")
+    n = sender.encode("utf-8")[:0xFFFF]
+    return MAGIC + _HELLO_FIX.pack(VERSION, len(c)) + c + _H.pack(len(n)) + n
+
+
+def parse_hello(buf, start: int = 0):
+    """``(channel, sender, end)`` of a HELLO at ``buf[start:]``, or None if incomplete.
+
+    Raises WireError if the bytes are not a HELLO.
+    """
+    end = start + 16
+    if len(buf) < end:
+        return None
+    if bytes(buf[start:end]) != MAGIC:
+        raise WireError("not a HELLO")
+    if len(buf) < end + 2:
+        return None
+    version, clen = _HELLO_FIX.unpack_from(buf, end)
+    if version != VERSION:
+        raise WireError(f"HELLO version {version}")
+    p = end + 2
+    if len(buf) < p + clen + 2:
+        return None
+    cid = bytes(buf[p:p + clen]).decode("ascii")
+    p += clen
+    (nlen,) = _H.unpack_from(buf, p)
+    p += 2
+    if len(buf) < p + nlen:
+        return None
+    name = bytes(buf[p:p + nlen]).decode("utf-8", "replace")
+    return cid, name, p + nlen
+
+
+def data_header(nbytes: int, seq: int, lamport: int) -> bytes:
+    return HDR.pack(DATA, nbytes, seq, lamport)
+
+
+def marker(snapshot: int, initiator: str) -> bytes:
+    i = initiator.encode("utf-8")[:0xFFFF]
+    return _MARKER.pack(MARKER, snapshot, len(i)) + i
+
+
+def as_frame(name: str) -> bytes:
+    n = name.encode("utf-8")[:0xFFFF]
+    return _AS.pack(AS, len(n)) + n
+
+
+def parse_control(buf, start: int):
+    """Decode the non-DATA frame at ``buf[start:]``.
+
+    Returns ``(kind, value, end)`` with ``value`` ``(snapshot, initiator)`` for a
+    MARKER and the name for an AS, or None if the frame is incomplete. Raises
+    WireError on an unknown type.
+    """
+    t = buf[start]
+    if t == MARKER:
+        if len(buf) < start + _MARKER.size:
+            return None
+        _, sid, ilen = _MARKER.unpack_from(buf, start)
+        p = start + _MARKER.size
+        if len(buf) < p + ilen:
+            return None
+        return MARKER, (sid, bytes(buf[p:p + ilen]).decode("utf-8", "replace")), p + ilen
+    if t == AS:
+        if len(buf) < start + _AS.size:
+            return None
+        _, nlen = _AS.unpack_from(buf, start)
+        p = start + _AS.size
+        if len(buf) < p + nlen:
+            return None
+        return AS, bytes(buf[p:p + nlen]).decode("utf-8", "replace"), p + nlen
+    raise WireError(f"unknown frame type {t}")
+
+
+def envelope(channel: str, sender: str, seq: int, lamport: int) -> bytes:
+    """The envelope that goes before a datagram's payload."""
+    c = channel.encode("ascii")
+    n = sender.encode("utf-8")[:0xFFFF]
+    return UDP_MAGIC + _ENV.pack(seq, lamport, len(c)) + c + _H.pack(len(n)) + n
+
+
+def parse_envelope(buf):
+    """``(channel, sender, seq, lamport, payload_offset)`` or None if ``buf`` is not enveloped."""
+    if len(buf) < 16 + _ENV.size or bytes(buf[:16]) != UDP_MAGIC:
+        return None
+    try:
+        seq, lamport, clen = _ENV.unpack_from(buf, 16)
+        p = 16 + _ENV.size
+        cid = bytes(buf[p:p + clen]).decode("ascii")
+        p += clen
+        (nlen,) = _H.unpack_from(buf, p)
+        p += 2
+        if len(buf) < p + nlen:
+            return None
+        name = bytes(buf[p:p + nlen]).decode("utf-8", "replace")
+    except (struct.error, UnicodeDecodeError):
+        return None
+    return cid, name, seq, lamport, p + nlen
