@@ -80,7 +80,11 @@ def build(trace: Trace | Mapping, cut: Mapping[str, int], window: int = 40,
             seqs = t.seqs[p]
             k = t.count_inside(p, cut[p]) if p in cut else len(seqs)
             shown[p] = set(seqs[max(0, k - window):k + window])
-        for m in (transit + orphans)[:MAX_MARKED]:
+        # The marked messages nearest the frontier, at most ``window`` of each kind.
+        k = min(window, MAX_MARKED)
+        near = sorted(transit, key=lambda m: m.send_seq)[-k:] + \
+            sorted(orphans, key=lambda m: m.recv_seq)[-k:]
+        for m in near:
             for end in (m.send, m.recv):
                 if end is not None and end[0] in shown:
                     shown[end[0]].add(end[1])

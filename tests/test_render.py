@@ -1,0 +1,183 @@
+"""Rendering a cut with real Graphviz ``dot``; ``cutscope render`` / ``check`` / ShiViz export."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from cutscope.cli import main as cli
+from cutscope.viewer.analysis import Trace
+from cutscope.viewer.export import load
+from cutscope.viewer.render import build, render_file
+
+import viewer_traces
+
+pytestmark = pytest.mark.skipif(shutil.which("dot") is None and not __import__("os").environ.get("CI"),
+                                reason="Graphviz's dot is not installed")
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def svg_groups(path, cls):
+    root = ET.parse(path).getroot()
+    return [g for g in root.iter(f"{SVG}g") if cls in (g.get("class") or "").split()]
+
+
+def edge_title(g):
+    return g.find(f"{SVG}title").text
+
+
+@pytest.fixture
+def bank_db(db_url):
+    viewer_traces.bank_trace(db_url)
+    return db_url
+
+
+@pytest.fixture
+def thin_air_db(db_url):
+    viewer_traces.thin_air_trace(db_url)
+    return db_url
+
+
+def test_render_snapshot_cut_marks_the_in_transit_message(bank_db, tmp_path, capsys):
+    out = tmp_path / "snap.svg"
+    assert cli(["render", "--db", bank_db, "--snapshot", "1", "-o", str(out)]) == 0
+    assert "consistent, 1 in transit" in capsys.readouterr().out
+    transit = svg_groups(out, "intransit")
+    assert len(transit) == 1
+    # The marked edge goes from P2's send (P2#2) to P1's receive (P1#4).
+    doc = load(bank_db)
+    t = Trace(doc)
+    [m] = t.in_transit(t.snapshot_cut(1))
+    procs = t.processes
+    assert edge_title(transit[0]) == f"e{procs.index(m.src)}_{m.send_seq}->e{procs.index(m.dst)}_{m.recv_seq}"
+    assert svg_groups(out, "orphan") == []
+    # One frontier mark per process of the snapshot.
+    assert len([g for g in svg_groups(out, "cut") if "node" in g.get("class")]) == 3
+
+
+def test_render_thin_air_cut_marks_the_orphan(thin_air_db, tmp_path, capsys):
+    out = tmp_path / "thin.svg"
+    assert cli(["render", "--db", thin_air_db, "--snapshot", "1", "-o", str(out)]) == 0
+    assert "inconsistent (1 orphans)" in capsys.readouterr().out
+    [orphan] = svg_groups(out, "orphan")
+    t = Trace(load(thin_air_db))
+    p1, p2 = t.processes.index("P1"), t.processes.index("P2")
+    assert edge_title(orphan) == f"e{p1}_2->e{p2}_1"
+    text = out.read_text()
+    assert "INCONSISTENT" in text and "from thin air" in text  # the title and the legend
+
+
+def test_render_png_and_dot(bank_db, tmp_path):
+    png, dot = tmp_path / "c.png", tmp_path / "c.dot"
+    assert cli(["render", "--db", bank_db, "--cut", "P1=2,P2=3,P3=1", "-o", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli(["render", "--db", bank_db, "--cut", "P1=2,P2=3,P3=1", "-o", str(dot)]) == 0
+    src = dot.read_text()
+    assert src.startswith("digraph")
+    # Real dot parses what we wrote.
+    subprocess.run(["dot", "-Tcanon", str(dot)], check=True, capture_output=True, timeout=60)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--snapshot", "9"], "no snapshot 9"),
+    (["--cut", "P7=1"], "no process 'P7'"),
+    (["--cut", "P1=x"], "--cut: not a number"),
+])
+def test_render_bad_input_is_one_line_and_exit_2(bank_db, tmp_path, args, needle):
+    out = tmp_path / "x.svg"
+    r = subprocess.run([sys.executable, "-m", "cutscope", "render", "--db", bank_db, *args,
+                        "-o", str(out)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("cutscope: error: ") and needle in r.stderr
+    assert not out.exists()
+
+
+def test_render_bad_extension_and_missing_db(tmp_path, bank_db, capsys):
+    assert cli(["render", "--db", bank_db, "--cut", "P1=1", "-o", str(tmp_path / "x.jpg")]) == 2
+    assert "use a .svg, .png or .dot" in capsys.readouterr().err
+    assert cli(["render", "--db", str(tmp_path / "nope.db"), "--cut", "P1=1",
+                "-o", str(tmp_path / "x.svg")]) == 2
+    assert "no cutscope database" in capsys.readouterr().err
+
+
+def test_large_trace_renders_a_window_around_the_cut(tmp_path):
+    from test_analysis import Sim
+
+    sim = Sim(["a", "b", "c"])
+    for i in range(700):
+        sim.send("a", "b")
+        sim.deliver("a", "b")
+        sim.send("b", "c")
+        sim.deliver("b", "c")
+    doc = sim.doc()
+    assert len(doc["events"]) == 2800
+    cut = {"a": 600, "b": 900, "c": 300}
+    g = build(doc, cut, window=10)
+    nodes = re.findall(r"^\s*e\d+_\d+ \[", g.source, re.M)
+    assert 30 <= len(nodes) <= 200  # a window, not 2800 events
+    assert "... " in g.source and " events" in g.source
+    out = render_file(doc, cut, str(tmp_path / "big.svg"), window=10)
+    assert svg_groups(out, "intransit") or svg_groups(out, "orphan")
+
+
+def test_check_passes_on_a_recorded_snapshot(bank_db, capsys):
+    assert cli(["check", "--db", bank_db]) == 0
+    assert "1 snapshot checked" in capsys.readouterr().out
+    assert cli(["check", "--db", bank_db, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["ok"] is True and res["problems"] == [] and res["snapshots"] == 1
+
+
+def test_check_fails_on_the_thin_air_snapshot(thin_air_db, capsys):
+    assert cli(["check", "--db", thin_air_db]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and "inconsistent cut" in lines[0] and "P1#2" in lines[0]
+
+
+def test_check_fails_when_a_stored_channel_state_lost_its_message(bank_db, db_path, capsys):
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("DELETE FROM snapshot_messages").rowcount == 1
+    assert cli(["check", "--db", bank_db]) == 1
+    [line] = capsys.readouterr().out.splitlines()
+    assert "channel c21" in line and "P2#2" in line
+
+
+def test_check_bad_database_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"this is not sqlite at all" * 100)
+    assert cli(["check", "--db", str(bad)]) == 2
+    assert capsys.readouterr().err.startswith("cutscope: error: ")
+
+
+def test_shiviz_export_has_the_regex_and_vector_clocks(bank_db, tmp_path):
+    out = tmp_path / "t.log"
+    assert cli(["export", "--db", bank_db, "--format", "shiviz", "-o", str(out)]) == 0
+    lines = out.read_text().split("\n")
+    assert lines[0] == r"(?<event>.*)\n(?<host>\S*) (?<clock>{.*})"
+    assert lines[1] == ""
+    # ShiViz's regex, in Python's syntax, over the rest of the file.
+    rx = re.compile(r"(?P<event>.*)\n(?P<host>\S*) (?P<clock>{.*})")
+    body = "\n".join(lines[2:])
+    entries = [(m["event"], m["host"], json.loads(m["clock"])) for m in rx.finditer(body)]
+    t = Trace(load(bank_db))
+    assert len(entries) == sum(len(t.events[p]) for p in t.processes)
+    # Each host's own component counts its events 1, 2, 3, ... in file order.
+    seen: dict[str, int] = {}
+    for _, host, clock in entries:
+        seen[host] = seen.get(host, 0) + 1
+        assert clock[host] == seen[host]
+    # A receive's clock covers its send's.
+    by_event = {e: c for e, _, c in entries}
+    sends = {e.split()[1]: c for e, c in by_event.items() if e.startswith("send ")}
+    for e, c in by_event.items():
+        if e.startswith("recv "):
+            sc = sends[e.split()[1]]
+            assert all(c.get(h, 0) >= v for h, v in sc.items())
