@@ -14,7 +14,7 @@ import warnings
 log = logging.getLogger("cutscope")
 
 # Modules that define instrumentors, in install order.
-MODULES: tuple[str, ...] = ("sockets",)
+MODULES: tuple[str, ...] = ("queues", "sockets")
 
 _registry: list["Instrumentor"] = []
 

@@ -1,0 +1,440 @@
+"""queue.Queue under cutscope: transparency, markers in band, one channel per producer.
+
+Every semantics test runs the same scenario without cutscope and with it, and
+compares what the application saw (items, order, exceptions, sizes).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import cutscope
+from cutscope.integrations import queues as qint
+from cutscope.testing import recording
+
+TIMEOUT = 10.0
+
+
+def run_thread(fn, *args):
+    t = threading.Thread(target=fn, args=args, daemon=True)
+    t.start()
+    return t
+
+
+def finish(t: threading.Thread):
+    t.join(TIMEOUT)
+    assert not t.is_alive(), "thread did not finish"
+
+
+def outcome(fn, *args, **kw):
+    try:
+        return ("ok", fn(*args, **kw))
+    except Exception as exc:  # the exception type is part of the semantics
+        return ("raised", type(exc).__name__)
+
+
+# -- the same scenario, untraced and traced -------------------------------------------------
+
+def scenario(cls) -> list:
+    log = []
+    q = cls(maxsize=3)
+    a = log.append
+    a(("empty0", q.empty(), q.qsize(), q.full(), q.maxsize))
+    a(("get_nowait-empty", outcome(q.get_nowait)))
+    a(("get-timeout-empty", outcome(q.get, timeout=0.01)))
+    a(("get-nonblock-empty", outcome(q.get, False)))
+    a(("get-negative-timeout", outcome(q.get, True, -1)))
+    for x in (5, 1, 4):
+        a(("put", x, outcome(q.put, x)))
+    a(("full", q.empty(), q.qsize(), q.full(), list(q.queue)))
+    a(("put_nowait-full", outcome(q.put_nowait, 9)))
+    a(("put-timeout-full", outcome(q.put, 9, timeout=0.01)))
+    a(("put-negative-timeout", outcome(q.put, 9, True, -1)))
+    a(("unfinished", q.unfinished_tasks))
+    a(("get", outcome(q.get)))
+    a(("get_nowait", outcome(q.get_nowait)))
+    a(("after-gets", q.qsize(), q.empty(), q.full(), q.unfinished_tasks))
+    a(("task_done", outcome(q.task_done), outcome(q.task_done)))
+    a(("put_nowait", outcome(q.put_nowait, b"bytes")))
+    a(("get-timeout", outcome(q.get, timeout=1.0)))
+    a(("get-last", outcome(q.get, True, None)))
+    a(("task_done-2", outcome(q.task_done), outcome(q.task_done)))
+    a(("task_done-too-many", outcome(q.task_done)))
+    a(("end", q.qsize(), q.empty(), q.unfinished_tasks, list(q.queue)))
+    # join() returns at once when nothing is unfinished
+    q.join()
+    return log
+
+
+def blocking_scenario(cls) -> list:
+    """A put on a full queue waits for a get; a get on an empty queue waits for a put."""
+    log = []
+    q = cls(maxsize=1)
+    q.put(1)
+    started = threading.Event()
+
+    def consumer():
+        started.wait(TIMEOUT)
+        log.append("consumer-get")
+        log.append(("got", q.get(timeout=TIMEOUT)))
+
+    t = run_thread(consumer)
+    started.set()
+    q.put(2, timeout=TIMEOUT)  # blocks until the consumer took 1
+    log.append("put-returned")
+    finish(t)
+    log.append(("second", q.get(timeout=TIMEOUT)))
+
+    def late_put():
+        log.append("putting")
+        q.put(3)
+
+    t = run_thread(late_put)
+    log.append(("third", q.get(timeout=TIMEOUT)))  # waits for the late put
+    finish(t)
+    # join() waits for task_done of every item
+    done = []
+    joiner = run_thread(lambda: (q.join(), done.append(True)))
+    for _ in range(3):
+        q.task_done()
+    finish(joiner)
+    log.append(("joined", done))
+    return log
+
+
+@pytest.mark.parametrize("cls", [queue.Queue, queue.LifoQueue, queue.PriorityQueue])
+def test_every_method_behaves_as_without_cutscope(cls):
+    plain = scenario(cls)
+    with recording("main"):
+        traced = scenario(cls)
+    assert traced == plain
+    # and the wrappers are gone afterwards
+    assert queue.Queue.put is qint._ORIG["put"] and queue.Queue.get is qint._ORIG["get"]
+
+
+def test_blocking_and_join_behave_as_without_cutscope():
+    plain = blocking_scenario(queue.Queue)
+    with recording("main"):
+        traced = blocking_scenario(queue.Queue)
+    assert traced == plain
+    assert plain.index("consumer-get") < plain.index("put-returned")
+
+
+def test_subclass_with_custom_container_is_transparent():
+    class Dedup(queue.Queue):
+        """A subclass that changes _put: it drops duplicates."""
+
+        def _init(self, maxsize):
+            super()._init(maxsize)
+            self.seen = set()
+
+        def _put(self, item):
+            if item not in self.seen:
+                self.seen.add(item)
+                self.queue.append(item)
+
+    def run():
+        q = Dedup()
+        for x in (1, 2, 1, 3, 2):
+            q.put(x)
+        return [q.get_nowait() for _ in range(q.qsize())], q.unfinished_tasks
+
+    plain = run()
+    with recording("main") as rec:
+        traced = run()
+        doc = rec.trace()
+    assert traced == plain == ([1, 2, 3], 5)
+    assert all(not c["fifo"] for c in doc["channels"])
+
+
+# -- channels, messages, export ---------------------------------------------------------------
+
+def sends_and_recvs(doc):
+    sends = {e["msg"]: e for e in doc["events"] if e["kind"] == "send"}
+    recvs = [e for e in doc["events"] if e["kind"] == "recv"]
+    return sends, recvs
+
+
+def test_one_channel_per_producer_and_every_recv_matches_its_send(db_url):
+    from cutscope.viewer.export import load
+
+    cutscope.start(db=db_url, name="app")
+    try:
+        q = queue.Queue()
+
+        def producer(name, n):
+            with cutscope.process(name):
+                for i in range(n):
+                    q.put((name, i))
+
+        ts = [run_thread(producer, f"prod-{k}", 20) for k in range(3)]
+        got = []
+        with cutscope.process("consumer"):
+            for _ in range(60):
+                got.append(q.get(timeout=TIMEOUT))
+        for t in ts:
+            finish(t)
+    finally:
+        cutscope.stop()
+    for k in range(3):
+        assert [i for n, i in got if n == f"prod-{k}"] == list(range(20))
+    doc = load(db_url)
+    chans = [c for c in doc["channels"] if c["transport"] == "queue"]
+    assert sorted((c["src"], c["dst"]) for c in chans) == [
+        (f"prod-{k}", "consumer") for k in range(3)]
+    assert all(c["fifo"] and c["framed"] for c in chans)
+    assert len({c["endpoint"] for c in chans}) == 1
+    sends, recvs = sends_and_recvs(doc)
+    assert len(sends) == len(recvs) == 60
+    for r in recvs:
+        s = sends[r["msg"]]
+        assert r["process"] == "consumer" and s["channel"] == r["channel"]
+        assert r["lamport"] > s["lamport"]
+    by_chan = {c["id"]: c["src"] for c in chans}
+    assert all(by_chan[s["channel"]] == s["process"] for s in sends.values())
+
+
+def test_lifo_and_priority_queues_are_recorded_as_not_fifo():
+    with recording("main") as rec:
+        lq, pq = queue.LifoQueue(), queue.PriorityQueue()
+        with cutscope.process("prod"):
+            for x in (3, 1, 2):
+                lq.put(x)
+                pq.put((x, f"job{x}"))
+        with cutscope.process("cons"):
+            lifo = [lq.get_nowait() for _ in range(3)]
+            prio = [pq.get_nowait() for _ in range(3)]
+        doc = rec.trace()
+    assert lifo == [2, 1, 3]
+    assert prio == [(1, "job1"), (2, "job2"), (3, "job3")]
+    chans = doc["channels"]
+    assert len(chans) == 2 and all(not c["fifo"] and c["dst"] == "cons" for c in chans)
+    sends, recvs = sends_and_recvs(doc)
+    assert len(recvs) == 6 and all(r["msg"] in sends for r in recvs)
+    lchan = next(c["id"] for c in chans if "Lifo" in c["endpoint"])
+    lsends = [s["msg"] for s in sends.values() if s["channel"] == lchan]
+    lrecvs = [r["msg"] for r in recvs if r["channel"] == lchan]
+    assert lrecvs == [lsends[2], lsends[1], lsends[0]]  # the item's own message, LIFO order
+
+
+def test_items_put_before_start_pass_through_untouched():
+    q = queue.Queue()
+    q.put("old")
+    with recording("main") as rec:
+        q.put("new")
+        assert q.get_nowait() == "old"
+        assert q.get_nowait() == "new"
+        doc = rec.trace()
+    sends, recvs = sends_and_recvs(doc)
+    assert len(sends) == 1 and [r["msg"] for r in recvs] == list(sends)
+
+
+def test_cleared_container_resynchronises():
+    with recording("main") as rec:
+        q = queue.Queue()
+        q.put("a")
+        q.put("b")
+        with q.mutex:
+            q.queue.clear()  # a common idiom that bypasses get()
+        q.put("c")
+        assert q.get_nowait() == "c"
+        doc = rec.trace()
+    sends, recvs = sends_and_recvs(doc)
+    (r,) = recvs
+    assert sends[r["msg"]]["seq"] == 3  # the message of "c", not of "a"
+
+
+# -- markers ---------------------------------------------------------------------------------------
+
+def side_markers(q):
+    return [e for e in q._cutscope_q.side if type(e) is qint.Mk]
+
+
+def test_markers_are_invisible_and_do_not_count():
+    with recording("main") as rec:
+        q = queue.Queue(maxsize=3)
+        with cutscope.process("prod") as prod:
+            q.put(1)
+            q.put(2)
+            prod.record(1, prod.name)  # marker after 1, 2 (flushed into the idle queue)
+            q.put(3)
+            prod.record(2, prod.name)  # marker after 3, at the tail
+        assert len(side_markers(q)) == 2
+        assert (q.qsize(), q.empty(), q.full(), q.unfinished_tasks) == (3, False, True, 3)
+        assert list(q.queue) == [1, 2, 3]
+        with pytest.raises(queue.Full):
+            q.put_nowait(4)  # markers do not take the free slots, nor do they add any
+
+        got = []
+
+        def consumer():
+            with cutscope.process("cons"):
+                for _ in range(3):
+                    got.append(q.get(timeout=TIMEOUT))
+                    q.task_done()
+                # only the trailing marker is left: get() swallows it and times out
+                got.append(outcome(q.get, timeout=0.05))
+                got.append(outcome(q.get_nowait))
+
+        t = run_thread(consumer)
+        joined = []
+        j = run_thread(lambda: (q.join(), joined.append(True)))
+        finish(t)
+        finish(j)
+        assert joined == [True]
+        assert got == [1, 2, 3, ("raised", "Empty"), ("raised", "Empty")]
+        assert side_markers(q) == [] and q.unfinished_tasks == 0
+        doc = rec.trace()
+    cons = [e for e in doc["events"] if e["process"] == "cons"]
+    kinds = [(e["kind"], e.get("snapshot")) for e in cons]
+    # the consumer recorded snapshot 1 after receiving 1 and 2, before 3; snapshot 2 after 3
+    assert kinds == [("recv", None), ("recv", None), ("snapshot", 1), ("recv", None),
+                     ("snapshot", 2)]
+
+
+def test_markers_taken_by_a_put_go_before_its_item():
+    """Markers queued on an endpoint that a put finds pending (not flushed yet)."""
+    from cutscope.tracer.process import Marker
+
+    with recording("main") as rec:
+        q = queue.Queue()
+        with cutscope.process("prod") as prod:
+            q.put("a")
+            ep = q._cutscope_q.out[prod]
+            with prod.lock:
+                ep.pending.append(Marker(4, prod.name, 0))  # as a deferred flush leaves it
+            q.put("b")
+            assert [type(e).__name__ for e in q._cutscope_q.side] == ["tuple", "Mk", "tuple"]
+        with cutscope.process("cons"):
+            assert [q.get_nowait(), q.get_nowait()] == ["a", "b"]
+        doc = rec.trace()
+    cons = [(e["kind"], e.get("snapshot")) for e in doc["events"] if e["process"] == "cons"]
+    assert cons == [("recv", None), ("snapshot", 4), ("recv", None)]
+
+
+def test_blocked_consumer_wakes_for_a_marker_and_keeps_waiting():
+    with recording("main") as rec:
+        q = queue.Queue()
+        with cutscope.process("prod") as prod:
+            q.put("first")
+        ready = threading.Event()
+        got = []
+
+        def consumer():
+            with cutscope.process("cons"):
+                got.append(q.get(timeout=TIMEOUT))
+                ready.set()
+                got.append(q.get(timeout=TIMEOUT))  # blocks; a marker arrives; goes on waiting
+
+        t = run_thread(consumer)
+        assert ready.wait(TIMEOUT)
+        with cutscope.process("prod") as prod:
+            prod.record(7, prod.name)  # flush wakes the blocked consumer
+            # the consumer records snapshot 7 from inside its get(), then waits again
+            for _ in range(1000):
+                if not side_markers(q) and t.is_alive():
+                    break
+                threading.Event().wait(0.01)
+            q.put("second")
+        finish(t)
+        doc = rec.trace()
+    assert got == ["first", "second"]
+    cons = [(e["kind"], e.get("snapshot")) for e in doc["events"] if e["process"] == "cons"]
+    assert cons == [("recv", None), ("snapshot", 7), ("recv", None)]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    loads=st.lists(st.integers(0, 15), min_size=1, max_size=4),
+    maxsize=st.sampled_from([0, 1, 3]),
+    snap_after=st.integers(0, 15),
+)
+def test_many_producers_keep_per_producer_fifo(loads, maxsize, snap_after):
+    total = sum(loads)
+    with recording("main") as rec:
+        q = queue.Queue(maxsize=maxsize)
+
+        def producer(k, n):
+            with cutscope.process(f"p{k}") as lp:
+                for i in range(n):
+                    if k == 0 and i == snap_after:
+                        lp.record(1, lp.name)  # a marker in the middle of producer 0's items
+                    q.put((k, i))
+
+        ts = [run_thread(producer, k, n) for k, n in enumerate(loads)]
+        got = []
+        with cutscope.process("cons"):
+            for _ in range(total):
+                got.append(q.get(timeout=TIMEOUT))
+                q.task_done()
+        for t in ts:
+            finish(t)
+        q.join()
+        assert q.qsize() == 0 and q.empty()
+        doc = rec.trace()
+    for k, n in enumerate(loads):
+        assert [i for kk, i in got if kk == k] == list(range(n))
+    assert all(isinstance(x, tuple) for x in got)  # markers never reach the application
+    sends, recvs = sends_and_recvs(doc)
+    assert len(sends) == len(recvs) == total
+    assert {r["msg"] for r in recvs} == set(sends)
+    chans = {c["id"]: (c["src"], c["dst"]) for c in doc["channels"]}
+    for r in recvs:
+        s = sends[r["msg"]]
+        assert s["channel"] == r["channel"] and chans[r["channel"]] == (s["process"], "cons")
+    # per channel, receive order is send order
+    for cid in chans:
+        sent = [m for m, s in sorted(sends.items(), key=lambda kv: kv[1]["seq"])
+                if s["channel"] == cid]
+        assert [r["msg"] for r in recvs if r["channel"] == cid] == sent
+
+
+def test_snapshot_of_threads_connected_by_queues_conserves_money(db_url):
+    """A bank of three branch threads: every snapshot's states plus in-transit == total."""
+    import random
+
+    n, start_balance, rounds = 3, 100, 150
+    cutscope.start(db=db_url, name="bank")
+    try:
+        qs = [queue.Queue() for _ in range(n)]
+        stop = threading.Event()
+
+        def branch(i):
+            rnd = random.Random(i)
+            with cutscope.process(f"branch-{i}"):
+                bal = {"balance": start_balance}
+                cutscope.state(lambda: dict(bal))
+                sent = 0
+                while not stop.is_set():
+                    try:
+                        amount = qs[i].get(timeout=0.005)
+                        bal["balance"] += amount
+                    except queue.Empty:
+                        pass
+                    if sent < rounds and bal["balance"] > 0:
+                        amount = rnd.randint(1, min(10, bal["balance"]))
+                        bal["balance"] -= amount
+                        qs[rnd.choice([j for j in range(n) if j != i])].put(amount)
+                        sent += 1
+
+        ts = [run_thread(branch, i) for i in range(n)]
+        for _ in range(1000):  # every branch has a channel, and the store knows it
+            if sum(len(q._cutscope_q.out) for q in qs if hasattr(q, "_cutscope_q")) >= n:
+                break
+            threading.Event().wait(0.01)
+        cutscope.tracer().flush()
+        snaps = [cutscope.snapshot(initiator="branch-0", timeout=TIMEOUT) for _ in range(2)]
+        stop.set()
+        for t in ts:
+            finish(t)
+    finally:
+        cutscope.stop()
+    for snap in snaps:
+        assert snap.status == "complete", snap.missing
+        money = sum(s["balance"] for s in snap.states.values() if "balance" in s)
+        money += sum(m["value"] for msgs in snap.channels.values() for m in msgs)
+        assert money == n * start_balance
