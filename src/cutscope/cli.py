@@ -177,8 +177,64 @@ def add_view(sub) -> None:
     p.set_defaults(func=cmd_view)
 
 
+# -- run ----------------------------------------------------------------------------
+
+def cmd_run(args) -> int:
+    """Trace an unmodified program: sitecustomize first on PYTHONPATH, then exec it."""
+    import shutil
+
+    from cutscope import _boot
+    from cutscope.tracer.store import open_store, resolve_url
+
+    prog = list(args.program)
+    if prog and prog[0] == "--":
+        prog = prog[1:]
+    if not prog:
+        raise CliError("run needs a program: cutscope run [options] -- PROGRAM [ARGS...]")
+    if args.capture_payload is not None and args.capture_payload < 0:
+        raise CliError("--capture-payload must be 0 or more bytes")
+    exe = shutil.which(prog[0])
+    if exe is None:
+        raise CliError(f"program not found: {prog[0]}")
+    env = dict(os.environ)
+    url = resolve_url(args.db)  # absolute: children may change directory
+    open_store(url, create=True).close()  # a bad URL fails here, in one line, not in the program
+    env["CUTSCOPE_DB"] = url
+    if args.name:
+        env["CUTSCOPE_NAME"] = args.name
+    if args.capture_payload is not None:
+        env["CUTSCOPE_CAPTURE_PAYLOAD"] = str(args.capture_payload)
+    boot = os.path.dirname(os.path.abspath(_boot.__file__))
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if os.path.abspath(paths[0]) != boot if paths else True:  # not twice
+        env["PYTHONPATH"] = os.pathsep.join([boot] + [p for p in paths if os.path.abspath(p) != boot])
+    env["CUTSCOPE_BOOT"] = "1"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(exe, prog, env)
+    except OSError as exc:
+        raise CliError(f"cannot run {prog[0]}: {exc.strerror or exc}") from None
+    return 1  # not reached
+
+
+def add_run(sub) -> None:
+    p = sub.add_parser("run", help="trace an unmodified program and its child processes",
+                       description="Run PROGRAM with cutscope tracing every Python process it "
+                       "starts (through sitecustomize on PYTHONPATH); exits with its exit code.",
+                       usage="cutscope run [--db URL] [--name NAME] [--capture-payload N] "
+                             "-- PROGRAM [ARGS...]")
+    _db_arg(p)
+    p.add_argument("--name", default=None, help="logical-process name of the program "
+                   "(default: host:pid; children are <parent>/<pid>)")
+    p.add_argument("--capture-payload", type=int, default=None, metavar="N",
+                   help="keep the first N bytes of every message's payload (default 0)")
+    p.add_argument("program", nargs=argparse.REMAINDER, help="-- PROGRAM [ARGS...]")
+    p.set_defaults(func=cmd_run)
+
+
 # Each command adds its parser here, in the order `cutscope --help` lists them.
-COMMANDS: list[Callable] = [add_export, add_check, add_render, add_view]
+COMMANDS: list[Callable] = [add_export, add_check, add_render, add_view, add_run]
 
 
 def parser() -> argparse.ArgumentParser:
