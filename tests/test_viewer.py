@@ -1,0 +1,295 @@
+"""The Textual viewer, driven by the Pilot over real SQLite traces, and in a real terminal (tmux)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+import cutscope
+from cutscope.viewer.analysis import Trace
+from cutscope.viewer.app import CutscopeApp
+from cutscope.viewer.export import load
+from cutscope.viewer.messages import CutChanged
+from cutscope.viewer.screens import MainScreen, SnapshotsScreen
+from cutscope.viewer.widgets import Lanes
+
+import viewer_traces
+
+SIZE = (160, 44)
+
+
+def text_of(app, selector: str) -> str:
+    w = app.screen.query_one(selector)
+    c = w.content
+    return str(getattr(c, "plain", c))
+
+
+async def wait_for(pilot, cond, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await pilot.pause(0.05)
+
+
+@pytest.fixture
+def bank_db(db_url):
+    viewer_traces.bank_trace(db_url)
+    return db_url
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 90))
+
+
+def test_moving_a_frontier_shows_consistency_orphans_and_in_transit(bank_db):
+    seen: list[CutChanged] = []
+
+    async def go():
+        app = CutscopeApp(db=bank_db, follow=False)
+        async with app.run_test(size=SIZE, message_hook=lambda m: isinstance(m, CutChanged)
+                                and seen.append(m)) as pilot:
+            await wait_for(pilot, lambda: app.explorer is not None)
+            ex = app.explorer
+            t = ex.trace
+            assert ex.procs == ["P1", "P2", "P3"]
+            assert ex.cut == {p: t.last_seq(p) for p in ex.procs}
+            assert "CONSISTENT" in text_of(app, "#verdict")
+            assert "In transit (0)" in text_of(app, "#transit")
+
+            # P1's frontier back before its last send: that message is now an orphan.
+            await pilot.press("up")
+            assert ex.cut["P1"] == t.last_seq("P1") - 1
+            assert not ex.consistent
+            assert "INCONSISTENT: 1 orphan" in text_of(app, "#verdict")
+            [orphan] = t.orphans(ex.cut)
+            assert orphan.src == "P1" and orphan.id in text_of(app, "#orphans")
+            assert seen and seen[-1].consistent is False and seen[-1].cut == ex.cut
+
+            # Back to the nearest consistent cut below: P2 gives up that receive.
+            await pilot.press("b")
+            assert ex.consistent and "CONSISTENT" in text_of(app, "#verdict")
+            assert ex.cut["P2"] == orphan.recv_seq - 1
+            assert "Orphans (0)" in text_of(app, "#orphans")
+
+            # Whole trace, then P2 (right) back one event: its receive of P1's last
+            # message moves out of the cut, and that message is in transit.
+            await pilot.press("t", "right", "up")
+            assert ex.process == "P2"
+            transit = t.in_transit(ex.cut)
+            assert ex.consistent and [m.id for m in transit] == [orphan.id]
+            body = text_of(app, "#transit")
+            assert f"In transit ({len(transit)})" in body
+            assert all(m.id in body for m in transit)
+
+            # The lanes draw the selected frontier event and mark in-transit sends.
+            lanes = app.screen.query_one(Lanes)
+            rows = [lanes._build(y).text for y in range(len(ex))]
+            assert any("IN TRANSIT" in r for r in rows)
+            ev = ex.selected_event()
+            assert any(f"{ev['process']} #{ev['seq']} " in r for r in rows)
+
+            # Nearest consistent above of an inconsistent cut contains it.
+            await pilot.press("left", "home")
+            before = dict(ex.cut)
+            await pilot.press("a")
+            assert ex.consistent and all(ex.cut[p] >= before[p] for p in before)
+            await pilot.press("q")
+
+    run(go())
+
+
+def test_snapshots_screen_shows_states_and_channels_and_explores_the_cut(bank_db):
+    async def go():
+        app = CutscopeApp(db=bank_db, follow=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.explorer is not None)
+            await pilot.press("p")
+            await wait_for(pilot, lambda: isinstance(app.screen, SnapshotsScreen))
+            detail = text_of(app, "#snap-detail")
+            assert "#1 complete" in detail and "c21" in detail and "P2#2" in detail
+            assert "_cutscope" in detail  # the local states are shown
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
+            ex = app.explorer
+            assert ex.cut == ex.trace.snapshot_cut(1)
+            assert ex.consistent and [m.id for m in ex.in_transit] == ["P2#2"]
+            assert "P2#2" in text_of(app, "#transit")
+
+    run(go())
+
+
+def test_filter_by_kind_and_process(bank_db):
+    async def go():
+        app = CutscopeApp(db=bank_db, follow=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.explorer is not None)
+            ex = app.explorer
+            total = len(ex)
+            await pilot.press("slash")
+            for ch in "k:recv p:P3":
+                await pilot.press("space" if ch == " " else ch)
+            await pilot.press("enter")
+            want = [e for e in load(bank_db)["events"] if e["kind"] == "recv" and e["process"] == "P3"]
+            assert 0 < len(ex) == len(want) < total
+            assert all(ex.event_at(y)["kind"] == "recv" for y in range(len(ex)))
+            # Keys go back to the explorer once the filter is applied.
+            await pilot.press("up")
+            assert ex.cut["P1"] == ex.trace.last_seq("P1") - 1
+            await pilot.press("slash", "escape")
+            assert len(ex) == total
+
+    run(go())
+
+
+def test_render_key_writes_an_svg_next_to_the_database(bank_db, db_path):
+    if shutil.which("dot") is None:
+        pytest.skip("Graphviz's dot is not installed")
+
+    async def go():
+        app = CutscopeApp(db=bank_db, follow=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.explorer is not None)
+            await pilot.press("r")
+            await wait_for(pilot, lambda: getattr(app, "last_render", None) is not None)
+            path = app.last_render
+            assert os.path.dirname(path) == os.path.dirname(db_path) and path.endswith(".svg")
+            assert open(path).read().lstrip().startswith("<?xml")
+            assert path in text_of(app, "#status")
+
+    run(go())
+
+
+def test_snapshot_key_reports_what_happened(bank_db):
+    async def go():
+        app = CutscopeApp(db=bank_db, follow=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.explorer is not None)
+            await pilot.press("s")
+            await wait_for(pilot, lambda: getattr(app, "last_snapshot", None) is not None)
+            # Nothing is live in this trace: the key says so, it never pretends.
+            status = text_of(app, "#status")
+            assert status == app.last_snapshot
+            assert "snapshot" in status
+
+    run(go())
+
+
+def test_follows_a_live_trace(db_url):
+    viewer_traces.bank_trace(db_url, extra_rounds=1)
+
+    async def go():
+        app = CutscopeApp(db=db_url, follow=True, poll=0.1)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.explorer is not None)
+            n0 = len(app.explorer)
+            loads = app.loads
+            # P3's frontier moved back by the user stays; P1's, at its end, follows.
+            await pilot.press("left", "up")
+            p3 = app.explorer.cut["P3"]
+            t = cutscope.start(db=db_url, name="main", instrument=False)
+            try:
+                p1, p2 = t.process("P1"), t.process("P2")
+                for _ in range(5):
+                    m, st, _ = p1.send(None, 1, channel="c12")
+                    p2.recv("c12", m, st, 1)
+                t.flush()
+            finally:
+                cutscope.stop()
+            await wait_for(pilot, lambda: app.loads > loads and len(app.explorer) == n0 + 10)
+            ex = app.explorer
+            assert ex.cut["P3"] == p3
+            assert ex.cut["P1"] == ex.trace.last_seq("P1")
+            assert "events" in text_of(app, "#status")
+
+    run(go())
+
+
+def test_large_trace_loads_and_scrolls(db_url):
+    viewer_traces.big_trace(db_url, 20_000)
+
+    async def go():
+        app = CutscopeApp(db=db_url, follow=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.explorer is not None, timeout=60)
+            ex = app.explorer
+            assert len(ex) >= 20_000
+            lanes = app.screen.query_one(Lanes)
+            for _ in range(5):
+                await pilot.press("pagedown")
+            await pilot.press("home")  # P-selected frontier to 0: the view scrolls to it
+            await pilot.press("shift+down", "shift+down")
+            assert not ex.consistent and ex.orphans
+            await pilot.press("b")
+            assert ex.consistent
+            await pilot.press("end")
+            await pilot.pause(0.1)
+            assert lanes.scroll_offset.y > 1000  # scrolled to the end, row by row not needed
+            # Only visible rows were built.
+            assert len(lanes._cache) < 500
+
+    run(go())
+
+
+def test_bad_database_is_one_line_and_exit_2(tmp_path):
+    bad = tmp_path / "bad.db"
+    bad.write_text("not a database\n" * 50)
+    r = subprocess.run([sys.executable, "-m", "cutscope", "view", "--db", str(bad)],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 2
+    assert r.stderr.startswith("cutscope: error: ") and r.stderr.count("\n") == 1
+
+
+TMUX = shutil.which("tmux")
+
+
+@pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
+def test_cutscope_view_in_a_real_terminal(bank_db, tmp_path):
+    session = f"cutscope-test-{os.getpid()}"
+    exe = os.path.join(os.path.dirname(sys.executable), "cutscope")
+    # Textual sizes itself from COLUMNS/LINES when they are set (pytest may set them).
+    env_cmd = (f"cd {tmp_path} && exec env -u COLUMNS -u LINES TERM=xterm-256color "
+               f"{exe} view --db {bank_db} --no-follow")
+    subprocess.run([TMUX, "new-session", "-d", "-s", session, "-x", "150", "-y", "40", env_cmd],
+                   check=True, timeout=30)
+
+    def pane() -> str:
+        return subprocess.run([TMUX, "capture-pane", "-p", "-t", session], capture_output=True,
+                              text=True, timeout=30).stdout
+
+    def wait_pane(needle: str, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            text = pane()
+            if needle in text:
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{needle!r} not on screen:\n{text}")
+            time.sleep(0.2)
+
+    def keys(*k):
+        subprocess.run([TMUX, "send-keys", "-t", session, *k], check=True, timeout=30)
+
+    try:
+        screen = wait_pane("CONSISTENT")
+        assert "P1 #1" in screen and "Frontiers" in screen and "In transit (0)" in screen
+        keys("Up")
+        screen = wait_pane("INCONSISTENT: 1 orphan")
+        assert "Orphans (1)" in screen
+        keys("b")
+        screen = wait_pane("nearest consistent cut below")
+        assert "INCONSISTENT" not in screen
+        keys("q")
+        deadline = time.monotonic() + 20
+        while subprocess.run([TMUX, "has-session", "-t", session], capture_output=True,
+                             timeout=30).returncode == 0:
+            assert time.monotonic() < deadline, "cutscope view did not quit on q"
+            time.sleep(0.2)
+    finally:
+        subprocess.run([TMUX, "kill-session", "-t", session], capture_output=True, timeout=30)
