@@ -1,0 +1,811 @@
+"""multiprocessing: child processes, ``multiprocessing.Queue`` and ``Connection``.
+
+Child processes
+---------------
+A child started by ``multiprocessing`` is its own logical process, under every
+start method. It takes its ``Process.name`` when the program gave one, else
+``<parent>/<pid>`` (SPEC 3):
+
+- fork: the tracer's fork hook already made the child ``<parent>/<pid>``;
+  the ``BaseProcess._bootstrap`` wrapper renames it before it records anything.
+- spawn / forkserver: the child is a new interpreter. ``BaseProcess.start``
+  attaches a small object to the process object that is pickled for the
+  child; unpickling it in the child starts cutscope there with the parent's
+  store URL, payload capture and strictness (and the explicit name, if any),
+  before the child's target runs. A child that already traces (``cutscope
+  run`` puts cutscope in every child's ``sitecustomize``) keeps its tracer.
+- ``_bootstrap`` ends with ``os._exit()`` (no atexit): the wrapper stops the
+  tracer (flushing the recorder) when ``_bootstrap`` returns.
+
+multiprocessing.Queue
+---------------------
+``put`` (and ``JoinableQueue.put``) send the item in a small picklable
+envelope (channel, message id, Lamport stamp, item), recorded with
+``lp.send`` under the queue's ``_notempty`` lock, after the pending markers of
+the producer's endpoint; the feeder thread pickles them in that order. ``get``
+unwraps it. Markers are envelopes too, appended to the feeder's buffer by the
+endpoint's ``flush``; they take no slot of the bounded semaphore, so ``qsize``,
+``full`` and ``maxsize`` blocking never count them, and ``get`` swallows them
+and goes on waiting within the caller's timeout. An envelope unpickled in a
+process that does not trace turns back into the bare item.
+
+multiprocessing.connection.Connection
+-------------------------------------
+``Pipe``, ``Listener`` and ``Client`` read and write with ``os.read`` /
+``os.write``, so the socket wrappers never see them. The wrapper sits on
+``Connection._send_bytes`` / ``_recv_bytes`` / ``_poll``, under every public
+method (``send``, ``recv``, ``send_bytes``, ``recv_bytes``,
+``recv_bytes_into``, ``poll``). A direction is framed (a 16-byte magic and a
+header inside the multiprocessing message) only when the sender knows that its
+peer traces: both ends of a ``Pipe()`` made in a traced process (its children
+trace too), and a ``Listener``/``Client`` connection whose authentication
+handshake carried the peer's magic (the traced side appends it to its
+challenge; an untraced side computes the HMAC over it as over any challenge).
+Everything else stays raw and is recorded as events on unframed channels. A
+receiver recognises frames by the magic, message by message. Markers travel as
+frames of their own on socket-based connections (duplex ``Pipe``,
+``Listener``/``Client``), where ``poll`` peeks (``MSG_PEEK``) and consumes a
+marker at the head so that it stays truthful; an ``os.pipe`` (``Pipe(duplex=
+False)``) cannot be peeked, so its channels carry no markers and are recorded
+as not FIFO (a snapshot names them as channels it cannot cover).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import struct
+import sys
+import threading
+from time import monotonic as _time
+
+from cutscope.tracer.process import OutEndpoint, _current, _default
+from cutscope.tracer.tracer import _active
+
+from ._base import Instrumentor, register
+
+__all__ = ["MultiprocessingInstrumentor"]
+
+MAGIC = b"\x8fcutscope-mp\x00\x01\xfe\x7f"  # 16 bytes
+assert len(MAGIC) == 16
+_D, _M = 0x44, 0x4D  # data frame, marker frame
+_HDR = struct.Struct(">BQB")  # kind, stamp or snapshot id, len(channel)
+OVERHEAD_MAX = 16 + _HDR.size + 255 + 2 + 1024  # the most a frame header adds
+
+_ORIG: dict = {}
+_want = [False]
+_hooked = [False]
+
+
+def _lp():
+    return _current.get() or _default[0]
+
+
+# -- envelopes for multiprocessing.Queue ---------------------------------------------------
+
+def _open_env(cid, msg, stamp, item):
+    """Unpickling an envelope: itself where cutscope traces, else the bare item."""
+    if _want[0]:
+        return Env(cid, msg, stamp, item)
+    return item
+
+
+def _open_mark(cid, sid, initiator):
+    return MarkEnv(cid, sid, initiator)
+
+
+class Env:
+    __slots__ = ("cid", "msg", "stamp", "item")
+
+    def __init__(self, cid, msg, stamp, item):
+        self.cid = cid
+        self.msg = msg
+        self.stamp = stamp
+        self.item = item
+
+    def __reduce__(self):
+        return _open_env, (self.cid, self.msg, self.stamp, self.item)
+
+
+class MarkEnv:
+    __slots__ = ("cid", "sid", "initiator")
+
+    def __init__(self, cid, sid, initiator):
+        self.cid = cid
+        self.sid = sid
+        self.initiator = initiator
+
+    def __reduce__(self):
+        return _open_mark, (self.cid, self.sid, self.initiator)
+
+
+class _QS:
+    """Per multiprocessing.Queue and process: producer endpoints, channels seen."""
+
+    __slots__ = ("out", "seen", "endpoint", "pid")
+
+    def __init__(self, q):
+        self.out: dict = {}
+        self.seen: set = set()
+        self.pid = os.getpid()
+        try:
+            name = q._rlock._semlock.name
+        except Exception:
+            name = None
+        self.endpoint = f"mp.queue:{name or hex(id(q))}"
+
+
+def _qstate(q) -> _QS:
+    st = q.__dict__.get("_cutscope_mpq")
+    if st is None or st.pid != os.getpid():
+        st = _QS(q)
+        q.__dict__["_cutscope_mpq"] = st
+    return st
+
+
+def _qflush(q):
+    import weakref
+
+    ref = weakref.ref(q)
+
+    def flush(ep: OutEndpoint) -> None:
+        qq = ref()
+        if qq is None or qq._closed:
+            ep.process.remove_out(ep)
+            return
+        with qq._notempty:
+            ms = ep.take_markers()
+            if not ms:
+                return
+            if qq._thread is None:
+                qq._start_thread()
+            for m in ms:
+                qq._buffer.append(MarkEnv(ep.channel, m.snapshot, m.initiator))
+            qq._notempty.notify()
+    return flush
+
+
+def _q_endpoint(q, lp) -> OutEndpoint:
+    st = _qstate(q)
+    ep = st.out.get(lp)
+    if ep is None:
+        t = lp.tracer
+        cid = t.new_channel_id()
+        ep = OutEndpoint(lp, cid, flush=_qflush(q), fifo=True)
+        st.out[lp] = ep
+        t.channel(cid, lp.name, None, "mp.queue", st.endpoint, True, True)
+        lp.add_out(ep)
+    return ep
+
+
+def _wrap_item(q, lp, ep, obj):
+    """Under ``q._notempty``: record the send, queue pending markers; the envelope."""
+    t = lp.tracer
+    msg, lam, markers = lp.send(ep, len(obj) if type(obj) is bytes else 0,
+                                obj if t.capture else None)
+    if markers:
+        for m in markers:
+            q._buffer.append(MarkEnv(ep.channel, m.snapshot, m.initiator))
+    return Env(ep.channel, msg, lam, obj)
+
+
+def q_put(self, obj, block=True, timeout=None):
+    lp = _lp()
+    if lp is None:
+        return _ORIG["Queue.put"](self, obj, block, timeout)
+    if self._closed:
+        raise ValueError(f"Queue {self!r} is closed")
+    ep = _q_endpoint(self, lp)
+    if not self._sem.acquire(block, timeout):
+        from queue import Full
+
+        raise Full
+    with self._notempty:
+        if self._thread is None:
+            self._start_thread()
+        try:
+            env = _wrap_item(self, lp, ep, obj)
+        except Exception as exc:
+            lp.tracer.fault(exc, "multiprocessing.Queue.put")
+            env = obj
+        self._buffer.append(env)
+        self._notempty.notify()
+
+
+def jq_put(self, obj, block=True, timeout=None):
+    lp = _lp()
+    if lp is None:
+        return _ORIG["JoinableQueue.put"](self, obj, block, timeout)
+    if self._closed:
+        raise ValueError(f"Queue {self!r} is closed")
+    ep = _q_endpoint(self, lp)
+    if not self._sem.acquire(block, timeout):
+        from queue import Full
+
+        raise Full
+    with self._notempty, self._cond:
+        if self._thread is None:
+            self._start_thread()
+        try:
+            env = _wrap_item(self, lp, ep, obj)
+        except Exception as exc:
+            lp.tracer.fault(exc, "multiprocessing.JoinableQueue.put")
+            env = obj
+        self._buffer.append(env)
+        self._unfinished_tasks.release()
+        self._notempty.notify()
+
+
+def q_get(self, block=True, timeout=None):
+    lp = _lp()
+    if lp is None:
+        return _ORIG["Queue.get"](self, block, timeout)
+    from queue import Empty
+
+    from multiprocessing.reduction import ForkingPickler
+
+    if self._closed:
+        raise ValueError(f"Queue {self!r} is closed")
+    if lp.pending:
+        lp.tracer.guard(lp.safepoint)
+    if block and timeout is not None:
+        deadline = _time() + timeout
+    while True:
+        if block and timeout is None:
+            self._rlock.acquire()
+        else:
+            wait = max(0.0, deadline - _time()) if block else None
+            if not self._rlock.acquire(block, wait):
+                raise Empty
+        try:
+            if not (block and timeout is None):
+                if block:
+                    if not self._poll(max(0.0, deadline - _time())):
+                        raise Empty
+                elif not self._poll():
+                    raise Empty
+            res = self._recv_bytes()
+            try:
+                obj = ForkingPickler.loads(res)
+            except BaseException:
+                self._sem.release()
+                raise
+            if type(obj) is MarkEnv:
+                mark = obj
+            else:
+                mark = None
+                self._sem.release()
+                if type(obj) is Env:
+                    obj = _got(self, lp, obj)
+        finally:
+            self._rlock.release()
+        if mark is None:
+            return obj
+        lp.tracer.guard(lp.marker, mark.cid, mark.sid, mark.initiator)
+
+
+def _got(q, lp, env: Env):
+    item = env.item
+    try:
+        cid = env.cid
+        st = _qstate(q)
+        if (cid, lp) not in st.seen:
+            st.seen.add((cid, lp))
+            lp.add_in(cid, True)
+            lp.tracer.channel(cid, None, lp.name, "mp.queue", st.endpoint, True, True)
+        t = lp.tracer
+        lp.recv(cid, env.msg, env.stamp, len(item) if type(item) is bytes else 0,
+                item if t.capture else None, item)
+    except Exception as exc:
+        lp.tracer.fault(exc, "multiprocessing.Queue.get")
+    return item
+
+
+def q_init(self, *a, **kw):
+    _ORIG["Queue.__init__"](self, *a, **kw)
+    for c in (self._reader, self._writer):  # the queue's own pipe: its items are traced above
+        c.__dict__["_cutscope_c"] = SKIP
+
+
+# -- Connection ------------------------------------------------------------------------------
+
+class _CS:
+    """Tracing state of one Connection object (this process)."""
+
+    __slots__ = ("framed", "sock", "lock", "ep", "raw_out", "raw_in", "seen", "pid")
+
+    def __init__(self, framed: bool):
+        self.framed = framed  # our direction carries frames (the peer traces)
+        self.sock = None  # is the descriptor a socket (peekable, markers allowed)? None: unknown
+        self.lock = threading.Lock()
+        self.ep = None
+        self.raw_out = None
+        self.raw_in = None
+        self.seen: set = set()
+        self.pid = os.getpid()
+
+
+SKIP = _CS(False)
+
+
+def _cstate(conn, create_framed: bool | None = None):
+    st = conn.__dict__.get("_cutscope_c")
+    if st is not None and st is not SKIP and st.pid != os.getpid():
+        st = _CS(st.framed)  # inherited through fork: a new end of the same connection
+        conn.__dict__["_cutscope_c"] = st
+    if st is None and create_framed is not None:
+        st = _CS(create_framed)
+        conn.__dict__["_cutscope_c"] = st
+    return st
+
+
+def _is_sock(conn, st: _CS) -> bool:
+    if st.sock is None:
+        try:
+            st.sock = stat.S_ISSOCK(os.fstat(conn.fileno()).st_mode)
+        except OSError:
+            st.sock = False
+    return st.sock
+
+
+def _endpoint(conn) -> str:
+    try:
+        fd = conn.fileno()
+    except OSError:
+        return "connection"
+    return f"mp.connection:fd{fd}@{os.getpid()}"
+
+
+def _flush_conn(conn):
+    import weakref
+
+    ref = weakref.ref(conn)
+
+    def flush(ep: OutEndpoint) -> None:
+        c = ref()
+        if c is None or c.closed:
+            ep.process.remove_out(ep)
+            return
+        st = c.__dict__.get("_cutscope_c")
+        with st.lock:
+            for m in ep.take_markers():
+                _ORIG["Connection._send_bytes"](c, _mark_frame(ep.channel, m.snapshot, m.initiator))
+    return flush
+
+
+def _mark_frame(cid: str, sid: int, initiator: str) -> bytes:
+    c = cid.encode()
+    i = initiator.encode()
+    return MAGIC + _HDR.pack(_M, sid, len(c)) + c + struct.pack(">H", len(i)) + i
+
+
+def _data_header(cid: str, msg: str, stamp: int) -> bytes:
+    c = cid.encode()
+    m = msg.encode()
+    return MAGIC + _HDR.pack(_D, stamp, len(c)) + c + struct.pack(">H", len(m)) + m
+
+
+def _open_out(conn, st: _CS, lp) -> OutEndpoint:
+    t = lp.tracer
+    cid = t.new_channel_id()
+    fifo = _is_sock(conn, st)
+    ep = OutEndpoint(lp, cid, flush=_flush_conn(conn), fifo=fifo)
+    st.ep = ep
+    t.channel(cid, lp.name, None, "mp.connection", _endpoint(conn), True, fifo)
+    if fifo:
+        lp.add_out(ep)
+    return ep
+
+
+def c_send_bytes(self, buf):
+    st = self.__dict__.get("_cutscope_c")
+    if st is None or st is SKIP:
+        return _ORIG["Connection._send_bytes"](self, buf)
+    lp = _lp()
+    if lp is None:
+        return _ORIG["Connection._send_bytes"](self, buf)
+    if st.pid != os.getpid():
+        st = _cstate(self)
+    send = _ORIG["Connection._send_bytes"]
+    n = len(buf)
+    if not st.framed:
+        t = lp.tracer
+        try:
+            if st.raw_out is None:
+                st.raw_out = t.channel(None, lp.name, None, "mp.connection", _endpoint(self),
+                                       False, False)
+            lp.send(None, n, bytes(buf) if t.capture else None, channel=st.raw_out)
+        except Exception as exc:
+            t.fault(exc, "Connection.send (raw)")
+        return send(self, buf)
+    with st.lock:
+        try:
+            ep = st.ep
+            if ep is None or ep.process is not lp:
+                ep = _open_out(self, st, lp)
+            t = lp.tracer
+            msg, lam, markers = lp.send(ep, n, bytes(buf) if t.capture else None)
+            frame = _data_header(ep.channel, msg, lam) + bytes(buf)
+        except Exception as exc:
+            lp.tracer.fault(exc, "Connection.send")
+            return send(self, buf)  # unreachable in strict mode; a raw message otherwise
+        if markers:
+            for m in markers:
+                send(self, _mark_frame(ep.channel, m.snapshot, m.initiator))
+        return send(self, frame)
+
+
+def _parse(view):
+    """(kind, number, channel, text, header length) of a frame."""
+    kind, num, lc = _HDR.unpack_from(view, 16)
+    off = 16 + _HDR.size
+    cid = bytes(view[off:off + lc]).decode()
+    off += lc
+    (lt,) = struct.unpack_from(">H", view, off)
+    off += 2
+    text = bytes(view[off:off + lt]).decode()
+    return kind, num, cid, text, off + lt
+
+
+def c_recv_bytes(self, maxsize=None):
+    st = self.__dict__.get("_cutscope_c")
+    recv = _ORIG["Connection._recv_bytes"]
+    if st is SKIP:
+        return recv(self, maxsize)
+    lp = _lp()
+    if lp is None:
+        return recv(self, maxsize)
+    if lp.pending:
+        lp.tracer.guard(lp.safepoint)
+    while True:
+        buf = recv(self, None if maxsize is None else maxsize + OVERHEAD_MAX)
+        if buf is None:
+            return None
+        with buf.getbuffer() as view:
+            framed = len(view) >= 16 + _HDR.size and view[:16] == MAGIC
+            if framed:
+                kind, num, cid, text, hl = _parse(view)
+                if kind == _M:
+                    mark = (cid, num, text)
+                else:
+                    mark = None
+                    n = len(view) - hl
+                    if maxsize is not None and n > maxsize:
+                        return None
+                    out = io.BytesIO()
+                    out.write(view[hl:])
+            else:
+                n = len(view)
+                if maxsize is not None and n > maxsize:
+                    return None
+        if not framed:
+            _record_raw_in(self, st, lp, n, buf)
+            return buf
+        if mark is not None:
+            lp.tracer.guard(lp.marker, *mark)
+            continue
+        try:
+            if st is None or st.pid != os.getpid():
+                st = _cstate(self, create_framed=False)
+            if cid not in st.seen:
+                st.seen.add(cid)
+                fifo = _is_sock(self, st)
+                lp.add_in(cid, fifo)
+                lp.tracer.channel(cid, None, lp.name, "mp.connection", None, True, fifo)
+            t = lp.tracer
+            lp.recv(cid, text, num, n, out.getvalue() if t.capture or lp.snaps else None)
+        except Exception as exc:
+            lp.tracer.fault(exc, "Connection.recv")
+        return out
+
+
+def _record_raw_in(conn, st, lp, n, buf) -> None:
+    if st is None:
+        return  # a connection cutscope did not see being made: left alone
+    t = lp.tracer
+    try:
+        if st.raw_in is None:
+            st.raw_in = t.channel(None, None, lp.name, "mp.connection", _endpoint(conn), False,
+                                  False)
+            lp.add_in(st.raw_in, False)
+        lp.recv(st.raw_in, None, None, n, buf.getvalue() if t.capture else None)
+    except Exception as exc:
+        t.fault(exc, "Connection.recv (raw)")
+
+
+def _marker_at_head(conn) -> bool:
+    import _socket
+
+    s = _socket.socket(fileno=conn.fileno())
+    try:
+        head = s.recv(4 + 16 + 1, _socket.MSG_PEEK | _socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return False
+    finally:
+        s.detach()
+    return len(head) == 21 and head[4:20] == MAGIC and head[20] == _M
+
+
+def _take_marker(conn) -> None:
+    """Read the marker frame at the head of ``conn`` and hand it to the protocol."""
+    buf = _ORIG["Connection._recv_bytes"](conn, None)
+    with buf.getbuffer() as view:
+        kind, num, cid, text, _hl = _parse(view)
+    lp = _lp()
+    if lp is not None and kind == _M:
+        lp.tracer.guard(lp.marker, cid, num, text)
+
+
+def c_poll(self, timeout):
+    """Truthful readiness: a marker alone at the head is consumed, never reported."""
+    poll = _ORIG["Connection._poll"]
+    st = self.__dict__.get("_cutscope_c")
+    lp = _lp()
+    if st is SKIP or lp is None:
+        return poll(self, timeout)
+    deadline = None if timeout is None else _time() + timeout
+    while True:
+        left = None if deadline is None else max(0.0, deadline - _time())
+        if not poll(self, left):
+            return False
+        if st is None:
+            st = _cstate(self, create_framed=False)
+        if not _is_sock(self, st) or not _marker_at_head(self):
+            return True
+        if lp.pending:
+            lp.tracer.guard(lp.safepoint)
+        _take_marker(self)
+
+
+def Pipe(duplex=True):
+    a, b = _ORIG["Pipe"](duplex)
+    if _active[0] is not None:
+        for c in (a, b):
+            c.__dict__["_cutscope_c"] = _CS(True)  # both ends stay in traced processes
+    return a, b
+
+
+def _rebuild_conn(fn, args, flag):
+    c = fn(*args)
+    if flag == "skip":
+        c.__dict__["_cutscope_c"] = SKIP
+    elif flag is not None:
+        c.__dict__["_cutscope_c"] = _CS(flag == "framed")
+    return c
+
+
+def reduce_connection(conn):
+    fn, args = _ORIG["reduce_connection"](conn)
+    st = conn.__dict__.get("_cutscope_c")
+    flag = None if st is None else "skip" if st is SKIP else "framed" if st.framed else "raw"
+    return _rebuild_conn, (fn, args, flag)
+
+
+# -- Listener / Client: the authentication handshake says who traces ------------------------
+
+def deliver_challenge(connection, authkey):
+    import hmac
+
+    from multiprocessing.connection import AuthenticationError, CHALLENGE, FAILURE, \
+        MESSAGE_LENGTH, WELCOME
+
+    if not isinstance(authkey, bytes):
+        raise ValueError("Authkey must be bytes, not {0!s}".format(type(authkey)))
+    message = os.urandom(MESSAGE_LENGTH) + MAGIC  # the magic says: this side traces
+    connection.send_bytes(CHALLENGE + message)
+    digest = hmac.new(authkey, message, "md5").digest()
+    response = connection.recv_bytes(256)
+    if response == digest:
+        connection.send_bytes(WELCOME)
+    else:
+        connection.send_bytes(FAILURE)
+        raise AuthenticationError("digest received was wrong")
+
+
+def answer_challenge(connection, authkey):
+    import hmac
+
+    from multiprocessing.connection import AuthenticationError, CHALLENGE, WELCOME
+
+    if not isinstance(authkey, bytes):
+        raise ValueError("Authkey must be bytes, not {0!s}".format(type(authkey)))
+    message = connection.recv_bytes(256)
+    assert message[:len(CHALLENGE)] == CHALLENGE, "message = %r" % message
+    message = message[len(CHALLENGE):]
+    digest = hmac.new(authkey, message, "md5").digest()
+    connection.send_bytes(digest)
+    response = connection.recv_bytes(256)
+    if response != WELCOME:
+        raise AuthenticationError("digest sent was rejected")
+    if message.endswith(MAGIC) and _active[0] is not None:
+        st = _cstate(connection, create_framed=True)
+        st.framed = True  # from now on, our direction carries frames
+
+
+def Client(*a, **kw):
+    c = _ORIG["Client"](*a, **kw)
+    if _active[0] is not None:
+        _cstate(c, create_framed=False)
+    return c
+
+
+def accept(self):
+    c = _ORIG["Listener.accept"](self)
+    if _active[0] is not None:
+        _cstate(c, create_framed=False)
+    return c
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+def _explicit_name(proc) -> str | None:
+    try:
+        default = type(proc).__name__ + "-" + ":".join(str(i) for i in proc._identity)
+        name = proc._name
+    except Exception:
+        return None
+    return name if name and name != default else None
+
+
+class _Boot:
+    """Pickled with a process object for spawn/forkserver: starts cutscope in the child."""
+
+    __slots__ = ("cfg",)
+
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+
+    def __reduce__(self):
+        return _boot_child, (self.cfg,)
+
+
+def _boot_child(cfg: dict):
+    if _active[0] is not None:
+        return None
+    try:
+        from cutscope import integrations
+        from cutscope.tracer.tracer import Tracer
+
+        if cfg.get("parent"):
+            os.environ["CUTSCOPE_PARENT"] = cfg["parent"]
+        name = cfg.get("name")
+        if name is None and cfg.get("parent"):
+            name = f"{cfg['parent']}/{os.getpid()}"
+        t = Tracer(db=cfg.get("db"), name=name, capture_payload=cfg.get("capture", 0),
+                   strict=cfg.get("strict")).start()
+        integrations.instrument(t)
+    except Exception as exc:  # the child runs on, untraced
+        import logging
+
+        logging.getLogger("cutscope").warning("cutscope: could not trace child: %s", exc)
+        if cfg.get("strict"):
+            raise
+    return None
+
+
+def start(self):
+    t = _active[0]
+    if t is None:
+        return _ORIG["BaseProcess.start"](self)
+    url = getattr(t.store, "url", None)
+    cfg = {"db": url, "capture": t.capture, "strict": t.strict, "parent": t.main.name,
+           "name": _explicit_name(self)}
+    self.__dict__["_cutscope_boot"] = _Boot(cfg)
+    try:
+        return _ORIG["BaseProcess.start"](self)
+    finally:
+        self.__dict__.pop("_cutscope_boot", None)
+
+
+def _bootstrap(self, *a, **kw):
+    t = _active[0]
+    if t is not None:
+        name = _explicit_name(self)
+        if name and t.main.name != name:
+            t.guard(t.rename_main, name)
+    try:
+        return _ORIG["BaseProcess._bootstrap"](self, *a, **kw)
+    finally:
+        t = _active[0]
+        if t is not None:  # os._exit() follows: no atexit, so flush now
+            try:
+                from cutscope import integrations
+
+                integrations.uninstrument()
+                t.stop()
+            except Exception:
+                pass
+
+
+# -- installing ---------------------------------------------------------------------------------
+
+def _patch_process(module=None) -> None:
+    if not _want[0]:
+        return
+    from multiprocessing import process as P
+
+    _set(P.BaseProcess, "start", "BaseProcess.start", start)
+    _set(P.BaseProcess, "_bootstrap", "BaseProcess._bootstrap", _bootstrap)
+
+
+def _patch_queues(module=None) -> None:
+    if not _want[0]:
+        return
+    from multiprocessing import queues as Q
+
+    _set(Q.Queue, "__init__", "Queue.__init__", q_init)
+    _set(Q.Queue, "put", "Queue.put", q_put)
+    _set(Q.Queue, "get", "Queue.get", q_get)
+    _set(Q.JoinableQueue, "put", "JoinableQueue.put", jq_put)
+
+
+def _patch_connection(module=None) -> None:
+    if not _want[0]:
+        return
+    from multiprocessing import connection as C
+    from multiprocessing.reduction import ForkingPickler
+
+    _set(C.Connection, "_send_bytes", "Connection._send_bytes", c_send_bytes)
+    _set(C.Connection, "_recv_bytes", "Connection._recv_bytes", c_recv_bytes)
+    _set(C.Connection, "_poll", "Connection._poll", c_poll)
+    _set(C, "Pipe", "Pipe", Pipe)
+    _set(C, "Client", "Client", Client)
+    _set(C.Listener, "accept", "Listener.accept", accept)
+    if sys.version_info[:2] == (3, 11):  # the handshake this code knows
+        _set(C, "deliver_challenge", "deliver_challenge", deliver_challenge)
+        _set(C, "answer_challenge", "answer_challenge", answer_challenge)
+    red = ForkingPickler._extra_reducers
+    if red.get(C.Connection) is C.reduce_connection:
+        _ORIG["reduce_connection"] = C.reduce_connection
+        red[C.Connection] = reduce_connection
+        _PATCHED.append((red, C.Connection, C.reduce_connection, reduce_connection, True))
+
+
+_PATCHED: list = []  # (owner, attr, original, ours, is_dict)
+
+
+def _set(owner, attr: str, key: str, fn) -> None:
+    cur = owner.__dict__.get(attr) if isinstance(owner, type) else getattr(owner, attr, None)
+    if cur is fn:
+        return
+    _ORIG[key] = cur
+    setattr(owner, attr, fn)
+    _PATCHED.append((owner, attr, cur, fn, False))
+
+
+_HOOKS = (("multiprocessing.process", _patch_process), ("multiprocessing.queues", _patch_queues),
+          ("multiprocessing.connection", _patch_connection))
+
+
+@register
+class MultiprocessingInstrumentor(Instrumentor):
+    """Child processes, ``multiprocessing.Queue`` and ``Connection`` (see the module doc)."""
+
+    name = "mp"
+
+    def _instrument(self, tracer) -> None:
+        _want[0] = True
+        if not _hooked[0]:
+            import wrapt
+
+            _hooked[0] = True
+            for mod, fn in _HOOKS:
+                wrapt.register_post_import_hook(fn, mod)
+        else:
+            for mod, fn in _HOOKS:
+                if mod in sys.modules:
+                    fn()
+
+    def _uninstrument(self) -> None:
+        _want[0] = False
+        while _PATCHED:
+            owner, attr, orig, ours, is_dict = _PATCHED.pop()
+            if is_dict:
+                if owner.get(attr) is ours:
+                    owner[attr] = orig
+            elif (owner.__dict__.get(attr) if isinstance(owner, type)
+                  else getattr(owner, attr, None)) is ours:
+                setattr(owner, attr, orig)
