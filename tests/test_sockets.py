@@ -1,0 +1,495 @@
+"""The socket integration, in one interpreter: framing invariants (SPEC 4) on real
+loopback sockets. Cross-process peers: test_sockets_procs.py; the standard
+library's clients and servers: test_sockets_stdlib.py."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import selectors
+import socket
+import threading
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import cutscope
+from cutscope.testing import recording
+from cutscope.tracer import wire
+from _sockutil import assert_matched, pair, recv_exactly
+
+
+def _nb_pair(sndbuf=None, rcvbuf=None):
+    srv = socket.create_server(("127.0.0.1", 0))
+    a = socket.socket()
+    if sndbuf:
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    a.connect(srv.getsockname())
+    b, _ = srv.accept()
+    srv.close()
+    if rcvbuf:
+        b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    a.setblocking(False)
+    b.setblocking(False)
+    return a, b
+
+
+def test_traced_pair_is_framed_and_transparent():
+    with recording("p") as rec:
+        c, s = pair()
+        for i in range(5):
+            c.sendall(b"request %d" % i)
+            assert s.recv(100) == b"request %d" % i
+            s.sendall(b"reply %d" % i)
+            assert c.recv(100) == b"reply %d" % i
+        c.close()
+        assert s.recv(100) == b""  # the same end of stream
+        s.close()
+        doc = rec.trace()
+    framed = assert_matched(doc, min_framed=2)
+    chans = [c for c in doc["channels"] if c["id"] in framed]
+    assert all(c["transport"] == "tcp" and "->" in c["endpoint"] for c in chans)
+    # Lamport: every receive is later than its send
+    sends = {e["msg"]: e for e in doc["events"] if e["kind"] == "send"}
+    for e in doc["events"]:
+        if e["kind"] == "recv":
+            assert e["lamport"] > sends[e["msg"]]["lamport"]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sends=st.lists(st.binary(min_size=1, max_size=6000), min_size=1, max_size=8),
+       sizes=st.lists(st.integers(1, 4000), min_size=1, max_size=10),
+       use_into=st.booleans())
+def test_random_chunkings_nonblocking_tiny_sndbuf(sends, sizes, use_into):
+    """Partial sends continue the current frame; the reader gets exactly the bytes."""
+    total = b"".join(sends)
+    with recording("h") as rec:
+        a, b = _nb_pair(sndbuf=1024, rcvbuf=1024)
+        got = bytearray()
+        cur = off = i = 0
+        deadline = time.monotonic() + 30
+        while len(got) < len(total):
+            assert time.monotonic() < deadline, "stalled"
+            if cur < len(sends):
+                try:
+                    n = a.send(sends[cur][off:])
+                    assert 0 < n <= len(sends[cur]) - off
+                    off += n
+                    if off == len(sends[cur]):
+                        cur, off = cur + 1, 0
+                except BlockingIOError:
+                    pass
+            size = sizes[i % len(sizes)]
+            i += 1
+            try:
+                if use_into:
+                    buf = bytearray(size)
+                    n = b.recv_into(buf)
+                    assert n > 0
+                    got += buf[:n]
+                else:
+                    d = b.recv(size)
+                    assert d, "a marker or header must never read as end of stream"
+                    assert len(d) <= size
+                    got += d
+            except BlockingIOError:
+                select.select([b], [a] if cur < len(sends) else [], [], 0.01)
+        assert bytes(got) == total
+        a.close()
+        b.close()
+        doc = rec.trace()
+    assert_matched(doc)
+
+
+def test_blocking_partial_frames_and_sendall_large():
+    with recording("p") as rec:
+        c, s = pair()
+        blob = os.urandom(3_000_000)
+        t = threading.Thread(target=c.sendall, args=(blob,))
+        t.start()
+        got = recv_exactly(s, len(blob), size=7777)
+        t.join(10)
+        assert got == blob
+        c.close()
+        s.close()
+        doc = rec.trace()
+    assert_matched(doc)
+
+
+def test_half_read_frame_leaves_select_selectors_asyncio_readable():
+    with recording("p"):
+        c, s = pair()
+        c.sendall(b"x" * 100)
+        assert s.recv(10) == b"x" * 10  # the rest of the frame stays in the kernel
+        assert select.select([s], [], [], 5)[0] == [s]
+        sel = selectors.DefaultSelector()
+        sel.register(s, selectors.EVENT_READ)
+        assert sel.select(5)
+        sel.close()
+
+        async def readable():
+            loop = asyncio.get_running_loop()
+            fut = loop.create_future()
+            loop.add_reader(s.fileno(), lambda: fut.done() or fut.set_result(True))
+            try:
+                return await asyncio.wait_for(fut, 5)
+            finally:
+                loop.remove_reader(s.fileno())
+
+        assert asyncio.run(readable()) is True
+        assert recv_exactly(s, 90) == b"x" * 90
+        c.close()
+        s.close()
+
+
+def test_recv_into_makefile_and_waitall():
+    with recording("p") as rec:
+        c, s = pair()
+        c.sendall(b"abcdefgh")
+        buf = bytearray(5)
+        assert s.recv_into(buf) == 5 and buf == b"abcde"
+        assert s.recv_into(buf, 2) == 2 and buf[:2] == b"fg"
+        assert s.recv(10) == b"h"
+        c.sendall(b"12")
+        c.sendall(b"34")
+        assert s.recv(4, socket.MSG_WAITALL) == b"1234"
+        wf = c.makefile("wb")
+        rf = s.makefile("rb")
+        wf.write(b"line one\nline two\n")
+        wf.flush()
+        assert rf.readline() == b"line one\n"
+        assert rf.readline() == b"line two\n"
+        wf.close()
+        rf.close()
+        c.close()
+        s.close()
+        doc = rec.trace()
+    assert_matched(doc)
+
+
+def test_sendfile_takes_the_send_fallback_on_framed(tmp_path):
+    path = tmp_path / "f.bin"
+    data = os.urandom(200_000)
+    path.write_bytes(data)
+    with recording("p") as rec:
+        c, s = pair()
+        with open(path, "rb") as f:
+            t = threading.Thread(target=c.sendfile, args=(f,))
+            t.start()
+            got = recv_exactly(s, len(data))
+            t.join(10)
+        assert got == data
+        c.close()
+        s.close()
+        doc = rec.trace()
+    framed = assert_matched(doc)
+    sent = sum(e["nbytes"] for e in doc["events"] if e["kind"] == "send" and e["channel"] in framed)
+    assert sent == len(data)
+
+
+def test_msg_peek_returns_payload_and_records_nothing():
+    with recording("p") as rec:
+        c, s = pair()
+        c.sendall(b"peekaboo")
+        assert s.recv(4, socket.MSG_PEEK) == b"peek"  # never header bytes
+        assert s.recv(100, socket.MSG_PEEK) == b"peekaboo"
+        assert s.recv(100) == b"peekaboo"
+        c.sendall(b"more")
+        assert s.recv(2) == b"mo"
+        assert s.recv(10, socket.MSG_PEEK) == b"re"  # in the middle of a frame
+        assert s.recv(10) == b"re"
+        c.close()
+        s.close()
+        doc = rec.trace()
+    assert_matched(doc)
+    recvs = [e for e in doc["events"] if e["kind"] == "recv"]
+    assert len(recvs) == 2  # one per message: peeks record nothing
+
+
+def test_timeout_is_respected_and_raised_as_plain():
+    with recording("p"):
+        c, s = pair()
+        s.settimeout(0.05)
+        with pytest.raises(TimeoutError):
+            s.recv(10)
+        c.sendall(b"late")
+        s.settimeout(5)
+        assert s.recv(10) == b"late"
+        c.close()
+        s.close()
+
+
+def test_nonblocking_empty_raises_blockingioerror():
+    with recording("p"):
+        a, b = _nb_pair()
+        with pytest.raises(BlockingIOError):
+            b.recv(10)
+        a.close()
+        b.close()
+
+
+def test_dup_and_fromfd_find_the_connection_state():
+    with recording("p") as rec:
+        c, s = pair()
+        c.sendall(b"0123456789" * 10)
+        assert s.recv(15) == b"012345678901234"
+        s2 = s.dup()  # a new object, a new descriptor, the same connection mid-frame
+        assert recv_exactly(s2, 20) == b"56789012345678901234"
+        s3 = socket.socket(fileno=os.dup(s.fileno()))
+        assert recv_exactly(s3, 65) == (b"0123456789" * 10)[35:]
+        c.sendall(b"next")
+        assert s.recv(10) == b"next"
+        for x in (s2, s3, s, c):
+            x.close()
+        doc = rec.trace()
+    assert_matched(doc)
+
+
+def test_marker_never_visible_blocking_and_nonblocking():
+    """A receive that finds only a marker reads on (blocking) or raises BlockingIOError."""
+    with recording("main") as rec:
+        got = []
+        started = threading.Event()
+        with cutscope.process("A"):
+            c, s = pair()
+            c.sendall(b"abc")
+        s.setblocking(False)
+
+        def reader():
+            with cutscope.process("B"):
+                started.set()
+                while True:
+                    try:
+                        d = s.recv(100)
+                    except BlockingIOError:
+                        got.append("EAGAIN")
+                        select.select([s], [], [], 5)
+                        continue
+                    got.append(d)
+                    if not d:
+                        return
+
+        t = threading.Thread(target=reader)
+        t.start()
+        started.wait(5)
+        with cutscope.process("A"):
+            snap = cutscope.snapshot(timeout=10)
+            assert snap.status == "complete", snap.missing
+            c.sendall(b"def")
+            c.close()
+        t.join(10)
+        assert not t.is_alive()
+        data = [d for d in got if d != "EAGAIN"]
+        assert b"".join(data) == b"abcdef"
+        assert data[-1] == b"" and all(data[:-1])  # end of stream only at the real end
+        s.close()
+        doc = rec.trace()
+    assert_matched(doc)
+    assert any(e["kind"] == "snapshot" and e["process"] == "B" for e in doc["events"])
+
+
+def test_marker_then_data_on_blocking_socket():
+    with recording("main") as rec:
+        with cutscope.process("A"):
+            c, s = pair()
+        out = []
+
+        def reader():
+            with cutscope.process("B"):
+                out.append(recv_exactly(s, 6))
+
+        t = threading.Thread(target=reader)
+        t.start()
+        with cutscope.process("A"):
+            c.sendall(b"abc")
+            snap = cutscope.snapshot(timeout=10)
+            c.sendall(b"def")
+        t.join(10)
+        assert out == [b"abcdef"]
+        assert snap.status == "complete"
+        c.close()
+        s.close()
+        assert_matched(rec.trace())
+
+
+def test_in_transit_message_lands_in_the_channel_state():
+    """Messages sent before their sender recorded and received after their receiver
+    recorded are in the snapshot's channel state (with their payloads)."""
+    import base64
+
+    with recording("main"):
+        with cutscope.process("A"):
+            c, s = pair()
+            c.sendall(b"syn")  # A's HELLO: B frames its own direction after reading it
+        with cutscope.process("B"):
+            assert s.recv(10) == b"syn"
+            s.sendall(b"hi")  # sent before B records; A reads it later
+        res = {"a": [], "b": []}
+
+        def read_all(name, sock, into):
+            with cutscope.process(name):
+                while True:
+                    d = sock.recv(100)
+                    if not d:
+                        return
+                    into.append(d)
+
+        with cutscope.process("B"):
+            snap_box = []
+            tb = threading.Thread(target=lambda: snap_box.append(
+                cutscope.process("B")(cutscope.snapshot)(timeout=10)))
+            tb.start()
+            time.sleep(0.05)  # B has recorded: its marker is behind "hi"
+        with cutscope.process("A"):
+            c.sendall(b"in-transit")
+        ta = threading.Thread(target=read_all, args=("A", c, res["a"]))
+        rb = threading.Thread(target=read_all, args=("B", s, res["b"]))
+        ta.start()
+        rb.start()
+        tb.join(10)
+        with cutscope.process("B"):
+            s.shutdown(socket.SHUT_WR)
+        ta.join(10)
+        with cutscope.process("A"):
+            c.shutdown(socket.SHUT_WR)
+        rb.join(10)
+        assert b"".join(res["a"]) == b"hi"
+        assert b"".join(res["b"]) == b"in-transit"
+        snap = snap_box[0]
+        assert snap.status == "complete", snap.missing
+        payloads = sorted(base64.b64decode(m["payload_b64"]) for msgs in snap.channels.values()
+                          for m in msgs)
+        assert payloads == [b"hi", b"in-transit"], snap.channels
+        c.close()
+        s.close()
+
+
+def test_server_speaks_first_traced_pair_is_framed_both_ways():
+    """The client's HELLO goes out when it first reads; the server, about to speak
+    first, waits for it (CUTSCOPE_HELLO_WAIT) and frames its own direction."""
+    with recording("main") as rec:
+        srv = socket.create_server(("127.0.0.1", 0))
+        out = {}
+
+        def client():
+            with cutscope.process("client"):
+                c = socket.create_connection(srv.getsockname(), timeout=10)
+                out["greeting"] = c.recv(100)
+                c.sendall(b"QUIT\r\n")
+                out["bye"] = c.recv(100)
+                c.close()
+
+        t = threading.Thread(target=client)
+        t.start()
+        with cutscope.process("server"):
+            s, _ = srv.accept()
+            s.settimeout(10)
+            s.sendall(b"220 ready\r\n")
+            assert s.recv(100) == b"QUIT\r\n"
+            s.sendall(b"221 bye\r\n")
+            t.join(10)
+            assert s.recv(100) == b""
+            s.close()
+        srv.close()
+        assert out == {"greeting": b"220 ready\r\n", "bye": b"221 bye\r\n"}
+        doc = rec.trace()
+    framed = assert_matched(doc, min_framed=2)
+    pairs = {(c["src"], c["dst"]) for c in doc["channels"] if c["id"] in framed}
+    assert pairs == {("client", "server"), ("server", "client")}
+
+
+def test_udp_enveloped_between_traced_and_raw_otherwise():
+    with recording("u") as rec:
+        a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        b.bind(("127.0.0.1", 0))  # a traced, bound address: registered
+        b.settimeout(5)
+        a.settimeout(5)
+        a.sendto(b"datagram one", b.getsockname())
+        data, addr = b.recvfrom(100)
+        assert data == b"datagram one"
+        b.sendto(b"reply", addr)  # a is learned as traced (it sent an envelope)
+        assert a.recv(100) == b"reply"
+        buf = bytearray(50)
+        a.sendto(b"into", b.getsockname())
+        n, _ = b.recvfrom_into(buf)
+        assert buf[:n] == b"into"
+        a.sendto(b"peek", b.getsockname())
+        assert b.recv(100, socket.MSG_PEEK) == b"peek"
+        assert b.recv(2) == b"pe"  # truncated like a plain datagram read
+        a.close()
+        b.close()
+        doc = rec.trace()
+    udp = [c for c in doc["channels"] if c["transport"] == "udp"]
+    assert udp and all(c["framed"] and not c["fifo"] for c in udp)
+    assert_matched(doc)
+
+
+def test_internal_error_with_strict_off_leaves_bytes_intact(monkeypatch):
+    from cutscope.tracer.process import LogicalProcess
+
+    def broken(*a, **kw):
+        raise RuntimeError("injected")
+
+    with recording("p", strict=False) as rec:
+        c, s = pair()
+        c.sendall(b"before")
+        assert s.recv(100) == b"before"
+        monkeypatch.setattr(LogicalProcess, "send", broken)
+        monkeypatch.setattr(LogicalProcess, "recv", broken)
+        c.sendall(b"during")
+        assert s.recv(100) == b"during"
+        s.sendall(b"back")
+        assert c.recv(100) == b"back"
+        monkeypatch.undo()
+        c.sendall(b"after")
+        assert s.recv(100) == b"after"
+        c.close()
+        s.close()
+        assert rec.tracer.faults >= 3
+        rec.trace()  # flushes the recorder
+        assert any("injected" in f["detail"] for f in rec.store.faults)
+
+
+def test_untraced_destination_gets_no_foreign_bytes():
+    """A listener this process opened before tracing is not registered: raw both ways."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    try:
+        with recording("p") as rec:
+            c = socket.create_connection(srv.getsockname(), timeout=5)
+            s, _ = srv.accept()
+            c.sendall(b"plain")
+            # read with the C method: the bytes on the wire, exactly
+            assert socket.socket.__mro__[1].recv(s, 100) == b"plain"
+            c.close()
+            s.close()
+            doc = rec.trace()
+    finally:
+        srv.close()
+    assert doc["channels"] and not any(ch["framed"] for ch in doc["channels"])
+    sends = [e for e in doc["events"] if e["kind"] == "send"]
+    assert sends and all(e["msg"] is None for e in sends)
+
+
+def test_uninstrument_restores_the_class():
+    before = dict(socket.socket.__dict__)
+    with recording("p"):
+        assert socket.socket.send is not socket.socket.__mro__[1].send
+    assert dict(socket.socket.__dict__) == before
+    assert socket.socket.send is socket.socket.__mro__[1].send
+
+
+def test_wire_roundtrip():
+    h = wire.hello("c123", "proc/1")
+    assert h.startswith(wire.MAGIC)
+    assert wire.parse_hello(h) == ("c123", "proc/1", len(h))
+    assert wire.parse_hello(h[:-1]) is None
+    m = wire.marker(7, "init")
+    assert wire.parse_control(m, 0) == (wire.MARKER, (7, "init"), len(m))
+    env = wire.envelope("c9", "x", 5, 9) + b"payload"
+    cid, name, seq, lam, off = wire.parse_envelope(env)
+    assert (cid, name, seq, lam, env[off:]) == ("c9", "x", 5, 9, b"payload")
+    assert wire.parse_envelope(b"plain datagram") is None
