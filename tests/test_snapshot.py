@@ -8,6 +8,7 @@ from the recorded events alone), and the bank's money must add up.
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -60,7 +61,8 @@ def start(tracer, initiator, timeout=5.0):
 
 def finish(bank, coords, tracer, idle_safepoints=True):
     """Drain the network, letting every branch pass safe points, until the snapshots end."""
-    for _ in range(10_000):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
         tracer.flush()
         if all([c.poll() for c in coords]):
             break
@@ -68,6 +70,8 @@ def finish(bank, coords, tracer, idle_safepoints=True):
             if idle_safepoints:
                 for lp in bank.net.nodes.values():  # an idle branch is at a safe point
                     lp.safepoint()
+            time.sleep(0.001)
+    assert all(c.status != "running" for c in coords)
     return [c.result() for c in coords]
 
 

@@ -167,11 +167,12 @@ class Coordinator:
             return
         self.requested |= names
         local = self._local_names() & names
-        self.store.add_snapshot_requests(self.id, self.initiator, sorted(names), time.time_ns(),
-                                         taken=local)
-        for n in local:
+        for n in local:  # told directly, before any write
             self.tracer.processes[n].request(self.id, self.initiator)
         self._caller_safepoint()
+        if names - local:
+            self.store.add_snapshot_requests(self.id, self.initiator, sorted(names), time.time_ns(),
+                                             taken=local)
 
     def _caller_safepoint(self) -> None:
         c = self.caller
@@ -314,12 +315,16 @@ def tick(tracer) -> None:
         return
     tracer._snap_polled = now
     store = tracer.store
-    take_requests = getattr(store, "take_snapshot_requests", None)
-    if take_requests is None:
+    requests = getattr(store, "snapshot_requests", None)
+    if requests is None:
         return
     procs = tracer.processes
     names = [n for n, lp in list(procs.items()) if not lp.ended]
-    for sid, name, initiator in take_requests(names):
+    taken = tracer.__dict__.setdefault("_snap_taken", set())
+    for sid, name, initiator in requests(names):
+        if (sid, name) in taken:
+            continue
+        taken.add((sid, name))
         lp = procs.get(name)
         if lp is not None:
             lp.request(sid, initiator)

@@ -21,7 +21,7 @@ from sqlalchemy import (
     func, insert, select, update, delete,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError, ArgumentError
+from sqlalchemy.exc import SQLAlchemyError, ArgumentError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA_VERSION = 1
@@ -311,6 +311,7 @@ class SqlStore:
         if self.sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._lock = threading.Lock()
+        self._urgent = 0  # snapshot writes waiting for the lock (see _write_now)
         self._prepare(create)
         ph = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         self._ins_events = (f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES "
@@ -355,11 +356,17 @@ class SqlStore:
 
     def close(self) -> None:
         self.engine.dispose()
+        if getattr(self, "_quick", None) is not None:
+            self._quick.dispose()
 
     # -- writing (recorder thread) ---------------------------------------------
 
     def write(self, rows: list[tuple], others: list[tuple]) -> None:
         cap = self.capture
+        if self._urgent:  # a snapshot's write is waiting: let it go first (bounded)
+            deadline = time.monotonic() + 0.5
+            while self._urgent and time.monotonic() < deadline:
+                time.sleep(0.0002)
         with self._lock, self.engine.begin() as conn:
             for item in others:
                 self._write_other(conn, item)
@@ -453,12 +460,47 @@ class SqlStore:
     def _snap_status(conn, sid: int) -> str | None:
         return conn.execute(select(Snapshot.status).where(Snapshot.id == sid)).scalar()
 
+    def _write_now(self, fn):
+        """Run ``fn(conn)`` in a short write transaction that busy recorders do not starve.
+
+        SQLite's busy handler backs off to 100 ms sleeps, and a recorder under
+        load holds the write lock most of the time, so a snapshot's few writes
+        could wait seconds. Here they take turns with this process's own writer
+        (its lock) and retry every half millisecond against the others.
+        """
+        if not self.sqlite:
+            with self.engine.begin() as conn:
+                return fn(conn)
+        eng = self._quick_engine()
+        deadline = time.monotonic() + 30.0
+        self._urgent += 1
+        try:
+            while True:
+                with self._lock:
+                    try:
+                        with eng.begin() as conn:
+                            conn.exec_driver_sql("BEGIN IMMEDIATE")
+                            return fn(conn)
+                    except OperationalError as exc:
+                        msg = str(getattr(exc, "orig", exc))
+                        if ("locked" not in msg and "busy" not in msg) or time.monotonic() > deadline:
+                            raise
+                time.sleep(0.0005)
+        finally:
+            self._urgent -= 1
+
+    def _quick_engine(self) -> Engine:
+        eng = getattr(self, "_quick", None)
+        if eng is None:
+            eng = create_engine(self.url, connect_args={"timeout": 0, "check_same_thread": False,
+                                                        "isolation_level": None})
+            self._quick = eng
+        return eng
+
     def create_snapshot(self, initiator: str, requested_ns: int) -> int:
         """A new ``running`` snapshot; returns its id."""
-        with self.engine.begin() as conn:
-            r = conn.execute(insert(Snapshot).values(initiator=initiator, status="running",
-                                                     requested_ns=requested_ns))
-            return int(r.inserted_primary_key[0])
+        return self._write_now(lambda conn: int(conn.execute(insert(Snapshot).values(
+            initiator=initiator, status="running", requested_ns=requested_ns)).inserted_primary_key[0]))
 
     def add_snapshot_requests(self, sid: int, initiator: str, processes: Iterable[str],
                               created_ns: int, taken: Iterable[str] = ()) -> None:
@@ -472,23 +514,21 @@ class SqlStore:
             from sqlalchemy.dialects.sqlite import insert as dinsert
         else:
             from sqlalchemy.dialects.postgresql import insert as dinsert
-        with self.engine.begin() as conn:
-            conn.execute(dinsert(SnapshotRequest).on_conflict_do_nothing(
-                index_elements=["snapshot_id", "process"]), rows)
+        stmt = dinsert(SnapshotRequest).on_conflict_do_nothing(index_elements=["snapshot_id", "process"])
+        self._write_now(lambda conn: conn.execute(stmt, rows))
 
-    def take_snapshot_requests(self, processes: list[str]) -> list[tuple[int, str, str]]:
-        """The untaken requests of running snapshots for ``processes``, now marked taken:
-        ``[(snapshot id, process, initiator)]``."""
+    def snapshot_requests(self, processes: list[str]) -> list[tuple[int, str, str]]:
+        """The requests of running snapshots for ``processes`` that were not handed over
+        directly: ``[(snapshot id, process, initiator)]``. Read only (the recorder
+        thread of each interpreter polls it; it remembers what it took)."""
         if not processes:
             return []
         R = SnapshotRequest
-        with self.engine.begin() as conn:
+        with self.engine.connect() as conn:
             rows = conn.execute(
                 select(R.snapshot_id, R.process, R.initiator).join(Snapshot, Snapshot.id == R.snapshot_id)
                 .where(R.taken.is_(False), R.process.in_(processes), Snapshot.status == "running")
             ).all()
-            for sid, p, _ in rows:
-                conn.execute(update(R).where(R.snapshot_id == sid, R.process == p).values(taken=True))
         return [(int(r[0]), r[1], r[2]) for r in rows]
 
     def snapshot_progress(self, sid: int) -> dict | None:
@@ -506,10 +546,9 @@ class SqlStore:
 
     def finish_snapshot(self, sid: int, status: str, missing: list, finished_ns: int) -> bool:
         """End a running snapshot; False if it had already ended."""
-        with self.engine.begin() as conn:
-            r = conn.execute(update(Snapshot).where(Snapshot.id == sid, Snapshot.status == "running")
-                             .values(status=status, missing=json.dumps(missing), finished_ns=finished_ns))
-            return r.rowcount > 0
+        stmt = (update(Snapshot).where(Snapshot.id == sid, Snapshot.status == "running")
+                .values(status=status, missing=json.dumps(missing), finished_ns=finished_ns))
+        return self._write_now(lambda conn: conn.execute(stmt).rowcount > 0)
 
     def snapshot_statuses(self, sids: Iterable[int]) -> dict[int, str]:
         sids = list(sids)
@@ -736,15 +775,11 @@ class MemoryStore:
                 self.requests.setdefault((sid, p), dict(snapshot_id=sid, process=p, initiator=initiator,
                                                         created_ns=created_ns, taken=p in taken))
 
-    def take_snapshot_requests(self, processes: list[str]) -> list[tuple[int, str, str]]:
+    def snapshot_requests(self, processes: list[str]) -> list[tuple[int, str, str]]:
         names = set(processes)
-        out = []
         with self._lock:
-            for (sid, p), r in self.requests.items():
-                if not r["taken"] and p in names and self._snap_status(sid) == "running":
-                    r["taken"] = True
-                    out.append((sid, p, r["initiator"]))
-        return out
+            return [(sid, p, r["initiator"]) for (sid, p), r in self.requests.items()
+                    if not r["taken"] and p in names and self._snap_status(sid) == "running"]
 
     def snapshot_progress(self, sid: int) -> dict | None:
         with self._lock:
