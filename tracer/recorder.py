@@ -50,6 +50,7 @@ class Recorder:
         self._wake = threading.Event()
         self._io = threading.Lock()  # held while a batch is being written
         self._thread: threading.Thread | None = None
+        self._forking = False
         # Bound once: the hot path calls this.
         buf = self._buf
         limit = self.limit
@@ -138,29 +139,49 @@ class Recorder:
                     log.exception("cutscope: recorder error")
                 time.sleep(INTERVAL)
 
-    def _drain(self) -> None:
+    def _drain(self, bounded: bool = False) -> None:
+        """Write what is buffered, one batch per hold of the I/O lock.
+
+        ``bounded``: only what is there now; busy threads may keep appending,
+        and a fork must not chase them."""
         buf, others = self._buf, self._others
-        with self._io:
-            while buf or others:
-                items = [others.popleft() for _ in range(len(others))]
-                n = min(len(buf), BATCH)
-                rows = [buf.popleft() for _ in range(n)]
-                self.sink.write(rows, items)
+        left = len(buf) if bounded else -1
+        while buf or others:
+            if self._forking and threading.current_thread() is self._thread:
+                return  # let the forking thread take the lock
+            with self._io:
+                left = self._write_batch(left)
+            if left == 0:
+                return
+
+    def _write_batch(self, left: int) -> int:
+        buf, others = self._buf, self._others
+        items = [others.popleft() for _ in range(len(others))]
+        n = min(len(buf), BATCH) if left < 0 else min(len(buf), BATCH, left)
+        rows = [buf.popleft() for _ in range(n)]
+        if rows or items:
+            self.sink.write(rows, items)
+        return left - n if left >= 0 else -1
 
     # -- fork -------------------------------------------------------------------
 
     def before_fork(self) -> None:
+        """Hold the I/O lock across the fork, after writing what is buffered now."""
         if self.running:
+            self._forking = True
+            self._io.acquire()
             try:
-                self._io.acquire()
-                self._io.release()
-                self._drain()
+                left = len(self._buf)
+                while left > 0 or self._others:
+                    left = self._write_batch(left)
+                    if left < 0:
+                        break
             except Exception:
                 log.exception("cutscope: flush before fork failed")
-            self._io.acquire()
 
     def after_fork_parent(self) -> None:
         if self.running:
+            self._forking = False
             self._io.release()
 
     def after_fork_child(self) -> None:
@@ -171,6 +192,7 @@ class Recorder:
         self._wake = threading.Event()
         self._io = threading.Lock()
         self._thread = None
+        self._forking = False
         was, self.running = self.running, False
         if was:
             self.start()

@@ -1,0 +1,311 @@
+"""The store and the recorder: real SQLite files, real child processes, a real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import cutscope
+from cutscope.tracer import Tracer
+from cutscope.tracer.store import SCHEMA_VERSION, StoreError, open_store
+from cutscope.viewer.export import load
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCHEMA = os.path.join(HERE, "..", "docs", "cutscope-trace.schema.json")
+
+
+def run_py(code: str, env=None, timeout=60) -> subprocess.CompletedProcess:
+    e = dict(os.environ)
+    e.pop("CUTSCOPE_STRICT", None)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout, env=e)
+
+
+def cli(*args, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cutscope", *args], capture_output=True, text=True,
+                          timeout=60, env=env)
+
+
+def validate(doc: dict) -> None:
+    import jsonschema
+
+    with open(SCHEMA) as f:
+        jsonschema.validate(doc, json.load(f))
+
+
+def test_child_process_that_exits_normally_has_flushed_everything(db_path):
+    r = run_py(f"""
+        import cutscope
+        t = cutscope.start(db={db_path!r}, name="child", instrument=False)
+        for i in range(25000):
+            cutscope.event("e", i=i)
+        # no stop(): exit must flush
+    """)
+    assert r.returncode == 0, r.stderr
+    doc = load(db_path)
+    assert [e["seq"] for e in doc["events"]] == list(range(1, 25001))
+    validate(doc)
+
+
+def test_forked_child_records_under_its_own_identity(db_path):
+    r = run_py(f"""
+        import os, cutscope
+        t = cutscope.start(db={db_path!r}, name="parent", instrument=False)
+        cutscope.event("before fork")
+        pid = os.fork()
+        if pid == 0:
+            cutscope.event("in child")
+            cutscope.stop()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        cutscope.event("after fork")
+        print(pid)
+    """)
+    assert r.returncode == 0, r.stderr
+    child = f"parent/{r.stdout.strip()}"
+    doc = load(db_path)
+    by = {}
+    for e in doc["events"]:
+        by.setdefault(e["process"], []).append((e["seq"], e["data"]["label"], e["lamport"]))
+    assert by["parent"] == [(1, "before fork", 1), (2, "after fork", 2)]
+    # The child starts at its own seq 1 and inherits the parent's clock (it happened after).
+    assert by[child] == [(1, "in child", 2)]
+    procs = {p["name"]: p for p in doc["processes"]}
+    assert procs[child]["parent"] == "parent"
+    assert procs[child]["pid"] == int(r.stdout)
+
+
+def test_fork_in_a_busy_process_does_not_deadlock_or_duplicate(db_path):
+    r = run_py(f"""
+        import os, threading, cutscope
+        cutscope.start(db={db_path!r}, name="busy", instrument=False)
+        stop = False
+        def spin():
+            for _ in range(200000):
+                if stop:
+                    break
+                cutscope.event("spin")
+        th = threading.Thread(target=spin); th.start()
+        pids = []
+        for i in range(5):
+            pid = os.fork()
+            if pid == 0:
+                cutscope.event("child", i=i)
+                cutscope.stop()
+                os._exit(0)
+            pids.append(pid)
+        for pid in pids:
+            os.waitpid(pid, 0)
+        stop = True; th.join()
+    """, timeout=60)
+    assert r.returncode == 0, r.stderr
+    doc = load(db_path)
+    busy = [e["seq"] for e in doc["events"] if e["process"] == "busy"]
+    assert busy == list(range(1, len(busy) + 1))
+    children = [e for e in doc["events"] if e["process"].startswith("busy/")]
+    assert sorted(e["data"]["i"] for e in children) == list(range(5))
+
+
+def test_sigkill_leaves_a_sound_database_that_still_exports(db_path):
+    p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, cutscope
+        cutscope.start(db={db_path!r}, name="victim", instrument=False)
+        i = 0
+        while True:
+            cutscope.event("e", i=i); i += 1
+            if i == 20000:
+                print("ready", flush=True)
+    """)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    time.sleep(0.3)
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=10)
+    con = sqlite3.connect(db_path)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()
+    r = cli("export", "--db", db_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    seqs = [e["seq"] for e in doc["events"]]
+    assert len(seqs) > 0 and seqs == list(range(1, len(seqs) + 1))  # a prefix, no holes
+
+
+def test_database_file_is_private(db_path):
+    old = os.umask(0o022)
+    try:
+        t = cutscope.start(db=db_path, instrument=False)
+        cutscope.event("x")
+        cutscope.stop()
+    finally:
+        os.umask(old)
+    assert os.stat(db_path).st_mode & 0o777 == 0o600
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(db_path + suffix):
+            assert os.stat(db_path + suffix).st_mode & 0o077 == 0
+
+
+def test_sqlite_is_in_wal_mode(db_path):
+    cutscope.start(db=db_path, instrument=False)
+    cutscope.stop()
+    con = sqlite3.connect(db_path)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+
+
+def test_export_validates_against_the_documented_format(db_path, tmp_path):
+    t = cutscope.start(db=db_path, name="a", instrument=False, capture_payload=16)
+    try:
+        a = t.main
+        cid = t.channel(None, "a", None, "tcp", "127.0.0.1:1->127.0.0.1:2", True)
+        t.channel(cid, None, "b", "tcp", None, True)  # the receiver's half merges in
+        msg, stamp, _ = a.send(None, 4, b"ping", channel=cid)
+        with cutscope.process("b") as b:
+            b.recv(cid, msg, stamp, 4, b"ping")
+            cutscope.event("done", ok=True)
+    finally:
+        cutscope.stop()
+    out = tmp_path / "trace.json"
+    r = cli("export", "--format", "json", "--db", db_path, "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    validate(doc)
+    assert doc["format"] == "cutscope-trace" and doc["version"] == 1
+    assert doc["channels"] == [{"id": cid, "src": "a", "dst": "b", "transport": "tcp",
+                                "endpoint": "127.0.0.1:1->127.0.0.1:2", "framed": True, "fifo": True}]
+    send, recv, local = doc["events"][0], doc["events"][1], doc["events"][2]
+    assert (send["kind"], send["msg"], recv["msg"]) == ("send", "a#1", "a#1")
+    assert local["channel"] is None and local["msg"] is None
+
+
+def test_garbage_instead_of_a_database_is_one_clear_line(tmp_path):
+    bad = tmp_path / "garbage.db"
+    bad.write_bytes(os.urandom(4096))
+    r = cli("export", "--db", str(bad))
+    assert r.returncode != 0
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("cutscope: error:"), r.stderr
+    assert "Traceback" not in r.stderr
+    assert bad.stat().st_size == 4096  # untouched
+
+
+@pytest.mark.parametrize("setup", ["missing", "empty", "foreign", "future"])
+def test_unusable_databases_are_refused_clearly(tmp_path, setup):
+    path = tmp_path / "x.db"
+    if setup == "empty":
+        path.write_bytes(b"")
+    elif setup == "foreign":
+        con = sqlite3.connect(path)
+        con.execute("CREATE TABLE users (id INTEGER)")
+        con.commit()
+        con.close()
+    elif setup == "future":
+        open_store(str(path)).close()
+        con = sqlite3.connect(path)
+        con.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+        con.commit()
+        con.close()
+    r = cli("export", "--db", str(path))
+    assert r.returncode == 2, r
+    assert r.stderr.startswith("cutscope: error:") and r.stderr.count("\n") == 1, r.stderr
+    if setup == "future":
+        assert "version 99" in r.stderr
+    if setup == "missing":
+        assert not path.exists()  # reading never creates a database
+
+
+def test_bad_url_is_one_clear_line():
+    r = cli("export", "--db", "nosuchdialect://x/y")
+    assert r.returncode == 2 and r.stderr.startswith("cutscope: error:") and r.stderr.count("\n") == 1
+
+
+def test_a_full_buffer_slows_the_application_instead_of_losing_events():
+    from cutscope.tracer.store import MemoryStore
+
+    class SlowStore(MemoryStore):
+        def write(self, rows, others):
+            time.sleep(0.002)
+            super().write(rows, others)
+
+    t = Tracer(name="p", store=SlowStore(), strict=True)
+    t.recorder.limit = 100
+    t.recorder._reset()
+    t.main._append = t.recorder.append
+    t.start()
+    try:
+        for i in range(5000):
+            t.main.local("e")
+    finally:
+        t.stop()
+    assert [e[1] for e in t.store.events] == list(range(1, 5001))
+    assert t.recorder.dropped == 0
+
+
+def test_drop_mode_counts_what_it_drops():
+    from cutscope.tracer.store import MemoryStore
+
+    store = MemoryStore()
+    t = Tracer(name="p", store=store, strict=True, drop=True)
+    t.recorder.limit = 50
+    t.recorder._reset()
+    t.main._append = t.recorder.append
+    # Writer not started: the buffer can only overflow.
+    for i in range(500):
+        t.main.local("e")
+    assert t.recorder.dropped == 450
+    t.recorder.close()
+    assert len(store.events) == 50
+
+
+def test_a_name_seen_before_continues_its_sequence(db_path):
+    for _ in range(2):
+        cutscope.start(db=db_path, name="svc", instrument=False)
+        cutscope.event("run")
+        cutscope.stop()
+    doc = load(db_path)
+    assert [(e["seq"], e["lamport"]) for e in doc["events"]] == [(1, 1), (2, 2)]
+
+
+@pytest.mark.postgres
+def test_postgresql_round_trip(pg_url):
+    t = cutscope.start(db=pg_url, name="pg-a", instrument=False, capture_payload=8)
+    try:
+        cid = t.channel(None, "pg-a", "pg-b", "tcp", "x->y", True)
+        msg, stamp, _ = t.main.send(None, 3, b"abc", channel=cid)
+        with cutscope.process("pg-b") as b:
+            b.recv(cid, msg, stamp, 3, b"abc")
+        for i in range(3000):
+            cutscope.event("bulk", i=i)
+    finally:
+        cutscope.stop()
+    doc = load(pg_url)
+    validate(doc)
+    assert len(doc["events"]) == 3002
+    recv = [e for e in doc["events"] if e["kind"] == "recv"][0]
+    assert recv["msg"] == "pg-a#1" and recv["lamport"] == 2
+    assert doc["channels"][0]["src"] == "pg-a" and doc["channels"][0]["dst"] == "pg-b"
+    r = cli("export", "--db", pg_url)
+    assert r.returncode == 0 and json.loads(r.stdout) == doc
+
+
+@pytest.mark.postgres
+def test_postgresql_processes_on_two_interpreters_share_one_store(pg_url):
+    code = """
+        import cutscope, sys
+        cutscope.start(db=sys.argv[1], name=sys.argv[2], instrument=False)
+        for i in range(500):
+            cutscope.event("x", i=i)
+    """
+    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), pg_url, f"h{i}"])
+             for i in range(2)]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    doc = load(pg_url)
+    assert {p["name"] for p in doc["processes"]} == {"h0", "h1"}
+    assert len(doc["events"]) == 1000
