@@ -55,7 +55,7 @@ def _label(e: Mapping) -> str:
     return f"{e['seq']} {str(label)[:24]}"
 
 
-def build(trace: Trace | Mapping, cut: Mapping[str, int], window: int = 40,
+def build(trace: Trace | Mapping, cut: Mapping[str, int], window: int = 12,
           title: str | None = None) -> graphviz.Digraph:
     """The diagram as a ``graphviz.Digraph`` (no ``dot`` needed until it is rendered)."""
     t = trace if isinstance(trace, Trace) else Trace(trace)
@@ -102,6 +102,8 @@ def build(trace: Trace | Mapping, cut: Mapping[str, int], window: int = 40,
 
     idx = {p: i for i, p in enumerate(t.processes)}
     for i, p in enumerate(t.processes):
+        if not t.events[p]:
+            continue  # a process without events (an idle launcher) gets no row
         with g.subgraph(name=f"cluster_{i}") as sg:
             sg.attr(label=p, style="rounded", color="#bbbbbb", fontsize="11")
             seqs = t.seqs[p]
@@ -158,7 +160,7 @@ def build(trace: Trace | Mapping, cut: Mapping[str, int], window: int = 40,
                 chain(prev, cnode)
 
     # The cut line across the rows.
-    rows = [i for i, p in enumerate(t.processes) if p in cut]
+    rows = [i for i, p in enumerate(t.processes) if p in cut and t.events[p]]
     for i, j in zip(rows, rows[1:]):
         g.edge(f"cut{i}", f"cut{j}", style="dashed", color=COLORS["cut"], arrowhead="none",
                constraint="false", penwidth="2", **{"class": "cut"})

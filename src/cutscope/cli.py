@@ -155,8 +155,8 @@ def add_render(sub) -> None:
                        help="a cut: each process's last event inside (seq; 0 = none)")
     p.add_argument("-o", "--output", metavar="FILE", required=True,
                    help="output file; .svg, .png or .dot")
-    p.add_argument("--window", metavar="N", type=int, default=40,
-                   help="for large traces, events drawn on each side of the frontier (default 40)")
+    p.add_argument("--window", metavar="N", type=int, default=12,
+                   help="for large traces, events drawn on each side of the frontier (default 12)")
     p.set_defaults(func=cmd_render)
 
 
@@ -209,6 +209,12 @@ def cmd_run(args) -> int:
     if os.path.abspath(paths[0]) != boot if paths else True:  # not twice
         env["PYTHONPATH"] = os.pathsep.join([boot] + [p for p in paths if os.path.abspath(p) != boot])
     env["CUTSCOPE_BOOT"] = "1"
+    from cutscope.tracer import active
+
+    if active() is not None:  # this CLI was itself started under `cutscope run`: exec'ing
+        import cutscope       # would lose its buffer; the program is instrumented once, below
+
+        cutscope.stop()
     sys.stdout.flush()
     sys.stderr.flush()
     try:
@@ -233,8 +239,98 @@ def add_run(sub) -> None:
     p.set_defaults(func=cmd_run)
 
 
+# -- snapshot -----------------------------------------------------------------------
+
+def _positive_seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise CliError(f"--timeout: not a number of seconds: {text!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise CliError(f"--timeout: must be a positive number of seconds: {text!r}")
+    return v
+
+
+def format_snapshot(snap) -> str:
+    """The human form of a finished snapshot: a summary line, the states, the channels."""
+    import json
+
+    lines = [snap.summary()]
+    width = max([len(p) for p in snap.states] + [7])
+    for p in sorted(snap.states):
+        state = {k: v for k, v in snap.states[p].items() if k != "_cutscope"}
+        shown = json.dumps(state, sort_keys=True, default=repr)
+        if len(shown) > 200:
+            shown = shown[:197] + "..."
+        lines.append(f"  {p:<{width}}  seq {snap.event_seqs.get(p, '?'):<6} {shown}")
+    chans = snap.entry.get("channels", []) if snap.entry else []
+    for c in chans:
+        msgs = c.get("messages", [])
+        if not msgs:
+            continue
+        shown = []
+        for m in msgs[:5]:
+            v = m.get("value")
+            shown.append(m["msg"] + (f" {json.dumps(v, default=repr)}" if v is not None
+                                     else f" ({m.get('nbytes', 0)} bytes)"))
+        more = f" ... ({len(msgs)} messages)" if len(msgs) > 5 else ""
+        flag = "" if c.get("complete") else " [incomplete]"
+        lines.append(f"  channel {c['channel']}{flag}: " + ", ".join(shown) + more)
+    if snap.missing:
+        lines.append("missing:")
+        for m in snap.missing:
+            what = (f"process {m['process']}" if "process" in m else
+                    f"channel {m.get('channel')} ({m.get('src') or '?'} -> {m.get('dst') or '?'})")
+            lines.append(f"  {what}: {m.get('reason', '')}")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_snapshot(args) -> int:
+    import json
+
+    from cutscope.tracer.snapshot import Coordinator, SnapshotError
+    from cutscope.tracer.store import open_store
+
+    timeout = _positive_seconds(args.timeout)
+    store = open_store(args.db, create=False)
+    try:
+        c = Coordinator(store, initiator=args.initiator, timeout=timeout)
+        try:
+            c.start()
+        except SnapshotError as exc:
+            raise CliError(str(exc)) from None
+        try:
+            snap = c.wait()
+        except KeyboardInterrupt:
+            c._end("partial", [{"reason": "interrupted"}])
+            raise
+    finally:
+        store.close()
+    if args.json:
+        sys.stdout.write(json.dumps(snap.entry, indent=1, default=repr) + "\n")
+    else:
+        sys.stdout.write(format_snapshot(snap))
+    return 0 if snap.status == "complete" else 1
+
+
+def add_snapshot(sub) -> None:
+    p = sub.add_parser("snapshot", help="take a Chandy-Lamport snapshot of the running system",
+                       description="Take a consistent global snapshot of the traced processes "
+                       "that are running against this store, without stopping them, and print "
+                       "it. Exits 0 when it is complete, 1 when it is partial (what is missing "
+                       "is printed).")
+    _db_arg(p)
+    p.add_argument("--from", dest="initiator", metavar="PROCESS", default=None,
+                   help="the logical process that starts it (default: any live one)")
+    p.add_argument("--timeout", default="10", metavar="S",
+                   help="seconds to wait before storing it as partial (default 10)")
+    p.add_argument("--json", action="store_true",
+                   help="print the snapshot as the interchange format has it (SPEC 7)")
+    p.set_defaults(func=cmd_snapshot)
+
+
 # Each command adds its parser here, in the order `cutscope --help` lists them.
-COMMANDS: list[Callable] = [add_export, add_check, add_render, add_view, add_run]
+COMMANDS: list[Callable] = [add_export, add_check, add_render, add_view, add_run, add_snapshot]
 
 
 def parser() -> argparse.ArgumentParser:
