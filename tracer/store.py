@@ -371,7 +371,8 @@ class SqlStore:
             for item in others:
                 self._write_other(conn, item)
             if rows:
-                conn.exec_driver_sql(self._ins_events, [event_row(r, cap) for r in rows])
+                conn.exec_driver_sql(self._ins_events, [
+                    r if r[8] is None and r[9] is None else event_row(r, cap) for r in rows])
 
     def _upsert(self, conn, model, values: dict, keys: list[str], merge: list[str]) -> None:
         if self.sqlite:
