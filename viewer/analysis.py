@@ -35,16 +35,14 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections import deque
-from dataclasses import dataclass
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Iterator, Mapping, NamedTuple
 
 __all__ = ["Message", "Trace", "check", "check_report", "snapshot_cut", "format_cut", "parse_cut"]
 
 INF = float("inf")
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     """One message: its send event and its first receive (``None``: never received)."""
 
     id: str
@@ -158,29 +156,41 @@ class Trace:
         self.unmatched: list[dict] = []  # receives that name a message never sent in this trace
         for p in self.processes:
             for e in self.events[p]:
-                k, m = e["kind"], e.get("msg")
+                m = e.get("msg")
                 if m is None:
                     continue
+                k = e["kind"]
                 if k == "send":
-                    sends.setdefault(m, e)
+                    if m not in sends:
+                        sends[m] = e
                 elif k == "recv" and m not in first_recv:
                     first_recv[m] = e
         self.messages: dict[str, Message] = {}
         received: dict[tuple[str, str], list[Message]] = {}
         unreceived: dict[str, list[Message]] = {}
+        recv_of: dict[tuple[str, int], Message] = {}
+        channels = self.channels
+        tracked = {cid: bool(c.get("framed", True)) for cid, c in channels.items()}
+        messages = self.messages
         for m, s in sends.items():
-            r = first_recv.get(m)
+            r = first_recv.pop(m, None)
             ch = s.get("channel")
-            dst = r["process"] if r is not None else (self.channels.get(ch) or {}).get("dst")
-            msg = Message(m, ch, s["process"], s["seq"], dst, r["seq"] if r is not None else None)
-            self.messages[m] = msg
+            src = s["process"]
             if r is not None:
-                received.setdefault((msg.src, msg.dst), []).append(msg)
-            elif self._tracked(ch):
-                unreceived.setdefault(msg.src, []).append(msg)
-        for m, r in first_recv.items():
-            if m not in sends:
-                self.unmatched.append(r)
+                dst = r["process"]
+                rseq = r["seq"]
+                msg = Message(m, ch, src, s["seq"], dst, rseq)
+                lst = received.get((src, dst))
+                if lst is None:
+                    lst = received[(src, dst)] = []
+                lst.append(msg)
+                recv_of[(dst, rseq)] = msg
+            else:
+                msg = Message(m, ch, src, s["seq"], (channels.get(ch) or {}).get("dst"), None)
+                if tracked.get(ch, True):
+                    unreceived.setdefault(src, []).append(msg)
+            messages[m] = msg
+        self.unmatched = list(first_recv.values())
         self.pairs: dict[tuple[str, str], _Pair] = {k: _Pair(v) for k, v in received.items()}
         # Sends never received, per sender, in send order (in transit from their send on).
         self.unreceived: dict[str, list[Message]] = {}
@@ -189,10 +199,7 @@ class Trace:
             ms.sort(key=lambda m: m.send_seq)
             self.unreceived[p] = ms
             self._unreceived_seqs[p] = [m.send_seq for m in ms]
-        self._recv_of: dict[tuple[str, int], Message] = {}
-        for msg in self.messages.values():
-            if msg.recv_seq is not None:
-                self._recv_of[(msg.dst, msg.recv_seq)] = msg
+        self._recv_of = recv_of
 
     def _tracked(self, channel: str | None) -> bool:
         """Whether a send on ``channel`` is a message whose receipt the trace can show.
