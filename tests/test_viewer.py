@@ -293,3 +293,78 @@ def test_cutscope_view_in_a_real_terminal(bank_db, tmp_path):
             time.sleep(0.2)
     finally:
         subprocess.run([TMUX, "kill-session", "-t", session], capture_output=True, timeout=30)
+
+
+LIVE_APP = r'''
+import os, queue, sys, threading, time
+import cutscope
+
+db, stop = sys.argv[1], sys.argv[2]
+cutscope.start(db=db, name="live")
+inbox = {"ping": queue.Queue(), "pong": queue.Queue()}
+
+def player(me, other, serve):
+    with cutscope.process(me):
+        count = {"n": 0}
+        cutscope.state(lambda: {"handled": count["n"]})
+        if serve:
+            inbox[other].put(0)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(stop) and time.monotonic() < deadline:
+            try:
+                n = inbox[me].get(timeout=0.05)
+            except queue.Empty:
+                continue
+            count["n"] += 1
+            time.sleep(0.002)
+            inbox[other].put(n + 1)
+
+ts = [threading.Thread(target=player, args=("ping", "pong", True)),
+      threading.Thread(target=player, args=("pong", "ping", False))]
+for t in ts:
+    t.start()
+for t in ts:
+    t.join()
+cutscope.stop()
+'''
+
+
+def test_snapshot_key_takes_a_snapshot_of_a_live_system(tmp_path, db_url):
+    """A real traced program (threads over queues) in another process; `s` snapshots it."""
+    script = tmp_path / "live.py"
+    script.write_text(LIVE_APP)
+    stop = tmp_path / "stop"
+    proc = subprocess.Popen([sys.executable, str(script), db_url, str(stop)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    async def go():
+        deadline = time.monotonic() + 30
+        while True:  # wait until the program has recorded something
+            try:
+                if len(load(db_url)["events"]) > 20:
+                    break
+            except Exception:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None
+            await asyncio.sleep(0.1)
+        app = CutscopeApp(db=db_url, follow=True, poll=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.explorer is not None)
+            await pilot.press("s")
+            await wait_for(pilot, lambda: getattr(app, "last_snapshot", None) is not None, 30)
+            assert "complete" in app.last_snapshot, app.last_snapshot
+            await wait_for(pilot, lambda: app.doc is not None and app.doc["snapshots"], 30)
+            [snap] = app.doc["snapshots"]
+            assert set(snap["processes"]) == {"ping", "pong"}
+
+    try:
+        run(go())
+    finally:
+        stop.write_text("")
+        try:
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    from cutscope.viewer.analysis import check
+    assert check(load(db_url)) == []
