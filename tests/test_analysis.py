@@ -445,3 +445,21 @@ def test_in_transit_and_orphans_across_two_channels_delivered_out_of_order():
     assert [m.id for m in t.orphans({"a": 1, "b": 2})] == ["a#2"]
     assert t.nearest_below({"a": 1, "b": 2}) == {"a": 1, "b": 0}
     assert t.nearest_above({"a": 0, "b": 2}) == {"a": 2, "b": 2}
+
+
+def test_check_reports_in_transit_messages_on_a_channel_the_snapshot_left_out():
+    doc = _with_snapshot(lesson(), {"P1": 2, "P2": 1}, {})
+    [problem] = check(doc)
+    assert "c-P1-P2" in problem and "P1#2" in problem and "not recorded" in problem
+    # Named among what a partial snapshot could not cover, it is a note, not a problem.
+    doc["snapshots"][0]["status"] = "partial"
+    doc["snapshots"][0]["missing"] = [{"channel": "c-P1-P2", "reason": "not FIFO"}]
+    problems, notes = check_report(doc)
+    assert problems == [] and notes
+
+
+def test_check_reports_an_unclosed_channel_in_a_complete_snapshot():
+    doc = _with_snapshot(lesson(), {"P1": 2, "P2": 1}, {"c-P1-P2": ["P1#2"]})
+    doc["snapshots"][0]["channels"][0]["complete"] = False
+    [problem] = check(doc)
+    assert "not closed by its marker" in problem

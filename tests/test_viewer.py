@@ -368,3 +368,16 @@ def test_snapshot_key_takes_a_snapshot_of_a_live_system(tmp_path, db_url):
                 proc.kill()
     from cutscope.viewer.analysis import check
     assert check(load(db_url)) == []
+
+
+def test_database_of_another_schema_version_is_refused(db_url, db_path):
+    import sqlite3
+
+    viewer_traces.bank_trace(db_url, extra_rounds=0)
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    for cmd in ("view", "check"):
+        r = subprocess.run([sys.executable, "-m", "cutscope", cmd, "--db", db_url],
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.count("\n") == 1 and "schema version 99" in r.stderr

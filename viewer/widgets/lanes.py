@@ -69,7 +69,7 @@ class LaneHeader(Widget):
         if ex is None or y:
             return Strip.blank(width)
         w = lane_width(ex)
-        segs = [Segment(" " * 8, S_GUTTER)]
+        segs = [Segment("lamport ", S_GUTTER)]
         for i, p in enumerate(ex.procs):
             name = (p if len(p) < w else (p[: w - 2] + "…" if w > 3 else str(i)))
             style = S_SELECTED if i == ex.selected else Style(bold=True)

@@ -43,7 +43,7 @@ class CutPanel(VerticalScroll, can_focus=False):
             inside = ex.trace.count_inside(p, n)
             total = len(ex.trace.seqs[p])
             mark = "▶ " if i == ex.selected else "  "
-            fr.append(f"{mark}{p} = {n}  ({inside}/{total} events inside)\n",
+            fr.append(f"{mark}{i:>2} {p} = {n}  ({inside}/{total} events inside)\n",
                       style="reverse" if i == ex.selected else "")
         fr.append(f"cut: {ex.cut_text()}", style="dim")
         self.query_one("#frontiers", Static).update(fr)
