@@ -146,13 +146,14 @@ class Coordinator:
             raise SnapshotError(f"no live traced process named {initiator!r}")
         self.initiator = initiator
         self.expected = participants | {initiator}
-        fed = {c["dst"] for c in ends if c["dst"] and c["fifo"]}
         self.id = self.store.create_snapshot(initiator, now)
         self.status = "running"
         self.t0 = time.monotonic()
         self.deadline = self.t0 + self.timeout
         self.grace = self.t0 + min(0.5, self.timeout / 4)
-        self._request({initiator} | {p for p in self.expected if p not in fed})
+        # Markers reach what the FIFO channels lead to from the initiator; the rest
+        # (a process nothing leads into, another system sharing the store) is asked.
+        self._request({initiator} | (self.expected - reachable(initiator, ends)))
         return self.id
 
     def _local_names(self) -> set[str]:
@@ -282,6 +283,21 @@ class Coordinator:
             self.tracer.recorder.flush(timeout=1.0)  # the incomplete channel states
         entry = self.store.snapshot_entry(self.id)
         return Snapshot.from_entry(entry)
+
+
+def reachable(start: str, ends: list[dict]) -> set[str]:
+    """The processes that markers from ``start`` reach over the known FIFO channels."""
+    nxt: dict[str, set[str]] = {}
+    for c in ends:
+        if c["src"] and c["dst"] and c["fifo"]:
+            nxt.setdefault(c["src"], set()).add(c["dst"])
+    seen, todo = {start}, [start]
+    while todo:
+        for q in nxt.get(todo.pop(), ()):
+            if q not in seen:
+                seen.add(q)
+                todo.append(q)
+    return seen
 
 
 def take(store, initiator: str | None = None, timeout: float = 10.0, tracer=None,
