@@ -153,6 +153,7 @@ class Trace:
     def _match(self) -> None:
         sends: dict[str, dict] = {}
         first_recv: dict[str, dict] = {}
+        more_parts: dict[str, list[int]] = {}
         self.unmatched: list[dict] = []  # receives that name a message never sent in this trace
         for p in self.processes:
             for e in self.events[p]:
@@ -163,8 +164,11 @@ class Trace:
                 if k == "send":
                     if m not in sends:
                         sends[m] = e
-                elif k == "recv" and m not in first_recv:
-                    first_recv[m] = e
+                elif k == "recv":
+                    if m not in first_recv:
+                        first_recv[m] = e
+                    else:  # a later part of the same frame
+                        more_parts.setdefault(m, []).append(e["seq"])
         self.messages: dict[str, Message] = {}
         received: dict[tuple[str, str], list[Message]] = {}
         unreceived: dict[str, list[Message]] = {}
@@ -200,6 +204,8 @@ class Trace:
             self.unreceived[p] = ms
             self._unreceived_seqs[p] = [m.send_seq for m in ms]
         self._recv_of = recv_of
+        # Messages delivered by several receives (parts of one frame): the seq of the last part.
+        self.last_part: dict[str, int] = {m: max(v) for m, v in more_parts.items()}
 
     def _tracked(self, channel: str | None) -> bool:
         """Whether a send on ``channel`` is a message whose receipt the trace can show.
@@ -536,11 +542,23 @@ def check_report(doc: Mapping, trace: Trace | None = None) -> tuple[list[str], l
         transit: dict[str | None, list[Message]] = {}
         for m in t.in_transit(cut):
             transit.setdefault(m.channel, []).append(m)
+        # A frame whose first part was received inside the cut and whose last part
+        # outside: the rest of its bytes were in the channel, so the snapshot holds it.
+        for mid, last in t.last_part.items():
+            m = t.messages.get(mid)
+            if (m is not None and m.dst in cut and m.src in cut and m.recv_seq is not None
+                    and m.recv_seq <= cut[m.dst] < last and m.send_seq <= cut[m.src]):
+                transit.setdefault(m.channel, []).append(m)
+        for ms in transit.values():
+            ms.sort(key=lambda m: m.send_seq)
         seen = set()
         for ch in s.get("channels", []):
             cid = ch["channel"]
             seen.add(cid)
-            got = [m.get("msg") for m in ch.get("messages", [])]
+            got = []
+            for m in ch.get("messages", []):  # parts of one frame are recorded once each
+                if not got or got[-1] != m.get("msg") or m.get("msg") is None:
+                    got.append(m.get("msg"))
             if not ch.get("complete"):
                 (problems if complete else notes).append(
                     f"{tag}: channel {cid} not closed by its marker ({len(got)} messages recorded)")
