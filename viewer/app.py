@@ -11,6 +11,7 @@ events, the others stay where the user put them.
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 from textual import work
@@ -55,6 +56,7 @@ class CutscopeApp(App):
         self.stamp: tuple = ()
         self.loads = 0
         self._store = None
+        self._store_lock = threading.Lock()
         self._loading = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -78,11 +80,12 @@ class CutscopeApp(App):
         return None
 
     def _open(self):
-        if self._store is None:
-            from cutscope.tracer.store import open_store
+        with self._store_lock:  # the load and poll workers may both get here first
+            if self._store is None:
+                from cutscope.tracer.store import open_store
 
-            self._store = open_store(self.db, create=False)
-        return self._store
+                self._store = open_store(self.db, create=False)
+            return self._store
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -91,7 +94,7 @@ class CutscopeApp(App):
         prev = None
         if self.explorer is not None:
             ex = self.explorer
-            prev = (dict(ex.cut), {p: ex.trace.last_seq(p) for p in ex.procs}, ex.selected,
+            prev = (dict(ex.cut), {p: ex.trace.last_seq(p) for p in ex.procs}, ex.process,
                     ex.filter_text)
         self._load(prev)
 
@@ -110,7 +113,8 @@ class CutscopeApp(App):
                 cut, last, selected, filt = prev
                 keep = {p: n for p, n in cut.items() if p in ex.cut and n < last.get(p, 0)}
                 ex.set_cut(keep)
-                ex.selected = min(selected, max(0, len(ex.procs) - 1))
+                if selected in ex.pindex:
+                    ex.selected = ex.pindex[selected]
                 if filt:
                     ex.set_filter(filt)
         except Exception as exc:  # a store that went bad under us: say it, keep running
