@@ -66,7 +66,7 @@ def test_render_snapshot_cut_marks_the_in_transit_message(bank_db, tmp_path, cap
 def test_render_thin_air_cut_marks_the_orphan(thin_air_db, tmp_path, capsys):
     out = tmp_path / "thin.svg"
     assert cli(["render", "--db", thin_air_db, "--snapshot", "1", "-o", str(out)]) == 0
-    assert "inconsistent (1 orphans)" in capsys.readouterr().out
+    assert "inconsistent (1 orphan)" in capsys.readouterr().out
     [orphan] = svg_groups(out, "orphan")
     t = Trace(load(thin_air_db))
     p1, p2 = t.processes.index("P1"), t.processes.index("P2")

@@ -95,7 +95,8 @@ def build(trace: Trace | Mapping, cut: Mapping[str, int], window: int = 12,
     g.attr("node", shape="box", style="rounded,filled", fontname="Helvetica", fontsize="9",
            height="0.3", margin="0.05,0.02")
     g.attr("edge", fontname="Helvetica", fontsize="8", arrowsize="0.6")
-    verdict = "consistent" if consistent else f"INCONSISTENT ({len(orphans)} orphan messages)"
+    n = len(orphans)
+    verdict = "consistent" if consistent else f"INCONSISTENT ({n} orphan message{'s' if n != 1 else ''})"
     head = title or "cut"
     g.attr(label=f"{head}: {', '.join(f'{p}={n}' for p, n in cut.items())}\\n{verdict}; "
                  f"{len(transit)} in transit")

@@ -141,7 +141,8 @@ def cmd_render(args) -> int:
     except graphviz.CalledProcessError as exc:
         raise CliError(f"dot failed: {(exc.stderr or b'').decode(errors='replace').strip()}") from None
     orphans = t.orphans(cut)
-    state = "consistent" if not orphans else f"inconsistent ({len(orphans)} orphans)"
+    state = "consistent" if not orphans else \
+        f"inconsistent ({len(orphans)} orphan{'s' if len(orphans) != 1 else ''})"
     print(f"{args.output}: {title}, {state}, {len(t.in_transit(cut))} in transit")
     return 0
 
