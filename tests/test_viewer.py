@@ -264,28 +264,27 @@ def test_cutscope_view_in_a_real_terminal(bank_db, tmp_path):
         return subprocess.run([TMUX, "capture-pane", "-p", "-t", session], capture_output=True,
                               text=True, timeout=30).stdout
 
-    def wait_pane(needle: str, timeout: float = 30.0) -> str:
+    def wait_pane(*needles: str, absent: str | None = None, timeout: float = 30.0) -> str:
+        """The screen once it shows every needle (a frame may be caught half drawn)."""
         deadline = time.monotonic() + timeout
         while True:
             text = pane()
-            if needle in text:
+            if all(n in text for n in needles) and (absent is None or absent not in text):
                 return text
             if time.monotonic() > deadline:
-                raise AssertionError(f"{needle!r} not on screen:\n{text}")
+                raise AssertionError(f"{needles!r} not on screen:\n{text}")
             time.sleep(0.2)
 
     def keys(*k):
         subprocess.run([TMUX, "send-keys", "-t", session, *k], check=True, timeout=30)
 
     try:
-        screen = wait_pane("CONSISTENT")
-        assert "P1 #1" in screen and "Frontiers" in screen and "In transit (0)" in screen
+        wait_pane("CONSISTENT", "P1 #1", "Frontiers", "In transit (0)", "Orphans (0)")
         keys("Up")
-        screen = wait_pane("INCONSISTENT: 1 orphan")
-        assert "Orphans (1)" in screen
+        wait_pane("INCONSISTENT: 1 orphan", "Orphans (1)")
         keys("b")
-        screen = wait_pane("nearest consistent cut below")
-        assert "INCONSISTENT" not in screen
+        wait_pane("nearest consistent cut below", "CONSISTENT", "Orphans (0)",
+                  absent="INCONSISTENT")
         keys("q")
         deadline = time.monotonic() + 20
         while subprocess.run([TMUX, "has-session", "-t", session], capture_output=True,
