@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 from rich.text import Text
@@ -40,8 +41,15 @@ def details(s: dict) -> Text:
         out.append(f"{c['channel']}  ({flag}, {len(msgs)} messages)\n", style="bold")
         for m in msgs:
             val = m.get("value")
-            shown = json.dumps(val, default=repr) if val is not None else (
-                f"{m.get('nbytes', '?')} bytes" + (" (truncated)" if m.get("truncated") else ""))
+            if val is not None:
+                shown = json.dumps(val, default=repr)
+            else:
+                shown = f"{m.get('nbytes', '?')} bytes"
+                if m.get("payload_b64"):
+                    raw = base64.b64decode(m["payload_b64"])
+                    shown += f" {raw[:60]!r}" + ("..." if len(raw) > 60 else "")
+            if m.get("truncated"):
+                shown += " (truncated)"
             out.append(f"  {m.get('msg')}: {shown}\n")
     return out
 
