@@ -141,6 +141,8 @@ def _qstate(q) -> _QS:
     if st is None or st.pid != os.getpid():
         st = _QS(q)
         q.__dict__["_cutscope_mpq"] = st
+        for c in (q._reader, q._writer):  # the queue's own pipe: its items are traced here
+            c.__dict__["_cutscope_c"] = SKIP
     return st
 
 
@@ -247,6 +249,8 @@ def q_get(self, block=True, timeout=None):
 
     if self._closed:
         raise ValueError(f"Queue {self!r} is closed")
+    if "_cutscope_mpq" not in self.__dict__:
+        _qstate(self)
     if lp.pending:
         lp.tracer.guard(lp.safepoint)
     if block and timeout is not None:
@@ -400,13 +404,14 @@ def _open_out(conn, st: _CS, lp) -> OutEndpoint:
 
 def c_send_bytes(self, buf):
     st = self.__dict__.get("_cutscope_c")
-    if st is None or st is SKIP:
+    if st is SKIP:
         return _ORIG["Connection._send_bytes"](self, buf)
     lp = _lp()
     if lp is None:
         return _ORIG["Connection._send_bytes"](self, buf)
-    if st.pid != os.getpid():
-        st = _cstate(self)
+    if st is None or st.pid != os.getpid():
+        # A connection made before tracing, or by an untraced parent: raw, recorded.
+        st = _cstate(self, create_framed=False)
     send = _ORIG["Connection._send_bytes"]
     n = len(buf)
     if not st.framed:
@@ -501,8 +506,8 @@ def c_recv_bytes(self, maxsize=None):
 
 
 def _record_raw_in(conn, st, lp, n, buf) -> None:
-    if st is None:
-        return  # a connection cutscope did not see being made: left alone
+    if st is None or st.pid != os.getpid():
+        st = _cstate(conn, create_framed=False)
     t = lp.tracer
     try:
         if st.raw_in is None:
@@ -594,6 +599,7 @@ def deliver_challenge(connection, authkey):
 
     if not isinstance(authkey, bytes):
         raise ValueError("Authkey must be bytes, not {0!s}".format(type(authkey)))
+    _in_handshake(connection)
     message = os.urandom(MESSAGE_LENGTH) + MAGIC  # the magic says: this side traces
     connection.send_bytes(CHALLENGE + message)
     digest = hmac.new(authkey, message, "md5").digest()
@@ -603,6 +609,7 @@ def deliver_challenge(connection, authkey):
     else:
         connection.send_bytes(FAILURE)
         raise AuthenticationError("digest received was wrong")
+    _handshake_step(connection, "_cutscope_delivered", "_cutscope_answered")
 
 
 def answer_challenge(connection, authkey):
@@ -612,6 +619,7 @@ def answer_challenge(connection, authkey):
 
     if not isinstance(authkey, bytes):
         raise ValueError("Authkey must be bytes, not {0!s}".format(type(authkey)))
+    _in_handshake(connection)
     message = connection.recv_bytes(256)
     assert message[:len(CHALLENGE)] == CHALLENGE, "message = %r" % message
     message = message[len(CHALLENGE):]
@@ -620,23 +628,52 @@ def answer_challenge(connection, authkey):
     response = connection.recv_bytes(256)
     if response != WELCOME:
         raise AuthenticationError("digest sent was rejected")
-    if message.endswith(MAGIC) and _active[0] is not None:
-        st = _cstate(connection, create_framed=True)
-        st.framed = True  # from now on, our direction carries frames
+    if message.endswith(MAGIC):
+        connection.__dict__["_cutscope_peer"] = True  # the peer traces
+    _handshake_step(connection, "_cutscope_answered", "_cutscope_delivered")
+
+
+def _handshake_step(c, mine: str, other: str) -> None:
+    """The handshake is over when both halves ran (server: deliver then answer; client:
+    answer then deliver); from then on our direction carries frames if the peer traces.
+    The handshake itself stays raw."""
+    d = c.__dict__
+    if d.pop(other, False):
+        _handshaken(c)
+    else:
+        d[mine] = True
+
+
+def _handshaken(c):
+    d = c.__dict__
+    peer = d.pop("_cutscope_peer", False)
+    st = d.get("_cutscope_c")
+    if st is None or st is SKIP or st.pid != os.getpid():
+        d["_cutscope_c"] = _CS(peer)
+    elif peer:
+        st.framed = True
+    return c
+
+
+def _in_handshake(c) -> None:
+    """The handshake's own messages are neither framed nor recorded."""
+    d = c.__dict__
+    if d.get("_cutscope_c") is None:
+        d["_cutscope_c"] = SKIP
+
+
+def _made(c):
+    if c.__dict__.get("_cutscope_c") is None and _active[0] is not None:
+        c.__dict__["_cutscope_c"] = _CS(False)
+    return c
 
 
 def Client(*a, **kw):
-    c = _ORIG["Client"](*a, **kw)
-    if _active[0] is not None:
-        _cstate(c, create_framed=False)
-    return c
+    return _made(_ORIG["Client"](*a, **kw))
 
 
 def accept(self):
-    c = _ORIG["Listener.accept"](self)
-    if _active[0] is not None:
-        _cstate(c, create_framed=False)
-    return c
+    return _made(_ORIG["Listener.accept"](self))
 
 
 # -- processes -----------------------------------------------------------------------------------

@@ -1,0 +1,371 @@
+"""multiprocessing under cutscope: real child processes (fork, spawn, forkserver), real
+SQLite stores, multiprocessing.Queue, Pipe and Listener/Client, traced and untraced peers.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import cutscope
+from cutscope.testing import recording
+
+TIMEOUT = 30.0
+METHODS = ["fork", "spawn", "forkserver"]
+
+
+def load(db):
+    from cutscope.viewer.export import load as _load
+
+    return _load(db)
+
+
+def check_messages(doc, framed_only=True):
+    """Every recv on a framed channel names a send on the same channel."""
+    chans = {c["id"]: c for c in doc["channels"]}
+    sends = {e["msg"]: e for e in doc["events"] if e["kind"] == "send"}
+    recvs = [e for e in doc["events"] if e["kind"] == "recv" and chans[e["channel"]]["framed"]]
+    for r in recvs:
+        s = sends[r["msg"]]
+        assert s["channel"] == r["channel"]
+        assert r["lamport"] > s["lamport"]
+        c = chans[r["channel"]]
+        assert (c["src"], c["dst"]) == (s["process"], r["process"])
+    return sends, recvs
+
+
+# -- children (module level: spawn and forkserver children import them) ------------------------
+
+def queue_child(q, back):
+    for i in range(5):
+        q.put((os.getpid(), i))
+    q.put(("echo", back.get(timeout=TIMEOUT)))
+
+
+def pipe_child(conn):
+    for _ in range(3):
+        conn.send(("echo", conn.recv()))
+    conn.send_bytes(b"raw-bytes")
+    buf = bytearray(64)
+    n = conn.recv_bytes_into(buf, 4)
+    conn.send_bytes(bytes(buf[4:4 + n]))
+    conn.close()
+
+
+def client_child(address):
+    from multiprocessing.connection import Client
+
+    c = Client(address, authkey=b"secret")
+    c.send("hi")
+    c.send(c.recv() + "!")
+    c.close()
+
+
+def self_tracing_child(conn, db):
+    """A child of an untraced parent that starts cutscope itself."""
+    cutscope.start(db=db, name="self-traced")
+    conn.send(("hello", conn.recv()))
+    conn.send_bytes(b"bytes")
+    cutscope.stop()
+
+
+# -- multiprocessing.Queue across processes ----------------------------------------------------------
+
+@pytest.mark.parametrize("method", METHODS)
+def test_queue_between_traced_processes(method, db_path):
+    ctx = mp.get_context(method)
+    cutscope.start(db=db_path, name="parent")
+    try:
+        q, back1, back2 = ctx.Queue(), ctx.Queue(), ctx.Queue()
+        named = ctx.Process(target=queue_child, args=(q, back1), name="worker")
+        anon = ctx.Process(target=queue_child, args=(q, back2))
+        named.start()
+        anon.start()
+        back1.put("one")
+        back2.put("two")
+        got = [q.get(timeout=TIMEOUT) for _ in range(12)]
+        named.join(TIMEOUT)
+        anon.join(TIMEOUT)
+        assert named.exitcode == 0 and anon.exitcode == 0
+    finally:
+        cutscope.stop()
+    for pid in (named.pid, anon.pid):  # per producer FIFO
+        assert [i for p, i in got if p == pid] == list(range(5))
+    assert sorted(x for p, x in got if p == "echo") == ["one", "two"]
+
+    doc = load(db_path)
+    names = {p["name"] for p in doc["processes"]}
+    anon_name = f"parent/{anon.pid}"
+    assert {"parent", "worker", anon_name} <= names
+    assert {p["parent"] for p in doc["processes"] if p["name"] in ("worker", anon_name)} == {"parent"}
+    chans = [c for c in doc["channels"] if c["transport"] == "mp.queue"]
+    pairs = sorted((c["src"], c["dst"]) for c in chans)
+    assert ("worker", "parent") in pairs and (anon_name, "parent") in pairs
+    assert ("parent", "worker") in pairs and ("parent", anon_name) in pairs
+    assert len(chans) == 4
+    # one channel per producer into q: the two children (their echo goes on the same one)
+    into_q = [c for c in chans if c["dst"] == "parent"]
+    assert sorted(c["src"] for c in into_q) == sorted(["worker", anon_name])
+    sends, recvs = check_messages(doc)
+    assert len([r for r in recvs if r["process"] == "parent"]) == 12
+    assert len(sends) == len(recvs) == 14  # every item sent was received, and recorded by both
+    # the children flushed their events before os._exit()
+    assert {e["process"] for e in doc["events"]} >= {"worker", anon_name}
+
+
+def mpq_scenario(ctx) -> list:
+    log = []
+    a = log.append
+    q = ctx.Queue(maxsize=2)
+    a(("empty", q.empty(), q.qsize(), q.full()))
+    for call in (lambda: q.get_nowait(), lambda: q.get(timeout=0.05), lambda: q.get(False)):
+        try:
+            call()
+        except queue.Empty:
+            a("Empty")
+    q.put("a")
+    q.put(b"b")
+    a(("full", q.qsize(), q.full()))
+    for call in (lambda: q.put_nowait("x"), lambda: q.put("x", timeout=0.05)):
+        try:
+            call()
+        except queue.Full:
+            a("Full")
+    a(("got", q.get(timeout=TIMEOUT), q.get(timeout=TIMEOUT)))
+    jq = ctx.JoinableQueue()
+    jq.put({"k": 1})
+    a(("jq", jq.get(timeout=TIMEOUT)))
+    jq.task_done()
+    jq.join()
+    try:
+        jq.task_done()
+    except ValueError:
+        a("ValueError")
+    q.close()
+    try:
+        q.put(1)
+    except ValueError:
+        a("closed")
+    return log
+
+
+def test_mp_queue_semantics_as_without_cutscope():
+    ctx = mp.get_context("fork")
+    plain = mpq_scenario(ctx)
+    with recording("main"):
+        traced = mpq_scenario(ctx)
+    assert traced == plain
+    assert "Empty" in plain and "Full" in plain
+
+
+def test_mp_queue_markers_are_invisible_and_take_no_slot():
+    ctx = mp.get_context("fork")
+    with recording("main") as rec:
+        q = ctx.Queue(maxsize=2)
+        with cutscope.process("prod") as prod:
+            q.put(1)
+            prod.record(1, prod.name)  # a marker into the pipe, after 1
+            q.put(2)
+            prod.record(2, prod.name)  # a marker after 2
+        assert q.qsize() == 2 and q.full()
+        with pytest.raises(queue.Full):
+            q.put_nowait(3)
+        with cutscope.process("cons"):
+            got = [q.get(timeout=TIMEOUT), q.get(timeout=TIMEOUT)]
+            with pytest.raises(queue.Empty):
+                q.get(timeout=0.2)  # only the marker left: swallowed, then Empty
+            assert q.qsize() == 0 and not q.full()
+            q.put_nowait(4)  # both slots are free again (markers released none)
+            q.put_nowait(5)
+        doc = rec.trace()
+    assert got == [1, 2]
+    cons = [(e["kind"], e.get("snapshot")) for e in doc["events"] if e["process"] == "cons"]
+    assert cons == [("recv", None), ("snapshot", 1), ("recv", None), ("snapshot", 2),
+                    ("send", None), ("send", None)]
+
+
+# -- Connection: Pipe, Listener/Client -----------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_pipe_round_trip_between_traced_processes(method, db_path):
+    ctx = mp.get_context(method)
+    cutscope.start(db=db_path, name="parent")
+    try:
+        a, b = ctx.Pipe()
+        p = ctx.Process(target=pipe_child, args=(b,), name="piper")
+        p.start()
+        got = []
+        for i in range(3):
+            a.send(i)
+            assert a.poll(TIMEOUT)
+            got.append(a.recv())
+        got.append(a.recv_bytes())
+        a.send_bytes(b"xxinto-bufferxx", 2, 11)
+        got.append(a.recv_bytes(maxlength=100))
+        p.join(TIMEOUT)
+        assert p.exitcode == 0
+    finally:
+        cutscope.stop()
+    assert got == [("echo", 0), ("echo", 1), ("echo", 2), b"raw-bytes", b"into-buffer"]
+    doc = load(db_path)
+    chans = [c for c in doc["channels"] if c["transport"] == "mp.connection"]
+    assert sorted((c["src"], c["dst"], c["framed"], c["fifo"]) for c in chans) == [
+        ("parent", "piper", True, True), ("piper", "parent", True, True)]
+    sends, recvs = check_messages(doc)
+    assert len(recvs) == len(sends) == 9
+    sizes = sorted(r["nbytes"] for r in recvs if r["process"] == "parent")
+    assert len(b"raw-bytes") in sizes  # nbytes are the application's bytes, not the frame's
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_listener_client_between_traced_processes(method, db_path):
+    from multiprocessing.connection import Listener
+
+    ctx = mp.get_context(method)
+    cutscope.start(db=db_path, name="server")
+    try:
+        with Listener(("127.0.0.1", 0), authkey=b"secret") as listener:
+            p = ctx.Process(target=client_child, args=(listener.address,), name="client")
+            p.start()
+            with listener.accept() as c:
+                assert c.recv() == "hi"
+                c.send("back")
+                assert c.recv() == "back!"
+            p.join(TIMEOUT)
+            assert p.exitcode == 0
+    finally:
+        cutscope.stop()
+    doc = load(db_path)
+    chans = [c for c in doc["channels"] if c["transport"] == "mp.connection"]
+    assert sorted((c["src"], c["dst"], c["framed"]) for c in chans) == [
+        ("client", "server", True), ("server", "client", True)]
+    sends, recvs = check_messages(doc)
+    assert len(recvs) == len(sends) == 3  # the handshake is not recorded
+
+
+UNTRACED_CLIENT = textwrap.dedent("""
+    import sys
+    from multiprocessing.connection import Client
+    c = Client(("127.0.0.1", int(sys.argv[1])), authkey=b"secret")
+    c.send("hi")
+    c.send(c.recv() + "!")
+    c.send_bytes(b"plain")
+    c.close()
+""")
+
+UNTRACED_SERVER = textwrap.dedent("""
+    import sys
+    from multiprocessing.connection import Listener
+    with Listener(("127.0.0.1", 0), authkey=b"secret") as l:
+        print(l.address[1], flush=True)
+        with l.accept() as c:
+            c.send(("got", c.recv()))
+            c.send_bytes(c.recv_bytes() + b"?")
+""")
+
+
+def untraced_env():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CUTSCOPE_")}
+    return env
+
+
+def test_listener_client_with_an_untraced_peer_process(db_path):
+    from multiprocessing.connection import Client, Listener
+
+    cutscope.start(db=db_path, name="server")
+    try:
+        # a traced server, an untraced client
+        with Listener(("127.0.0.1", 0), authkey=b"secret") as listener:
+            proc = subprocess.Popen([sys.executable, "-c", UNTRACED_CLIENT,
+                                     str(listener.address[1])], env=untraced_env())
+            with listener.accept() as c:
+                assert c.recv() == "hi"
+                c.send("back")
+                assert c.recv() == "back!"
+                assert c.poll(TIMEOUT)
+                assert c.recv_bytes() == b"plain"
+            assert proc.wait(TIMEOUT) == 0
+        # an untraced server, a traced client
+        srv = subprocess.Popen([sys.executable, "-c", UNTRACED_SERVER], env=untraced_env(),
+                               stdout=subprocess.PIPE, text=True)
+        port = int(srv.stdout.readline())
+        with Client(("127.0.0.1", port), authkey=b"secret") as c:
+            c.send("x")
+            assert c.recv() == ("got", "x")
+            c.send_bytes(b"y")
+            assert c.recv_bytes() == b"y?"
+        assert srv.wait(TIMEOUT) == 0
+        srv.stdout.close()
+    finally:
+        cutscope.stop()
+    doc = load(db_path)
+    chans = [c for c in doc["channels"] if c["transport"] == "mp.connection"]
+    assert chans and not any(c["framed"] or c["fifo"] for c in chans)  # raw, recorded
+    server_ev = [e for e in doc["events"] if e["process"] == "server"]
+    assert sum(e["kind"] == "recv" for e in server_ev) == 5
+    assert sum(e["kind"] == "send" for e in server_ev) == 3
+    assert all(e["msg"] is None for e in server_ev if e["kind"] == "recv")
+
+
+def test_pipe_with_an_untraced_parent(db_path):
+    """The parent does not trace; its child starts cutscope: the pipe stays raw."""
+    ctx = mp.get_context("spawn")
+    a, b = ctx.Pipe()
+    p = ctx.Process(target=self_tracing_child, args=(b, db_path))
+    p.start()
+    a.send("ping")
+    assert a.recv() == ("hello", "ping")
+    assert a.recv_bytes() == b"bytes"
+    p.join(TIMEOUT)
+    assert p.exitcode == 0
+    doc = load(db_path)
+    assert [c["framed"] for c in doc["channels"]] in ([], [False], [False, False])
+    kinds = sorted(e["kind"] for e in doc["events"] if e["process"] == "self-traced")
+    assert kinds.count("send") == 2
+
+
+def test_pipe_markers_are_invisible_and_poll_stays_truthful():
+    with recording("main") as rec:
+        a, b = mp.Pipe()  # duplex: a socketpair, markers allowed
+        with cutscope.process("A") as A:
+            a.send("first")
+        with cutscope.process("B"):
+            assert b.recv() == "first"
+        with cutscope.process("A") as A:
+            A.record(1, A.name)  # a marker frame alone on the wire
+        with cutscope.process("B"):
+            assert b.poll(0) is False  # consumed the marker; nothing for the application
+        with cutscope.process("A") as A:
+            A.record(2, A.name)
+            a.send_bytes(b"second")
+        with cutscope.process("B"):
+            assert b.poll(TIMEOUT) is True
+            assert b.recv_bytes() == b"second"  # the marker before it went unseen
+            assert b.poll(0) is False
+        doc = rec.trace()
+    evs = [(e["kind"], e.get("snapshot")) for e in doc["events"] if e["process"] == "B"]
+    assert evs == [("recv", None), ("snapshot", 1), ("snapshot", 2), ("recv", None)]
+    chans = [c for c in doc["channels"]]
+    assert [(c["src"], c["dst"], c["fifo"]) for c in chans] == [("A", "B", True)]
+
+
+def test_one_way_pipe_is_not_fifo_for_snapshots():
+    with recording("main") as rec:
+        r, w = mp.Pipe(duplex=False)  # an os.pipe: cannot be peeked, so no markers on it
+        with cutscope.process("A") as A:
+            w.send(1)
+            A.record(1, A.name)
+            w.send(2)
+        with cutscope.process("B"):
+            assert [r.recv(), r.recv()] == [1, 2]
+            assert r.poll(0) is False
+        doc = rec.trace()
+    (c,) = doc["channels"]
+    assert (c["src"], c["dst"], c["framed"], c["fifo"]) == ("A", "B", True, False)
+    assert [e["kind"] for e in doc["events"] if e["process"] == "B"] == ["recv", "recv"]
