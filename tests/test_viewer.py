@@ -59,7 +59,7 @@ def test_moving_a_frontier_shows_consistency_orphans_and_in_transit(bank_db):
             ex = app.explorer
             t = ex.trace
             assert ex.procs == ["P1", "P2", "P3"]
-            assert ex.cut == {p: t.last_seq(p) for p in ex.procs}
+            assert ex.cut == t.top()
             assert "CONSISTENT" in text_of(app, "#verdict")
             assert "In transit (0)" in text_of(app, "#transit")
 
@@ -118,7 +118,7 @@ def test_snapshots_screen_shows_states_and_channels_and_explores_the_cut(bank_db
             await pilot.press("enter")
             await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
             ex = app.explorer
-            assert ex.cut == ex.trace.snapshot_cut(1)
+            assert {p: ex.cut[p] for p in ex.procs} == ex.trace.snapshot_cut(1)
             assert ex.consistent and [m.id for m in ex.in_transit] == ["P2#2"]
             assert "P2#2" in text_of(app, "#transit")
 
@@ -381,3 +381,74 @@ def test_database_of_another_schema_version_is_refused(db_url, db_path):
                            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
         assert r.returncode == 2, r.stderr
         assert r.stderr.count("\n") == 1 and "schema version 99" in r.stderr
+
+
+# -- the explorer model under random key sequences (no UI) ---------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from cutscope.viewer.explorer import Explorer  # noqa: E402
+from test_analysis import brute_consistent, brute_in_transit, brute_orphans, traces  # noqa: E402
+
+KEYS = st.sampled_from(["left", "right", "up", "down", "shift+up", "shift+down", "b", "a",
+                        "home", "end"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(traces(), st.lists(KEYS, max_size=25))
+def test_explorer_follows_keys_and_agrees_with_the_definitions(doc, keys):
+    t = Trace(doc)
+    ex = Explorer(t)
+    for k in keys:
+        if k in ("left", "right"):
+            ex.select(-1 if k == "left" else 1)
+        elif k in ("up", "down", "shift+up", "shift+down"):
+            before = ex.cut[ex.process]
+            ex.move({"up": -1, "down": 1, "shift+up": -10, "shift+down": 10}[k])
+            inside = t.count_inside(ex.process, ex.cut[ex.process])
+            was = t.count_inside(ex.process, before)
+            assert abs(inside - was) <= {"up": 1, "down": 1}.get(k, 10)
+        elif k == "b":
+            ex.nearest_below()
+        elif k == "a":
+            ex.nearest_above()
+        else:
+            p = ex.process
+            ex.set_frontier(p, 0 if k == "home" else t.last_seq(p))
+        assert set(ex.cut) == set(t.processes)
+        full = dict(ex.cut)
+        assert ex.consistent == brute_consistent(doc, full)
+        assert sorted(m.recv for m in ex.orphans) == brute_orphans(doc, full)
+        assert sorted(m.id for m in ex.in_transit) == brute_in_transit(doc, full)
+        # The frontier row of each lane is its last event inside the cut.
+        for i, p in enumerate(ex.procs):
+            g = ex.frontiers[i]
+            if g < 0:
+                assert ex.cut[p] < (t.seqs[p] or [1])[0]
+            else:
+                e = t.events[p][ex.all_pos[g]]
+                assert ex.all_proc[g] == i and e["seq"] == t.step(p, ex.cut[p], 0)
+    # Rows are a linear extension of happened-before: every send above its receive.
+    row = {(t.events[ex.procs[i]][pos]["process"], t.events[ex.procs[i]][pos]["seq"]): g
+           for g, (i, pos) in enumerate(zip(ex.all_proc, ex.all_pos))}
+    for m in t.messages.values():
+        if m.recv is not None:
+            assert row[m.send] < row[m.recv]
+
+
+@settings(max_examples=30, deadline=None)
+@given(traces(), st.sampled_from(["k:send", "k:recv p:p0", "p:p1", "#", "p0#", "nothing-matches"]))
+def test_filter_rows_are_exactly_the_matching_events_in_order(doc, text):
+    from cutscope.viewer.explorer import describe, parse_filter
+
+    t = Trace(doc)
+    ex = Explorer(t)
+    order = [ex.event_at(y) for y in range(len(ex))]
+    n = ex.set_filter(text)
+    procs, kinds, words = parse_filter(text)
+    want = [e for e in order if (not procs or e["process"] in procs)
+            and (not kinds or e["kind"] in kinds) and words in describe(e, t).lower()]
+    assert n == len(ex) == len(want)
+    assert [ex.event_at(y) for y in range(len(ex))] == want
+    ex.set_filter("")
+    assert len(ex) == len(order)

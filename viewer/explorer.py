@@ -74,7 +74,8 @@ class Explorer:
         self.rows: array | None = None  # filtered global rows (None: all)
         self.selected = 0  # index of the selected process
         top = trace.top()
-        self.cut: dict[str, int] = {p: top[p] for p in self.procs}
+        # The cut covers every process (one without events at 0: messages to it count).
+        self.cut: dict[str, int] = {p: top[p] for p in trace.processes}
         if cut:
             for p, n in cut.items():
                 if p in self.cut:
@@ -193,4 +194,4 @@ class Explorer:
         return self.trace.event(p, self.cut[p]) if self.cut[p] else None
 
     def cut_text(self) -> str:
-        return ",".join(f"{p}={n}" for p, n in self.cut.items())
+        return ",".join(f"{p}={self.cut[p]}" for p in self.procs)
