@@ -10,6 +10,7 @@ events, the others stay where the user put them.
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -100,6 +101,21 @@ class CutscopeApp(App):
 
     @work(thread=True, exclusive=True, group="load")
     def _load(self, prev) -> None:
+        # A large trace is millions of small objects. Left to the cycle collector,
+        # they cost a full collection of several seconds (holding the GIL, so the
+        # screen freezes) during the load and again at some later key press. They
+        # hold no cycles (reference counting frees them), so the collector is off
+        # while loading and what was loaded is frozen out of its reach afterwards.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._load_into(prev)
+        finally:
+            gc.freeze()
+            if enabled:
+                gc.enable()
+
+    def _load_into(self, prev) -> None:
         try:
             if self._fixed_doc is not None:
                 doc, stamp = self._fixed_doc, ()
