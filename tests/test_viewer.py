@@ -10,16 +10,19 @@ import sys
 import time
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import cutscope
 from cutscope.viewer.analysis import Trace
 from cutscope.viewer.app import CutscopeApp
+from cutscope.viewer.explorer import Explorer
 from cutscope.viewer.export import load
 from cutscope.viewer.messages import CutChanged
 from cutscope.viewer.screens import MainScreen, SnapshotsScreen
 from cutscope.viewer.widgets import Lanes
 
 import viewer_traces
+from test_analysis import brute_consistent, brute_in_transit, brute_orphans, traces
 
 SIZE = (160, 44)
 
@@ -384,11 +387,6 @@ def test_database_of_another_schema_version_is_refused(db_url, db_path):
 
 
 # -- the explorer model under random key sequences (no UI) ---------------------------------
-
-from hypothesis import given, settings, strategies as st  # noqa: E402
-
-from cutscope.viewer.explorer import Explorer  # noqa: E402
-from test_analysis import brute_consistent, brute_in_transit, brute_orphans, traces  # noqa: E402
 
 KEYS = st.sampled_from(["left", "right", "up", "down", "shift+up", "shift+down", "b", "a",
                         "home", "end"])

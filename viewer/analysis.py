@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections import deque
 from typing import Iterable, Iterator, Mapping, NamedTuple
 
 __all__ = ["Message", "Trace", "check", "check_report", "snapshot_cut", "format_cut", "parse_cut"]
@@ -475,7 +474,7 @@ def format_cut(cut: Mapping[str, int]) -> str:
 
 
 def parse_cut(text: str) -> dict[str, int]:
-    """``"p=N,q=M"`` to ``{p: N, q: M}`` (process names may contain ``=``? no: split on the last)."""
+    """``"p=N,q=M"`` to ``{p: N, q: M}``; each part splits at its last ``=``. Raises ValueError."""
     out: dict[str, int] = {}
     for part in text.split(","):
         part = part.strip()
