@@ -45,6 +45,10 @@ class Branch:
             cutscope.state(lambda: {"balance": self.balance})
             bank.ready.wait()
             others = [b for b in bank.branches if b is not self]
+            # A first transfer, so that every branch has a channel (is part of the
+            # distributed system) before the auditor takes its first snapshot.
+            self._transfer(self.rng.choice(others))
+            bank.started.wait()
             pause = 1.0 / bank.rate if bank.rate else 0.0
             next_send = time.monotonic()
             while not bank.stop.is_set():
@@ -54,16 +58,18 @@ class Branch:
                     continue
                 next_send = now + pause * self.rng.uniform(0.5, 1.5)
                 if self.rng.random() < 0.5 and self.balance > 0:
-                    to = self.rng.choice(others)
-                    amount = self.rng.randint(1, min(50, self.balance))
-                    self.balance -= amount
-                    to.inbox.put({"amount": amount, "from": self.name})
+                    self._transfer(self.rng.choice(others))
                 else:
                     self._receive(timeout=0.005)
             # Stop sending; take in everything still in flight to us.
             bank.quiet.wait()
             while self._receive(timeout=0.02):
                 pass
+
+    def _transfer(self, to: "Branch") -> None:
+        amount = self.rng.randint(1, min(50, self.balance))
+        self.balance -= amount  # the debit and the put, between two safe points
+        to.inbox.put({"amount": amount, "from": self.name})
 
     def _receive(self, timeout: float) -> bool:
         try:
@@ -80,6 +86,7 @@ class Bank:
         self.rate = rate  # transfers a branch attempts per second (0: as fast as it can)
         self.branches = [Branch(self, i) for i in range(branches)]
         self.ready = threading.Event()
+        self.started = threading.Barrier(branches + 1)  # every branch made its first transfer
         self.stop = threading.Event()
         self.quiet = threading.Barrier(branches + 1)
         self.threads = [threading.Thread(target=self._run, args=(b,), name=b.name, daemon=True)
@@ -99,6 +106,7 @@ class Bank:
         for t in self.threads:
             t.start()
         self.ready.set()
+        self.started.wait(30)
 
     def finish(self, timeout: float = 30.0) -> None:
         self.stop.set()

@@ -39,9 +39,9 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger("cutscope")
 
-LIVE_NS = 3_000_000_000  # a process whose recorder has not beaten for 3 s is not live
+LIVE_NS = 10_000_000_000  # a process whose recorder has not beaten for 10 s is not live
 POLL_S = 0.005  # how often a waiting coordinator reads the progress
-TICK_S = 0.02  # minimum interval between two request polls of one interpreter
+TICK_S = 0.05  # minimum interval between two request polls of one interpreter
 
 
 class SnapshotError(Exception):
@@ -211,7 +211,7 @@ class Coordinator:
         unfinished = {p for p, info in states.items() if not info["done"]}
         open_ = wait - closed
         now = time.monotonic()
-        if not unrecorded and not unfinished and not open_:
+        if not unrecorded and not unfinished and not open_ and not self._newcomers(recorded):
             if not uncovered:
                 self._end("complete", [])
             else:
@@ -232,6 +232,20 @@ class Coordinator:
                 # Not reached by a marker in time: start it directly (at its next safe point).
                 self._request(self.expected - recorded)
         return False
+
+    def _newcomers(self, recorded: set[str]) -> bool:
+        """Before calling it complete: live processes with channels that the store did
+        not show at the start (their first channel was still being written) and that
+        no marker reached. They are asked to start; the snapshot waits for them."""
+        live = set(self.store.live_processes(time.time_ns() - LIVE_NS)) | self._local_names()
+        ends = self.store.channel_ends()
+        self._chan_info.update({c["id"]: c for c in ends})
+        new = {p for c in ends for p in (c["src"], c["dst"]) if p in live} - recorded - self.expected
+        if not new:
+            return False
+        self.expected |= new
+        self._request(new)
+        return True
 
     def _describe(self, unrecorded, unfinished, open_, uncovered) -> list[dict]:
         if open_ or uncovered:

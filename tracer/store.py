@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import threading
 import time
 from typing import Any, Iterable
@@ -353,6 +354,8 @@ class SqlStore:
 
     def dispose_after_fork(self) -> None:
         self.engine.dispose(close=False)
+        if getattr(self, "_quick", None) is not None:
+            self._quick.dispose(close=False)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -465,12 +468,14 @@ class SqlStore:
         """Run ``fn(conn)`` in a short write transaction that busy recorders do not starve.
 
         SQLite's busy handler backs off to 100 ms sleeps, and a recorder under
-        load holds the write lock most of the time, so a snapshot's few writes
-        could wait seconds. Here they take turns with this process's own writer
-        (its lock) and retry every half millisecond against the others.
+        load holds the write lock most of the time, so the coordinator's few
+        writes could wait seconds. Here this process's recorder waits until
+        they are done (``_urgent``), and against other processes they retry
+        every half millisecond or so. Only for these few writes: every recorder
+        retrying like that would burn the CPU it competes for (measured).
         """
         if not self.sqlite:
-            with self.engine.begin() as conn:
+            with self._lock, self.engine.begin() as conn:
                 return fn(conn)
         eng = self._quick_engine()
         deadline = time.monotonic() + 30.0
@@ -486,7 +491,7 @@ class SqlStore:
                         msg = str(getattr(exc, "orig", exc))
                         if ("locked" not in msg and "busy" not in msg) or time.monotonic() > deadline:
                             raise
-                time.sleep(0.0005)
+                time.sleep(0.0003 + 0.001 * random.random())
         finally:
             self._urgent -= 1
 
@@ -495,6 +500,7 @@ class SqlStore:
         if eng is None:
             eng = create_engine(self.url, connect_args={"timeout": 0, "check_same_thread": False,
                                                         "isolation_level": None})
+            event.listen(eng, "connect", _sqlite_quick_pragmas)
             self._quick = eng
         return eng
 
@@ -635,6 +641,14 @@ class SqlStore:
     def processes(self) -> list[dict]:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(select(Process.__table__))]
+
+
+def _sqlite_quick_pragmas(dbapi_conn, _record) -> None:
+    """The coordinator's connections: as ``_sqlite_pragmas``, but busy means retry at once."""
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA synchronous=NORMAL")  # WAL is the file's mode, set by _prepare
+    cur.execute("PRAGMA busy_timeout=0")
+    cur.close()
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
