@@ -1,106 +1,142 @@
-"""The lesson's inconsistent snapshot: a message that appears from thin air.
+"""A message from thin air: an inconsistent cut, built by hand on a real trace.
 
-Two logical processes, P1 and P2. P1 sends M to P2. Two global states of the
-same run are stored:
+Two branches (threads that are logical processes, over a queue) record a real
+trace: ``alice`` sends 10 to ``bob``, who credits it. Then we look at two cuts
+of that trace:
 
-- snapshot 1, taken the *naive* way: each process records its state when it
-  sees fit (here: P2 does not wait for P1's marker, as if M had overtaken it on
-  a channel that is not FIFO). P1 records just before sending M, P2 just after
-  receiving it. P2's state shows M received; P1's does not show it sent. M
-  comes from thin air, and ``cutscope check`` says so.
-- snapshot 2, taken the Chandy-Lamport way: P1 records, then its marker goes
-  out on the channel *before* any further message, so P2 records when the
-  marker arrives, before M. M, sent after P1 recorded, belongs to neither state
-  nor to the channel; the message P2 sent before it recorded and P1 received
-  after it recorded is the one in transit, and the snapshot's channel state
-  holds it. ``check`` verifies it.
+- the cut where alice's send is inside and bob's receive is outside: consistent,
+  the 10 is *in transit* (sent inside, received outside), a global state
+  that could have happened;
+- the cut where bob's receive is inside and alice's send is outside:
+  inconsistent, the 10 was *received but never sent*: money from thin air.
+  No run of the system can pass through that global state.
 
-Everything is recorded through cutscope's real tracer core into a real SQLite
-file; then the example runs ``cutscope check`` and renders both cuts::
+(The lesson's diagram labels the first case as the inconsistent one, and its
+"conversely" says a send included with its receipt excluded makes a message
+appear from nowhere. It does not: that message is simply in transit, and a
+snapshot records it in the channel's state. The message from thin air is the
+receipt included with its send excluded.)
 
-    python examples/thin_air.py --db thin.db
-    cutscope view --db thin.db        # press p to see both snapshots
+The inconsistent cut is then stored as if it were a snapshot, next to a real
+Chandy-Lamport snapshot of the same system, and ``cutscope check`` is run on
+the database: the real one verifies, the forged one is reported. Usage::
+
+    python examples/thin_air.py [--db PATH]      # default: a temporary file
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import queue
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 import cutscope
-from cutscope.cli import main as cli
+from cutscope.viewer.analysis import Trace, format_cut
+from cutscope.viewer.export import load
 
 
 def record(db: str) -> None:
-    from sqlalchemy import insert
-
-    from cutscope.tracer.store import Snapshot
-
-    t = cutscope.start(db=db, name="thin-air", instrument=False)
+    """The real system: alice sends 10 to bob; bob credits it; a real snapshot after."""
+    cutscope.start(db=db, name="thin-air")
     try:
-        p1, p2 = t.process("P1"), t.process("P2")
-        t.channel("c12", "P1", "P2", "queue", None, True)
-        t.channel("c21", "P2", "P1", "queue", None, True)
-        p1.add_in("c21")
-        p2.add_in("c12")
+        box: queue.Queue = queue.Queue()
+        back: queue.Queue = queue.Queue()
+        balances = {"alice": 100, "bob": 100}
+        stop = threading.Event()
+        sent = threading.Event()
 
-        # Some history first: P2 tells P1 something.
-        m0, s0, _ = p2.send(None, 16, channel="c21")
-        p1.recv("c21", m0, s0, 16)
+        def serve(q: queue.Queue, on_item) -> None:
+            """Receive until told to stop: every receive's entry is a safe point."""
+            while not stop.is_set():
+                try:
+                    on_item(q.get(timeout=0.05))
+                except queue.Empty:
+                    pass
 
-        # -- snapshot 1, naive: P2 records by its own clock, not on P1's marker (as
-        #    if M had overtaken the marker on a channel that is not FIFO).
-        p1.record(1, "P1")                                  # P1's state: M not sent
-        m, st, _ = p1.send(None, 8, channel="c12")          # M: P1 -> P2
-        p2.recv("c12", m, st, 8)                            # M arrives ...
-        p2.record(1, "P1")                                  # ... and P2's state: M received
-        p2.marker("c12", 1, "P1")                           # the overtaken marker
-        p1.marker("c21", 1, "P1")
+        def alice():
+            with cutscope.process("alice"):
+                cutscope.state(lambda: {"balance": balances["alice"]})
+                balances["alice"] -= 10
+                box.put({"amount": 10})
+                sent.set()
+                serve(back, lambda item: None)  # bob's acknowledgement
 
-        # -- snapshot 2, Chandy-Lamport: P2 records when P1's marker arrives.
-        p1.record(2, "P1")                                  # P1 records; its marker goes first on c12
-        x, sx, _ = p2.send(None, 8, channel="c21")          # P2 sends before it has recorded
-        p2.marker("c12", 2, "P1")                           # the marker reaches P2: P2 records
-        p1.recv("c21", x, sx, 8)                            # x reaches P1 after it recorded: in transit
-        p1.marker("c21", 2, "P1")                           # P2's marker closes c21
-        late, sl, _ = p1.send(None, 8, channel="c12")       # after the snapshot: in no state
-        p2.recv("c12", late, sl, 8)
-        t.flush()
+        def bob():
+            with cutscope.process("bob"):
+                cutscope.state(lambda: {"balance": balances["bob"]})
 
-        def store(conn):
-            now = time.time_ns()
-            for sid in (1, 2):
-                conn.execute(insert(Snapshot).values(id=sid, initiator="P1", status="complete",
-                                                     requested_ns=now, finished_ns=now,
-                                                     missing="[]"))
+                def credit(item):
+                    balances["bob"] += item["amount"]
+                    back.put("ack")
+                serve(box, credit)
 
-        t.store.execute(store)
+        threads = [threading.Thread(target=alice), threading.Thread(target=bob)]
+        for th in threads:
+            th.start()
+        sent.wait(10)
+        time.sleep(0.2)
+        snap = cutscope.snapshot(initiator="bob", timeout=5)
+        print(f"a real snapshot: {snap.summary()}: "
+              f"{ {p: s['balance'] for p, s in snap.states.items()} }")
+        stop.set()
+        for th in threads:
+            th.join()
     finally:
         cutscope.stop()
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--db", default="thin.db", help="SQLite file to create (default thin.db)")
-    ap.add_argument("--out", default=".", help="directory for the rendered SVGs")
-    args = ap.parse_args()
-    if os.path.exists(args.db):
-        print(f"{args.db} exists; choose another --db", file=sys.stderr)
-        return 2
-    record(args.db)
-    print(f"recorded the run into {args.db}\n")
-    print("$ cutscope check")
-    rc = cli(["check", "--db", args.db])
-    print(f"(exit status {rc}: snapshot 1 is the message from thin air, snapshot 2 verifies)\n")
-    for sid in (1, 2):
-        out = os.path.join(args.out, f"thin-air-snapshot-{sid}.svg")
-        try:
-            cli(["render", "--db", args.db, "--snapshot", str(sid), "-o", out])
-        except Exception as exc:  # no Graphviz: the check above still stands
-            print(f"render skipped: {exc}")
-    return 0 if rc == 1 else 1
+def forge(db: str, cut: dict[str, int]) -> int:
+    """Store ``cut`` as if a snapshot had recorded it (what a wrong algorithm would do)."""
+    from cutscope.tracer.store import open_store
+
+    store = open_store(db, create=False)
+    try:
+        sid = store.create_snapshot("forger", time.time_ns())
+        recs = [("snap_state", sid, p, n + 1, {"forged": True}, [], "forger") for p, n in cut.items()]
+        recs += [("snap_done", sid, p) for p in cut]
+        store.write([], recs)
+        store.finish_snapshot(sid, "complete", [], time.time_ns())
+    finally:
+        store.close()
+    return sid
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--db", default=None, help="SQLite path (default: a temporary file)")
+    args = ap.parse_args(argv)
+    db = args.db or os.path.join(tempfile.mkdtemp(prefix="cutscope-thin-air-"), "trace.db")
+    record(db)
+
+    t = Trace(load(db))
+    m = next(msg for msg in t.messages.values() if msg.src == "alice" and msg.dst == "bob")
+    print(f"\nthe message: {m.id}, sent by alice at seq {m.send_seq}, "
+          f"received by bob at seq {m.recv_seq}")
+
+    fine = {"alice": m.send_seq, "bob": m.recv_seq - 1}
+    print(f"\ncut {format_cut(fine)}: alice's send inside, bob's receive outside")
+    print(f"  consistent: {t.consistent(fine)}; in transit: {[x.id for x in t.in_transit(fine)]}")
+
+    air = {"alice": m.send_seq - 1, "bob": m.recv_seq}
+    print(f"\ncut {format_cut(air)}: bob's receive inside, alice's send outside")
+    print(f"  consistent: {t.consistent(air)}; orphans (received, never sent): "
+          f"{[x.id for x in t.orphans(air)]}")
+    print(f"  bob has 110 and alice 100: 10 from thin air. Nearest consistent cuts: "
+          f"below {format_cut(t.nearest_below(air))}, above {format_cut(t.nearest_above(air))}")
+
+    sid = forge(db, air)
+    print(f"\nstored that cut as snapshot {sid}; `cutscope check --db {db}` says:")
+    r = subprocess.run([sys.executable, "-m", "cutscope", "check", "--db", db],
+                       capture_output=True, text=True)
+    for line in (r.stdout + r.stderr).strip().splitlines():
+        print("  " + line)
+    print(f"  (exit status {r.returncode})")
+    return 0 if r.returncode != 0 and not t.consistent(air) and t.consistent(fine) else 1
 
 
 if __name__ == "__main__":
