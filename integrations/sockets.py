@@ -45,9 +45,12 @@ _HDR = wire.HDR
 _HDR_SIZE = wire.HDR_SIZE
 _DATA = wire.DATA
 _MAGIC = wire.MAGIC
-_PEEK = socket.MSG_PEEK
-_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
-_WAITALL = getattr(socket, "MSG_WAITALL", 0)
+# Plain ints: the socket module's flags are IntFlag members, whose `&` costs a
+# microsecond in Python.
+_PEEK = int(socket.MSG_PEEK)
+_DONTWAIT = int(getattr(socket, "MSG_DONTWAIT", 0))
+_WAITALL = int(getattr(socket, "MSG_WAITALL", 0))
+_NOT_STREAM_FLAGS = ~(_DONTWAIT | _WAITALL)
 _INET = (socket.AF_INET, socket.AF_INET6)
 
 # How long a traced server that speaks first waits for a traced client's HELLO
@@ -524,11 +527,40 @@ class Conn:
         ``out_pending``, the payload count in ``out_left``; the application's next
         bytes continue that frame before anything else.
         """
+        timeout = sock.gettimeout()
+        if timeout is None and not flags and type(data) is bytes and not self.out_left and \
+                not self.out_pending and 0 < len(data) <= 65536:
+            # The common case, kept short: a blocking socket, no frame owed.
+            lp = _current.get() or _default[0]
+            ep = self.ep
+            with self.slock:
+                if not self.out_left and not self.out_pending and ep is not None and \
+                        lp is ep.process:
+                    n = len(data)
+                    try:
+                        msg, lam, markers = lp.send(
+                            ep, n, data if (_tracer[0].capture or lp.snaps) else None)
+                        seq = int(msg[msg.rindex("#") + 1:])
+                    except Exception as exc:
+                        _fault(exc, "recording a send")
+                        markers, seq, lam = None, 0, 0
+                    if markers:
+                        for m in markers:
+                            self.out_pending += wire.marker(m.snapshot, m.initiator)
+                        buf = bytes(self.out_pending) + _HDR.pack(_DATA, n, seq, lam) + data
+                        self.out_pending.clear()
+                    else:
+                        buf = _HDR.pack(_DATA, n, seq, lam) + data
+                    # a blocking send takes it all (or fails, and the stream is gone)
+                    _sendall(sock, buf)
+                    if ep.pending:
+                        self._markers_after()
+                        self._push(sock, block=True)
+                    return n
         mv = data if isinstance(data, bytes) else memoryview(data).cast("B")
         total = len(mv)
         if not total:
             return _send(sock, b"", flags)
-        timeout = sock.gettimeout()
         nonblock = timeout == 0.0 or bool(flags & _DONTWAIT)
         deadline = None if (timeout is None or nonblock) else _mono() + timeout
         use_sendall = whole and timeout is None and not nonblock
@@ -746,7 +778,32 @@ class Conn:
         except Exception as exc:
             _fault(exc, "recording a receive")
 
-    def recv_framed(self, sock, bufsize: int, flags: int) -> bytes:
+    def recv_fast(self, sock, bufsize: int, lp) -> bytes:
+        """The common case, kept short: no flags, at a frame boundary, one whole frame."""
+        rl = self.rlock
+        if bufsize <= 0 or not rl.acquire(False):
+            return self.recv_framed(sock, bufsize, 0)
+        try:
+            if self.in_left or self.in_buf or self.in_hello:
+                data = None
+            else:
+                data = _recv(sock, bufsize + _HDR_SIZE)
+                if len(data) > _HDR_SIZE and data[0] == _DATA:
+                    _, n, seq, lam = _HDR.unpack_from(data, 0)
+                    if len(data) - _HDR_SIZE == n:
+                        piece = data[_HDR_SIZE:]
+                        msg = f"{self.in_name}#{seq}" if seq else None
+                        try:
+                            lp.recv(self.in_cid, msg, lam, n,
+                                    piece if (_tracer[0].capture or lp.snaps) else None)
+                        except Exception as exc:
+                            _fault(exc, "recording a receive")
+                        return piece
+        finally:
+            rl.release()
+        return self.recv_framed(sock, bufsize, 0, data)
+
+    def recv_framed(self, sock, bufsize: int, flags: int, pre: bytes | None = None) -> bytes:
         if bufsize <= 0:
             if bufsize < 0:
                 raise ValueError("negative buffersize in recv")
@@ -771,15 +828,21 @@ class Conn:
                         n = need
                 if n < 1:
                     n = 1
-                if not first and deadline is not None:
-                    _wait(sock, False, deadline)
-                first = False
-                try:
-                    data = _recv(sock, n, rflags)
-                except (BlockingIOError, InterruptedError, TimeoutError):
-                    if ngot:
-                        break
-                    raise
+                if pre is not None:  # read by recv_fast already (the same first syscall)
+                    data, pre = pre, None
+                    held = 0
+                    left = 0
+                    first = False
+                else:
+                    if not first and deadline is not None:
+                        _wait(sock, False, deadline)
+                    first = False
+                    try:
+                        data = _recv(sock, n, rflags)
+                    except (BlockingIOError, InterruptedError, TimeoutError):
+                        if ngot:
+                            break
+                        raise
                 if not data:
                     self._end_in()
                     break
@@ -1327,8 +1390,10 @@ def recv(self, bufsize, flags=0):
                 return recv(self, bufsize, flags)
         if flags & _PEEK:
             return c.peek_framed(self, bufsize, flags)
-        if flags & ~(_DONTWAIT | _WAITALL):
+        if flags & _NOT_STREAM_FLAGS:
             return _recv(self, bufsize, flags)  # MSG_OOB and the like: outside the stream
+        if not flags and lp is not None:
+            return c.recv_fast(self, bufsize, lp)
         return c.recv_framed(self, bufsize, flags)
     if k == "udp":
         data = _recv(self, bufsize + _ENVELOPE_ROOM, flags)
