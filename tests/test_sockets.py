@@ -493,3 +493,39 @@ def test_wire_roundtrip():
     cid, name, seq, lam, off = wire.parse_envelope(env)
     assert (cid, name, seq, lam, env[off:]) == ("c9", "x", 5, 9, b"payload")
     assert wire.parse_envelope(b"plain datagram") is None
+
+
+def test_idle_incoming_channel_marker_is_consumed_so_the_snapshot_completes():
+    """SPEC 5: B has recorded; A's marker sits at the head of A -> B, which B never
+    reads. cutscope consumes it (recorder tick) and the snapshot completes; B's next
+    read still gets exactly the application's bytes."""
+    with recording("main"):
+        with cutscope.process("A"):
+            c, s = pair()
+            c.sendall(b"syn")
+        with cutscope.process("B"):
+            assert s.recv(10) == b"syn"
+            s.sendall(b"ack")
+        with cutscope.process("A"):
+            assert c.recv(10) == b"ack"
+        got = []
+
+        def a_reads():
+            with cutscope.process("A"):
+                while d := c.recv(100):
+                    got.append(d)
+
+        t = threading.Thread(target=a_reads)
+        t.start()
+        with cutscope.process("B"):
+            snap = cutscope.snapshot(timeout=10)  # B never reads while it runs
+        assert snap.status == "complete", snap.missing
+        with cutscope.process("A"):
+            c.sendall(b"later")
+        with cutscope.process("B"):
+            assert s.recv(100) == b"later"  # the marker was consumed, the data was not
+            s.shutdown(socket.SHUT_WR)
+        t.join(10)
+        assert got == []
+        c.close()
+        s.close()
