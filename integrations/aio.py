@@ -101,7 +101,12 @@ def put_nowait(self, item):
 def _marks(st: QState, lp):
     side = st.side
     if st.pend or (side and type(side[0]) is Mk):
-        return st.take_marks(lp)
+        marks = st.take_marks(lp)
+        if st.pend:
+            q = st.ref()
+            if q is not None:
+                _wake_all(q)  # the other consumers have markers to take too
+        return marks
     return None
 
 

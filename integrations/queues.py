@@ -334,6 +334,8 @@ def get(self, block=True, timeout=None):
         with cond:
             if st.pend or (side and type(side[0]) is Mk):
                 marks = st.take_marks(lp)
+                if st.pend:
+                    cond.notify_all()  # the other consumers have markers to take too
             else:
                 marks = None
             if not marks:

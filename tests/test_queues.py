@@ -347,6 +347,44 @@ def test_blocked_consumer_wakes_for_a_marker_and_keeps_waiting():
     assert cons == [("recv", None), ("snapshot", 7), ("recv", None)]
 
 
+def test_a_marker_reaches_every_consumer_of_a_shared_queue():
+    with recording("main") as rec:
+        q = queue.Queue()
+        got = {"c1": [], "c2": []}
+        first = threading.Barrier(2, timeout=TIMEOUT)
+
+        def consumer(name):
+            with cutscope.process(name):
+                got[name].append(q.get(timeout=TIMEOUT))  # each registers the channel
+                first.wait()
+                got[name].append(q.get(timeout=TIMEOUT))  # both block; a marker arrives
+
+        with cutscope.process("prod") as prod:
+            q.put("a")
+            q.put("b")
+            ts = [run_thread(consumer, n) for n in got]
+            for _ in range(1000):
+                with q.mutex:
+                    if len(q.not_empty._waiters) == 2:
+                        break
+                threading.Event().wait(0.01)
+            prod.record(1, prod.name)
+            for _ in range(1000):  # both consumers take the marker, then wait on
+                if not q._cutscope_q.side and not q._cutscope_q.pend:
+                    break
+                threading.Event().wait(0.01)
+            assert not q._cutscope_q.side and not q._cutscope_q.pend  # nobody waits for an item
+            q.put("c")
+            q.put("d")
+        for t in ts:
+            finish(t)
+        doc = rec.trace()
+    assert sorted(got["c1"] + got["c2"]) == ["a", "b", "c", "d"]
+    for name in got:
+        kinds = [(e["kind"], e.get("snapshot")) for e in doc["events"] if e["process"] == name]
+        assert kinds == [("recv", None), ("snapshot", 1), ("recv", None)], name
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     loads=st.lists(st.integers(0, 15), min_size=1, max_size=4),
