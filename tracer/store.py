@@ -10,9 +10,10 @@ both produce the interchange document through ``build_trace``.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import json
 import os
-import random
 import threading
 import time
 from typing import Any, Iterable
@@ -22,7 +23,7 @@ from sqlalchemy import (
     func, insert, select, update, delete,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError, ArgumentError, OperationalError
+from sqlalchemy.exc import SQLAlchemyError, ArgumentError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA_VERSION = 1
@@ -313,6 +314,10 @@ class SqlStore:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._lock = threading.Lock()
         self._urgent = 0  # snapshot writes waiting for the lock (see _write_now)
+        # SQLite: the writers of one file take turns through a kernel lock (_writing).
+        self._lockpath = (u.database + ".lock" if self.sqlite and u.database
+                          and u.database != ":memory:" else None)
+        self._lockfd: int | None = None
         self._prepare(create)
         ph = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         self._ins_events = (f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES "
@@ -354,13 +359,39 @@ class SqlStore:
 
     def dispose_after_fork(self) -> None:
         self.engine.dispose(close=False)
-        if getattr(self, "_quick", None) is not None:
-            self._quick.dispose(close=False)
+        # A flock belongs to the open file: the child must not share the parent's.
+        fd, self._lockfd = self._lockfd, None
+        if fd is not None:
+            os.close(fd)
 
     def close(self) -> None:
         self.engine.dispose()
-        if getattr(self, "_quick", None) is not None:
-            self._quick.dispose()
+        fd, self._lockfd = self._lockfd, None
+        if fd is not None:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """Hold the right to write: this process's lock, and with SQLite a kernel lock
+        that the writers of the file share.
+
+        SQLite's own busy handler makes a waiting writer sleep and poll, up to
+        100 ms at a time: with a dozen processes' recorders on one file, one of
+        them can lose the race for seconds (its heartbeats, its snapshot
+        records). Waiting on ``flock`` instead, a writer sleeps until the lock
+        is released, and SQLite's write lock is then free at once.
+        """
+        with self._lock:
+            if self._lockpath is None:
+                yield
+                return
+            if self._lockfd is None:
+                self._lockfd = os.open(self._lockpath, os.O_CREAT | os.O_RDWR, 0o600)
+            fcntl.flock(self._lockfd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._lockfd, fcntl.LOCK_UN)
 
     # -- writing (recorder thread) ---------------------------------------------
 
@@ -370,7 +401,7 @@ class SqlStore:
             deadline = time.monotonic() + 0.5
             while self._urgent and time.monotonic() < deadline:
                 time.sleep(0.0002)
-        with self._lock, self.engine.begin() as conn:
+        with self._writing(), self.engine.begin() as conn:
             for item in others:
                 self._write_other(conn, item)
             if rows:
@@ -465,44 +496,15 @@ class SqlStore:
         return conn.execute(select(Snapshot.status).where(Snapshot.id == sid)).scalar()
 
     def _write_now(self, fn):
-        """Run ``fn(conn)`` in a short write transaction that busy recorders do not starve.
-
-        SQLite's busy handler backs off to 100 ms sleeps, and a recorder under
-        load holds the write lock most of the time, so the coordinator's few
-        writes could wait seconds. Here this process's recorder waits until
-        they are done (``_urgent``), and against other processes they retry
-        every half millisecond or so. Only for these few writes: every recorder
-        retrying like that would burn the CPU it competes for (measured).
-        """
-        if not self.sqlite:
-            with self._lock, self.engine.begin() as conn:
-                return fn(conn)
-        eng = self._quick_engine()
-        deadline = time.monotonic() + 30.0
+        """Run ``fn(conn)`` in one write transaction, ahead of this process's recorder
+        (it waits while ``_urgent``): the coordinator's few writes must not queue
+        behind a recorder that has a backlog to write."""
         self._urgent += 1
         try:
-            while True:
-                with self._lock:
-                    try:
-                        with eng.begin() as conn:
-                            conn.exec_driver_sql("BEGIN IMMEDIATE")
-                            return fn(conn)
-                    except OperationalError as exc:
-                        msg = str(getattr(exc, "orig", exc))
-                        if ("locked" not in msg and "busy" not in msg) or time.monotonic() > deadline:
-                            raise
-                time.sleep(0.0003 + 0.001 * random.random())
+            with self._writing(), self.engine.begin() as conn:
+                return fn(conn)
         finally:
             self._urgent -= 1
-
-    def _quick_engine(self) -> Engine:
-        eng = getattr(self, "_quick", None)
-        if eng is None:
-            eng = create_engine(self.url, connect_args={"timeout": 0, "check_same_thread": False,
-                                                        "isolation_level": None})
-            event.listen(eng, "connect", _sqlite_quick_pragmas)
-            self._quick = eng
-        return eng
 
     def create_snapshot(self, initiator: str, requested_ns: int) -> int:
         """A new ``running`` snapshot; returns its id."""
@@ -641,14 +643,6 @@ class SqlStore:
     def processes(self) -> list[dict]:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(select(Process.__table__))]
-
-
-def _sqlite_quick_pragmas(dbapi_conn, _record) -> None:
-    """The coordinator's connections: as ``_sqlite_pragmas``, but busy means retry at once."""
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA synchronous=NORMAL")  # WAL is the file's mode, set by _prepare
-    cur.execute("PRAGMA busy_timeout=0")
-    cur.close()
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
