@@ -369,3 +369,77 @@ def test_one_way_pipe_is_not_fifo_for_snapshots():
     (c,) = doc["channels"]
     assert (c["src"], c["dst"], c["framed"], c["fifo"]) == ("A", "B", True, False)
     assert [e["kind"] for e in doc["events"] if e["process"] == "B"] == ["recv", "recv"]
+
+
+# -- a snapshot across processes connected by multiprocessing.Queue ------------------------------
+
+def bank_branch(i, inboxes, stop, start_balance, rounds):
+    import random
+
+    rnd = random.Random(i)
+    bal = {"balance": start_balance}
+    cutscope.state(lambda: dict(bal))
+    sent = 0
+    n = len(inboxes)
+    while not stop.is_set():
+        try:
+            bal["balance"] += inboxes[i].get(timeout=0.005)
+        except queue.Empty:
+            pass
+        if sent < rounds and bal["balance"] > 0:
+            amount = rnd.randint(1, min(10, bal["balance"]))
+            bal["balance"] -= amount
+            inboxes[rnd.choice([j for j in range(n) if j != i])].put(amount)
+            sent += 1
+    # drain what is left so that every send has its receive
+    while True:
+        try:
+            bal["balance"] += inboxes[i].get(timeout=0.3)
+        except queue.Empty:
+            break
+
+
+def test_snapshot_across_processes_over_mp_queues_conserves_money(db_path):
+    import threading
+
+    ctx = mp.get_context("fork")
+    n, start_balance = 3, 100
+    cutscope.start(db=db_path, name="branch-0")
+    try:
+        inboxes = [ctx.Queue() for _ in range(n)]
+        stop = ctx.Event()
+        kids = [ctx.Process(target=bank_branch, args=(i, inboxes, stop, start_balance, 200),
+                            name=f"branch-{i}") for i in range(1, n)]
+        for k in kids:
+            k.start()
+        result = {}
+
+        def take():
+            # wait until every branch has a channel in the store, then snapshot
+            for _ in range(500):
+                doc = cutscope.tracer().store.load()
+                if len({c["src"] for c in doc["channels"] if c["dst"]}) >= n:
+                    break
+                threading.Event().wait(0.02)
+            with cutscope.process("snapshotter"):  # not branch-0's thread: its own process
+                result["snap"] = cutscope.snapshot(initiator="branch-1", timeout=TIMEOUT)
+            stop.set()
+
+        taker = threading.Thread(target=take, daemon=True)
+        taker.start()
+        bank_branch(0, inboxes, stop, start_balance, 200)  # the parent is branch 0
+        taker.join(TIMEOUT)
+        for k in kids:
+            k.join(TIMEOUT)
+            assert k.exitcode == 0
+    finally:
+        cutscope.stop()
+    snap = result["snap"]
+    assert snap.status == "complete", snap.missing
+    assert set(snap.states) >= {f"branch-{i}" for i in range(n)}
+    money = sum(s["balance"] for s in snap.states.values() if "balance" in s)
+    money += sum(m["value"] for msgs in snap.channels.values() for m in msgs)
+    assert money == n * start_balance
+    doc = load(db_path)
+    sends, recvs = check_messages(doc)
+    assert len(sends) == len(recvs)
