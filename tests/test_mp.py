@@ -190,6 +190,27 @@ def test_mp_queue_markers_are_invisible_and_take_no_slot():
                     ("send", None), ("send", None)]
 
 
+def test_joinable_queue_join_returns_with_markers_in_flight():
+    import threading
+
+    ctx = mp.get_context("fork")
+    with recording("main"):
+        jq = ctx.JoinableQueue()
+        with cutscope.process("prod") as prod:
+            jq.put("job")
+            prod.record(1, prod.name)  # a marker behind the job, never task_done()'d
+        with cutscope.process("cons"):
+            assert jq.get(timeout=TIMEOUT) == "job"
+            jq.task_done()
+            joined = threading.Event()
+            threading.Thread(target=lambda: (jq.join(), joined.set()), daemon=True).start()
+            assert joined.wait(TIMEOUT)
+            with pytest.raises(ValueError):
+                jq.task_done()  # markers added no unfinished task
+            with pytest.raises(queue.Empty):
+                jq.get(timeout=0.1)  # the marker is swallowed
+
+
 # -- Connection: Pipe, Listener/Client -----------------------------------------------------------
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
