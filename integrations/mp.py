@@ -306,6 +306,16 @@ def _got(q, lp, env: Env):
     return item
 
 
+def _feed(buffer, notempty, send_bytes, writelock, reader_close, writer_close, ignore_epipe,
+          onerror, queue_sem):
+    """The feeder thread, with the application's error hook given the bare item."""
+    def on_error(e, obj):
+        return onerror(e, obj.item if type(obj) is Env else obj)
+
+    return _ORIG["Queue._feed"](buffer, notempty, send_bytes, writelock, reader_close,
+                                writer_close, ignore_epipe, on_error, queue_sem)
+
+
 def q_init(self, *a, **kw):
     _ORIG["Queue.__init__"](self, *a, **kw)
     for c in (self._reader, self._writer):  # the queue's own pipe: its items are traced above
@@ -777,6 +787,7 @@ def _patch_queues(module=None) -> None:
     _set(Q.Queue, "put", "Queue.put", q_put)
     _set(Q.Queue, "get", "Queue.get", q_get)
     _set(Q.JoinableQueue, "put", "JoinableQueue.put", jq_put)
+    _set(Q.Queue, "_feed", "Queue._feed", _FEED)
 
 
 def _patch_connection(module=None) -> None:
@@ -802,6 +813,7 @@ def _patch_connection(module=None) -> None:
 
 
 _PATCHED: list = []  # (owner, attr, original, ours, is_dict)
+_FEED = staticmethod(_feed)
 
 
 def _set(owner, attr: str, key: str, fn) -> None:

@@ -5,6 +5,7 @@ SQLite stores, multiprocessing.Queue, Pipe and Listener/Client, traced and untra
 from __future__ import annotations
 
 import multiprocessing as mp
+import multiprocessing.queues
 import os
 import queue
 import subprocess
@@ -162,6 +163,34 @@ def test_mp_queue_semantics_as_without_cutscope():
         traced = mpq_scenario(ctx)
     assert traced == plain
     assert "Empty" in plain and "Full" in plain
+
+
+class HookedQueue(mp.queues.Queue):
+    """A subclass with its own feeder error hook (as concurrent.futures' _SafeQueue has)."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, ctx=mp.get_context("fork"), **kw)
+        self.errors = []
+
+    def _on_queue_feeder_error(self, e, obj):
+        self.errors.append((type(e).__name__, obj))
+
+
+def test_feeder_error_hook_sees_the_bare_item():
+    import threading
+
+    def run():
+        q = HookedQueue()
+        lock = threading.Lock()  # cannot be pickled
+        q.put(lock)
+        q.put("after")
+        got = q.get(timeout=TIMEOUT)
+        return got, [(name, obj is lock) for name, obj in q.errors]
+
+    plain = run()
+    with recording("main"):
+        traced = run()
+    assert traced == plain == ("after", [("TypeError", True)])
 
 
 def test_mp_queue_markers_are_invisible_and_take_no_slot():
