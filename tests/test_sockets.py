@@ -529,3 +529,73 @@ def test_idle_incoming_channel_marker_is_consumed_so_the_snapshot_completes():
         assert got == []
         c.close()
         s.close()
+
+
+def test_scm_rights_and_af_unix_pass_through_untouched(tmp_path):
+    a, b = socket.socketpair()
+    f = open(tmp_path / "x", "w+b")
+    try:
+        with recording("p") as rec:
+            socket.send_fds(a, [b"m"], [f.fileno()])
+            msg, fds, _flags, _addr = socket.recv_fds(b, 10, 1)
+            assert msg == b"m" and len(fds) == 1
+            os.write(fds[0], b"through the passed fd")
+            os.close(fds[0])
+            doc = rec.trace()
+        f.seek(0)
+        assert f.read() == b"through the passed fd"
+        assert not doc["channels"]  # AF_UNIX: passed through, not recorded
+    finally:
+        f.close()
+        a.close()
+        b.close()
+
+
+def _tls_contexts(tmp_path):
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True, timeout=60)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.load_verify_locations(cert)
+    return server, client
+
+
+@pytest.mark.parametrize("wrap", ["listener", "per-connection"])
+def test_tls_passes_through(tmp_path, wrap):
+    """TLS between two traced ends: the TLS bytes go raw, the application talks."""
+    sctx, cctx = _tls_contexts(tmp_path)
+    with recording("main"):
+        srv = socket.create_server(("127.0.0.1", 0))
+        addr = srv.getsockname()
+        if wrap == "listener":
+            srv = sctx.wrap_socket(srv, server_side=True)
+        out = {}
+
+        def serve():
+            with cutscope.process("server"):
+                conn, _ = srv.accept()
+                if wrap == "per-connection":
+                    conn = sctx.wrap_socket(conn, server_side=True)
+                with conn:
+                    out["req"] = conn.recv(100)
+                    conn.sendall(b"secret reply")
+
+        t = threading.Thread(target=serve)
+        t.start()
+        with cutscope.process("client"):
+            raw = socket.create_connection(addr, timeout=10)
+            with cctx.wrap_socket(raw, server_hostname="localhost") as c:
+                c.sendall(b"secret request")
+                assert c.recv(100) == b"secret reply"
+        t.join(10)
+        srv.close()
+        assert out["req"] == b"secret request"

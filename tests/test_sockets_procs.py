@@ -139,3 +139,46 @@ def test_stale_registration_of_a_dead_process_is_ignored(tmp_path, db_path):
         cutscope.stop()
     out, err = proc.communicate(timeout=20)
     assert out.strip() == repr(b"ping me\n"), err
+
+
+UDP_PEER = r'''
+import socket, sys
+if sys.argv[1] == "recv":
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(20)
+    print(s.getsockname()[1], flush=True)
+    data, addr = s.recvfrom(2000)
+    s.sendto(data.upper(), addr)
+    print(repr(data), flush=True)
+else:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.sendto(b"raw datagram", ("127.0.0.1", int(sys.argv[2])))
+'''
+
+
+def test_udp_with_untraced_peers_stays_raw(tmp_path, db_url):
+    script = tmp_path / "udp_peer.py"
+    script.write_text(UDP_PEER)
+    proc, port = start_server([PY, str(script), "recv"], clean_env())
+    cutscope.start(db=db_url, name="udp")
+    try:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(20)
+        s.sendto(b"to an untraced receiver", ("127.0.0.1", port))
+        assert s.recvfrom(2000)[0] == b"TO AN UNTRACED RECEIVER"
+        s.close()
+        r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        r.bind(("127.0.0.1", 0))  # registered: traced senders would envelope
+        r.settimeout(20)
+        subprocess.run([PY, str(script), "send", str(r.getsockname()[1])], env=clean_env(),
+                       check=True, timeout=30)
+        assert r.recvfrom(2000)[0] == b"raw datagram"
+        r.close()
+    finally:
+        cutscope.stop()
+    out, err = proc.communicate(timeout=20)
+    assert out.strip() == repr(b"to an untraced receiver"), err  # no envelope reached it
+    doc = load(db_url)
+    udp = [c for c in doc["channels"] if c["transport"] == "udp"]
+    assert udp and not any(c["framed"] for c in udp)
