@@ -79,14 +79,14 @@ class QState:
 
     ``side``: for FIFO queues, ``(item, channel, msg, stamp)`` tuples in the
     order of the items in the queue's container, and ``Mk`` markers between
-    them; ``nitems`` counts the tuples. ``bymap``: for the other queues,
+    them. ``bymap``: for the other queues,
     ``id(item) -> [entries]``. ``out``: producer LP -> its endpoint.
     ``seen``: channel -> the consumer LPs that registered it. ``consumers``:
     consumer LPs of a FIFO queue; ``pend``: consumer LP -> markers that reached
     the head while another consumer was taking them.
     """
 
-    __slots__ = ("ref", "fifo", "lifo", "side", "nitems", "bymap", "out", "seen", "consumers",
+    __slots__ = ("ref", "fifo", "lifo", "side", "bymap", "out", "seen", "consumers",
                  "pend", "endpoint", "__weakref__")
 
     def __init__(self, q, fifo: bool, lifo: bool = False):
@@ -94,7 +94,6 @@ class QState:
         self.fifo = fifo
         self.lifo = lifo
         self.side: deque = deque()
-        self.nitems = 0
         self.bymap: dict[int, list] = {}
         self.out: dict = {}
         self.seen: dict = {}
@@ -126,7 +125,6 @@ class QState:
                 for m in markers:
                     side.append(Mk(cid, m.snapshot, m.initiator))
             side.append((item, ep.channel, msg, stamp))
-            self.nitems += 1
         else:
             self.bymap.setdefault(id(item), []).append((item, ep.channel, msg, stamp))
 
@@ -190,7 +188,6 @@ class QState:
                 e = side[0]
                 if type(e) is tuple and e[0] is x:
                     side.popleft()
-                    self.nitems -= 1
                 else:
                     e = self._resync(x, remaining)
         else:
@@ -214,13 +211,16 @@ class QState:
                 x if t.capture else None, x)
 
     def _resync(self, x, remaining: int):
+        """``x`` is not the item at the head of the side deque: either it was never
+        traced (put before start, appended directly), or the application emptied
+        the container behind our back and the head entries are stale."""
         side = self.side
-        while side and self.nitems > remaining + 1:
+        n = sum(1 for e in side if type(e) is tuple)
+        while side and n > remaining + 1:
             e = side.popleft()  # stale: its item left the container without a get
             if type(e) is tuple:
-                self.nitems -= 1
+                n -= 1
         if side and type(side[0]) is tuple and side[0][0] is x:
-            self.nitems -= 1
             return side.popleft()
         return None
 
@@ -304,7 +304,6 @@ def put(self, item, block=True, timeout=None):
                                         item if lp.tracer.capture else None)
             if st.fifo and not markers:
                 st.side.append((item, ep.channel, msg, lam))
-                st.nitems += 1
             else:
                 st.sent(item, ep, msg, lam, markers)
         except Exception as exc:
@@ -347,7 +346,6 @@ def get(self, block=True, timeout=None):
                             e = side[0]
                             if type(e) is tuple and e[0] is item:
                                 side.popleft()
-                                st.nitems -= 1
                                 cid = e[1]
                                 s = st.seen.get(cid)
                                 if s is None or lp not in s:

@@ -493,3 +493,24 @@ def test_snapshot_across_processes_over_mp_queues_conserves_money(db_path):
     doc = load(db_path)
     sends, recvs = check_messages(doc)
     assert len(sends) == len(recvs)
+
+
+def test_stop_removes_every_wrapper():
+    import multiprocessing.connection as C
+    import multiprocessing.process as P
+    import multiprocessing.queues as Q
+    from multiprocessing.reduction import ForkingPickler
+
+    def targets():
+        return (Q.Queue.put, Q.Queue.get, Q.Queue.__init__, Q.Queue.__dict__["_feed"],
+                Q.JoinableQueue.put, C.Connection._send_bytes, C.Connection._recv_bytes,
+                C.Connection._poll, C.Pipe, C.Client, C.Listener.accept, C.deliver_challenge,
+                C.answer_challenge, ForkingPickler._extra_reducers[C.Connection],
+                P.BaseProcess.start, P.BaseProcess._bootstrap)
+
+    before = targets()
+    for _ in range(2):
+        with recording("main"):
+            during = targets()
+        assert targets() == before
+    assert all(a is not b for a, b in zip(before, during))
