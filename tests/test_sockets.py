@@ -320,7 +320,7 @@ def test_in_transit_message_lands_in_the_channel_state():
     recorded are in the snapshot's channel state (with their payloads)."""
     import base64
 
-    with recording("main"):
+    with recording("main") as rec:
         with cutscope.process("A"):
             c, s = pair()
             c.sendall(b"syn")  # A's HELLO: B frames its own direction after reading it
@@ -342,7 +342,11 @@ def test_in_transit_message_lands_in_the_channel_state():
             tb = threading.Thread(target=lambda: snap_box.append(
                 cutscope.process("B")(cutscope.snapshot)(timeout=10)))
             tb.start()
-            time.sleep(0.05)  # B has recorded: its marker is behind "hi"
+            b_lp = rec.tracer.processes["B"]
+            deadline = time.monotonic() + 10
+            while not b_lp.snaps and time.monotonic() < deadline:  # B has recorded: its
+                time.sleep(0.005)  # marker is behind "hi"
+            assert b_lp.snaps
         with cutscope.process("A"):
             c.sendall(b"in-transit")
         ta = threading.Thread(target=read_all, args=("A", c, res["a"]))
@@ -367,9 +371,12 @@ def test_in_transit_message_lands_in_the_channel_state():
         s.close()
 
 
-def test_server_speaks_first_traced_pair_is_framed_both_ways():
+def test_server_speaks_first_traced_pair_is_framed_both_ways(monkeypatch):
     """The client's HELLO goes out when it first reads; the server, about to speak
     first, waits for it (CUTSCOPE_HELLO_WAIT) and frames its own direction."""
+    from cutscope.integrations import sockets
+
+    monkeypatch.setattr(sockets, "HELLO_WAIT", 10.0)  # a loaded machine: no flaky race
     with recording("main") as rec:
         srv = socket.create_server(("127.0.0.1", 0))
         out = {}
