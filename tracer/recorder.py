@@ -24,6 +24,7 @@ log = logging.getLogger("cutscope")
 BUFFER_LIMIT = 200_000  # events held in memory before the application waits
 BATCH = 20_000  # events per store transaction
 INTERVAL = 0.05  # seconds between writer wake-ups when idle
+RETRIES = 8  # attempts at one batch before it goes back to the buffer
 
 
 class Recorder:
@@ -166,8 +167,27 @@ class Recorder:
         n = min(len(buf), BATCH) if left < 0 else min(len(buf), BATCH, left)
         rows = [buf.popleft() for _ in range(n)]
         if rows or items:
-            self.sink.write(rows, items)
+            self._write(rows, items)
         return left - n if left >= 0 else -1
+
+    def _write(self, rows: list, items: list) -> None:
+        """Write one batch, retrying transient failures (a locked SQLite file, a
+        PostgreSQL deadlock: the transaction rolled back whole). If it still
+        fails, the batch goes back to the head of the buffer, nothing is lost,
+        and the error is raised to the writer loop, which tries again later."""
+        delay = 0.01
+        for attempt in range(RETRIES):
+            try:
+                self.sink.write(rows, items)
+                return
+            except Exception as exc:
+                if attempt == RETRIES - 1:
+                    self._buf.extendleft(reversed(rows))
+                    self._others.extendleft(reversed(items))
+                    raise
+                log.debug("cutscope: store write failed (%s), retrying", exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     # -- fork -------------------------------------------------------------------
 

@@ -320,8 +320,13 @@ class SqlStore:
         self._lockfd: int | None = None
         self._prepare(create)
         ph = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        self._ins_events = (f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES "
-                            f"({', '.join([ph] * len(EVENT_COLUMNS))})")
+        # A duplicate (process, seq) must not poison the batch (two live processes
+        # sharing a name): it is skipped, counted, and reported as a fault.
+        head = "INSERT OR IGNORE INTO" if self.sqlite else "INSERT INTO"
+        tail = "" if self.sqlite else " ON CONFLICT DO NOTHING"
+        self._ins_events = (f"{head} events ({', '.join(EVENT_COLUMNS)}) VALUES "
+                            f"({', '.join([ph] * len(EVENT_COLUMNS))}){tail}")
+        self.duplicates = 0
 
     def _safe_url(self) -> str:
         return make_url(self.url).render_as_string(hide_password=True)
@@ -405,8 +410,15 @@ class SqlStore:
             for item in others:
                 self._write_other(conn, item)
             if rows:
-                conn.exec_driver_sql(self._ins_events, [
+                res = conn.exec_driver_sql(self._ins_events, [
                     r if r[8] is None and r[9] is None else event_row(r, cap) for r in rows])
+                n = res.rowcount
+                if n is not None and 0 <= n < len(rows):
+                    self.duplicates += len(rows) - n
+                    conn.execute(insert(Fault).values(
+                        wall_ns=time.time_ns(), process=rows[0][0], location="store.write",
+                        detail=f"{len(rows) - n} events skipped: (process, seq) already stored "
+                               "(two live processes with one name?)"))
 
     def _upsert(self, conn, model, values: dict, keys: list[str], merge: list[str]) -> None:
         if self.sqlite:

@@ -169,7 +169,13 @@ class Tracer:
         for lp in list(self.processes.values()):
             if not lp.ended:
                 self.recorder.other(("ended", lp.name, time.time_ns()))
-        self.recorder.close()
+        try:
+            self.recorder.close()
+        except Exception as exc:  # the store refused the last batches
+            if _active[0] is self:
+                _active[0] = None
+                _process._default[0] = None
+            self.fault(exc, f"flushing {len(self.recorder._buf)} events at stop")
         if _active[0] is self:
             _active[0] = None
             _process._default[0] = None
