@@ -327,16 +327,16 @@ def q_init(self, *a, **kw):
 class _CS:
     """Tracing state of one Connection object (this process)."""
 
-    __slots__ = ("framed", "sock", "lock", "ep", "raw_out", "raw_in", "seen", "pid")
+    __slots__ = ("framed", "sock", "lock", "eps", "raw_out", "raw_in", "seen", "pid")
 
     def __init__(self, framed: bool):
         self.framed = framed  # our direction carries frames (the peer traces)
         self.sock = None  # is the descriptor a socket (peekable, markers allowed)? None: unknown
         self.lock = threading.Lock()
-        self.ep = None
+        self.eps: dict = {}  # logical process -> its endpoint on this connection
         self.raw_out = None
         self.raw_in = None
-        self.seen: set = set()
+        self.seen: set = set()  # (channel, logical process) registered as incoming
         self.pid = os.getpid()
 
 
@@ -401,11 +401,14 @@ def _data_header(cid: str, msg: str, stamp: int) -> bytes:
 
 
 def _open_out(conn, st: _CS, lp) -> OutEndpoint:
+    """``lp``'s endpoint on ``conn`` (outside ``st.lock``: ``add_out`` may flush at once)."""
     t = lp.tracer
     cid = t.new_channel_id()
     fifo = _is_sock(conn, st)
     ep = OutEndpoint(lp, cid, flush=_flush_conn(conn), fifo=fifo)
-    st.ep = ep
+    have = st.eps.setdefault(lp, ep)
+    if have is not ep:
+        return have
     t.channel(cid, lp.name, None, "mp.connection", _endpoint(conn), True, fifo)
     if fifo:
         lp.add_out(ep)
@@ -434,11 +437,15 @@ def c_send_bytes(self, buf):
         except Exception as exc:
             t.fault(exc, "Connection.send (raw)")
         return send(self, buf)
+    ep = st.eps.get(lp)
+    if ep is None:
+        try:
+            ep = _open_out(self, st, lp)
+        except Exception as exc:
+            lp.tracer.fault(exc, "Connection.send")
+            return send(self, buf)
     with st.lock:
         try:
-            ep = st.ep
-            if ep is None or ep.process is not lp:
-                ep = _open_out(self, st, lp)
             t = lp.tracer
             msg, lam, markers = lp.send(ep, n, bytes(buf) if t.capture else None)
             frame = _data_header(ep.channel, msg, lam) + bytes(buf)
@@ -503,8 +510,8 @@ def c_recv_bytes(self, maxsize=None):
         try:
             if st is None or st.pid != os.getpid():
                 st = _cstate(self, create_framed=False)
-            if cid not in st.seen:
-                st.seen.add(cid)
+            if (cid, lp) not in st.seen:
+                st.seen.add((cid, lp))
                 fifo = _is_sock(self, st)
                 lp.add_in(cid, fifo)
                 lp.tracer.channel(cid, None, lp.name, "mp.connection", None, True, fifo)

@@ -514,3 +514,17 @@ def test_stop_removes_every_wrapper():
             during = targets()
         assert targets() == before
     assert all(a is not b for a, b in zip(before, during))
+
+
+def test_connection_opened_during_a_snapshot_is_marked_first():
+    """A channel opened after its sender recorded carries the marker before anything."""
+    with recording("main") as rec:
+        a, b = mp.Pipe()
+        with cutscope.process("A") as A:
+            A.record(1, A.name)  # A has recorded; the snapshot is still open
+            a.send("after")  # opening the endpoint flushes the marker first (no deadlock)
+        with cutscope.process("B"):
+            assert b.recv() == "after"
+        doc = rec.trace()
+    evs = [(e["kind"], e.get("snapshot")) for e in doc["events"] if e["process"] == "B"]
+    assert evs == [("snapshot", 1), ("recv", None)]
