@@ -382,7 +382,13 @@ class QueueInstrumentor(Instrumentor):
     def _instrument(self, tracer) -> None:
         for attr, fn in self.TARGETS:
             if _Q.__dict__[attr] is not _ORIG[attr]:
-                raise RuntimeError(f"queue.Queue.{attr} is already patched")
+                # Someone else patched the queue: re-implementing put/get would undo
+                # their patch. Leave queue.Queue alone (not traced), and say so.
+                import logging
+
+                logging.getLogger("cutscope").warning(
+                    "cutscope: queue.Queue.%s is patched by someone else: queues not traced", attr)
+                return
         for attr, fn in self.TARGETS:
             setattr(_Q, attr, fn)
 
