@@ -606,3 +606,21 @@ def test_tls_passes_through(tmp_path, wrap):
         t.join(10)
         srv.close()
         assert out["req"] == b"secret request"
+
+
+def test_connection_opened_unseen_to_a_traced_listener_is_raw_and_a_fault():
+    """A socket whose connection cutscope did not see open (here: connected through the
+    C method) cannot know whether it is framed: it passes raw and records a fault."""
+    with recording("p", strict=False) as rec:
+        srv = socket.create_server(("127.0.0.1", 0))  # a registered, traced listener
+        c = socket.socket()
+        socket.socket.__mro__[1].connect(c, srv.getsockname())
+        s, _ = srv.accept()
+        c.sendall(b"unseen")
+        assert s.recv(100) == b"unseen"
+        s.sendall(b"back")
+        assert c.recv(100) == b"back"
+        for x in (c, s, srv):
+            x.close()
+        rec.trace()
+        assert any("could not see it" in f["detail"] for f in rec.store.faults)
