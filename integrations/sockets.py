@@ -591,9 +591,9 @@ class Conn:
                     else:
                         n = _send(sock, buf, flags)
                 except (BlockingIOError, InterruptedError):
-                    if sent:
+                    if sent and not whole:
                         break
-                    raise
+                    raise  # sendall: as the plain call, which cannot say how much went
                 except TimeoutError:
                     if sent and not whole:
                         break
