@@ -29,6 +29,9 @@ RECV = "recv"
 LOCAL = "local"
 SNAPSHOT = "snapshot"
 
+# The buffer bound is checked every CHECK_MASK + 1 events of a process (hot path).
+CHECK_MASK = 255
+
 _current: contextvars.ContextVar["LogicalProcess | None"] = contextvars.ContextVar(
     "cutscope_process", default=None
 )
@@ -108,7 +111,7 @@ class LogicalProcess:
 
     __slots__ = (
         "name", "tracer", "lock", "clock", "seq", "out", "incoming", "providers",
-        "snaps", "pending", "ended", "_append", "__weakref__",
+        "snaps", "pending", "ended", "_append", "_check", "__weakref__",
     )
 
     def __init__(self, tracer, name: str, seq: int = 0, clock: int = 0):
@@ -123,7 +126,8 @@ class LogicalProcess:
         self.snaps: dict[int, SnapState] = {}  # snapshots recorded, not yet finished
         self.pending: list[tuple[int, str]] = []  # snapshots to start at the next safe point
         self.ended = False
-        self._append = tracer.recorder.append
+        self._append = tracer.recorder.push  # the buffer's own append (C)
+        self._check = tracer.recorder.check  # bound check, every CHECK_MASK + 1 events
 
     def __repr__(self) -> str:
         return f"<LogicalProcess {self.name} seq={self.seq} clock={self.clock}>"
@@ -138,17 +142,21 @@ class LogicalProcess:
         the message, and the markers that must be written on the channel *before*
         it. Call it under the channel's own send lock.
         """
-        with self.lock:
-            self.seq = seq = self.seq + 1
-            self.clock = lamport = self.clock + 1
-            markers = None
-            if ep is not None:
-                channel = ep.channel
-                if ep.pending:
-                    markers = ep.pending
-                    ep.pending = []
+        lock = self.lock
+        lock.acquire()  # (no exception can happen inside: plain acquire/release is cheaper)
+        self.seq = seq = self.seq + 1
+        self.clock = lamport = self.clock + 1
+        markers = None
+        if ep is not None:
+            channel = ep.channel
+            if ep.pending:
+                markers = ep.pending
+                ep.pending = []
+        lock.release()
         msg = f"{self.name}#{seq}"
         self._append((self.name, seq, lamport, _now(), SEND, channel, msg, nbytes, payload, None))
+        if not seq & CHECK_MASK:
+            self._check()
         if self.pending and not self.incoming:
             # A process that never receives starts an asked-for snapshot here: the
             # exit of its send (the message is its last event before the cut).
@@ -173,6 +181,8 @@ class LogicalProcess:
                     if channel not in s.closed:
                         s.messages.setdefault(channel, []).append((msg, nbytes, payload, value))
         self._append((self.name, seq, lamport, _now(), RECV, channel, msg, nbytes, payload, None))
+        if not seq & CHECK_MASK:
+            self._check()
         return seq
 
     def local(self, label: str, data: dict | None = None) -> int:
@@ -181,6 +191,8 @@ class LogicalProcess:
             self.clock = lamport = self.clock + 1
         self._append((self.name, seq, lamport, _now(), LOCAL, None, None, 0, None,
                       {"label": label, **(data or {})}))
+        if not seq & CHECK_MASK:
+            self._check()
         return seq
 
     # -- channels ---------------------------------------------------------------

@@ -52,17 +52,23 @@ class Recorder:
         self._io = threading.Lock()  # held while a batch is being written
         self._thread: threading.Thread | None = None
         self._forking = False
-        # Bound once: the hot path calls this.
+        # The hot path appends with the deque's own (C) method and calls ``check``
+        # every few hundred events (LogicalProcess); ``append`` checks every time.
         buf = self._buf
         limit = self.limit
-        push = buf.append
+        push = self.push = buf.append
 
         def append(row, _len=len):
             push(row)
             if _len(buf) > limit:
                 self._overflow()
 
+        def check(_len=len):
+            if _len(buf) > limit:
+                self._overflow()
+
         self.append = append
+        self.check = check
 
     # -- application side ------------------------------------------------------
 
@@ -135,7 +141,10 @@ class Recorder:
                 now = time.monotonic()
                 if self.tick is not None and (now - last_tick >= INTERVAL / 2 or not self._buf):
                     last_tick = now
-                    self.tick()
+                    if self._forking:
+                        continue
+                    with self._io:  # the hooks use the store: never in the middle of a fork
+                        self.tick()
             except Exception as exc:  # never kill the writer
                 if self.on_error is not None:
                     try:
