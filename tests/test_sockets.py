@@ -624,3 +624,25 @@ def test_connection_opened_unseen_to_a_traced_listener_is_raw_and_a_fault():
             x.close()
         rec.trace()
         assert any("could not see it" in f["detail"] for f in rec.store.faults)
+
+
+def test_another_logical_process_sending_on_the_same_connection():
+    """An AS frame names the new sender: message ids stay '<sender>#<seq>' and match."""
+    with recording("main") as rec:
+        with cutscope.process("A"):
+            c, s = pair()
+            c.sendall(b"from A|")
+        with cutscope.process("A2"):
+            c.sendall(b"from A2|")
+        with cutscope.process("A"):
+            c.sendall(b"A again|")
+        with cutscope.process("B"):
+            want = b"from A|from A2|A again|"
+            assert recv_exactly(s, len(want)) == want
+        c.close()
+        s.close()
+        doc = rec.trace()
+    assert_matched(doc)
+    senders = [e["msg"].split("#")[0] for e in doc["events"]
+               if e["kind"] == "recv" and e["msg"]]
+    assert sorted(senders) == ["A", "A", "A2"]
