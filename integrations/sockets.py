@@ -497,12 +497,12 @@ class Conn:
                 self._open_out(sock, lp)
             payload = bytes(data[:n]) if (t.capture or lp.snaps) else None
             ep = self.ep
+            if self.out_name != lp.name:  # another logical process sends on this connection
+                self.out_pending += wire.as_frame(lp.name)
+                self.out_name = lp.name
             if ep is not None and lp is ep.process:
                 msg, lam, markers = lp.send(ep, n, payload)
             else:
-                if self.out_name != lp.name:
-                    self.out_pending += wire.as_frame(lp.name)
-                    self.out_name = lp.name
                 msg, lam, markers = lp.send(None, n, payload, channel=self.out_cid)
             if markers:
                 for m in markers:
@@ -535,7 +535,7 @@ class Conn:
             ep = self.ep
             with self.slock:
                 if not self.out_left and not self.out_pending and ep is not None and \
-                        lp is ep.process:
+                        lp is ep.process and self.out_name == lp.name:
                     n = len(data)
                     try:
                         msg, lam, markers = lp.send(
