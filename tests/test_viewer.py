@@ -256,15 +256,17 @@ TMUX = shutil.which("tmux")
 def test_cutscope_view_in_a_real_terminal(bank_db, tmp_path):
     assert TMUX, "tmux is required in CI (Debian package tmux)"
     session = f"cutscope-test-{os.getpid()}"
+    # A tmux server of our own (-L): other tmux users on the machine cannot disturb it.
+    tmux = [TMUX, "-L", session]
     exe = os.path.join(os.path.dirname(sys.executable), "cutscope")
     # Textual sizes itself from COLUMNS/LINES when they are set (pytest may set them).
     env_cmd = (f"cd {tmp_path} && exec env -u COLUMNS -u LINES TERM=xterm-256color "
                f"{exe} view --db {bank_db} --no-follow")
-    subprocess.run([TMUX, "new-session", "-d", "-s", session, "-x", "150", "-y", "40", env_cmd],
+    subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "150", "-y", "40", env_cmd],
                    check=True, timeout=30)
 
     def pane() -> str:
-        return subprocess.run([TMUX, "capture-pane", "-p", "-t", session], capture_output=True,
+        return subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True,
                               text=True, timeout=30).stdout
 
     def wait_pane(*needles: str, absent: str | None = None, timeout: float = 30.0) -> str:
@@ -279,7 +281,7 @@ def test_cutscope_view_in_a_real_terminal(bank_db, tmp_path):
             time.sleep(0.2)
 
     def keys(*k):
-        subprocess.run([TMUX, "send-keys", "-t", session, *k], check=True, timeout=30)
+        subprocess.run([*tmux, "send-keys", "-t", session, *k], check=True, timeout=30)
 
     try:
         wait_pane("CONSISTENT", "P1 #1", "Frontiers", "In transit (0)", "Orphans (0)")
@@ -290,12 +292,12 @@ def test_cutscope_view_in_a_real_terminal(bank_db, tmp_path):
                   absent="INCONSISTENT")
         keys("q")
         deadline = time.monotonic() + 20
-        while subprocess.run([TMUX, "has-session", "-t", session], capture_output=True,
+        while subprocess.run([*tmux, "has-session", "-t", session], capture_output=True,
                              timeout=30).returncode == 0:
             assert time.monotonic() < deadline, "cutscope view did not quit on q"
             time.sleep(0.2)
     finally:
-        subprocess.run([TMUX, "kill-session", "-t", session], capture_output=True, timeout=30)
+        subprocess.run([*tmux, "kill-server"], capture_output=True, timeout=30)
 
 
 LIVE_APP = r'''
