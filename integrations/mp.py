@@ -582,6 +582,37 @@ def c_poll(self, timeout):
         _take_marker(self)
 
 
+def wait(object_list, timeout=None):
+    """``multiprocessing.connection.wait``, truthful: a marker alone is consumed (a safe
+    point, as in ``poll``) and does not make its connection ready."""
+    orig = _ORIG["wait"]
+    lp = _lp()
+    if lp is None:
+        return orig(object_list, timeout)
+    deadline = None if timeout is None else _time() + timeout
+    while True:
+        left = None if deadline is None else max(0.0, deadline - _time())
+        ready = orig(object_list, left)
+        out = []
+        took = False
+        for o in ready:
+            st = getattr(o, "__dict__", {}).get("_cutscope_c")
+            if st is None or st is SKIP or not _is_sock(o, st) or not _marker_at_head(o):
+                out.append(o)
+                continue
+            while _marker_at_head(o):
+                if lp.pending:
+                    lp.tracer.guard(lp.safepoint)
+                _take_marker(o)
+            took = True
+            if orig([o], 0):  # data (or end of stream) behind the marker
+                out.append(o)
+        if out or not took:
+            return out
+        if deadline is not None and _time() >= deadline:
+            return []
+
+
 def Pipe(duplex=True):
     a, b = _ORIG["Pipe"](duplex)
     if _active[0] is not None:
@@ -807,6 +838,7 @@ def _patch_connection(module=None) -> None:
     _set(C.Connection, "_recv_bytes", "Connection._recv_bytes", c_recv_bytes)
     _set(C.Connection, "_poll", "Connection._poll", c_poll)
     _set(C, "Pipe", "Pipe", Pipe)
+    _set(C, "wait", "wait", wait)
     _set(C, "Client", "Client", Client)
     _set(C.Listener, "accept", "Listener.accept", accept)
     if sys.version_info[:2] == (3, 11):  # the handshake this code knows

@@ -369,11 +369,17 @@ def test_pipe_with_an_untraced_parent(db_path):
     a, b = ctx.Pipe()
     p = ctx.Process(target=self_tracing_child, args=(b, db_path))
     p.start()
-    a.send("ping")
-    assert a.recv() == ("hello", "ping")
-    assert a.recv_bytes() == b"bytes"
-    p.join(TIMEOUT)
-    assert p.exitcode == 0
+    try:
+        a.send("ping")
+        assert a.poll(TIMEOUT), "the child did not answer"
+        assert a.recv() == ("hello", "ping")
+        assert a.poll(TIMEOUT)
+        assert a.recv_bytes() == b"bytes"
+        p.join(TIMEOUT)
+        assert p.exitcode == 0
+    finally:
+        if p.is_alive():
+            p.kill()
     doc = load(db_path)
     assert [c["framed"] for c in doc["channels"]] in ([], [False], [False, False])
     kinds = sorted(e["kind"] for e in doc["events"] if e["process"] == "self-traced")
@@ -403,6 +409,30 @@ def test_pipe_markers_are_invisible_and_poll_stays_truthful():
     assert evs == [("recv", None), ("snapshot", 1), ("snapshot", 2), ("recv", None)]
     chans = [c for c in doc["channels"]]
     assert [(c["src"], c["dst"], c["fifo"]) for c in chans] == [("A", "B", True)]
+
+
+def test_connection_wait_stays_truthful():
+    with recording("main") as rec:
+        from multiprocessing.connection import wait  # the wrapper (bound after start)
+
+        a, b = mp.Pipe()
+        with cutscope.process("A") as A:
+            a.send(0)
+        with cutscope.process("B"):
+            assert wait([b], TIMEOUT) == [b] and b.recv() == 0
+        with cutscope.process("A") as A:
+            A.record(1, A.name)  # a marker alone on the wire
+        with cutscope.process("B"):
+            assert wait([b], 0.05) == []  # not ready: the marker was consumed
+        with cutscope.process("A") as A:
+            A.record(2, A.name)
+            a.send("data")
+        with cutscope.process("B"):
+            assert wait([b], TIMEOUT) == [b]
+            assert b.recv() == "data"
+        doc = rec.trace()
+    evs = [(e["kind"], e.get("snapshot")) for e in doc["events"] if e["process"] == "B"]
+    assert evs == [("recv", None), ("snapshot", 1), ("snapshot", 2), ("recv", None)]
 
 
 def test_one_way_pipe_is_not_fifo_for_snapshots():
@@ -504,7 +534,7 @@ def test_stop_removes_every_wrapper():
     def targets():
         return (Q.Queue.put, Q.Queue.get, Q.Queue.__init__, Q.Queue.__dict__["_feed"],
                 Q.JoinableQueue.put, C.Connection._send_bytes, C.Connection._recv_bytes,
-                C.Connection._poll, C.Pipe, C.Client, C.Listener.accept, C.deliver_challenge,
+                C.Connection._poll, C.Pipe, C.wait, C.Client, C.Listener.accept, C.deliver_challenge,
                 C.answer_challenge, ForkingPickler._extra_reducers[C.Connection],
                 P.BaseProcess.start, P.BaseProcess._bootstrap)
 
