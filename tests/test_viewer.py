@@ -262,8 +262,13 @@ def test_cutscope_view_in_a_real_terminal(bank_db, tmp_path):
     # Textual sizes itself from COLUMNS/LINES when they are set (pytest may set them).
     env_cmd = (f"cd {tmp_path} && exec env -u COLUMNS -u LINES TERM=xterm-256color "
                f"{exe} view --db {bank_db} --no-follow")
-    subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "150", "-y", "40", env_cmd],
-                   check=True, timeout=30)
+    for attempt in range(3):  # a tmux server can fail to start on a loaded machine: retry
+        r = subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "150", "-y", "40",
+                            env_cmd], capture_output=True, text=True, timeout=30)
+        if r.returncode == 0:
+            break
+        time.sleep(1)
+    assert r.returncode == 0, f"tmux could not start: {r.stderr}"
 
     def pane() -> str:
         return subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True,
