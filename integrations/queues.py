@@ -280,6 +280,8 @@ def put(self, item, block=True, timeout=None):
     ep = st.out.get(lp)
     if ep is None:
         ep = st.open_out(lp, _flush_for(st))
+    if lp.pending and not lp.incoming:
+        return _put_then_safepoint(self, lp, item, block, timeout)
     with self.not_full:
         if self.maxsize > 0:
             if not block:
@@ -309,6 +311,25 @@ def put(self, item, block=True, timeout=None):
         except Exception as exc:
             lp.tracer.fault(exc, "queue.put")
         self.not_empty.notify()
+
+
+def _put_then_safepoint(q, lp, item, block, timeout):
+    """A put by a process that never receives, with a snapshot asked of it.
+
+    Such a process records its state at the exit of its next send (SPEC 5); the
+    core would do it inside ``lp.send``, under the queue's mutex, where a state
+    provider that reads the queue (``q.qsize()``) would deadlock. So the request
+    is held back during the put and served right after it, outside the mutex.
+    """
+    with lp.lock:
+        held, lp.pending = lp.pending, []
+    try:
+        return put(q, item, block, timeout)
+    finally:
+        with lp.lock:
+            lp.pending = held + [p for p in lp.pending if p not in held]
+        if lp.pending:
+            lp.tracer.guard(lp.safepoint)
 
 
 def get(self, block=True, timeout=None):

@@ -385,6 +385,34 @@ def test_a_marker_reaches_every_consumer_of_a_shared_queue():
         assert kinds == [("recv", None), ("snapshot", 1), ("recv", None)], name
 
 
+def test_send_exit_snapshot_with_a_provider_that_reads_the_queue():
+    """A producer with no incoming channel records at the exit of its next put; its
+    state provider may read the queue (it must not deadlock on the queue's mutex)."""
+    with recording("main") as rec:
+        q = queue.Queue()
+        done = threading.Event()
+
+        def producer():
+            with cutscope.process("P") as lp:
+                cutscope.state(lambda: {"backlog": q.qsize()})
+                lp.request(1, "P")  # asked for a snapshot; P never receives
+                q.put("x")
+                q.put("y")
+                done.set()
+
+        t = run_thread(producer)
+        assert done.wait(TIMEOUT), "put deadlocked"
+        finish(t)
+        with cutscope.process("C"):
+            assert [q.get_nowait(), q.get_nowait()] == ["x", "y"]
+        doc = rec.trace()
+    p = [(e["kind"], e.get("snapshot")) for e in doc["events"] if e["process"] == "P"]
+    assert p == [("send", None), ("snapshot", 1), ("send", None)]  # after the first put
+    c = [(e["kind"], e.get("snapshot")) for e in doc["events"] if e["process"] == "C"]
+    assert c == [("recv", None), ("snapshot", 1), ("recv", None)]  # the marker after x
+    assert rec.tracer.store.states[(1, "P")]["state"].startswith('{"backlog": 1')
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     loads=st.lists(st.integers(0, 15), min_size=1, max_size=4),
