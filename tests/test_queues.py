@@ -493,7 +493,7 @@ def test_snapshot_of_threads_connected_by_queues_conserves_money(db_url):
                 break
             threading.Event().wait(0.01)
         cutscope.tracer().flush()
-        snaps = [cutscope.snapshot(initiator="branch-0", timeout=TIMEOUT) for _ in range(2)]
+        snaps = [cutscope.snapshot(initiator="branch-0", timeout=30) for _ in range(2)]
         stop.set()
         for t in ts:
             finish(t)
