@@ -521,7 +521,7 @@ def check_report(doc: Mapping, trace: Trace | None = None) -> tuple[list[str], l
         status = s.get("status")
         complete = status == "complete"
         if not complete:
-            miss = ", ".join(str(m) for m in s.get("missing") or []) or "nothing named"
+            miss = "; ".join(_missing_text(m) for m in s.get("missing") or []) or "nothing named"
             notes.append(f"{tag}: {status}: missing {miss}")
         cut = snapshot_cut(s)
         if not cut:
@@ -551,6 +551,7 @@ def check_report(doc: Mapping, trace: Trace | None = None) -> tuple[list[str], l
         for ms in transit.values():
             ms.sort(key=lambda m: m.send_seq)
         seen = set()
+        unverified: dict[str, list[str]] = {}  # sender without a state: its channels
         for ch in s.get("channels", []):
             cid = ch["channel"]
             seen.add(cid)
@@ -568,7 +569,7 @@ def check_report(doc: Mapping, trace: Trace | None = None) -> tuple[list[str], l
                 srcs = {t.messages[m].src for m in got if m in t.messages}
                 src = next(iter(srcs)) if len(srcs) == 1 else src
             if src is not None and src not in cut:
-                notes.append(f"{tag}: channel {cid}: its sender {src} recorded no state; not verified")
+                unverified.setdefault(src, []).append(cid)
                 continue
             want = [m.id for m in transit.get(cid, [])]
             if got != want:
@@ -576,6 +577,10 @@ def check_report(doc: Mapping, trace: Trace | None = None) -> tuple[list[str], l
                     f"{tag}: channel {cid}: recorded {_ids(got)}, but in transit across the cut "
                     f"(sent before {src or 'the sender'}'s snapshot, received after the receiver's): "
                     f"{_ids(want)}")
+        for src, cids in unverified.items():  # one note per sender, not one per channel
+            which = (f"channel {cids[0]}" if len(cids) == 1 else
+                     f"{len(cids)} channels ({', '.join(cids[:3])}{', ...' if len(cids) > 3 else ''})")
+            notes.append(f"{tag}: {which}: its sender {src} recorded no state; not verified")
         if complete:
             for cid, ms in transit.items():
                 if cid in seen or cid is None or _missing_mentions(s, cid):
@@ -586,6 +591,20 @@ def check_report(doc: Mapping, trace: Trace | None = None) -> tuple[list[str], l
                 problems.append(f"{tag}: channel {cid}: messages {_ids([m.id for m in ms])} in "
                                 f"transit across the cut were not recorded")
     return problems, notes
+
+
+def _missing_text(m) -> str:
+    """One entry of a snapshot's ``missing`` list, as the snapshot command prints it."""
+    if not isinstance(m, Mapping):
+        return str(m)
+    if "process" in m:
+        what = f"process {m['process']}"
+    elif "channel" in m:
+        what = f"channel {m['channel']} ({m.get('src') or '?'} -> {m.get('dst') or '?'})"
+    else:
+        what = ""
+    reason = m.get("reason", "")
+    return f"{what}: {reason}" if what and reason else (what or reason or str(dict(m)))
 
 
 def _ids(ids: Iterable[str | None]) -> str:

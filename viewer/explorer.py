@@ -181,6 +181,28 @@ class Explorer:
                 self.cut[p] = int(n)
         self.recompute()
 
+    def set_snapshot_cut(self, cut: Mapping[str, int]) -> None:
+        """A snapshot's cut: its processes where it says; every other process (one
+        the snapshot did not cover: ended, started later, another system) as late as
+        it can be without receiving a message sent outside the cut. Left at its end,
+        such a process made a consistent snapshot read INCONSISTENT, against
+        ``cutscope check`` and ``cutscope render``, which leave it out."""
+        t = self.trace
+        c = {p: t.last_seq(p) for p in self.cut}
+        c.update({p: int(n) for p, n in cut.items() if p in c})
+        changed = True
+        while changed:
+            changed = False
+            for q, p, pair in t._pairs_in(c):
+                if p in cut:
+                    continue
+                r = pair.first_orphan_recv(c[p], c[q])
+                if r is not None:
+                    c[p] = t.step(p, r, -1)
+                    changed = True
+        self.cut = c
+        self.recompute()
+
     def nearest_below(self) -> None:
         self.set_cut(self.trace.nearest_below(self.cut))
 

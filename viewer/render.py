@@ -226,6 +226,10 @@ def render_file(trace: Trace | Mapping, cut: Mapping[str, int], path: str, **kw)
     if ext not in FORMATS:
         raise ValueError(f"cannot tell the format from {path!r}: use a .svg, .png or .dot file")
     data = render(trace, cut, ext, **kw)
+    if os.path.islink(path) or (os.path.exists(path) and not os.path.isfile(path)):
+        with open(path, "wb") as f:  # a symlink or a FIFO: write through it, never replace it
+            f.write(data)
+        return path
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "wb") as f:
         f.write(data)

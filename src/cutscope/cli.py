@@ -24,9 +24,23 @@ def _db_arg(p: argparse.ArgumentParser) -> None:
                    help="store URL or SQLite path (default: $CUTSCOPE_DB or ./cutscope.db)")
 
 
+def _check_writable(path: str) -> None:
+    """One clear line for an output file that cannot be written, before any work."""
+    d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        raise CliError(f"cannot write {path}: directory does not exist: {d}")
+
+
 def _out(path: str | None, text: str) -> None:
     if path in (None, "-"):
         sys.stdout.write(text)
+        return
+    _check_writable(path)
+    if os.path.islink(path) or (os.path.exists(path) and not os.path.isfile(path)):
+        # /dev/null, a FIFO, a symlink: write through it. Replacing it (below) would
+        # put a regular file in its place: `-o /dev/null` as root destroyed /dev/null.
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
         return
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -109,6 +123,7 @@ def cmd_render(args) -> int:
     ext = os.path.splitext(args.output)[1].lstrip(".").lower()
     if ext not in ("svg", "png", "dot"):
         raise CliError(f"cannot tell the format from {args.output!r}: use a .svg, .png or .dot file")
+    _check_writable(args.output)
     doc = load(args.db)
     t = Trace(doc)
     if args.snapshot is not None:
@@ -162,12 +177,13 @@ def add_render(sub) -> None:
 
 
 def cmd_view(args) -> int:
-    from cutscope.tracer.store import open_store
+    from cutscope.tracer.store import open_store, resolve_url
 
-    open_store(args.db, create=False).close()  # a bad database: one line and exit 2
+    url = resolve_url(args.db)  # the app follows, snapshots and titles by this URL
+    open_store(url, create=False).close()  # a bad database: one line and exit 2
     from cutscope.viewer.app import run
 
-    return run(args.db, follow=not args.no_follow)
+    return run(url, follow=not args.no_follow)
 
 
 def add_view(sub) -> None:
@@ -334,8 +350,21 @@ def add_snapshot(sub) -> None:
 COMMANDS: list[Callable] = [add_export, add_check, add_render, add_view, add_run, add_snapshot]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with bad input in one line, ``cutscope: error: ...``, and exit 2."""
+
+    def error(self, message: str):
+        cmd = self.prog.split(" ", 1)[1] + ": " if " " in self.prog else ""
+        if "required: COMMAND" in message:
+            names = [a.dest for a in self._actions if isinstance(a, argparse._SubParsersAction)
+                     for a in a._choices_actions]
+            message = f"no command given (one of: {', '.join(names)})"
+        sys.stderr.write(f"cutscope: error: {cmd}{message} (see: {self.prog} --help)\n")
+        sys.exit(EXIT_USAGE)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cutscope", description="Distributed-debugging tracer: "
+    p = _Parser(prog="cutscope", description="Distributed-debugging tracer: "
                                 "record, snapshot and explore consistent cuts of Python services.")
     from cutscope import __version__
 

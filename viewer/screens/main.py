@@ -181,7 +181,7 @@ class MainScreen(Screen):
         def apply(cut) -> None:
             ex = self.explorer
             if cut and ex is not None:
-                ex.set_cut(cut)
+                ex.set_snapshot_cut(cut)
                 self.set_status(f"cut of the snapshot: {ex.cut_text()}")
                 self.refresh_cut()
 
