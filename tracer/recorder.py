@@ -131,8 +131,10 @@ class Recorder:
     def _run(self) -> None:
         last_tick = 0.0
         while self.running:
-            if not (self._buf or self._others):
-                self._wake.wait(INTERVAL)
+            # Batch: wait INTERVAL between writes even under load (many small
+            # transactions cost the application the GIL); other() -- snapshot
+            # records -- and a full buffer wake the writer at once.
+            self._wake.wait(INTERVAL)
             self._wake.clear()
             try:
                 # Only what is there now: under a sustained load the buffer is never
