@@ -106,23 +106,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo: store {db}")
     print(f"demo: starting {TCP_BRANCHES} branches as OS processes over TCP and "
           f"{THREAD_BRANCHES} as threads over queues, for {args.seconds:g} s", flush=True)
+    # The TCP bank first (its processes take longest to start), then the threads bank once
+    # the TCP branches are live, so that both run while the snapshots are taken.
     tcp = subprocess.Popen(
         cutscope_cmd("run", "--db", db, "--name", "bank", "--", sys.executable,
                      os.path.join(HERE, "bank_tcp.py"), "--branches", str(TCP_BRANCHES),
-                     "--seconds", str(args.seconds)),
+                     "--seconds", str(args.seconds + 10)),
         stdout=subprocess.PIPE, text=True, env=env)
-    threads = subprocess.Popen(
-        [sys.executable, os.path.join(HERE, "bank_threads.py"), "--db", db,
-         # it starts sooner than the TCP bank (no processes to spawn): it runs longer, so
-         # that both are running when the snapshots are taken
-         "--branches", str(THREAD_BRANCHES), "--seconds", str(args.seconds + 5), "--snapshots", "0",
-         "--rate", "200"],
-        stdout=subprocess.PIPE, text=True, env=env)
+    threads = None
     ok = True
     snaps = []
     try:
-        names = {f"bank-{i}" for i in range(TCP_BRANCHES)} | {f"branch-{i}" for i in range(THREAD_BRANCHES)}
-        wait_live(db, names)
+        wait_live(db, {f"bank-{i}" for i in range(TCP_BRANCHES)})
+        threads = subprocess.Popen(
+            [sys.executable, os.path.join(HERE, "bank_threads.py"), "--db", db,
+             "--branches", str(THREAD_BRANCHES), "--seconds", str(args.seconds),
+             "--snapshots", "0", "--rate", "200"],
+            stdout=subprocess.PIPE, text=True, env=env)
+        wait_live(db, {f"branch-{i}" for i in range(THREAD_BRANCHES)})
         t0 = time.monotonic()
         for k in range(args.snapshots):
             time.sleep(max(0.0, t0 + (k + 0.5) * (args.seconds * 0.7) / args.snapshots
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         thr_out, _ = threads.communicate(timeout=120)
     except BaseException:
         for p in (tcp, threads):
-            if p.poll() is None:
+            if p is not None and p.poll() is None:
                 p.kill()
         raise
     print("demo: the banks finished:")

@@ -101,32 +101,9 @@ def test_tcp_bank_snapshots_are_consistent_and_conserve_money(tmp_path_factory, 
 def test_cutscope_snapshot_from_another_process_and_sigusr1(tmp_path):
     db = str(tmp_path / "bank.db")
     n = 3
-    proc = start_bank(db, n, seconds=8)
+    proc = start_bank(db, n, seconds=15)
     try:
         wait_live(db, n)
-        # As a user would, from another terminal: JSON, then the human form.
-        r = subprocess.run(CUTSCOPE + ["snapshot", "--db", db, "--from", "bank-1", "--json",
-                                       "--timeout", "10"],
-                           capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0, r.stderr
-        entry = json.loads(r.stdout)
-        assert entry["status"] == "complete" and entry["initiator"] == "bank-1"
-        assert set(entry["processes"]) == {"bank-0", "bank-1", "bank-2"}
-        first = Snapshot.from_entry(entry)
-        assert bank_tcp.balances(first) + bank_tcp.in_transit(first) == 1000 * n
-
-        r = subprocess.run(CUTSCOPE + ["snapshot", "--db", db], capture_output=True, text=True,
-                           timeout=60)
-        assert r.returncode == 0, r.stderr
-        assert r.stdout.startswith(f"snapshot {first.id + 1}: complete")
-        assert "bank-2" in r.stdout and '"balance"' in r.stdout
-
-        # Bad input: one line, non-zero.
-        r = subprocess.run(CUTSCOPE + ["snapshot", "--db", db, "--from", "nobody"],
-                           capture_output=True, text=True, timeout=60)
-        assert r.returncode == 2 and r.stdout == ""
-        assert r.stderr.strip().splitlines() == ["cutscope: error: no live traced process named 'nobody'"]
-
         # SIGUSR1 to a branch: it initiates a snapshot itself.
         store = open_store(db, create=False)
         try:
@@ -146,6 +123,29 @@ def test_cutscope_snapshot_from_another_process_and_sigusr1(tmp_path):
                 got = doc_snaps[0]
             time.sleep(0.1)
         assert got is not None and got["status"] == "complete", got
+        # As a user would, from another terminal: JSON, then the human form.
+        r = subprocess.run(CUTSCOPE + ["snapshot", "--db", db, "--from", "bank-1", "--json",
+                                       "--timeout", "10"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        entry = json.loads(r.stdout)
+        assert entry["status"] == "complete" and entry["initiator"] == "bank-1", entry["missing"]
+        assert set(entry["processes"]) == {"bank-0", "bank-1", "bank-2"}
+        first = Snapshot.from_entry(entry)
+        assert bank_tcp.balances(first) + bank_tcp.in_transit(first) == 1000 * n
+
+        r = subprocess.run(CUTSCOPE + ["snapshot", "--db", db], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith(f"snapshot {first.id + 1}: complete"), r.stdout
+        assert "bank-2" in r.stdout and '"balance"' in r.stdout
+
+        # Bad input: one line, non-zero.
+        r = subprocess.run(CUTSCOPE + ["snapshot", "--db", db, "--from", "nobody"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and r.stdout == ""
+        assert r.stderr.strip().splitlines() == ["cutscope: error: no live traced process named 'nobody'"]
+
     finally:
         if proc.poll() is None:
             out = finish_bank(proc)
