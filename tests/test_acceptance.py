@@ -340,3 +340,27 @@ def test_bad_databases_are_one_line(tmp_path, content):
             assert not db.exists()
         else:
             assert db.read_bytes() == content
+
+
+def test_a_foreign_sqlite_database_is_never_modified(tmp_path):
+    """`cutscope run --db app.db` (a typo for trace.db) added cutscope's ten tables to
+    the user's own database, and even `cutscope check --db app.db`, which refused it,
+    had already switched it to WAL (the header rewritten): both touched the file."""
+    import sqlite3
+
+    app = tmp_path / "app.db"
+    con = sqlite3.connect(app)
+    con.execute("create table orders (id integer primary key, amount integer)")
+    con.execute("insert into orders (amount) values (42)")
+    con.commit()
+    con.close()
+    before = app.read_bytes()
+    for args in (["check"], ["export"], ["view"], ["snapshot", "--timeout", "1"]):
+        r = cli(args[0], "--db", str(app), *args[1:], cwd=str(tmp_path))
+        assert r.returncode == 2 and "not a cutscope trace" in r.stderr, (args, r.stderr)
+        assert app.read_bytes() == before, f"cutscope {args[0]} modified the database"
+    r = subprocess.run([CUTSCOPE, "run", "--db", str(app), "--", PY, "-c", "print('ran')"],
+                       capture_output=True, text=True, env=clean_env(), timeout=60)
+    assert r.returncode == 2 and "not a cutscope trace" in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1
+    assert app.read_bytes() == before, "cutscope run added its tables to the database"

@@ -344,11 +344,15 @@ class SqlStore:
                         raise StoreError(
                             f"{self._safe_url()} has cutscope schema version {have}; "
                             f"this cutscope reads version {SCHEMA_VERSION}")
-                elif tables and not create:
+                elif tables and (not create or not tables & set(Base.metadata.tables)):
+                    # Someone else's database (a typo for --db): never add our tables to it.
                     raise StoreError(f"{self._safe_url()} is a database, but not a cutscope trace")
                 elif not create:
                     raise StoreError(f"{self._safe_url()} holds no cutscope trace")
             if create:
+                if self.sqlite:  # only once it is ours: WAL is the file's mode from then on
+                    with self.engine.connect() as conn:
+                        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
                 Base.metadata.create_all(self.engine)
                 with self.engine.begin() as conn:
                     if conn.execute(select(Meta.value).where(Meta.key == "schema_version")).first() is None:
@@ -658,8 +662,9 @@ class SqlStore:
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    # journal_mode=WAL is set once, by _prepare, on a database that is ours: set here
+    # it rewrote the header of any file a reader was pointed at (`check --db app.db`).
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
