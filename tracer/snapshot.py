@@ -31,7 +31,6 @@ A snapshot, step by step (docs/snapshots.md tells why each step is right):
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -350,14 +349,16 @@ def tick(tracer) -> None:
         return
     procs = tracer.processes
     names = [n for n, lp in list(procs.items()) if not lp.ended]
-    taken = tracer.__dict__.setdefault("_snap_taken", set())
+    taken = tracer.__dict__.get("_snap_taken", set())
+    current = set()
     for sid, name, initiator in requests(names):
+        current.add((sid, name))
         if (sid, name) in taken:
             continue
-        taken.add((sid, name))
         lp = procs.get(name)
         if lp is not None:
             lp.request(sid, initiator)
+    tracer._snap_taken = current  # only the requests of running snapshots are remembered
     open_ = {sid for lp in list(procs.values()) for sid in list(lp.snaps)}
     open_.update(sid for lp in list(procs.values()) for sid, _ in list(lp.pending))
     if open_:
@@ -390,10 +391,6 @@ def _start_from_signal(tracer, timeout: float = 10.0) -> None:
             tracer._writer_error(exc)
 
     threading.Thread(target=run, name=f"cutscope-snapshot-{c.id}", daemon=True).start()
-
-
-def as_json(snap: Snapshot) -> str:
-    return json.dumps(snap.entry, indent=1, default=repr)
 
 
 __all__ = ["Snapshot", "SnapshotError", "Coordinator", "take", "tick", "LIVE_NS"]
