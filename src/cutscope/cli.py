@@ -268,8 +268,9 @@ def _positive_seconds(text: str) -> float:
     return v
 
 
-def format_snapshot(snap) -> str:
-    """The human form of a finished snapshot: a summary line, the states, the channels."""
+def format_snapshot(snap, ends: dict | None = None) -> str:
+    """The human form of a finished snapshot: a summary line, the states, the channels
+    (``ends``: channel id -> its row, to name each channel's sender and receiver)."""
     import json
 
     lines = [snap.summary()]
@@ -292,7 +293,9 @@ def format_snapshot(snap) -> str:
                                      else f" ({m.get('nbytes', 0)} bytes)"))
         more = f" ... ({len(msgs)} messages)" if len(msgs) > 5 else ""
         flag = "" if c.get("complete") else " [incomplete]"
-        lines.append(f"  channel {c['channel']}{flag}: " + ", ".join(shown) + more)
+        e = (ends or {}).get(c["channel"]) or {}
+        who = f" {e.get('src') or '?'} -> {e.get('dst') or '?'}" if e else ""
+        lines.append(f"  channel {c['channel']}{who}{flag}: " + ", ".join(shown) + more)
     if snap.missing:
         lines.append("missing:")
         for m in snap.missing:
@@ -321,12 +324,13 @@ def cmd_snapshot(args) -> int:
         except KeyboardInterrupt:
             c._end("partial", [{"reason": "interrupted"}])
             raise
+        ends = {} if args.json else {e["id"]: e for e in store.channel_ends()}
     finally:
         store.close()
     if args.json:
         sys.stdout.write(json.dumps(snap.entry, indent=1, default=repr) + "\n")
     else:
-        sys.stdout.write(format_snapshot(snap))
+        sys.stdout.write(format_snapshot(snap, ends))
     return 0 if snap.status == "complete" else 1
 
 
