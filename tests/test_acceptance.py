@@ -364,3 +364,178 @@ def test_a_foreign_sqlite_database_is_never_modified(tmp_path):
     assert r.returncode == 2 and "not a cutscope trace" in r.stderr, r.stderr
     assert r.stderr.count("\n") == 1
     assert app.read_bytes() == before, "cutscope run added its tables to the database"
+
+
+# -- defects in files whose owners were still editing them: pinned, not fixed here ----------
+
+def _unmatched_receives(doc) -> list[dict]:
+    """Receives on framed channels that name a message no stored send event has."""
+    framed = {c["id"] for c in doc["channels"] if c["framed"]}
+    sends = {e["msg"] for e in doc["events"] if e["kind"] == "send" and e["msg"]}
+    return [e for e in doc["events"] if e["kind"] == "recv" and e["channel"] in framed
+            and (not e["msg"] or e["msg"] not in sends)]
+
+
+POOL = textwrap.dedent(r'''
+    import multiprocessing as mp, sys
+    def square(x):
+        return x * x
+    if __name__ == "__main__":
+        with mp.get_context(sys.argv[1]).Pool(2) as pool:   # __exit__ is terminate()
+            print("SUM", sum(pool.map(square, range(40), chunksize=1)), flush=True)
+''')
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "integrations/mp.py (owner editing): `with Pool() as p` ends in Pool.terminate(), "
+    "which SIGTERMs the workers before their recorder thread has written what they "
+    "recorded (INTERVAL 50 ms); their process rows and send events are lost, so the "
+    "parent's receives name messages (ForkPoolWorker-N#k) that no send event has. "
+    "close()+join() is fine. Fix idea: flush (bounded) from a SIGTERM handler installed "
+    "in multiprocessing children when the application has none, then re-raise SIG_DFL."))
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_pool_context_manager_keeps_the_workers_events(tmp_path, method):
+    from cutscope.viewer.export import load
+
+    db = tmp_path / "pool.db"
+    r = run_traced(tmp_path, "pool", POOL, method, db=db, timeout=120)
+    assert r.returncode == 0 and f"SUM {sum(x * x for x in range(40))}" in r.stdout, r.stderr
+    doc = load(str(db))
+    recvs = [e for e in doc["events"] if e["process"] == "pool" and e["kind"] == "recv"]
+    assert recvs, "the parent recorded no receive of a result"
+    assert _unmatched_receives(doc) == []
+
+
+IDLE_HTTP = textwrap.dedent(r'''
+    import http.server, sys
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    print("PORT", srv.server_address[1], flush=True)
+    srv.serve_forever()
+''')
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "tracer/snapshot.py + integrations/sockets.py (owners editing): an idle server "
+    "(`cutscope run -- python -m http.server`, waiting in selector.select() between "
+    "requests) never reaches a safe point (only the entry of a receive is one), so "
+    "`cutscope snapshot --from web` is partial: 'asked to start the snapshot, never "
+    "reached a safe point'. A process with no channel open has nothing in transit: "
+    "accept() entry / a select() wait with no framed channel could serve as safe points."))
+def test_snapshot_of_an_idle_http_server_completes(tmp_path):
+    db = tmp_path / "web.db"
+    prog = tmp_path / "web.py"
+    prog.write_text(IDLE_HTTP)
+    srv = subprocess.Popen([CUTSCOPE, "run", "--db", str(db), "--name", "web", "--", PY, str(prog)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=clean_env(), cwd=str(tmp_path), start_new_session=True)
+    try:
+        line = srv.stdout.readline()
+        assert line.startswith("PORT"), srv.stderr.read() if srv.poll() is not None else line
+        port = int(line.split()[1])
+        import urllib.request
+
+        (tmp_path / "f.txt").write_text("hello\n")
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/f.txt", timeout=30).read() == b"hello\n"
+        time.sleep(1.5)  # the server is idle now
+        r = cli("snapshot", "--db", str(db), "--from", "web", "--timeout", "4", timeout=60)
+        assert r.returncode == 0 and "complete" in r.stdout, r.stdout + r.stderr
+    finally:
+        os.killpg(srv.pid, signal.SIGTERM)
+        srv.wait(30)
+
+
+STAGES = textwrap.dedent(r'''
+    import queue, threading, time
+    import cutscope
+    q, done = queue.Queue(), threading.Event()
+    def producer():
+        with cutscope.process("producer"):
+            for i in range(20):
+                q.put(i)
+    def consumer():
+        with cutscope.process("consumer"):
+            got = 0
+            while not done.is_set():
+                try:
+                    got += q.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+    p = threading.Thread(target=producer)
+    c = threading.Thread(target=consumer)
+    p.start(); c.start(); p.join()
+    time.sleep(1.5)  # the producer's logical process has ended; the consumer goes on
+    snap = cutscope.snapshot(initiator="consumer", timeout=5)
+    print("SNAPSHOT", snap.status, snap.missing, flush=True)
+    done.set(); c.join()
+''')
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "tracer/snapshot.py + integrations/queues.py (owners editing): once a stage of a "
+    "thread pipeline has left `with cutscope.process(...)`, every later snapshot of the "
+    "pipeline is partial: the coordinator still expects the ended logical process "
+    "(it is in the channel graph; its end is known only through the store), asks it, "
+    "and waits for a marker on its channel that nobody will ever send. An ended "
+    "process has a final state and no more sends: its outgoing channels could count "
+    "as closed (end of stream acting as the marker) and the process as recorded."))
+def test_snapshot_after_an_upstream_stage_ended_completes(tmp_path):
+    r = run_traced(tmp_path, "stages", STAGES, db=tmp_path / "s.db")
+    assert r.returncode == 0, r.stderr
+    assert "SNAPSHOT complete" in r.stdout, r.stdout
+
+
+XMLRPC_SERVER = textwrap.dedent(r'''
+    from xmlrpc.server import SimpleXMLRPCServer
+    srv = SimpleXMLRPCServer(("127.0.0.1", 0), logRequests=False)
+    srv.register_function(lambda a, b: a + b, "add")
+    print("PORT", srv.server_address[1], flush=True)
+    srv.serve_forever()
+''')
+
+XMLRPC_CLIENT = textwrap.dedent(r'''
+    import sys, time, xmlrpc.client
+    p = xmlrpc.client.ServerProxy("http://127.0.0.1:%s/" % sys.argv[1])
+    deadline = time.monotonic() + float(sys.argv[2])
+    n = 0
+    while time.monotonic() < deadline:
+        assert p.add(n, 1) == n + 1
+        n += 1
+    print("CALLS", n, flush=True)
+''')
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "timing-dependent, so not strict: tracer/recorder.py + tracer/store.py + "
+    "tracer/snapshot.py. A traced xmlrpc client calling a traced server (one connection "
+    "per call) as fast as it can: both recorders write constantly to one SQLite file, "
+    "and the recorder thread that writes is also the one that polls snapshot requests "
+    "(snapshot.tick) and beats the heartbeat. Blocked for seconds in a write, it misses "
+    "the request: the snapshot is partial ('asked to start the snapshot, never reached "
+    "a safe point') while the process receives hundreds of times a second, and a "
+    "process started a second ago is 'no live traced process'. Seen 3 out of 3 before "
+    "the store's write lock, 1 out of 2 after."))
+def test_snapshot_of_a_busy_xmlrpc_client_completes(tmp_path):
+    db = tmp_path / "rpc.db"
+    (tmp_path / "server.py").write_text(XMLRPC_SERVER)
+    (tmp_path / "client.py").write_text(XMLRPC_CLIENT)
+    srv = subprocess.Popen([CUTSCOPE, "run", "--db", str(db), "--name", "rpc", "--", PY,
+                            str(tmp_path / "server.py")], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=clean_env(),
+                           start_new_session=True)
+    client = None
+    try:
+        port = int(srv.stdout.readline().split()[1])
+        client = subprocess.Popen([CUTSCOPE, "run", "--db", str(db), "--name", "client", "--",
+                                   PY, str(tmp_path / "client.py"), str(port), "12"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=clean_env(), start_new_session=True)
+        time.sleep(4)
+        r = cli("snapshot", "--db", str(db), "--from", "client", "--timeout", "5", timeout=60)
+        out, err = client.communicate(timeout=60)
+        assert client.returncode == 0 and "CALLS" in out, err
+        assert r.returncode == 0 and "complete" in r.stdout, r.stdout + r.stderr
+    finally:
+        if client is not None and client.poll() is None:
+            os.killpg(client.pid, signal.SIGKILL)
+        os.killpg(srv.pid, signal.SIGTERM)
+        srv.wait(30)
