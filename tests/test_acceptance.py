@@ -539,3 +539,104 @@ def test_snapshot_of_a_busy_xmlrpc_client_completes(tmp_path):
             os.killpg(client.pid, signal.SIGKILL)
         os.killpg(srv.pid, signal.SIGTERM)
         srv.wait(30)
+
+
+# -- TLS passes through untouched ---------------------------------------------------------------
+
+TLS_SERVER = textwrap.dedent(r'''
+    import socket, ssl, sys, threading
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+    ls = socket.create_server(("127.0.0.1", 0))
+    print("PORT", ls.getsockname()[1], flush=True)
+    def serve(c):
+        with ctx.wrap_socket(c, server_side=True) as s:   # wrapped after accept()
+            while data := s.recv(65536):
+                s.sendall(data.upper())
+    while True:
+        c, _ = ls.accept()
+        threading.Thread(target=serve, args=(c,), daemon=True).start()
+''')
+
+TLS_CLIENT = textwrap.dedent(r'''
+    import socket, ssl, sys
+    ctx = ssl.create_default_context(cafile=sys.argv[2])
+    with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            for i in range(50):
+                msg = (b"abc%d" % i) * 200
+                s.sendall(msg)
+                got = b""
+                while len(got) < len(msg):
+                    got += s.recv(65536)
+                assert got == msg.upper()
+    print("TLS OK", flush=True)
+''')
+
+TLS_ASYNCIO_CLIENT = textwrap.dedent(r'''
+    import asyncio, ssl, sys
+    async def main():
+        ctx = ssl.create_default_context(cafile=sys.argv[2])
+        r, w = await asyncio.wait_for(asyncio.open_connection(
+            "127.0.0.1", int(sys.argv[1]), ssl=ctx, server_hostname="localhost"), 20)
+        w.write(b"hello tls\n")
+        await w.drain()
+        print("GOT", await asyncio.wait_for(r.readexactly(10), 20), flush=True)
+        w.close()
+    asyncio.run(main())
+''')
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is not installed")
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(d / "key.pem"), "-out", str(d / "cert.pem"), "-days", "2", "-subj",
+                    "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    (d / "server.py").write_text(TLS_SERVER)
+    db = d / "tls.db"
+    srv = subprocess.Popen([CUTSCOPE, "run", "--db", str(db), "--name", "tls-server", "--", PY,
+                            str(d / "server.py"), str(d / "cert.pem"), str(d / "key.pem")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=clean_env(), start_new_session=True)
+    try:
+        line = srv.stdout.readline()
+        assert line.startswith("PORT"), srv.stderr.read()
+        yield d, db, int(line.split()[1])
+    finally:
+        os.killpg(srv.pid, signal.SIGTERM)
+        srv.wait(30)
+
+
+@pytest.mark.parametrize("traced", [False, True])
+def test_tls_client_and_traced_tls_server_untouched(tls_server, traced):
+    d, db, port = tls_server
+    (d / "client.py").write_text(TLS_CLIENT)
+    cmd = [PY, str(d / "client.py"), str(port), str(d / "cert.pem")]
+    if traced:
+        cmd = [CUTSCOPE, "run", "--db", str(db), "--name", "tls-client", "--", *cmd]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), timeout=120)
+    assert r.returncode == 0 and "TLS OK" in r.stdout, r.stderr
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "integrations/sockets.py (owner editing; documented in docs/protocol.md 'What cannot "
+    "be traced'): a traced asyncio TLS client writes its TLS records through the socket "
+    "wrappers, so it sends a HELLO and frames them; a traced server that wraps each "
+    "accepted socket with ssl (the usual hand-written TLS server) reads them in C and "
+    "fails the handshake (WRONG_VERSION_NUMBER): the application breaks. The client "
+    "frames on the registry's word alone; only an answer from the server (its own HELLO) "
+    "could show that it reads through the wrappers."))
+def test_asyncio_tls_client_to_a_traced_tls_server(tls_server):
+    d, db, port = tls_server
+    (d / "aclient.py").write_text(TLS_ASYNCIO_CLIENT)
+    cmd = [PY, str(d / "aclient.py"), str(port), str(d / "cert.pem")]
+    plain = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), timeout=120)
+    assert plain.returncode == 0 and "HELLO TLS" in plain.stdout, plain.stderr
+    r = subprocess.run([CUTSCOPE, "run", "--db", str(db), "--name", "tls-aclient", "--", *cmd],
+                       capture_output=True, text=True, env=clean_env(), timeout=120)
+    assert r.returncode == 0 and "HELLO TLS" in r.stdout, r.stderr[-2000:]
