@@ -640,3 +640,32 @@ def test_asyncio_tls_client_to_a_traced_tls_server(tls_server):
     r = subprocess.run([CUTSCOPE, "run", "--db", str(db), "--name", "tls-aclient", "--", *cmd],
                        capture_output=True, text=True, env=clean_env(), timeout=120)
     assert r.returncode == 0 and "HELLO TLS" in r.stdout, r.stderr[-2000:]
+
+
+OPEN_AT = textwrap.dedent(r'''
+    import sys, time
+    from cutscope.tracer.store import open_store
+    at = float(sys.argv[2])
+    while time.time() < at:
+        time.sleep(0.0005)
+    open_store(sys.argv[1], create=True).close()
+    print("opened", flush=True)
+''')
+
+
+def test_processes_creating_a_fresh_store_together_all_succeed(tmp_path):
+    """Two services started at once under `cutscope run` on a new database: one of
+    them failed with `cutscope: error: cannot use ...: table snapshots already exists`
+    (both created the schema at the same moment) and did not run at all. Here the
+    moment is forced: several processes open the new store at the same instant."""
+    prog = tmp_path / "open_at.py"
+    prog.write_text(OPEN_AT)
+    for attempt in range(4):
+        url = "sqlite:///" + str(tmp_path / f"fresh{attempt}.db")
+        at = time.time() + 2.0
+        procs = [subprocess.Popen([PY, str(prog), url, repr(at)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=clean_env())
+                 for _ in range(4)]
+        for p in procs:
+            out, err = p.communicate(timeout=120)
+            assert p.returncode == 0 and "opened" in out, err[-1500:]

@@ -339,7 +339,7 @@ class SqlStore:
                 tables = set(self.engine.dialect.get_table_names(conn))
                 if "meta" in tables:
                     row = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).first()
-                    if row is None or row[0] != str(SCHEMA_VERSION):
+                    if (row is None and not create) or (row is not None and row[0] != str(SCHEMA_VERSION)):
                         have = row[0] if row else "unknown"
                         raise StoreError(
                             f"{self._safe_url()} has cutscope schema version {have}; "
@@ -353,7 +353,17 @@ class SqlStore:
                 if self.sqlite:  # only once it is ours: WAL is the file's mode from then on
                     with self.engine.connect() as conn:
                         conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-                Base.metadata.create_all(self.engine)
+                for attempt in range(10):  # another process may be creating it right now
+                    try:
+                        with self.engine.begin() as conn:
+                            if not self.sqlite:  # PostgreSQL: one creator at a time
+                                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(72431)")
+                            Base.metadata.create_all(conn)
+                        break
+                    except SQLAlchemyError as exc:
+                        if "already exists" not in str(exc) or attempt == 9:
+                            raise
+                        time.sleep(0.02)
                 with self.engine.begin() as conn:
                     if conn.execute(select(Meta.value).where(Meta.key == "schema_version")).first() is None:
                         try:
