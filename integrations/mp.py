@@ -785,12 +785,46 @@ def start(self):
         self.__dict__.pop("_cutscope_boot", None)
 
 
+TERM_FLUSH_S = 3.0  # at most this long to flush when SIGTERM ends a child (Pool.terminate)
+
+
+def _on_sigterm(signum, frame):
+    """SIGTERM in a child that had no handler: flush what was recorded, then die of it."""
+    import signal
+    import time as _t
+
+    t = _active[0]
+    if t is not None:
+        try:
+            for lp in list(t.processes.values()):
+                t.recorder.other(("ended", lp.name, _t.time_ns()))
+            t.recorder.flush(timeout=TERM_FLUSH_S)
+        except Exception:
+            pass
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _install_sigterm() -> None:
+    import signal
+
+    try:
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):
+        pass
+
+
 def _bootstrap(self, *a, **kw):
     t = _active[0]
     if t is not None:
         name = _explicit_name(self)
         if name and t.main.name != name:
             t.guard(t.rename_main, name)
+        # Pool.terminate() (and `with Pool() as p`) SIGTERMs its workers: without a
+        # handler they die before the recorder thread writes their last events.
+        _install_sigterm()
     try:
         return _ORIG["BaseProcess._bootstrap"](self, *a, **kw)
     finally:

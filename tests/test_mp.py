@@ -571,3 +571,24 @@ def test_connection_opened_during_a_snapshot_is_marked_first():
         doc = rec.trace()
     evs = [(e["kind"], e.get("snapshot")) for e in doc["events"] if e["process"] == "B"]
     assert evs == [("snapshot", 1), ("recv", None)]
+
+
+def square(x):
+    return x * x
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_pool_terminate_keeps_the_workers_events(method, db_path):
+    """`with Pool()` ends in terminate(): SIGTERM. The workers flush before they die."""
+    cutscope.start(db=db_path, name="pool")
+    try:
+        with mp.get_context(method).Pool(2) as pool:
+            assert sum(pool.map(square, range(20), chunksize=1)) == sum(x * x for x in range(20))
+    finally:
+        cutscope.stop()
+    doc = load(db_path)
+    framed = {c["id"] for c in doc["channels"] if c["framed"]}
+    sends = {e["msg"] for e in doc["events"] if e["kind"] == "send"}
+    recvs = [e for e in doc["events"] if e["process"] == "pool" and e["kind"] == "recv"
+             and e["channel"] in framed]
+    assert recvs and all(e["msg"] in sends for e in recvs)
