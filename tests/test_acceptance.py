@@ -717,3 +717,24 @@ def test_two_programs_with_pools_keep_their_workers_apart(tmp_path):
                and any(e["process"] == p["name"] for e in doc["events"])]
     assert len(set(workers)) == 4, workers  # two workers per program, four names
     assert _unmatched_receives(doc) == []
+
+
+def test_run_with_a_python_without_cutscope_says_which_python_to_use(tmp_path):
+    """README: `.venv/bin/cutscope run --name api -- python app.py`. Without the venv
+    activated, `python` is another interpreter: the program runs untraced (right) and
+    the one line on stderr must say why and what to do instead."""
+    import venv
+
+    bare = tmp_path / "bare"
+    venv.EnvBuilder(with_pip=False, system_site_packages=False).create(bare)
+    py = bare / "bin" / "python"
+    code = "import sys; print('app ran'); sys.exit(5)"
+    plain = subprocess.run([str(py), "-c", code], capture_output=True, text=True,
+                           env=clean_env(), timeout=60)
+    r = subprocess.run([CUTSCOPE, "run", "--db", str(tmp_path / "t.db"), "--", str(py), "-c",
+                        code], capture_output=True, text=True, env=clean_env(), timeout=60)
+    assert (r.returncode, r.stdout) == (plain.returncode, plain.stdout) == (5, "app ran\n")
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cutscope: not tracing this process"), r.stderr
+    assert str(py) in lines[0] and "cannot import cutscope" in lines[0]
+    assert "the Python cutscope is installed in" in lines[0]

@@ -43,7 +43,11 @@ def _boot() -> None:
     try:
         from cutscope.tracer import active
     except Exception as exc:
-        print(f"cutscope: not tracing this process ({sys.executable}): {exc}", file=sys.stderr)
+        # Typically `cutscope run -- python app.py` with a `python` on PATH that is not
+        # the one cutscope is installed in (the venv not activated): say which to use.
+        print(f"cutscope: not tracing this process: {sys.executable} cannot import cutscope "
+              f"({exc}); run the program with the Python cutscope is installed in "
+              f"(e.g. .venv/bin/python, or activate the venv)", file=sys.stderr)
         return
     if active() is not None:  # instrumented already (guard against doing it twice)
         return
