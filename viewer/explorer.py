@@ -15,6 +15,7 @@ from typing import Mapping
 from .analysis import Message, Trace
 
 GLYPH = {"send": "S", "recv": "R", "local": "•", "snapshot": "◆"}
+ORPHAN_LIMIT = 5000  # orphans listed per cut; the panel shows "5000+" beyond
 
 
 def describe(e: Mapping, trace: Trace | None = None) -> str:
@@ -152,7 +153,8 @@ class Explorer:
     def recompute(self) -> None:
         t = self.trace
         self.consistent = t.consistent(self.cut)
-        self.orphans: list[Message] = t.orphans(self.cut, limit=5000) if not self.consistent else []
+        self.orphans: list[Message] = (t.orphans(self.cut, limit=ORPHAN_LIMIT)
+                                       if not self.consistent else [])
         self.in_transit: list[Message] = t.in_transit(self.cut)
         self.orphan_ids = {m.id for m in self.orphans}
         self.transit_ids = {m.id for m in self.in_transit}

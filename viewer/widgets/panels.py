@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from ..explorer import Explorer, describe
+from ..explorer import ORPHAN_LIMIT, Explorer, describe
 
 LIST_CAP = 200  # lines shown per list (the count is always exact)
 
@@ -32,8 +32,9 @@ class CutPanel(VerticalScroll, can_focus=False):
             verdict.set_class(True, "consistent")
             verdict.set_class(False, "inconsistent")
         else:
-            verdict.update(Text(f" INCONSISTENT: {len(ex.orphans)} orphan"
-                                f"{'s' if len(ex.orphans) != 1 else ''} ",
+            n = len(ex.orphans)  # the explorer counts up to ORPHAN_LIMIT: say when it stopped
+            verdict.update(Text(f" INCONSISTENT: {n}{'+' if n >= ORPHAN_LIMIT else ''} orphan"
+                                f"{'s' if n != 1 else ''} ",
                                 style="bold white on #bf1f1f"))
             verdict.set_class(False, "consistent")
             verdict.set_class(True, "inconsistent")
@@ -51,7 +52,7 @@ class CutPanel(VerticalScroll, can_focus=False):
         et = Text("Frontier event\n", style="bold")
         et.append(describe(ev, ex.trace) if ev else f"{ex.process}: no event inside the cut")
         self.query_one("#event", Static).update(et)
-        ot = Text(f"Orphans ({len(ex.orphans)}{'+' if len(ex.orphans) >= 5000 else ''})\n",
+        ot = Text(f"Orphans ({len(ex.orphans)}{'+' if len(ex.orphans) >= ORPHAN_LIMIT else ''})\n",
                   style="bold red" if ex.orphans else "bold")
         for m in ex.orphans[:LIST_CAP]:
             ot.append(f"{m.id}: received by {m.dst} #{m.recv_seq} inside, "
