@@ -386,15 +386,11 @@ POOL = textwrap.dedent(r'''
 ''')
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "integrations/mp.py (owner editing): `with Pool() as p` ends in Pool.terminate(), "
-    "which SIGTERMs the workers before their recorder thread has written what they "
-    "recorded (INTERVAL 50 ms); their process rows and send events are lost, so the "
-    "parent's receives name messages (ForkPoolWorker-N#k) that no send event has. "
-    "close()+join() is fine. Fix idea: flush (bounded) from a SIGTERM handler installed "
-    "in multiprocessing children when the application has none, then re-raise SIG_DFL."))
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_pool_context_manager_keeps_the_workers_events(tmp_path, method):
+    """`with Pool() as p` ends in Pool.terminate(), which SIGTERMs the workers: their
+    process rows and send events were lost, so the parent's receives named messages
+    (ForkPoolWorker-N#k) that no send event had (fixed in mp.py, 875b962)."""
     from cutscope.viewer.export import load
 
     db = tmp_path / "pool.db"
