@@ -51,6 +51,7 @@ class Recorder:
         self._wake = threading.Event()
         self._io = threading.Lock()  # held while a batch is being written
         self._thread: threading.Thread | None = None
+        self._io_owner: int | None = None  # thread id writing a batch under _io
         self._forking = False
         # The hot path appends with the deque's own (C) method and calls ``check``
         # every few hundred events (LogicalProcess); ``append`` checks every time.
@@ -115,8 +116,9 @@ class Recorder:
             if time.monotonic() > deadline:
                 break
             time.sleep(0.001)
-        with self._io:  # wait for a batch in progress
-            pass
+        if self._io_owner != threading.get_ident():
+            with self._io:  # wait for a batch in progress
+                pass
 
     def close(self) -> None:
         self.running = False
@@ -164,11 +166,20 @@ class Recorder:
         and a fork must not chase them."""
         buf, others = self._buf, self._others
         left = len(buf) if bounded else -1
+        me = threading.get_ident()
+        if self._io_owner == me:
+            # Re-entered from a signal handler (a SIGTERM flush) while this thread
+            # is writing: the lock is ours already; waiting for it would hang.
+            return
         while buf or others:
             if self._forking and threading.current_thread() is self._thread:
                 return  # let the forking thread take the lock
             with self._io:
-                left = self._write_batch(left)
+                self._io_owner = me
+                try:
+                    left = self._write_batch(left)
+                finally:
+                    self._io_owner = None
             if left == 0:
                 return
 
@@ -229,6 +240,7 @@ class Recorder:
         self._wake = threading.Event()
         self._io = threading.Lock()
         self._thread = None
+        self._io_owner = None
         self._forking = False
         was, self.running = self.running, False
         if was:

@@ -421,8 +421,13 @@ class SqlStore:
             while self._urgent and time.monotonic() < deadline:
                 time.sleep(0.0002)
         with self._writing(), self.engine.begin() as conn:
-            for item in others:
+            # Channel rows first, in id order: processes that upsert the same
+            # channels then lock them in one order (PostgreSQL deadlocked otherwise).
+            for item in sorted((i for i in others if i[0] == "channel"), key=lambda i: i[1]):
                 self._write_other(conn, item)
+            for item in others:
+                if item[0] != "channel":
+                    self._write_other(conn, item)
             if rows:
                 res = conn.exec_driver_sql(self._ins_events, [
                     r if r[8] is None and r[9] is None else event_row(r, cap) for r in rows])

@@ -73,8 +73,8 @@ class Tracer:
     # -- logical processes ----------------------------------------------------------
 
     def _new_process(self, name: str, parent: str | None = None, clock: int = 0,
-                     argv: str | None = None) -> LogicalProcess:
-        seq, clock0 = self._resume(name)
+                     argv: str | None = None, resume: bool = True) -> LogicalProcess:
+        seq, clock0 = self._resume(name) if resume else (0, 0)
         lp = LogicalProcess(self, name, seq=seq, clock=max(clock, clock0))
         self.processes[name] = lp
         self.recorder.other(("process", name, os.getpid(), self.host, parent, time.time_ns(), argv))
@@ -225,8 +225,10 @@ class Tracer:
         self.deferred_flush = []
         self.recorder.after_fork_child()
         os.environ.pop("CUTSCOPE_NAME", None)
+        # No store access here: another parent thread may have been inside SQLite at
+        # the fork, and its locks are copied held. The name is new (it has our pid).
         self.main = self._new_process(f"{parent_name}/{os.getpid()}", parent=parent_name,
-                                      clock=forker.clock, argv=" ".join(sys.argv))
+                                      clock=forker.clock, argv=" ".join(sys.argv), resume=False)
         os.environ["CUTSCOPE_PARENT"] = self.main.name
         _process._default[0] = self.main
         _current.set(None)
