@@ -109,7 +109,7 @@ def parent(args) -> int:
         p.stdin.flush()
     for p in procs:
         assert p.stdout.readline().strip() == "ready"
-    store = cutscope.tracer().store
+    store = cutscope.active().store
     names = {f"w{i:02d}" for i in range(args.workers)}
     t_wait = time.time()
     while not names <= set(store.live_processes(time.time_ns() - 3_000_000_000)):
@@ -139,8 +139,8 @@ def parent(args) -> int:
         out, _ = p.communicate(timeout=120)
         for bk, c in json.loads(out.strip().splitlines()[-1])["buckets"].items():
             buckets[int(bk)] = buckets.get(int(bk), 0) + c
-    cutscope.tracer().flush()
-    db = cutscope.tracer().store.url
+    cutscope.active().flush()
+    db = cutscope.active().store.url
     during, quiet = [], []
     first, last = int((t0 + 0.5) / BUCKET), int((t0 + args.seconds - 0.3) / BUCKET)
     for bk in range(first, last):
@@ -183,7 +183,7 @@ def main() -> int:
         return worker(args.index, args.seconds, args.rate)
     import cutscope
 
-    if cutscope.tracer() is None:
+    if cutscope.active() is None:
         # Relaunch under `cutscope run` (which traces us and the workers) with a fresh store.
         d = tempfile.mkdtemp(prefix="cutscope-bench-")
         srv = None

@@ -194,7 +194,7 @@ def parent(args) -> int:
         print(f"{args.branches} branches running for {args.seconds:g} s "
               f"(pids {' '.join(str(p.pid) for p in bank.procs)})", flush=True)
         snaps = []
-        if args.snapshots and cutscope is not None and cutscope.tracer() is not None:
+        if args.snapshots and cutscope is not None and cutscope.active() is not None:
             t0 = time.monotonic()
             # The branches need a moment to be live in the store (first heartbeat, channels).
             for k in range(args.snapshots):

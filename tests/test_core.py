@@ -159,10 +159,10 @@ def test_start_is_idempotent_and_stop_without_start_is_harmless(db_url):
     t1 = cutscope.start(db=db_url, instrument=False)
     try:
         assert cutscope.start(db=db_url, instrument=False) is t1
-        assert cutscope.tracer() is t1
+        assert cutscope.active() is t1
     finally:
         cutscope.stop()
-    assert cutscope.tracer() is None
+    assert cutscope.active() is None
 
 
 def test_payload_capture_is_off_by_default_and_capped(db_url):

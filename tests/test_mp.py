@@ -498,7 +498,7 @@ def test_snapshot_across_processes_over_mp_queues_conserves_money(db_path):
             try:
                 # wait until every branch has a channel in the store, then snapshot
                 for _ in range(500):
-                    doc = cutscope.tracer().store.load()
+                    doc = cutscope.active().store.load()
                     if len({c["src"] for c in doc["channels"] if c["dst"]}) >= n:
                         break
                     threading.Event().wait(0.02)

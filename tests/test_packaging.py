@@ -72,7 +72,7 @@ def test_wheel_contains_and_imports_every_module(tmp_path):
 def test_public_api_is_pinned():
     assert sorted(cutscope.__all__) == sorted([
         "start", "stop", "process", "state", "event", "safepoint", "snapshot", "Snapshot",
-        "tracer", "Tracer", "__version__",
+        "active", "Tracer", "__version__",
     ])
     for name in cutscope.__all__:
         assert hasattr(cutscope, name), name
@@ -95,3 +95,10 @@ def test_rooms_do_not_cross():
     bad += [(f, m) for f, m in imports("viewer") if m.startswith("cutscope.integrations")]
     bad += [(f, m) for f, m in imports("integrations") if m.startswith("cutscope.viewer")]
     assert not bad, bad
+
+
+def test_the_tracer_room_is_reachable_by_its_dotted_name():
+    import cutscope.tracer as room  # not shadowed by a front-door function
+
+    assert room.__name__ == "cutscope.tracer"
+    assert cutscope.active() is None

@@ -492,7 +492,7 @@ def test_snapshot_of_threads_connected_by_queues_conserves_money(db_url):
             if sum(len(q._cutscope_q.out) for q in qs if hasattr(q, "_cutscope_q")) >= n:
                 break
             threading.Event().wait(0.01)
-        cutscope.tracer().flush()
+        cutscope.active().flush()
         snaps = [cutscope.snapshot(initiator="branch-0", timeout=30) for _ in range(2)]
         stop.set()
         for t in ts:

@@ -19,7 +19,7 @@ from cutscope.tracer.process import _current
 __version__ = "0.1.0"
 
 __all__ = ["start", "stop", "process", "state", "event", "safepoint", "snapshot", "Snapshot",
-           "tracer", "Tracer", "__version__"]
+           "active", "Tracer", "__version__"]
 
 from cutscope.tracer.snapshot import Snapshot, SnapshotError  # noqa: E402
 
@@ -56,11 +56,6 @@ def stop() -> None:
     integrations.uninstrument()
     _remove_sigusr1()
     t.stop()
-
-
-def tracer() -> Tracer | None:
-    """The running tracer of this interpreter, or None."""
-    return active()
 
 
 class process:
