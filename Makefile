@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Debian's graphviz gives `dot`; tmux is used by the viewer's terminal test.
+# Debian's graphviz gives `dot`. For the tests: tmux (the viewer in a real terminal),
+# postgresql (the tests start their own server), curl and openssl (real clients, TLS).
 system-deps:
 	@command -v dot >/dev/null 2>&1 || { $(APT) update >/dev/null && $(APT) install graphviz >/dev/null; }
 	@command -v dot >/dev/null 2>&1 || { echo "make: could not install graphviz (dot)"; exit 1; }
@@ -31,6 +32,7 @@ test-deps: system-deps
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
 	  { $(APT) update >/dev/null && $(APT) install postgresql >/dev/null; }
 	@command -v curl >/dev/null 2>&1 || { $(APT) update >/dev/null && $(APT) install curl >/dev/null; }
+	@command -v openssl >/dev/null 2>&1 || { $(APT) update >/dev/null && $(APT) install openssl >/dev/null; }
 
 test: venv test-deps
 	$(BIN)/pytest
