@@ -83,14 +83,19 @@ def parse_hello(buf, start: int = 0):
     p = end + 2
     if len(buf) < p + clen + 2:
         return None
+    return _channel_and_sender(buf, p, clen)
+
+
+def _channel_and_sender(buf, p: int, clen: int):
+    """``(channel, sender, end)``: a channel id of ``clen`` bytes at ``p``, then the
+    sender's name (2-byte length first); None if the name is incomplete."""
     cid = bytes(buf[p:p + clen]).decode("ascii")
     p += clen
     (nlen,) = _H.unpack_from(buf, p)
     p += 2
     if len(buf) < p + nlen:
         return None
-    name = bytes(buf[p:p + nlen]).decode("utf-8", "replace")
-    return cid, name, p + nlen
+    return cid, bytes(buf[p:p + nlen]).decode("utf-8", "replace"), p + nlen
 
 
 def data_header(nbytes: int, seq: int, lamport: int) -> bytes:
@@ -147,14 +152,10 @@ def parse_envelope(buf):
         return None
     try:
         seq, lamport, clen = _ENV.unpack_from(buf, 16)
-        p = 16 + _ENV.size
-        cid = bytes(buf[p:p + clen]).decode("ascii")
-        p += clen
-        (nlen,) = _H.unpack_from(buf, p)
-        p += 2
-        if len(buf) < p + nlen:
-            return None
-        name = bytes(buf[p:p + nlen]).decode("utf-8", "replace")
+        found = _channel_and_sender(buf, 16 + _ENV.size, clen)
     except (struct.error, UnicodeDecodeError):
         return None
-    return cid, name, seq, lamport, p + nlen
+    if found is None:
+        return None
+    cid, name, end = found
+    return cid, name, seq, lamport, end
