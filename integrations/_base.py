@@ -14,7 +14,7 @@ import warnings
 log = logging.getLogger("cutscope")
 
 # Modules that define instrumentors, in install order.
-MODULES: tuple[str, ...] = ("queues", "aio", "mp", "sockets")
+MODULES: tuple[str, ...] = ("queues", "aio", "mp", "sockets", "waits")
 
 _registry: list["Instrumentor"] = []
 

@@ -410,13 +410,6 @@ IDLE_HTTP = textwrap.dedent(r'''
 ''')
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tracer/snapshot.py + integrations/sockets.py (owners editing): an idle server "
-    "(`cutscope run -- python -m http.server`, waiting in selector.select() between "
-    "requests) never reaches a safe point (only the entry of a receive is one), so "
-    "`cutscope snapshot --from web` is partial: 'asked to start the snapshot, never "
-    "reached a safe point'. A process with no channel open has nothing in transit: "
-    "accept() entry / a select() wait with no framed channel could serve as safe points."))
 def test_snapshot_of_an_idle_http_server_completes(tmp_path):
     db = tmp_path / "web.db"
     prog = tmp_path / "web.py"
