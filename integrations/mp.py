@@ -726,13 +726,23 @@ def accept(self):
 
 # -- processes -----------------------------------------------------------------------------------
 
-def _explicit_name(proc) -> str | None:
+def _explicit_name(proc, parent: str) -> str | None:
+    """The child's logical-process name: the name the program gave, else None.
+
+    multiprocessing.Pool names its workers itself (``ForkPoolWorker-N``): such a
+    name is qualified with the parent (``<parent>/ForkPoolWorker-1``), so that two
+    programs with a Pool on one store keep their workers apart.
+    """
     try:
         default = type(proc).__name__ + "-" + ":".join(str(i) for i in proc._identity)
         name = proc._name
     except Exception:
         return None
-    return name if name and name != default else None
+    if not name or name == default:
+        return None
+    if name == default.replace("Process", "PoolWorker"):
+        return f"{parent}/{name}"
+    return name
 
 
 class _Boot:
@@ -777,7 +787,7 @@ def start(self):
         return _ORIG["BaseProcess.start"](self)
     url = getattr(t.store, "url", None)
     cfg = {"db": url, "capture": t.capture, "strict": t.strict, "parent": t.main.name,
-           "name": _explicit_name(self)}
+           "name": _explicit_name(self, t.main.name)}
     self.__dict__["_cutscope_boot"] = _Boot(cfg)
     try:
         return _ORIG["BaseProcess.start"](self)
@@ -819,7 +829,9 @@ def _install_sigterm() -> None:
 def _bootstrap(self, *a, **kw):
     t = _active[0]
     if t is not None:
-        name = _explicit_name(self)
+        # In the child our name is "<parent>/<pid>" (or, under spawn, the name the
+        # parent chose): the parent is what comes before the last "/".
+        name = _explicit_name(self, t.main.name.rpartition("/")[0] or t.main.name)
         if name and t.main.name != name:
             t.guard(t.rename_main, name)
         # Pool.terminate() (and `with Pool() as p`) SIGTERMs its workers: without a

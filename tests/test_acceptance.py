@@ -676,15 +676,6 @@ POOL_AT = textwrap.dedent(r'''
 ''')
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "integrations/mp.py (owner editing): a child takes its Process.name 'when the "
-    "program gave one', but Pool names its workers itself (ForkPoolWorker-1, -2, ...), "
-    "and that name is taken as given. Two traced programs that use a Pool at the same "
-    "time (two services under cutscope run, one store) both have a ForkPoolWorker-1: "
-    "their events collide on (process, seq), the store skips the duplicates "
-    "('two live processes with one name?'), and receives name sends of the other "
-    "program's worker. Fix idea: treat multiprocessing's own names (Process-N, "
-    "*PoolWorker-N) as not given, or qualify them with the parent (<parent>/ForkPoolWorker-1)."))
 def test_two_programs_with_pools_keep_their_workers_apart(tmp_path):
     from cutscope.viewer.export import load
 
