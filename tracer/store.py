@@ -353,31 +353,36 @@ class SqlStore:
                 elif not create:
                     raise StoreError(f"{self._safe_url()} holds no cutscope trace")
             if create:
-                if self.sqlite:  # only once it is ours: WAL is the file's mode from then on
-                    with self.engine.connect() as conn:
-                        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-                for attempt in range(10):  # another process may be creating it right now
-                    try:
-                        with self.engine.begin() as conn:
-                            if not self.sqlite:  # PostgreSQL: one creator at a time
-                                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(72431)")
-                            Base.metadata.create_all(conn)
-                        break
-                    except SQLAlchemyError as exc:
-                        if "already exists" not in str(exc) or attempt == 9:
-                            raise
-                        time.sleep(0.02)
-                with self.engine.begin() as conn:
-                    if conn.execute(select(Meta.value).where(Meta.key == "schema_version")).first() is None:
-                        try:
-                            conn.execute(insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
-                        except SQLAlchemyError:
-                            pass  # another process created it at the same moment
+                # One creator at a time: SQLite through the store's file lock (the
+                # writers' turn-taking), PostgreSQL through an advisory lock.
+                with self._writing():
+                    self._create()
         except StoreError:
             raise
         except SQLAlchemyError as exc:
             msg = str(getattr(exc, "orig", exc)).splitlines()[0]
             raise StoreError(f"cannot use {self._safe_url()}: {msg}") from None
+
+    def _create(self) -> None:
+        if self.sqlite:  # only once it is ours: WAL is the file's mode from then on
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        for attempt in range(10):  # a creator without our lock (an older cutscope)
+            try:
+                with self.engine.begin() as conn:
+                    if not self.sqlite:
+                        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(72431)")
+                    Base.metadata.create_all(conn)
+                    if conn.execute(select(Meta.value).where(
+                            Meta.key == "schema_version")).first() is None:
+                        conn.execute(insert(Meta).values(key="schema_version",
+                                                         value=str(SCHEMA_VERSION)))
+                return
+            except SQLAlchemyError as exc:
+                if attempt == 9 or not any(m in str(exc) for m in (
+                        "already exists", "database is locked", "UNIQUE constraint")):
+                    raise
+                time.sleep(0.05)
 
     def dispose_after_fork(self) -> None:
         self.engine.dispose(close=False)
