@@ -90,9 +90,9 @@ def put_nowait(self, item):
     self._finished.clear()
     try:
         t = lp.tracer
-        msg, lam, markers = lp.send(ep, len(item) if type(item) is bytes else 0,
+        seq, lam, markers = lp.send(ep, len(item) if type(item) is bytes else 0,
                                     item if t.capture else None)
-        st.sent(item, ep, msg, lam, markers)
+        st.sent(item, ep, f"{lp.name}#{seq}", lam, markers)
     except Exception as exc:
         lp.tracer.fault(exc, "asyncio.Queue.put")
     self._wakeup_next(self._getters)

@@ -184,12 +184,12 @@ def _q_endpoint(q, lp) -> OutEndpoint:
 def _wrap_item(q, lp, ep, obj):
     """Under ``q._notempty``: record the send, queue pending markers; the envelope."""
     t = lp.tracer
-    msg, lam, markers = lp.send(ep, len(obj) if type(obj) is bytes else 0,
+    seq, lam, markers = lp.send(ep, len(obj) if type(obj) is bytes else 0,
                                 obj if t.capture else None)
     if markers:
         for m in markers:
             q._buffer.append(MarkEnv(ep.channel, m.snapshot, m.initiator))
-    return Env(ep.channel, msg, lam, obj)
+    return Env(ep.channel, f"{lp.name}#{seq}", lam, obj)
 
 
 def q_put(self, obj, block=True, timeout=None):
@@ -433,7 +433,7 @@ def c_send_bytes(self, buf):
             if st.raw_out is None:
                 st.raw_out = t.channel(None, lp.name, None, "mp.connection", _endpoint(self),
                                        False, False)
-            lp.send(None, n, bytes(buf) if t.capture else None, channel=st.raw_out)
+            lp.unframed("send", st.raw_out, n, bytes(buf) if t.capture else None)
         except Exception as exc:
             t.fault(exc, "Connection.send (raw)")
         return send(self, buf)
@@ -447,8 +447,8 @@ def c_send_bytes(self, buf):
     with st.lock:
         try:
             t = lp.tracer
-            msg, lam, markers = lp.send(ep, n, bytes(buf) if t.capture else None)
-            frame = _data_header(ep.channel, msg, lam) + bytes(buf)
+            seq, lam, markers = lp.send(ep, n, bytes(buf) if t.capture else None)
+            frame = _data_header(ep.channel, f"{lp.name}#{seq}", lam) + bytes(buf)
         except Exception as exc:
             lp.tracer.fault(exc, "Connection.send")
             return send(self, buf)  # unreachable in strict mode; a raw message otherwise

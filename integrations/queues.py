@@ -302,8 +302,9 @@ def put(self, item, block=True, timeout=None):
         self._put(item)
         self.unfinished_tasks += 1
         try:
-            msg, lam, markers = lp.send(ep, len(item) if type(item) is bytes else 0,
+            seq, lam, markers = lp.send(ep, len(item) if type(item) is bytes else 0,
                                         item if lp.tracer.capture else None)
+            msg = f"{lp.name}#{seq}"
             if st.fifo and not markers:
                 st.side.append((item, ep.channel, msg, lam))
             else:

@@ -90,14 +90,6 @@ def _lp():
     return _current.get() or _default[0]
 
 
-def _raw_event(lp, kind: str, cid: str, n: int, payload) -> None:
-    """A send or receive on an unframed channel: it ticks the clock; no message id."""
-    with lp.lock:
-        lp.seq = seq = lp.seq + 1
-        lp.clock = c = lp.clock + 1
-    lp._append((lp.name, seq, c, _now(), kind, cid, None, n, payload, None))
-
-
 def _fault(exc, where):
     t = _tracer[0]
     if t is not None:
@@ -395,7 +387,7 @@ class Conn:
             if cid is None:
                 cid = self.raw_out = t.channel(None, lp.name, None, "tcp", self.endpoint(sock, True),
                                                False)
-            _raw_event(lp, "send", cid, n, bytes(data[:n]) if t.capture else None)
+            lp.unframed("send", cid, n, bytes(data[:n]) if t.capture else None)
         except Exception as exc:
             _fault(exc, "recording a raw send")
 
@@ -416,7 +408,7 @@ class Conn:
                                               self.endpoint(sock, False), False)
                 self.raw_in_lp = lp
                 lp.add_in(cid, fifo=False)
-            _raw_event(lp, "recv", cid, n, bytes(data[:n]) if t.capture else None)
+            lp.unframed("recv", cid, n, bytes(data[:n]) if t.capture else None)
         except Exception as exc:
             _fault(exc, "recording a raw receive")
 
@@ -501,13 +493,12 @@ class Conn:
                 self.out_pending += wire.as_frame(lp.name)
                 self.out_name = lp.name
             if ep is not None and lp is ep.process:
-                msg, lam, markers = lp.send(ep, n, payload)
+                seq, lam, markers = lp.send(ep, n, payload)
             else:
-                msg, lam, markers = lp.send(None, n, payload, channel=self.out_cid)
+                seq, lam, markers = lp.send(None, n, payload, channel=self.out_cid)
             if markers:
                 for m in markers:
                     self.out_pending += wire.marker(m.snapshot, m.initiator)
-            seq = int(msg[msg.rindex("#") + 1:])
         except Exception as exc:  # recording failed: the frame still goes out, unstamped
             _fault(exc, "recording a send")
             seq = lam = 0
@@ -538,9 +529,8 @@ class Conn:
                         lp is ep.process and self.out_name == lp.name:
                     n = len(data)
                     try:
-                        msg, lam, markers = lp.send(
+                        seq, lam, markers = lp.send(
                             ep, n, data if (_tracer[0].capture or lp.snaps) else None)
-                        seq = int(msg[msg.rindex("#") + 1:])
                     except Exception as exc:
                         _fault(exc, "recording a send")
                         markers, seq, lam = None, 0, 0
@@ -1032,7 +1022,7 @@ class UdpConn:
                 if cid is None:
                     cid = self.raw_out[key] = t.channel(None, lp.name, None, "udp",
                                                         self._ep(sock, address, True), False, False)
-                _raw_event(lp, "send", cid, n, bytes(data[:n]) if t.capture else None)
+                lp.unframed("send", cid, n, bytes(data[:n]) if t.capture else None)
             except Exception as exc:
                 _fault(exc, "recording a UDP send")
             return n
@@ -1044,9 +1034,9 @@ class UdpConn:
             if cid is None:
                 cid = self.out[key] = t.channel(None, lp.name, None, "udp",
                                                 self._ep(sock, address, True), True, False)
-            msg, lam, _ = lp.send(None, n, bytes(mv) if (t.capture or lp.snaps) else None,
+            seq, lam, _ = lp.send(None, n, bytes(mv) if (t.capture or lp.snaps) else None,
                                   channel=cid)
-            env = wire.envelope(cid, lp.name, int(msg[msg.rindex("#") + 1:]), lam)
+            env = wire.envelope(cid, lp.name, seq, lam)
         except Exception as exc:
             _fault(exc, "recording a UDP send")
             env = wire.envelope("c0", lp.name if lp else "?", 0, 0)
@@ -1097,7 +1087,7 @@ class UdpConn:
                 cid = self.raw_in[key] = t.channel(None, None, lp.name, "udp",
                                                    self._ep(sock, addr, False), False, False)
                 lp.add_in(cid, fifo=False)
-            _raw_event(lp, "recv", cid, len(data), bytes(data) if t.capture else None)
+            lp.unframed("recv", cid, len(data), bytes(data) if t.capture else None)
         except Exception as exc:
             _fault(exc, "recording a UDP receive")
 

@@ -17,6 +17,7 @@ def test_lamport_rules_and_message_ids():
         p = current()
         cutscope.event("start")                       # p: seq 1, clock 1
         msg, stamp, _ = p.send(None, 3, channel="c1")  # p: seq 2, clock 2
+        msg = f"{p.name}#{msg}"  # send returns the seq
         assert (msg, stamp) == ("p#2", 2)
         with cutscope.process("q") as q:
             # A logical process starts at its creator's clock (it happened after it).
@@ -30,6 +31,7 @@ def test_lamport_rules_and_message_ids():
             q.recv("c1b", msg, 1, 3)                   # max(2, 1) + 1 = 3
             assert q.clock == 3
             m2, s2, _ = q.send(None, 1, channel="c2")  # 4
+            m2 = f"{q.name}#{m2}"  # send returns the seq
             assert (m2, s2) == ("q#2", 4)
         p.recv("c2", m2, 9, 1)                          # max(2, 9) + 1 = 10
         assert p.clock == 10

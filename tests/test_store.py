@@ -178,6 +178,7 @@ def test_export_validates_against_the_documented_format(db_path, tmp_path):
         cid = t.channel(None, "a", None, "tcp", "127.0.0.1:1->127.0.0.1:2", True)
         t.channel(cid, None, "b", "tcp", None, True)  # the receiver's half merges in
         msg, stamp, _ = a.send(None, 4, b"ping", channel=cid)
+        msg = f"{a.name}#{msg}"  # send returns the seq
         with cutscope.process("b") as b:
             b.recv(cid, msg, stamp, 4, b"ping")
             cutscope.event("done", ok=True)
@@ -289,6 +290,7 @@ def test_postgresql_round_trip(pg_url):
     try:
         cid = t.channel(None, "pg-a", "pg-b", "tcp", "x->y", True)
         msg, stamp, _ = t.main.send(None, 3, b"abc", channel=cid)
+        msg = f"{t.main.name}#{msg}"  # send returns the seq
         with cutscope.process("pg-b") as b:
             b.recv(cid, msg, stamp, 3, b"abc")
         for i in range(3000):

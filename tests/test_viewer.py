@@ -201,6 +201,7 @@ def test_follows_a_live_trace(db_url):
                 p1, p2 = t.process("P1"), t.process("P2")
                 for _ in range(5):
                     m, st, _ = p1.send(None, 1, channel="c12")
+                    m = f"{p1.name}#{m}"  # send returns the seq
                     p2.recv("c12", m, st, 1)
                 t.flush()
             finally:

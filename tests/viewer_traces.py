@@ -35,19 +35,23 @@ def bank_trace(db_url: str, extra_rounds: int = 3) -> None:
             t.channel(cid, a, b, "queue", None, True)
         p1.local("start", {"balance": 100})
         m, st, _ = p1.send(None, 8, channel="c12")
+        m = f"{p1.name}#{m}"  # send returns the seq
         p2.recv("c12", m, st, 8)
         p1.add_in("c21")
         p3.add_in("c23")
         p1.record(1, "P1")                      # P1 records first
         m2, st2, _ = p2.send(None, 8, channel="c21")   # sent before P2 records ...
+        m2 = f"{p2.name}#{m2}"  # send returns the seq
         p2.marker("c12", 1, "P1")               # P2 records on P1's marker
         p3.marker("c23", 1, "P1")               # P3 records on P2's marker
         p1.recv("c21", m2, st2, 8)              # ... received after P1 recorded: in transit
         p1.marker("c21", 1, "P1")               # P2's marker closes c21
         for _ in range(extra_rounds):
             m, st, _ = p2.send(None, 4, channel="c23")
+            m = f"{p2.name}#{m}"  # send returns the seq
             p3.recv("c23", m, st, 4)
             m, st, _ = p1.send(None, 4, channel="c12")
+            m = f"{p1.name}#{m}"  # send returns the seq
             p2.recv("c12", m, st, 4)
             p3.local("tick")
         t.flush()
@@ -67,6 +71,7 @@ def big_trace(db_url: str, n_events: int, procs: int = 4) -> None:
         while k < n_events:
             for i, lp in enumerate(lps):
                 m, st, _ = lp.send(None, 1, channel=f"r{i}")
+                m = f"{lp.name}#{m}"  # send returns the seq
                 lps[(i + 1) % procs].recv(f"r{i}", m, st, 1)
                 k += 2
             if k % 20_000 < 2 * procs:
@@ -89,6 +94,7 @@ def thin_air_trace(db_url: str) -> None:
         t.channel("c12", "P1", "P2", "queue", None, True)
         p1.record(1, "P1")                   # P1#1: snapshot
         m, st, _ = p1.send(None, 8, channel="c12")   # P1#2: M, after P1's state
+        m = f"{p1.name}#{m}"  # send returns the seq
         p2.recv("c12", m, st, 8)             # P2#1: M received ...
         p2.marker("c12", 1, "P1")            # P2#2: ... before P2's state
         p2.local("after")

@@ -138,9 +138,11 @@ class LogicalProcess:
              channel: str | None = None):
         """Record a send on ``ep`` (or a bare ``channel`` id that takes no markers).
 
-        Returns ``(msg_id, lamport, markers)``: the id and Lamport stamp to put on
-        the message, and the markers that must be written on the channel *before*
-        it. Call it under the channel's own send lock.
+        Returns ``(seq, lamport, markers)``: the seq of the send event (the
+        message id is ``"<name>#<seq>"``; the recorder stores None for it and the
+        store derives it) and the Lamport stamp to put on the message, and the
+        markers that must be written on the channel *before* it. Call it under
+        the channel's own send lock.
         """
         lock = self.lock
         lock.acquire()  # (no exception can happen inside: plain acquire/release is cheaper)
@@ -153,15 +155,14 @@ class LogicalProcess:
                 markers = ep.pending
                 ep.pending = []
         lock.release()
-        msg = f"{self.name}#{seq}"
-        self._append((self.name, seq, lamport, _now(), SEND, channel, msg, nbytes, payload, None))
+        self._append((self.name, seq, lamport, _now(), SEND, channel, None, nbytes, payload, None))
         if not seq & CHECK_MASK:
             self._check()
         if self.pending and not self.incoming:
             # A process that never receives starts an asked-for snapshot here: the
             # exit of its send (the message is its last event before the cut).
             self._record_after_send()
-        return msg, lamport, markers
+        return seq, lamport, markers
 
     def recv(self, channel: str | None, msg: str | None, stamp: int | None, nbytes: int,
              payload: bytes | None = None, value: Any = None) -> int:
@@ -184,6 +185,14 @@ class LogicalProcess:
         if not seq & CHECK_MASK:
             self._check()
         return seq
+
+    def unframed(self, kind: str, channel: str, nbytes: int, payload: bytes | None = None) -> None:
+        """A send or receive on an unframed channel: it ticks the clock; no message id
+        (stored as ``""``: a send's None means "derive the id from its seq")."""
+        with self.lock:
+            self.seq = seq = self.seq + 1
+            self.clock = c = self.clock + 1
+        self._append((self.name, seq, c, _now(), kind, channel, "", nbytes, payload, None))
 
     def local(self, label: str, data: dict | None = None) -> int:
         with self.lock:

@@ -210,6 +210,8 @@ def build_trace(processes: Iterable[dict], channels: Iterable[dict], events: Ite
     ]
     evs = []
     for p, seq, lam, wall, kind, ch, msg, n, payload, data in events:
+        if not msg:  # None: a send's own id, derived here; "": unframed, no id
+            msg = f"{p}#{seq}" if msg is None and kind == "send" else None
         e = {"process": p, "seq": seq, "lamport": lam, "kind": kind, "channel": ch, "msg": msg,
              "nbytes": n, "wall_ns": wall}
         if data is not None:

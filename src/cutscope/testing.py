@@ -153,7 +153,8 @@ class Network:
         """``src`` sends ``value`` to ``dst`` on their channel; returns the message id."""
         link = self._by_pair[(src, dst)]
         with link.lock:
-            msg, stamp, markers = link.src.send(link.ep, nbytes)
+            seq, stamp, markers = link.src.send(link.ep, nbytes)
+            msg = f"{link.src.name}#{seq}"
             for m in markers or ():
                 link.items.append(("marker", m.snapshot, m.initiator))
             link.items.append(("msg", msg, stamp, value, nbytes))
