@@ -646,3 +646,118 @@ def test_another_logical_process_sending_on_the_same_connection():
     senders = [e["msg"].split("#")[0] for e in doc["events"]
                if e["kind"] == "recv" and e["msg"]]
     assert sorted(senders) == ["A", "A", "A2"]
+
+
+def _blocking_pair():
+    c, s = pair()
+    c.settimeout(None)
+    s.settimeout(None)
+    return c, s
+
+
+def test_blocking_ping_pong_send_sendall_recv_hot_paths():
+    """Blocking sockets (the hot paths of send, sendall and recv): replies of every size
+    from 1 byte to past one read, in both directions; every receive names its send."""
+    with recording("p") as rec:
+        c, s = _blocking_pair()
+        for i in range(60):
+            msg = bytes([65 + i % 26]) * (1 + i * 97 % 3000)
+            if i % 2:
+                assert c.send(msg) == len(msg)
+            else:
+                assert c.sendall(msg) is None
+            assert recv_exactly(s, len(msg), size=1 + i * 13 % 2000) == msg
+            s.sendall(msg[::-1])
+            assert recv_exactly(c, len(msg)) == msg[::-1]
+        c.close()
+        assert s.recv(10) == b""
+        s.close()
+        doc = rec.trace()
+    assert_matched(doc, min_framed=2)
+    assert sum(e["kind"] == "send" for e in doc["events"]) == 120
+
+
+def test_threads_sharing_a_blocking_connection_keep_frames_whole():
+    """Four threads sendall on one blocking framed connection at once (the hot path's token
+    taken, and contended: the general path waits for it) while one reader reads in odd
+    sizes: every message arrives whole, each thread's in its order, each received once."""
+    with recording("p") as rec:
+        c, s = _blocking_pair()
+        c.sendall(b"start|")  # the HELLO goes out with it (the general path)
+        assert recv_exactly(s, 6) == b"start|"
+        msgs = {t: [b"%d:%d:%s|" % (t, i, b"x" * ((i * 37 + t * 11) % 300)) for i in range(250)]
+                for t in range(4)}
+        total = sum(len(m) for ms in msgs.values() for m in ms)
+        go = threading.Barrier(4)
+
+        def sender(t):
+            go.wait(10)
+            for m in msgs[t]:
+                c.sendall(m)
+
+        ts = [threading.Thread(target=sender, args=(t,)) for t in range(4)]
+        for t in ts:
+            t.start()
+        got = bytearray()
+        sizes = [1, 7, 64, 1000, 3, 333]
+        i = 0
+        while len(got) < total:
+            d = s.recv(min(sizes[i % len(sizes)], total - len(got)))
+            assert d
+            got += d
+            i += 1
+        for t in ts:
+            t.join(10)
+        parts = bytes(got).split(b"|")[:-1]
+        seen = {t: [] for t in range(4)}
+        for p in parts:
+            t, k, pad = p.split(b":")
+            assert pad == b"x" * ((int(k) * 37 + int(t) * 11) % 300)
+            seen[int(t)].append(int(k))
+        assert all(seen[t] == list(range(250)) for t in range(4))
+        c.close()
+        s.close()
+        doc = rec.trace()
+    assert_matched(doc)
+    assert sum(e["kind"] == "send" for e in doc["events"]) == 1001
+
+
+def test_two_threads_reading_one_connection_lose_no_byte():
+    """Two threads recv on one framed connection at once (one takes the hot path, the other
+    waits on the general path): together they read exactly the bytes sent, and the stream
+    stays in step (a last message read afterwards is intact)."""
+    with recording("p") as rec:
+        c, s = _blocking_pair()
+        s.settimeout(0.5)
+        n_msgs = 400
+        total = n_msgs * 50
+        lock = threading.Lock()
+        counts = [0, 0]
+
+        def reader(k):
+            while True:
+                with lock:
+                    if sum(counts) >= total:
+                        break
+                try:
+                    d = s.recv(57)
+                except TimeoutError:
+                    continue
+                with lock:
+                    counts[k] += len(d)
+
+        rs = [threading.Thread(target=reader, args=(k,)) for k in range(2)]
+        for r in rs:
+            r.start()
+        for i in range(n_msgs):
+            c.sendall(b"%049d|" % i)
+        for r in rs:
+            r.join(20)
+        assert sum(counts) == total
+        c.sendall(b"last message")
+        s.settimeout(10)
+        assert recv_exactly(s, 12) == b"last message"
+        c.close()
+        s.close()
+        doc = rec.trace()
+    assert_matched(doc)
