@@ -10,9 +10,11 @@ traced / untraced (goal: <= 1.30).
 
 A third kind of round, interleaved with the other two, is a DIAGNOSTIC, not the
 figure: traced as above, but with the recorder thread of each process stopped
-right after ``start`` (its events stay in memory and are written at ``stop``,
-outside the timing). Its ratio is the cost of the wrapper and the core
-(framing, one Lamport event per call) without the writer competing for the GIL.
+right after ``start`` and each event tuple, once built by the core, dropped
+(appended to a one-slot deque instead of the recorder's buffer; kept in memory,
+40,000 tuples per round would add the garbage collector's growing passes to
+the timing). Its ratio is the cost of the wrapper and the core (framing, one
+Lamport event per call) without the writer.
 
 Also prints the per-call cost of the two ways to patch a socket method: a
 plain function installed on the class (what the integration does) and a
@@ -23,6 +25,7 @@ Usage: ``python benchmarks/bench_tcp.py [N] [ROUNDS]``.
 
 from __future__ import annotations
 
+import collections
 import os
 import socket
 import statistics
@@ -57,11 +60,13 @@ def _start(db: str, name: str, quiet: bool) -> None:
     import cutscope
 
     t = cutscope.start(db=db, name=name)
-    if quiet:  # diagnostic: stop the writer; events stay buffered until stop()
+    if quiet:  # diagnostic: stop the writer and discard the events (see the docstring)
         r = t.recorder
         r.running = False
         r._wake.set()
         r._thread.join(10)
+        for lp in t.processes.values():
+            lp._append = collections.deque(maxlen=1).append
 
 
 def serve(db: str | None, quiet: bool = False) -> None:
