@@ -719,6 +719,23 @@ class Conn:
         finally:
             self.slock.release()
 
+    def raw_if_tls(self, data) -> None:
+        """A first write that is a TLS record (a ClientHello: 0x16 0x03 0x00-0x04) keeps
+        this direction raw, HELLO unsent. TLS passes through raw (SPEC 4); this catches
+        the TLS that cutscope cannot see as ``ssl.SSLSocket``: asyncio's (a memory BIO
+        whose records go out through ``send``), whose peer, a traced server that wraps
+        accepted sockets with ``ssl``, reads them in C and would fail the handshake on a
+        HELLO. A non-TLS protocol whose first bytes look the same just stays unframed."""
+        try:
+            head = bytes(memoryview(data).cast("B")[:3])
+        except (TypeError, ValueError):
+            return
+        if len(head) == 3 and head[0] == 0x16 and head[1] == 3 and head[2] <= 4:
+            with self.slock:
+                if self.out_mode == HELLO_PENDING and not self.out_pending:
+                    self.out_mode = RAW
+                    self._fast()
+
     def send_hello_now(self, sock) -> None:
         """A traced client that reads first: its HELLO goes out before it waits."""
         with self.slock:
@@ -1452,6 +1469,10 @@ def _send_general(self, c, data, flags):
             c.decide_out(self)
             if c.out_mode == RAW:
                 return send(self, data, flags)
+        elif m == HELLO_PENDING:
+            c.raw_if_tls(data)
+            if c.out_mode == RAW:
+                return send(self, data, flags)
         return c.send_framed(self, data, flags, False)
     if k == "udp" and c.peer is not None:
         return c.sendto(self, data, flags, c.peer, lambda b: _send(self, b, flags))
@@ -1467,6 +1488,10 @@ def _sendall_general(self, c, data, flags):
             return r
         if m == UNDECIDED:
             c.decide_out(self)
+            if c.out_mode == RAW:
+                return sendall(self, data, flags)
+        elif m == HELLO_PENDING:
+            c.raw_if_tls(data)
             if c.out_mode == RAW:
                 return sendall(self, data, flags)
         c.send_framed(self, data, flags, True)
@@ -1485,8 +1510,10 @@ def sendmsg(self, buffers, ancdata=(), flags=0, address=None):
         data = b"".join(bytes(b) if not isinstance(b, bytes) else b for b in buffers)
         if c.out_mode == UNDECIDED:
             c.decide_out(self)
-            if c.out_mode == RAW:
-                return sendmsg(self, [data], ancdata, flags, address)
+        elif c.out_mode == HELLO_PENDING:
+            c.raw_if_tls(data)
+        if c.out_mode == RAW:
+            return sendmsg(self, [data], ancdata, flags, address)
         return c.send_framed(self, data, flags, False)
     if c.kind == "udp" and not ancdata:
         dest = address if address is not None else c.peer

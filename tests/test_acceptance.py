@@ -612,15 +612,11 @@ def test_tls_client_and_traced_tls_server_untouched(tls_server, traced):
     assert r.returncode == 0 and "TLS OK" in r.stdout, r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "integrations/sockets.py (owner editing; documented in docs/protocol.md 'What cannot "
-    "be traced'): a traced asyncio TLS client writes its TLS records through the socket "
-    "wrappers, so it sends a HELLO and frames them; a traced server that wraps each "
-    "accepted socket with ssl (the usual hand-written TLS server) reads them in C and "
-    "fails the handshake (WRONG_VERSION_NUMBER): the application breaks. The client "
-    "frames on the registry's word alone; only an answer from the server (its own HELLO) "
-    "could show that it reads through the wrappers."))
 def test_asyncio_tls_client_to_a_traced_tls_server(tls_server):
+    """A traced asyncio TLS client (its TLS records go out through the socket wrappers)
+    against a traced server that wraps accepted sockets with ssl (reads in C): the
+    handshake broke on the client's HELLO (WRONG_VERSION_NUMBER). A first write that
+    is a TLS record now keeps the direction raw (sockets.Conn.raw_if_tls)."""
     d, db, port = tls_server
     (d / "aclient.py").write_text(TLS_ASYNCIO_CLIENT)
     cmd = [PY, str(d / "aclient.py"), str(port), str(d / "cert.pem")]

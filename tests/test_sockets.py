@@ -761,3 +761,25 @@ def test_two_threads_reading_one_connection_lose_no_byte():
         s.close()
         doc = rec.trace()
     assert_matched(doc)
+
+
+def test_first_write_that_is_a_tls_record_stays_raw():
+    """A traced client whose first bytes are a TLS record (asyncio's TLS writes its records
+    through send) sends no HELLO: a peer that reads in C (ssl) gets exactly those bytes."""
+    record = b"\x16\x03\x01\x00\x05hello" + b"rest of the handshake"
+    raw_recv = socket.socket.__mro__[1].recv
+    with recording("p") as rec:
+        for how in ("send", "sendall", "sendmsg"):
+            c, s = pair()
+            getattr(c, how)([record] if how == "sendmsg" else record)
+            got = b""
+            while len(got) < len(record):
+                got += raw_recv(s, 4096)
+            assert got == record
+            c.close()
+            s.close()
+        doc = rec.trace()
+    sends = [e for e in doc["events"] if e["kind"] == "send"]
+    assert len(sends) == 3 and all(e["nbytes"] == len(record) for e in sends)
+    framed = {ch["id"] for ch in doc["channels"] if ch["framed"]}
+    assert not any(e["channel"] in framed for e in sends)
