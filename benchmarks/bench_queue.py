@@ -51,9 +51,10 @@ def traced_sqlite(n: int, path: str) -> float:
     name = "bench-queue"
     t = cutscope.start(db=f"sqlite:///{path}", name=name, strict=False)
     try:
-        seq0 = t.main.seq
+        t.flush()
+        before = t.store.stamp()[0][0]  # events in the store
         r = run(n, t.flush)
-        got = t.store.last_event(name)[0] - seq0
+        got = t.store.stamp()[0][0] - before
     finally:
         cutscope.stop()
     if got != 2 * n:
