@@ -171,7 +171,9 @@ class LogicalProcess:
         Messages that arrive on a channel that an unfinished snapshot of this
         process still records are added to that snapshot's channel state.
         """
-        with self.lock:
+        lock = self.lock
+        lock.acquire()  # plain acquire/release, as in send (~1,000 instructions less than with)
+        try:
             self.seq = seq = self.seq + 1
             c = self.clock
             self.clock = lamport = (c if stamp is None or c > stamp else stamp) + 1
@@ -181,6 +183,8 @@ class LogicalProcess:
                 for s in self.snaps.values():
                     if channel not in s.closed:
                         s.messages.setdefault(channel, []).append((msg, nbytes, payload, value))
+        finally:
+            lock.release()
         self._append((self.name, seq, lamport, _now(), RECV, channel, msg, nbytes, payload, None))
         if not seq & CHECK_MASK:
             self._check()
