@@ -87,7 +87,7 @@ class QState:
     """
 
     __slots__ = ("ref", "fifo", "lifo", "side", "bymap", "out", "seen", "consumers",
-                 "pend", "endpoint", "__weakref__")
+                 "pend", "endpoint", "last", "rlp", "rcid", "__weakref__")
 
     def __init__(self, q, fifo: bool, lifo: bool = False):
         self.ref = weakref.ref(q)
@@ -100,6 +100,10 @@ class QState:
         self.consumers: set = set()
         self.pend: dict = {}
         self.endpoint = f"queue:{type(q).__name__}@{id(q):x}"
+        # The last producer and its endpoint; the last consumer and a channel it knows
+        # (the hot path compares identities instead of looking them up).
+        self.last = (None, None)
+        self.rlp = self.rcid = None  # written and read under the queue's mutex
 
     # -- producer side -----------------------------------------------------------
 
@@ -268,6 +272,14 @@ def _flush_for(st: QState):
 
 
 # -- the wrappers: CPython 3.11's Queue.put / Queue.get plus the bookkeeping ----------
+#
+# The hot path (a FIFO queue, no snapshot running) is written for the instruction
+# count (benchmarks/bench_queue.py): the queue's mutex is taken directly (it is the
+# lock of ``not_empty``/``not_full``; no ``with`` on a Condition, whose
+# ``__enter__``/``__exit__`` are Python calls), a FIFO queue's container is used
+# directly (its ``_put``/``_get``/``_qsize`` are CPython's, checked once per queue),
+# and a condition is notified only when a thread waits on it (``Condition.notify``
+# is a no-op then, after two Python calls). Same lock, same waits, same wake-ups.
 
 def put(self, item, block=True, timeout=None):
     lp = _current.get() or _default[0]
@@ -277,41 +289,60 @@ def put(self, item, block=True, timeout=None):
         st = self._cutscope_q
     except AttributeError:
         st = state(self)
-    ep = st.out.get(lp)
-    if ep is None:
-        ep = st.open_out(lp, _flush_for(st))
+    last = st.last  # (producer, endpoint): one attribute, written whole (threads race here)
+    if last[0] is lp:
+        ep = last[1]
+    else:
+        ep = st.out.get(lp)
+        if ep is None:
+            ep = st.open_out(lp, _flush_for(st))
+        st.last = (lp, ep)
     if lp.pending and not lp.incoming:
         return _put_then_safepoint(self, lp, item, block, timeout)
-    with self.not_full:
+    mutex = self.mutex
+    mutex.acquire()
+    try:
         if self.maxsize > 0:
+            qsize = self._qsize
             if not block:
-                if self._qsize() >= self.maxsize:
+                if qsize() >= self.maxsize:
                     raise _Full
             elif timeout is None:
-                while self._qsize() >= self.maxsize:
+                while qsize() >= self.maxsize:
                     self.not_full.wait()
             elif timeout < 0:
                 raise ValueError("'timeout' must be a non-negative number")
             else:
                 endtime = _time() + timeout
-                while self._qsize() >= self.maxsize:
+                while qsize() >= self.maxsize:
                     remaining = endtime - _time()
                     if remaining <= 0.0:
                         raise _Full
                     self.not_full.wait(remaining)
-        self._put(item)
+        fifo = st.fifo
+        if fifo:
+            self.queue.append(item)
+        else:
+            self._put(item)
         self.unfinished_tasks += 1
         try:
             seq, lam, markers = lp.send(ep, len(item) if type(item) is bytes else 0,
                                         item if lp.tracer.capture else None)
-            msg = f"{lp.name}#{seq}"
-            if st.fifo and not markers:
-                st.side.append((item, ep.channel, msg, lam))
+            if fifo and not markers:
+                st.side.append((item, ep.channel, f"{lp.name}#{seq}", lam))
             else:
-                st.sent(item, ep, msg, lam, markers)
+                st.sent(item, ep, f"{lp.name}#{seq}", lam, markers)
         except Exception as exc:
             lp.tracer.fault(exc, "queue.put")
-        self.not_empty.notify()
+        cond = self.not_empty
+        try:
+            waiting = cond._waiters
+        except AttributeError:  # not CPython's Condition: let notify decide
+            waiting = True
+        if waiting:
+            cond.notify()
+    finally:
+        mutex.release()
 
 
 def _put_then_safepoint(q, lp, item, block, timeout):
@@ -349,34 +380,74 @@ def get(self, block=True, timeout=None):
         raise ValueError("'timeout' must be a non-negative number")
     else:
         endtime = _time() + timeout
-    cond = self.not_empty
     side = st.side
+    fifo = st.fifo
+    mutex = self.mutex
     while True:
-        with cond:
+        mutex.acquire()
+        try:
+            if fifo and side and not st.pend:
+                # The hot path: the head of the side deque is the head item's entry.
+                e = side[0]
+                container = self.queue
+                if type(e) is tuple and container and e[0] is container[0]:
+                    item = container.popleft()
+                    side.popleft()
+                    cond = self.not_full
+                    try:
+                        waiting = cond._waiters
+                    except AttributeError:
+                        waiting = True
+                    if waiting:
+                        cond.notify()
+                    try:
+                        cid = e[1]
+                        if st.rlp is not lp or st.rcid is not cid:
+                            s = st.seen.get(cid)
+                            if s is None or lp not in s:
+                                st.first(lp, cid)
+                            st.rlp, st.rcid = lp, cid
+                        lp.recv(cid, e[2], e[3], len(item) if type(item) is bytes else 0,
+                                item if lp.tracer.capture else None, item)
+                    except Exception as exc:
+                        lp.tracer.fault(exc, "queue.get")
+                    return item
             if st.pend or (side and type(side[0]) is Mk):
                 marks = st.take_marks(lp)
                 if st.pend:
-                    cond.notify_all()  # the other consumers have markers to take too
+                    self.not_empty.notify_all()  # the other consumers have markers to take too
             else:
                 marks = None
             if not marks:
-                if self._qsize():
-                    item = self._get()
-                    self.not_full.notify()
+                if fifo:
+                    container = self.queue
+                    item = container.popleft() if container else _NONE
+                else:
+                    item = self._get() if self._qsize() else _NONE
+                if item is not _NONE:
+                    cond = self.not_full
+                    try:
+                        waiting = cond._waiters
+                    except AttributeError:
+                        waiting = True
+                    if waiting:
+                        cond.notify()
                     try:
                         if side:
                             e = side[0]
                             if type(e) is tuple and e[0] is item:
                                 side.popleft()
                                 cid = e[1]
-                                s = st.seen.get(cid)
-                                if s is None or lp not in s:
-                                    st.first(lp, cid)
+                                if st.rlp is not lp or st.rcid is not cid:
+                                    s = st.seen.get(cid)
+                                    if s is None or lp not in s:
+                                        st.first(lp, cid)
+                                    st.rlp, st.rcid = lp, cid
                                 lp.recv(cid, e[2], e[3], len(item) if type(item) is bytes else 0,
                                         item if lp.tracer.capture else None, item)
                             else:
                                 st.took(lp, item, self._qsize())
-                        elif not st.fifo:
+                        elif not fifo:
                             st.took(lp, item, self._qsize())
                     except Exception as exc:
                         lp.tracer.fault(exc, "queue.get")
@@ -384,14 +455,19 @@ def get(self, block=True, timeout=None):
                 if not block:
                     raise _Empty
                 if endtime is None:
-                    cond.wait()
+                    self.not_empty.wait()
                 else:
                     remaining = endtime - _time()
                     if remaining <= 0.0:
                         raise _Empty
-                    cond.wait(remaining)
+                    self.not_empty.wait(remaining)
                 continue
+        finally:
+            mutex.release()
         lp.tracer.guard(deliver, lp, marks)
+
+
+_NONE = object()  # no item taken (an item may be None)
 
 
 @register

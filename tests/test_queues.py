@@ -508,3 +508,46 @@ def test_snapshot_of_threads_connected_by_queues_conserves_money(db_url):
     from cutscope.viewer.export import load
 
     assert check(load(db_url)) == []  # every cut consistent, channel states as recorded
+
+
+def test_racing_producers_each_send_on_their_own_channel():
+    """put caches the last producer's endpoint on the queue: threads that interleave
+    their puts on one queue (thread switches forced as often as the interpreter
+    allows) must each record every send on their own channel, matched by its recv."""
+    import sys
+
+    n, k = 3000, 4
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads interleave between any two bytecodes, often
+    try:
+        doc, got = _racing_producers(n, k)
+    finally:
+        sys.setswitchinterval(switch)
+    for j in range(k):
+        assert [i for jj, i in got if jj == j] == list(range(n))
+    sends, recvs = sends_and_recvs(doc)
+    assert len(sends) == len(recvs) == n * k
+    chans = {c["id"]: (c["src"], c["dst"]) for c in doc["channels"]}
+    assert len(chans) == k
+    for r in recvs:
+        s = sends[r["msg"]]
+        assert s["channel"] == r["channel"] and chans[r["channel"]] == (s["process"], "cons")
+
+
+def _racing_producers(n: int, k: int):
+    with recording("main") as rec:
+        q = queue.Queue()
+        go = threading.Barrier(k)
+
+        def producer(j):
+            with cutscope.process(f"p{j}"):
+                go.wait(TIMEOUT)
+                for i in range(n):
+                    q.put((j, i))
+
+        ts = [run_thread(producer, j) for j in range(k)]
+        with cutscope.process("cons"):
+            got = [q.get(timeout=TIMEOUT) for _ in range(n * k)]
+        for t in ts:
+            finish(t)
+        return rec.trace(), got
