@@ -92,6 +92,7 @@ def worker(index: int, seconds: float, rate: float) -> int:
 
 def parent(args) -> int:
     import cutscope
+    from cutscope.tracer.snapshot import Coordinator
     from cutscope.viewer.analysis import check
     from cutscope.viewer.export import load
 
@@ -109,7 +110,8 @@ def parent(args) -> int:
         p.stdin.flush()
     for p in procs:
         assert p.stdout.readline().strip() == "ready"
-    store = cutscope.active().store
+    t = cutscope.active()
+    store = t.store
     names = {f"w{i:02d}" for i in range(args.workers)}
     t_wait = time.time()
     while not names <= set(store.live_processes(time.time_ns() - 3_000_000_000)):
@@ -129,11 +131,15 @@ def parent(args) -> int:
             print(f"only {k} snapshots fitted in the run", file=sys.stderr)
             break
         a = time.time()
-        snap = cutscope.snapshot(initiator=f"w{(k * 5) % args.workers:02d}", timeout=10)
+        c = Coordinator(t.store, initiator=f"w{(k * 5) % args.workers:02d}", timeout=10, tracer=t)
+        c.start()
+        snap = c.wait()  # what cutscope.snapshot(initiator=...) does
         b = time.time()
         windows.append((a, b, snap))
         if args.verbose:
-            print(f"  {snap.summary()}", file=sys.stderr, flush=True)
+            steps = ", ".join(f"{n} {s * 1000:.0f}" for n, s in c.timings)
+            print(f"  {snap.summary()}; wall {1000 * (b - a):.0f} ms [{steps}]", file=sys.stderr,
+                  flush=True)
     buckets: dict[int, int] = {}
     for p in procs:
         out, _ = p.communicate(timeout=120)

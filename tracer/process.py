@@ -29,6 +29,10 @@ RECV = "recv"
 LOCAL = "local"
 SNAPSHOT = "snapshot"
 
+# SnapState.sink while this process does not know yet where to report (a marker
+# came before the coordinator's word): the records wait (Tracer.resolve_sink).
+UNKNOWN = "?"
+
 # The buffer bound is checked every CHECK_MASK + 1 events of a process (hot path).
 CHECK_MASK = 255
 
@@ -93,9 +97,10 @@ class SnapState:
     the way) may still bring in-transit messages and then its marker.
     """
 
-    __slots__ = ("id", "initiator", "event_seq", "closed", "messages", "out", "done")
+    __slots__ = ("id", "initiator", "event_seq", "closed", "messages", "out", "done", "sink",
+                 "outbox")
 
-    def __init__(self, sid: int, initiator: str, event_seq: int, out: list[str]):
+    def __init__(self, sid: int, initiator: str, event_seq: int, out: list[str], sink=None):
         self.id = sid
         self.initiator = initiator
         self.event_seq = event_seq
@@ -104,6 +109,11 @@ class SnapState:
         self.messages: dict[str, list[tuple]] = {}
         self.out = out  # channels that got (or will get) a marker from us
         self.done = False  # every registered FIFO incoming channel closed (reported once)
+        # Where this process's records of the snapshot go: None = the store (through
+        # the recorder); else the coordinator, directly (Tracer.snap_send). Decided
+        # once, at record, so that all of them go to one place.
+        self.sink = sink
+        self.outbox: list[tuple] = []  # records for the sink, sent with the next report
 
 
 class LogicalProcess:
@@ -241,9 +251,9 @@ class LogicalProcess:
                 for s in self.snaps.values():
                     if channel not in s.closed:
                         s.closed.add(channel)
-                        ended.append((s.id, s.messages.pop(channel, [])))
-        for sid, msgs in ended:
-            self.tracer.recorder.other(("snap_chan", sid, self.name, channel, msgs, True))
+                        ended.append((s, s.messages.pop(channel, [])))
+        for s, msgs in ended:
+            self._report(s, [("snap_chan", s.id, self.name, channel, msgs, True)], now=s.done)
         self._maybe_done()
 
     # -- snapshots --------------------------------------------------------------
@@ -295,18 +305,18 @@ class LogicalProcess:
             uncovered.extend(c for c, fifo in inc.items() if not fifo)
             own = {"clock": lamport, "seq": seq, "incoming": sorted(c for c, f in inc.items() if f),
                    "outgoing": out, "uncovered": sorted(uncovered)}
-            s = SnapState(sid, initiator, seq, out)
+            s = SnapState(sid, initiator, seq, out, self.tracer.snap_sink(sid, self))
             if via is not None:
                 s.closed.add(via)
             self.snaps[sid] = s
             self.pending = [p for p in self.pending if p[0] != sid]
-        rec = self.tracer.recorder
         self._append((self.name, seq, lamport, _now(), SNAPSHOT, None, None, 0, None,
                       {"snapshot": sid}))
-        rec.other(("snap_state", sid, self.name, seq, {**state, "_cutscope": own}, list(out),
-                   initiator))
+        recs = [("snap_state", sid, self.name, seq, {**state, "_cutscope": own}, list(out),
+                 initiator)]
         if via is not None:
-            rec.other(("snap_chan", sid, self.name, via, [], True))
+            recs.append(("snap_chan", sid, self.name, via, [], True))
+        self._report(s, recs, now=False)  # sent below, with "done" if it is done at once
         if after_send:
             self.tracer.deferred_flush.extend(flush)
         else:
@@ -314,6 +324,8 @@ class LogicalProcess:
                 if ep.pending and ep.flush is not None:
                     self.tracer.guard(ep.flush, ep)
         self._maybe_done()
+        if not s.done:
+            self._report(s, [], now=True)
         return True
 
     def _record_after_send(self) -> None:
@@ -342,7 +354,7 @@ class LogicalProcess:
                 return
             s.closed.add(channel)
             msgs = s.messages.pop(channel, [])
-        self.tracer.recorder.other(("snap_chan", sid, self.name, channel, msgs, True))
+        self._report(s, [("snap_chan", sid, self.name, channel, msgs, True)], now=s.done)
         self._maybe_done()
 
     def request(self, sid: int, initiator: str) -> None:
@@ -375,9 +387,27 @@ class LogicalProcess:
             for s in self.snaps.values():
                 if not s.done and all(c in s.closed for c, f in self.incoming.items() if f):
                     s.done = True
-                    done.append(s.id)
-        for sid in done:
-            self.tracer.recorder.other(("snap_done", sid, self.name))
+                    done.append(s)
+        for s in done:
+            self._report(s, [("snap_done", s.id, self.name)], now=True)
+
+    def _report(self, s: SnapState, items: list[tuple], now: bool) -> None:
+        """Hand snapshot records to ``s``'s sink: the recorder (the store), or the
+        coordinator directly, in as few reports as it can: the records wait in
+        ``s.outbox`` until ``now`` (the state, "done", anything after "done")."""
+        if s.sink is None:
+            other = self.tracer.recorder.other
+            for it in items:
+                other(it)
+            return
+        with self.lock:
+            if not now or s.sink is UNKNOWN:  # (Tracer.resolve_sink sends them)
+                s.outbox.extend(items)
+                return
+            items = s.outbox + items
+            s.outbox = []
+        if items:
+            self.tracer.snap_send(s.sink, items)
 
     def finish(self, sid: int, complete: bool) -> None:
         """The coordinator ended snapshot ``sid``: stop recording its channels here.
@@ -393,8 +423,16 @@ class LogicalProcess:
                     ep.pending = [m for m in ep.pending if m.snapshot != sid]
         self.tracer.finished_snaps.setdefault(self.name, set()).add(sid)
         if s is not None and not complete:
+            other = self.tracer.recorder.other
+            with self.lock:
+                unsent, s.outbox = s.outbox, []
+            # Closed channels not yet reported to the coordinator: their messages
+            # are kept as incomplete channel states, like those of the open ones.
+            for it in unsent:
+                if it[0] == "snap_chan" and it[4]:
+                    other(it[:5] + (False,))
             for ch, msgs in s.messages.items():
-                self.tracer.recorder.other(("snap_chan", sid, self.name, ch, msgs, False))
+                other(("snap_chan", sid, self.name, ch, msgs, False))
 
     def open_channels(self, sid: int) -> list[str]:
         """The registered FIFO incoming channels snapshot ``sid`` still waits for here."""
