@@ -75,6 +75,8 @@ class Tracer:
         self.faults = 0
         self.main = self._new_process(name or default_name(), parent=os.environ.get("CUTSCOPE_PARENT"),
                                       argv=" ".join(sys.argv))
+        self.store.marks = self._marks
+        self.store.writer = self.main.name
         self.running = False
 
     # -- logical processes ----------------------------------------------------------
@@ -86,6 +88,11 @@ class Tracer:
         self.processes[name] = lp
         self.recorder.other(("process", name, os.getpid(), self.host, parent, time.time_ns(), argv))
         return lp
+
+    def _marks(self) -> dict[str, tuple[int, int]]:
+        """{name: (seq, clock)} of this interpreter's logical processes (the store keeps
+        them with each batch: a process of the same name started later continues)."""
+        return {n: (lp.seq, lp.clock) for n, lp in list(self.processes.items())}
 
     def _resume(self, name: str) -> tuple[int, int]:
         """A name seen before in this store continues its seq and clock."""
@@ -321,6 +328,7 @@ class Tracer:
         self.main = self._new_process(f"{parent_name}/{os.getpid()}", parent=parent_name,
                                       clock=forker.clock, argv=" ".join(sys.argv), resume=False)
         os.environ["CUTSCOPE_PARENT"] = self.main.name
+        self.store.writer = self.main.name
         _process._default[0] = self.main
         _current.set(None)
         if self.running:
@@ -336,6 +344,7 @@ class Tracer:
             self.recorder.other(("ended", old.name, time.time_ns()))
             self.main = self._new_process(name, parent=old.name.rpartition("/")[0] or None,
                                           clock=old.clock, argv=" ".join(sys.argv))
+            self.store.writer = name
             _process._default[0] = self.main
 
 

@@ -27,17 +27,6 @@ from .screens import MainScreen
 POLL_S = 1.0
 
 
-def store_stamp(store) -> tuple:
-    """What changes when the trace grows: event count and last seq sum, snapshot progress."""
-    def q(conn):
-        ev = conn.exec_driver_sql("SELECT count(*), coalesce(max(wall_ns), 0) FROM events").first()
-        sn = conn.exec_driver_sql("SELECT count(*), coalesce(sum(CASE WHEN status = 'running' "
-                                  "THEN 0 ELSE 1 END), 0) FROM snapshots").first()
-        st = conn.exec_driver_sql("SELECT count(*) FROM snapshot_states").first()
-        return (tuple(ev), tuple(sn), tuple(st))
-    return store.execute(q)
-
-
 class CutscopeApp(App):
     """Explore a trace and its consistent cuts."""
 
@@ -121,7 +110,7 @@ class CutscopeApp(App):
                 doc, stamp = self._fixed_doc, ()
             else:
                 store = self._open()
-                stamp = store_stamp(store)
+                stamp = store.stamp()
                 doc = store.load()
             trace = Trace(doc)
             ex = Explorer(trace)
@@ -163,7 +152,7 @@ class CutscopeApp(App):
     @work(thread=True, exclusive=True, group="poll")
     def _check_stamp(self) -> None:
         try:
-            stamp = store_stamp(self._open())
+            stamp = self._open().stamp()
         except Exception:
             return
         if stamp != self.stamp:
