@@ -2,21 +2,30 @@
 
 The protocol itself (recording a state, markers, channel recording) runs inside
 each logical process (``process.py``). This module is the part that spans
-processes, and it talks to them only through the store, so it runs anywhere:
-in a traced application (``cutscope.snapshot()``), in the ``cutscope snapshot``
-command, in the viewer, or in a traced process's recorder thread (SIGUSR1).
+processes. It reaches them through their control sockets (``control.py``: the
+processes of this machine) and through the store (everyone else), so it runs
+anywhere: in a traced application (``cutscope.snapshot()``), in the ``cutscope
+snapshot`` command, in the viewer, or in a traced process's recorder thread
+(SIGUSR1).
 
 A snapshot, step by step (docs/snapshots.md tells why each step is right):
 
-1. A ``snapshots`` row, status ``running``, gives the snapshot its id.
-2. Requests (``snapshot_requests``) go to the initiator and to every live
-   process that no channel leads into (no marker can ever reach it). Each
-   interpreter's recorder thread polls them (``tick``, about every 50 ms) and
-   sets ``lp.pending``; the process starts the snapshot at its next safe point.
-   Logical processes of the coordinator's own interpreter are told directly.
-3. Every process records its state (``snapshot_states``, with the channels it
-   marked) and, per incoming channel, the messages that arrived before that
-   channel's marker (``snapshot_messages``; the channel joins ``closed``).
+1. An id (``store.new_snapshot``; the ``snapshots`` row, status ``running``,
+   comes with the first write on SQLite). The coordinator opens its inbox and
+   tells every live local process, through its control socket, where to
+   report.
+2. Requests go to the initiator and to every live process that no channel
+   leads into (no marker can ever reach it): through its control socket, where
+   a thread that does nothing else sets ``lp.pending`` at once, else as a
+   ``snapshot_requests`` row that the interpreter's recorder thread polls
+   (``tick``, about every 50 ms). Logical processes of the coordinator's own
+   interpreter are told directly. The process starts the snapshot at its next
+   safe point. Ended logical processes record their final state at once
+   (``record_ended``).
+3. Every process records its state (with the channels it marked) and, per
+   incoming channel, the messages that arrived before that channel's marker;
+   it reports them to the coordinator (its inbox) or, failing that, to the
+   store (``snapshot_states``, ``snapshot_messages``).
 4. The snapshot is complete when every expected process (the live ones that
    have channels, and any that recorded) has recorded and finished, and every
    channel that can hold in-transit messages is closed at its receiver: each
@@ -24,9 +33,9 @@ A snapshot, step by step (docs/snapshots.md tells why each step is right):
    known it when it recorded) and each FIFO channel a recorded process knew
    as incoming. A timeout, or a channel that is not FIFO (raw, UDP, LIFO or
    priority queue), makes it ``partial``, with ``missing`` naming what is
-   missing.
-5. The processes learn that the snapshot ended (directly, or through the
-   store in ``tick``) and stop recording for it.
+   missing. The inbox's records are written with the end, in one transaction.
+5. The processes learn that the snapshot ended (directly, through their
+   control socket, or through the store in ``tick``) and stop recording for it.
 """
 
 from __future__ import annotations
@@ -144,7 +153,13 @@ class Coordinator:
     def start(self) -> int:
         now = time.time_ns()
         self._m0 = time.monotonic()
-        live = set(self.store.live_processes(now - LIVE_NS))
+        info = getattr(self.store, "live_process_info", None)
+        if info is not None:  # (with their pids: one read for both)
+            self._live_rows = info(now - LIVE_NS)
+            live = {r["name"] for r in self._live_rows}
+        else:
+            self._live_rows = []
+            live = set(self.store.live_processes(now - LIVE_NS))
         local = self._local_names()
         live |= local  # this interpreter's processes are alive, whatever the last beat says
         ends = self.store.channel_ends()
@@ -207,10 +222,7 @@ class Coordinator:
         if self._ctl_dir is None:
             return
         me, host = os.getpid(), socket.gethostname()
-        try:
-            rows = info(time.time_ns() - LIVE_NS)
-        except Exception:
-            rows = []
+        rows = self._live_rows
         self._pids = {r["name"]: r["pid"] for r in rows
                       if r["host"] == host and r["pid"] and r["pid"] != me and r["name"] in live}
         # Everyone local learns where to report first (the initiator is asked below).
@@ -280,7 +292,11 @@ class Coordinator:
         self._caller_safepoint()
         self._take_inbox()
         now = time.monotonic()
-        if now - self._store_read >= STORE_POLL_S:
+        # The store: every STORE_POLL_S while some expected process has not
+        # reported directly (it may report to the store), else every 50 ms (to see
+        # an end decided elsewhere).
+        every = STORE_POLL_S if not self.expected <= set(self._direct) else 0.05
+        if now - self._store_read >= every:
             self._store_read = now
             prog = (self.store.snapshot_progress(self.id, unwritten=True) if self._create
                     else self.store.snapshot_progress(self.id))

@@ -182,6 +182,7 @@ class Tracer:
             return
         self.running = False
         self._stop_control()
+        self._unsure_to_store()
         for lp in list(self.processes.values()):
             if not lp.ended:
                 self.recorder.other(("ended", lp.name, time.time_ns()))
@@ -202,7 +203,13 @@ class Tracer:
         self.store.close()
 
     def flush(self) -> None:
+        self._unsure_to_store()
         self.recorder.flush()
+
+    def _unsure_to_store(self) -> None:
+        """Snapshot records still waiting to learn their coordinator go to the store."""
+        for sid in list(self.snap_unsure):
+            self.resolve_sink(sid, None)
 
     def _atexit(self) -> None:
         try:
