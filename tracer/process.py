@@ -16,6 +16,7 @@ endpoint happen under it, so no send of this process can fall between the two.
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import threading
 import time
@@ -32,6 +33,9 @@ SNAPSHOT = "snapshot"
 # SnapState.sink while this process does not know yet where to report (a marker
 # came before the coordinator's word): the records wait (Tracer.resolve_sink).
 UNKNOWN = "?"
+
+# How many ended incoming channels a process remembers for its snapshot states.
+ENDED_KEPT = 128
 
 # The buffer bound is checked every CHECK_MASK + 1 events of a process (hot path).
 CHECK_MASK = 255
@@ -121,7 +125,7 @@ class LogicalProcess:
 
     __slots__ = (
         "name", "tracer", "lock", "clock", "seq", "out", "incoming", "providers",
-        "snaps", "pending", "ended", "_append", "_check", "__weakref__",
+        "snaps", "pending", "ended", "ended_in", "_append", "_check", "__weakref__",
     )
 
     def __init__(self, tracer, name: str, seq: int = 0, clock: int = 0):
@@ -136,6 +140,9 @@ class LogicalProcess:
         self.snaps: dict[int, SnapState] = {}  # snapshots recorded, not yet finished
         self.pending: list[tuple[int, str]] = []  # snapshots to start at the next safe point
         self.ended = False
+        # The incoming FIFO channels that ended most recently (a snapshot's state
+        # names them: their sender may mark them after we stopped reading them).
+        self.ended_in: collections.deque = collections.deque(maxlen=ENDED_KEPT)
         self._append = tracer.recorder.push  # the buffer's own append (C)
         self._check = tracer.recorder.check  # bound check, every CHECK_MASK + 1 events
 
@@ -248,6 +255,7 @@ class LogicalProcess:
         with self.lock:
             fifo = self.incoming.pop(channel, None)
             if fifo:
+                self.ended_in.append(channel)
                 for s in self.snaps.values():
                     if channel not in s.closed:
                         s.closed.add(channel)
@@ -303,8 +311,10 @@ class LogicalProcess:
                 else:
                     uncovered.append(ep.channel)
             uncovered.extend(c for c, fifo in inc.items() if not fifo)
+            # "ended": incoming channels that ended before this state (nothing can be
+            # received on them after it: empty in the cut, whoever marks them later).
             own = {"clock": lamport, "seq": seq, "incoming": sorted(c for c, f in inc.items() if f),
-                   "outgoing": out, "uncovered": sorted(uncovered)}
+                   "outgoing": out, "uncovered": sorted(uncovered), "ended": list(self.ended_in)}
             s = SnapState(sid, initiator, seq, out, self.tracer.snap_sink(sid, self))
             if via is not None:
                 s.closed.add(via)

@@ -322,6 +322,7 @@ class Coordinator:
             wait.update(info["outgoing"])
             wait.update(own.get("incoming", ()))
             closed.update(info["closed"])
+            closed.update(own.get("ended", ()))  # ended at the receiver before it recorded
             uncovered.update(own.get("uncovered", ()))
         unrecorded = self.expected - recorded
         unfinished = {p for p, info in states.items() if not info["done"]}
