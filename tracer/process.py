@@ -405,19 +405,25 @@ class LogicalProcess:
         """Hand snapshot records to ``s``'s sink: the recorder (the store), or the
         coordinator directly, in as few reports as it can: the records wait in
         ``s.outbox`` until ``now`` (the state, "done", anything after "done")."""
-        if s.sink is None:
+        if s.sink is None and not s.outbox:  # the store (final: it never changes)
             other = self.tracer.recorder.other
             for it in items:
                 other(it)
             return
         with self.lock:
-            if not now or s.sink is UNKNOWN:  # (Tracer.resolve_sink sends them)
-                s.outbox.extend(items)
+            sink = s.sink
+            if sink is UNKNOWN or (sink is not None and not now):
+                s.outbox.extend(items)  # (Tracer.resolve_sink sends them if UNKNOWN)
                 return
             items = s.outbox + items
             s.outbox = []
+            if sink is None:
+                other = self.tracer.recorder.other
+                for it in items:
+                    other(it)
+                return
         if items:
-            self.tracer.snap_send(s.sink, items)
+            self.tracer.snap_send(sink, items)
 
     def finish(self, sid: int, complete: bool) -> None:
         """The coordinator ended snapshot ``sid``: stop recording its channels here.

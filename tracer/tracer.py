@@ -261,16 +261,18 @@ class Tracer:
                 self.snap_sinks.setdefault(sid, sink)
             _, lps = self.snap_unsure.pop(sid, (0.0, []))
         for lp in lps:
-            s = lp.snaps.get(sid)
-            if s is None or s.sink is not _process.UNKNOWN:
-                continue
+            # lp.lock: record() holds it from snap_sink until the SnapState is in lp.snaps.
             with lp.lock:
+                s = lp.snaps.get(sid)
+                if s is None or s.sink is not _process.UNKNOWN:
+                    continue
                 s.sink = sink
                 items, s.outbox = s.outbox, []
-            if sink is None:
-                for it in items:
-                    self.recorder.other(it)
-            elif items:
+                if sink is None:  # in order, before any later report of lp's
+                    for it in items:
+                        self.recorder.other(it)
+                    continue
+            if items:
                 self.snap_send(sink, items)
 
     def snap_send(self, sink, items: list[tuple]) -> None:
