@@ -193,11 +193,10 @@ class _Listener:
             os.unlink(path)
         except FileNotFoundError:
             pass
-        old = os.umask(0o177)
-        try:
-            s.bind(path)
-        finally:
-            os.umask(old)
+        s.bind(path)
+        # (No umask around bind: it is the whole process's, and the application's
+        # other threads create files too. The 0700 directory keeps others out.)
+        os.chmod(path, 0o600)
         s.listen(128)
         s.settimeout(0.5)
         self.running = True
@@ -264,6 +263,8 @@ class ControlServer(_Listener):
         if op == "req":
             snapshot.on_request(t, int(msg["sid"]), msg["initiator"], msg.get("start") or [],
                                 msg.get("reply"))
+        elif op == "ended":
+            snapshot.record_ended(t, int(msg["sid"]), msg["initiator"])
         elif op == "end":
             snapshot.on_end(t, int(msg["sid"]), msg.get("status") == "complete")
 

@@ -20,8 +20,8 @@ A snapshot, step by step (docs/snapshots.md tells why each step is right):
    ``snapshot_requests`` row that the interpreter's recorder thread polls
    (``tick``, about every 50 ms). Logical processes of the coordinator's own
    interpreter are told directly. The process starts the snapshot at its next
-   safe point. Ended logical processes record their final state at once
-   (``record_ended``).
+   safe point. Ended logical processes record their final state when channels
+   are still open after the grace period (``record_ended``).
 3. Every process records its state (with the channels it marked) and, per
    incoming channel, the messages that arrived before that channel's marker;
    it reports them to the coordinator (its inbox) or, failing that, to the
@@ -143,6 +143,7 @@ class Coordinator:
         self._store_read = 0.0
         self._store_states: dict[str, dict] = {}
         self._create = None  # (initiator, requested_ns) while the snapshot's row is not written
+        self._ended_asked = False  # ended processes asked to record (_ask_ended)
         self.timings: list[tuple[str, float]] = []  # (step, seconds since start()): where the time goes
 
     # -- start --------------------------------------------------------------------------
@@ -195,8 +196,7 @@ class Coordinator:
         # Markers reach what the FIFO channels lead to from the initiator; the rest
         # (a process nothing leads into, another system sharing the store) is asked.
         self._request({initiator} | (self.expected - reachable(initiator, ends)))
-        if self.tracer is not None:
-            record_ended(self.tracer, self.id, initiator)
+        self._ended_asked = False
         self._mark("requested")
         return self.id
 
@@ -338,6 +338,8 @@ class Coordinator:
             self._end("partial", self._describe(unrecorded, unfinished, open_, uncovered))
             return True
         if now >= self.grace:
+            if open_ and not self._ended_asked:
+                self._ask_ended()
             if open_ and now >= getattr(self, "_refreshed", 0.0) + 0.1:
                 # The sender of a channel still open may be a process that nothing
                 # leads into and that the channel table did not show at the start.
@@ -372,6 +374,25 @@ class Coordinator:
                     self._direct.setdefault(p, {"closed": [], "done": False})["closed"].append(item[3])
             elif kind == "snap_done":
                 self._direct.setdefault(p, {"closed": [], "done": False})["done"] = True
+
+    def _ask_ended(self) -> None:
+        """Channels still open after the grace period: the logical processes that
+        have ended (left ``cutscope.process``) record their final state now, here
+        and in every interpreter we reached (``record_ended``). Not at once: a
+        process that leaves and enters ``cutscope.process`` around each step would
+        be recorded between two steps rather than at its next safe point."""
+        self._ended_asked = True
+        if self.tracer is not None:
+            record_ended(self.tracer, self.id, self.initiator)
+        if self._informed and self._ctl_dir is not None:
+            from . import control
+
+            conn = control.Connector()
+            try:
+                for pid in sorted(self._informed):
+                    conn.send(control.process_path(self._ctl_dir, pid), self._msg("ended"))
+            finally:
+                conn.close()
 
     def _newcomers(self, recorded: set[str]) -> bool:
         """Before calling it complete: live processes with channels that the store did
@@ -505,7 +526,8 @@ class _LocalInbox:
 def record_ended(tracer, sid: int, initiator: str) -> None:
     """The logical processes of this interpreter that have ended (left
     ``cutscope.process``) and still have outgoing FIFO channels record their
-    final state now, for snapshot ``sid``: they have no events left to come, so
+    final state now, for snapshot ``sid`` (the coordinator asks for it when
+    channels are still open after its grace period): they have no events left to come, so
     any moment is a safe point, and their markers follow their last messages on
     each channel (the receivers record what is still in transit, then close it).
     Without it, a receiver would wait forever for the marker of a stage that
@@ -525,7 +547,7 @@ def record_ended(tracer, sid: int, initiator: str) -> None:
 def on_request(tracer, sid: int, initiator: str, start: list[str], reply: str | None) -> None:
     """A coordinator's request through the control socket (the control thread):
     report to ``reply``; the processes named in ``start`` start at their next
-    safe point."""
+    safe point. (``op: ended`` calls ``record_ended``.)"""
     if reply:
         sinks = tracer.snap_sinks
         if sid not in sinks and len(sinks) > 256:  # ended snapshots that were never closed
@@ -536,7 +558,6 @@ def on_request(tracer, sid: int, initiator: str, start: list[str], reply: str | 
         lp = tracer.processes.get(name)
         if lp is not None and not lp.ended:
             lp.request(sid, initiator)
-    record_ended(tracer, sid, initiator)
 
 
 def on_end(tracer, sid: int, complete: bool) -> None:
