@@ -459,15 +459,12 @@ STAGES = textwrap.dedent(r'''
 ''')
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tracer/snapshot.py + integrations/queues.py (owners editing): once a stage of a "
-    "thread pipeline has left `with cutscope.process(...)`, every later snapshot of the "
-    "pipeline is partial: the coordinator still expects the ended logical process "
-    "(it is in the channel graph; its end is known only through the store), asks it, "
-    "and waits for a marker on its channel that nobody will ever send. An ended "
-    "process has a final state and no more sends: its outgoing channels could count "
-    "as closed (end of stream acting as the marker) and the process as recorded."))
 def test_snapshot_after_an_upstream_stage_ended_completes(tmp_path):
+    """Once a stage of a thread pipeline had left `with cutscope.process(...)`, every
+    later snapshot of the pipeline was partial: the consumer waited for a marker on
+    the ended stage's channel that nobody would send. An ended process now records
+    its final state when a snapshot starts (tracer/snapshot.py `record_ended`), and
+    its marker follows its last items."""
     r = run_traced(tmp_path, "stages", STAGES, db=tmp_path / "s.db")
     assert r.returncode == 0, r.stderr
     assert "SNAPSHOT complete" in r.stdout, r.stdout
@@ -493,17 +490,13 @@ XMLRPC_CLIENT = textwrap.dedent(r'''
 ''')
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "timing-dependent, so not strict: tracer/recorder.py + tracer/store.py + "
-    "tracer/snapshot.py. A traced xmlrpc client calling a traced server (one connection "
-    "per call) as fast as it can: both recorders write constantly to one SQLite file, "
-    "and the recorder thread that writes is also the one that polls snapshot requests "
-    "(snapshot.tick) and beats the heartbeat. Blocked for seconds in a write, it misses "
-    "the request: the snapshot is partial ('asked to start the snapshot, never reached "
-    "a safe point') while the process receives hundreds of times a second, and a "
-    "process started a second ago is 'no live traced process'. Seen 3 out of 3 before "
-    "the store's write lock, 1 out of 2 after."))
 def test_snapshot_of_a_busy_xmlrpc_client_completes(tmp_path):
+    """A traced xmlrpc client calling a traced server as fast as it can: the
+    recorder thread that polled snapshot requests was also the one writing, blocked
+    for seconds behind the store's write lock, and missed the request (partial:
+    'never reached a safe point'). Requests now come through the interpreter's
+    control socket (tracer/control.py), served by a thread that does nothing else,
+    and the records go straight to the coordinator."""
     db = tmp_path / "rpc.db"
     (tmp_path / "server.py").write_text(XMLRPC_SERVER)
     (tmp_path / "client.py").write_text(XMLRPC_CLIENT)

@@ -433,3 +433,34 @@ def test_coordinator_over_postgresql(pg_url):
             store.close()
     finally:
         cutscope.stop()
+
+
+def test_channel_its_receiver_ended_before_recording_needs_no_marker():
+    """A server closes a connection after the last request on it, then records (on
+    another channel's marker); the client records after that and marks the
+    connection, whose marker nobody will read. Nothing can be received on it after
+    the server's state, so it is empty in the cut: the snapshot completes (the
+    busy xmlrpc client of tests/test_acceptance.py was partial 1 run in 3)."""
+    from cutscope.tracer.process import OutEndpoint
+
+    with recording(name="driver", instrument=False) as rec:
+        t = rec.tracer
+        cli, srv = t.process("client"), t.process("server")
+        t.channel("c-req", "client", "server", "tcp", None, True)
+        ep = cli.add_out(OutEndpoint(cli, "c-req"))
+        srv.add_in("c-req")
+        seq, lam, _ = cli.send(ep, 10)
+        srv.recv("c-req", f"client#{seq}", lam, 10)
+        srv.remove_in("c-req")              # the server is done with that connection
+        c = start(t, "server")
+        srv.safepoint()                      # the server records: c-req ended before
+        deadline = time.monotonic() + 10
+        while not c.poll() and time.monotonic() < deadline:
+            cli.safepoint()                  # the client, asked too, records and marks c-req
+            time.sleep(0.005)
+        snap = c.result()
+        doc = rec.trace()
+    assert snap.status == "complete", snap.missing
+    assert set(snap.states) == {"client", "server"}
+    assert "c-req" in snap.states["client"]["_cutscope"]["outgoing"]  # marked, never read
+    assert check(doc) == []

@@ -193,3 +193,44 @@ def test_cutscope_snapshot_with_nothing_running(db_path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == ["cutscope: error: no live traced process to take a "
                                              "snapshot of"]
+
+
+def test_snapshot_completes_while_every_recorder_is_blocked_in_a_write(tmp_path):
+    """The store's write lock is held by someone else (here: the test) for seconds:
+    every traced process's recorder thread is blocked in its write, so it can poll
+    no request and write no snapshot record. The request still reaches the
+    initiator through its control socket (tracer/control.py), every branch reports
+    straight to the coordinator, and the snapshot is complete; its records reach
+    the store with the coordinator's write, once the lock is free."""
+    import fcntl
+    import threading
+
+    db = str(tmp_path / "bank.db")
+    n = 3
+    proc = start_bank(db, n, seconds=12)
+    try:
+        wait_live(db, n)
+        fd = os.open(db + ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        release = threading.Timer(4.0, fcntl.flock, (fd, fcntl.LOCK_UN))
+        release.start()
+        try:
+            time.sleep(0.3)  # the recorders are waiting for the lock now
+            r = subprocess.run(CUTSCOPE + ["snapshot", "--db", db, "--from", "bank-1", "--json",
+                                           "--timeout", "2"],
+                               capture_output=True, text=True, timeout=60)
+        finally:
+            release.join(10)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr
+        entry = json.loads(r.stdout)
+        assert entry["status"] == "complete", entry["missing"]
+        assert set(entry["processes"]) == {f"bank-{i}" for i in range(n)}
+    finally:
+        if proc.poll() is None:
+            finish_bank(proc)
+    doc = load(db)
+    assert check(doc) == []
+    for e in doc["snapshots"]:
+        verify(doc, Snapshot.from_entry(e), 1000 * n)

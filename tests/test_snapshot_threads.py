@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -74,3 +75,68 @@ def test_concurrent_snapshots_from_several_auditors():
     assert check(doc) == []
     for s in out:
         verify(doc, s, bank.total)
+
+
+def _pipeline_snapshot_accounts_for(doc, snap, got_key, produced):
+    """Complete, consistent, channel states = in transit, and every item produced so
+    far is either consumed (the consumer's state) or in a channel's state."""
+    assert snap.status == "complete", snap.missing
+    t = Trace(doc)
+    cut = t.snapshot_cut(snap.id)
+    assert t.consistent(cut), [m.id for m in t.orphans(cut)]
+    transit: dict[str, list[str]] = {}
+    for m in t.in_transit(cut):
+        transit.setdefault(m.channel, []).append(m.id)
+    assert {c: [m["msg"] for m in ms] for c, ms in snap.channels.items() if ms} == transit
+    items = [m["value"] for ms in snap.channels.values() for m in ms]
+    assert sorted(snap.states["consumer"][got_key] + items) == list(range(produced))
+
+
+def test_snapshot_after_a_stage_ended_completes_with_its_items_in_transit():
+    """A pipeline stage that has left `cutscope.process()` records its final state
+    when a snapshot starts (it has no events left to come), and its marker follows
+    its last items: the items still queued are the channel's state. Entering the
+    process again afterwards (same name) sends behind that marker, and the next
+    snapshot completes as well."""
+    import queue
+
+    q: queue.Queue = queue.Queue()
+    got: list[int] = []
+    done = threading.Event()
+
+    def produce(lo, hi):
+        with cutscope.process("producer"):
+            for i in range(lo, hi):
+                q.put(i)
+
+    def consume():
+        with cutscope.process("consumer"):
+            cutscope.state(lambda: {"got": list(got)})
+            while not done.is_set():
+                try:
+                    got.append(q.get(timeout=0.01))
+                except queue.Empty:
+                    continue
+                time.sleep(0.01)  # slow: items wait in the queue
+
+    with recording(name="main") as rec:
+        c = threading.Thread(target=consume)
+        c.start()
+        try:
+            p = threading.Thread(target=produce, args=(0, 40))
+            p.start()
+            p.join(10)
+            first = cutscope.snapshot(initiator="consumer", timeout=10)
+            p = threading.Thread(target=produce, args=(40, 60))  # the same process again
+            p.start()
+            p.join(10)
+            second = cutscope.snapshot(initiator="consumer", timeout=10)
+        finally:
+            done.set()
+            c.join(10)
+        doc = rec.trace()
+    assert check(doc) == []
+    _pipeline_snapshot_accounts_for(doc, first, "got", 40)
+    assert first.channels and any(first.channels.values())  # items were in transit
+    _pipeline_snapshot_accounts_for(doc, second, "got", 60)
+    assert "producer" in first.states and "producer" in second.states

@@ -16,6 +16,7 @@ endpoint happen under it, so no send of this process can fall between the two.
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import threading
 import time
@@ -28,6 +29,13 @@ SEND = "send"
 RECV = "recv"
 LOCAL = "local"
 SNAPSHOT = "snapshot"
+
+# SnapState.sink while this process does not know yet where to report (a marker
+# came before the coordinator's word): the records wait (Tracer.resolve_sink).
+UNKNOWN = "?"
+
+# How many ended incoming channels a process remembers for its snapshot states.
+ENDED_KEPT = 128
 
 # The buffer bound is checked every CHECK_MASK + 1 events of a process (hot path).
 CHECK_MASK = 255
@@ -93,9 +101,10 @@ class SnapState:
     the way) may still bring in-transit messages and then its marker.
     """
 
-    __slots__ = ("id", "initiator", "event_seq", "closed", "messages", "out", "done")
+    __slots__ = ("id", "initiator", "event_seq", "closed", "messages", "out", "done", "sink",
+                 "outbox")
 
-    def __init__(self, sid: int, initiator: str, event_seq: int, out: list[str]):
+    def __init__(self, sid: int, initiator: str, event_seq: int, out: list[str], sink=None):
         self.id = sid
         self.initiator = initiator
         self.event_seq = event_seq
@@ -104,6 +113,11 @@ class SnapState:
         self.messages: dict[str, list[tuple]] = {}
         self.out = out  # channels that got (or will get) a marker from us
         self.done = False  # every registered FIFO incoming channel closed (reported once)
+        # Where this process's records of the snapshot go: None = the store (through
+        # the recorder); else the coordinator, directly (Tracer.snap_send). Decided
+        # once, at record, so that all of them go to one place.
+        self.sink = sink
+        self.outbox: list[tuple] = []  # records for the sink, sent with the next report
 
 
 class LogicalProcess:
@@ -111,7 +125,7 @@ class LogicalProcess:
 
     __slots__ = (
         "name", "tracer", "lock", "clock", "seq", "out", "incoming", "providers",
-        "snaps", "pending", "ended", "_append", "_check", "__weakref__",
+        "snaps", "pending", "ended", "ended_in", "_append", "_check", "__weakref__",
     )
 
     def __init__(self, tracer, name: str, seq: int = 0, clock: int = 0):
@@ -126,6 +140,9 @@ class LogicalProcess:
         self.snaps: dict[int, SnapState] = {}  # snapshots recorded, not yet finished
         self.pending: list[tuple[int, str]] = []  # snapshots to start at the next safe point
         self.ended = False
+        # The incoming FIFO channels that ended most recently (a snapshot's state
+        # names them: their sender may mark them after we stopped reading them).
+        self.ended_in: collections.deque = collections.deque(maxlen=ENDED_KEPT)
         self._append = tracer.recorder.push  # the buffer's own append (C)
         self._check = tracer.recorder.check  # bound check, every CHECK_MASK + 1 events
 
@@ -242,12 +259,13 @@ class LogicalProcess:
         with self.lock:
             fifo = self.incoming.pop(channel, None)
             if fifo:
+                self.ended_in.append(channel)
                 for s in self.snaps.values():
                     if channel not in s.closed:
                         s.closed.add(channel)
-                        ended.append((s.id, s.messages.pop(channel, [])))
-        for sid, msgs in ended:
-            self.tracer.recorder.other(("snap_chan", sid, self.name, channel, msgs, True))
+                        ended.append((s, s.messages.pop(channel, [])))
+        for s, msgs in ended:
+            self._report(s, [("snap_chan", s.id, self.name, channel, msgs, True)], now=s.done)
         self._maybe_done()
 
     # -- snapshots --------------------------------------------------------------
@@ -297,20 +315,22 @@ class LogicalProcess:
                 else:
                     uncovered.append(ep.channel)
             uncovered.extend(c for c, fifo in inc.items() if not fifo)
+            # "ended": incoming channels that ended before this state (nothing can be
+            # received on them after it: empty in the cut, whoever marks them later).
             own = {"clock": lamport, "seq": seq, "incoming": sorted(c for c, f in inc.items() if f),
-                   "outgoing": out, "uncovered": sorted(uncovered)}
-            s = SnapState(sid, initiator, seq, out)
+                   "outgoing": out, "uncovered": sorted(uncovered), "ended": list(self.ended_in)}
+            s = SnapState(sid, initiator, seq, out, self.tracer.snap_sink(sid, self))
             if via is not None:
                 s.closed.add(via)
             self.snaps[sid] = s
             self.pending = [p for p in self.pending if p[0] != sid]
-        rec = self.tracer.recorder
         self._append((self.name, seq, lamport, _now(), SNAPSHOT, None, None, 0, None,
                       {"snapshot": sid}))
-        rec.other(("snap_state", sid, self.name, seq, {**state, "_cutscope": own}, list(out),
-                   initiator))
+        recs = [("snap_state", sid, self.name, seq, {**state, "_cutscope": own}, list(out),
+                 initiator)]
         if via is not None:
-            rec.other(("snap_chan", sid, self.name, via, [], True))
+            recs.append(("snap_chan", sid, self.name, via, [], True))
+        self._report(s, recs, now=False)  # sent below, with "done" if it is done at once
         if after_send:
             self.tracer.deferred_flush.extend(flush)
         else:
@@ -318,6 +338,8 @@ class LogicalProcess:
                 if ep.pending and ep.flush is not None:
                     self.tracer.guard(ep.flush, ep)
         self._maybe_done()
+        if not s.done:
+            self._report(s, [], now=True)
         return True
 
     def _record_after_send(self) -> None:
@@ -346,7 +368,7 @@ class LogicalProcess:
                 return
             s.closed.add(channel)
             msgs = s.messages.pop(channel, [])
-        self.tracer.recorder.other(("snap_chan", sid, self.name, channel, msgs, True))
+        self._report(s, [("snap_chan", sid, self.name, channel, msgs, True)], now=s.done)
         self._maybe_done()
 
     def request(self, sid: int, initiator: str) -> None:
@@ -379,9 +401,33 @@ class LogicalProcess:
             for s in self.snaps.values():
                 if not s.done and all(c in s.closed for c, f in self.incoming.items() if f):
                     s.done = True
-                    done.append(s.id)
-        for sid in done:
-            self.tracer.recorder.other(("snap_done", sid, self.name))
+                    done.append(s)
+        for s in done:
+            self._report(s, [("snap_done", s.id, self.name)], now=True)
+
+    def _report(self, s: SnapState, items: list[tuple], now: bool) -> None:
+        """Hand snapshot records to ``s``'s sink: the recorder (the store), or the
+        coordinator directly, in as few reports as it can: the records wait in
+        ``s.outbox`` until ``now`` (the state, "done", anything after "done")."""
+        if s.sink is None and not s.outbox:  # the store (final: it never changes)
+            other = self.tracer.recorder.other
+            for it in items:
+                other(it)
+            return
+        with self.lock:
+            sink = s.sink
+            if sink is UNKNOWN or (sink is not None and not now):
+                s.outbox.extend(items)  # (Tracer.resolve_sink sends them if UNKNOWN)
+                return
+            items = s.outbox + items
+            s.outbox = []
+            if sink is None:
+                other = self.tracer.recorder.other
+                for it in items:
+                    other(it)
+                return
+        if items:
+            self.tracer.snap_send(sink, items)
 
     def finish(self, sid: int, complete: bool) -> None:
         """The coordinator ended snapshot ``sid``: stop recording its channels here.
@@ -397,8 +443,16 @@ class LogicalProcess:
                     ep.pending = [m for m in ep.pending if m.snapshot != sid]
         self.tracer.finished_snaps.setdefault(self.name, set()).add(sid)
         if s is not None and not complete:
+            other = self.tracer.recorder.other
+            with self.lock:
+                unsent, s.outbox = s.outbox, []
+            # Closed channels not yet reported to the coordinator: their messages
+            # are kept as incomplete channel states, like those of the open ones.
+            for it in unsent:
+                if it[0] == "snap_chan" and it[4]:
+                    other(it[:5] + (False,))
             for ch, msgs in s.messages.items():
-                self.tracer.recorder.other(("snap_chan", sid, self.name, ch, msgs, False))
+                other(("snap_chan", sid, self.name, ch, msgs, False))
 
     def open_channels(self, sid: int) -> list[str]:
         """The registered FIFO incoming channels snapshot ``sid`` still waits for here."""

@@ -2,21 +2,30 @@
 
 The protocol itself (recording a state, markers, channel recording) runs inside
 each logical process (``process.py``). This module is the part that spans
-processes, and it talks to them only through the store, so it runs anywhere:
-in a traced application (``cutscope.snapshot()``), in the ``cutscope snapshot``
-command, in the viewer, or in a traced process's recorder thread (SIGUSR1).
+processes. It reaches them through their control sockets (``control.py``: the
+processes of this machine) and through the store (everyone else), so it runs
+anywhere: in a traced application (``cutscope.snapshot()``), in the ``cutscope
+snapshot`` command, in the viewer, or in a traced process's recorder thread
+(SIGUSR1).
 
 A snapshot, step by step (docs/snapshots.md tells why each step is right):
 
-1. A ``snapshots`` row, status ``running``, gives the snapshot its id.
-2. Requests (``snapshot_requests``) go to the initiator and to every live
-   process that no channel leads into (no marker can ever reach it). Each
-   interpreter's recorder thread polls them (``tick``, about every 50 ms) and
-   sets ``lp.pending``; the process starts the snapshot at its next safe point.
-   Logical processes of the coordinator's own interpreter are told directly.
-3. Every process records its state (``snapshot_states``, with the channels it
-   marked) and, per incoming channel, the messages that arrived before that
-   channel's marker (``snapshot_messages``; the channel joins ``closed``).
+1. An id (``store.new_snapshot``; the ``snapshots`` row, status ``running``,
+   comes with the first write on SQLite). The coordinator opens its inbox and
+   tells every live local process, through its control socket, where to
+   report.
+2. Requests go to the initiator and to every live process that no channel
+   leads into (no marker can ever reach it): through its control socket, where
+   a thread that does nothing else sets ``lp.pending`` at once, else as a
+   ``snapshot_requests`` row that the interpreter's recorder thread polls
+   (``tick``, about every 50 ms). Logical processes of the coordinator's own
+   interpreter are told directly. The process starts the snapshot at its next
+   safe point. Ended logical processes record their final state when channels
+   are still open after the grace period (``record_ended``).
+3. Every process records its state (with the channels it marked) and, per
+   incoming channel, the messages that arrived before that channel's marker;
+   it reports them to the coordinator (its inbox) or, failing that, to the
+   store (``snapshot_states``, ``snapshot_messages``).
 4. The snapshot is complete when every expected process (the live ones that
    have channels, and any that recorded) has recorded and finished, and every
    channel that can hold in-transit messages is closed at its receiver: each
@@ -24,14 +33,17 @@ A snapshot, step by step (docs/snapshots.md tells why each step is right):
    known it when it recorded) and each FIFO channel a recorded process knew
    as incoming. A timeout, or a channel that is not FIFO (raw, UDP, LIFO or
    priority queue), makes it ``partial``, with ``missing`` naming what is
-   missing.
-5. The processes learn that the snapshot ended (directly, or through the
-   store in ``tick``) and stop recording for it.
+   missing. The inbox's records are written with the end, in one transaction.
+5. The processes learn that the snapshot ended (directly, through their
+   control socket, or through the store in ``tick``) and stop recording for it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,7 +51,8 @@ from dataclasses import dataclass, field
 log = logging.getLogger("cutscope")
 
 LIVE_NS = 10_000_000_000  # a process whose recorder has not beaten for 10 s is not live
-POLL_S = 0.005  # how often a waiting coordinator reads the progress
+POLL_S = 0.005  # how often a waiting coordinator reads the progress (it wakes on reports too)
+STORE_POLL_S = 0.01  # at most this often it reads the progress from the store
 TICK_S = 0.05  # minimum interval between two request polls of one interpreter
 
 
@@ -121,12 +134,33 @@ class Coordinator:
         self.requested: set[str] = set()
         self.missing: list[dict] = []
         self._chan_info: dict[str, dict] = {}
+        self.inbox = None  # the reports that come directly (control.Inbox / _LocalInbox)
+        self._direct: dict[str, dict] = {}  # process -> progress row, from the inbox
+        self._records: list[tuple] = []  # the inbox's records, written with the end
+        self._pids: dict[str, int] = {}  # live process -> pid, on this host
+        self._informed: set[int] = set()  # pids whose control socket took our request
+        self._ctl_dir: str | None = None
+        self._store_read = 0.0
+        self._store_states: dict[str, dict] = {}
+        self._create = None  # (initiator, requested_ns) while the snapshot's row is not written
+        self._ended_asked = False  # ended processes asked to record (_ask_ended)
+        self.timings: list[tuple[str, float]] = []  # (step, seconds since start()): where the time goes
 
     # -- start --------------------------------------------------------------------------
 
+    def _mark(self, step: str) -> None:
+        self.timings.append((step, time.monotonic() - self._m0))
+
     def start(self) -> int:
         now = time.time_ns()
-        live = set(self.store.live_processes(now - LIVE_NS))
+        self._m0 = time.monotonic()
+        info = getattr(self.store, "live_process_info", None)
+        if info is not None:  # (with their pids: one read for both)
+            self._live_rows = info(now - LIVE_NS)
+            live = {r["name"] for r in self._live_rows}
+        else:
+            self._live_rows = []
+            live = set(self.store.live_processes(now - LIVE_NS))
         local = self._local_names()
         live |= local  # this interpreter's processes are alive, whatever the last beat says
         ends = self.store.channel_ends()
@@ -145,15 +179,64 @@ class Coordinator:
             raise SnapshotError(f"no live traced process named {initiator!r}")
         self.initiator = initiator
         self.expected = participants | {initiator}
-        self.id = self.store.create_snapshot(initiator, now)
+        self._mark("read")
+        new = getattr(self.store, "new_snapshot", None)
+        if new is not None:  # the row may come later, with the first write that needs it
+            self.id, written = new(initiator, now)
+        else:
+            self.id, written = self.store.create_snapshot(initiator, now), True
+        self._create = None if written else (initiator, now)
+        self._mark("created")
         self.status = "running"
         self.t0 = time.monotonic()
         self.deadline = self.t0 + self.timeout
         self.grace = self.t0 + min(0.5, self.timeout / 4)
+        self._open_inbox(live)
+        self._mark("informed")
         # Markers reach what the FIFO channels lead to from the initiator; the rest
         # (a process nothing leads into, another system sharing the store) is asked.
         self._request({initiator} | (self.expected - reachable(initiator, ends)))
+        self._ended_asked = False
+        self._mark("requested")
         return self.id
+
+    def _open_inbox(self, live: set[str]) -> None:
+        """Where the processes report to us directly: this interpreter's processes
+        through a callable, the other local interpreters through a control socket
+        (tracer/control.py), each of which is told where to report at once."""
+        from . import control
+
+        sid = self.id
+        info = getattr(self.store, "live_process_info", None)
+        d = control.control_dir() if info is not None and self.store.url != "memory:" else None
+        if d is not None and os.environ.get("CUTSCOPE_CONTROL", "1") not in ("0", "no", "false"):
+            try:
+                self.inbox = control.Inbox(d, sid)
+                self._ctl_dir = d
+            except OSError:
+                self.inbox = None
+        if self.inbox is None:
+            self.inbox = _LocalInbox()
+        if self.tracer is not None:
+            self.tracer.resolve_sink(sid, self.inbox.put)
+        if self._ctl_dir is None:
+            return
+        me, host = os.getpid(), socket.gethostname()
+        rows = self._live_rows
+        self._pids = {r["name"]: r["pid"] for r in rows
+                      if r["host"] == host and r["pid"] and r["pid"] != me and r["name"] in live}
+        # Everyone local learns where to report first (the initiator is asked below).
+        conn = control.Connector()
+        try:
+            for pid in sorted(set(self._pids.values())):
+                if conn.send(control.process_path(self._ctl_dir, pid), self._msg("req", start=[])):
+                    self._informed.add(pid)
+        finally:
+            conn.close()
+
+    def _msg(self, op: str, **kw) -> dict:
+        return {"op": op, "store": self.store.url, "sid": self.id, "initiator": self.initiator,
+                "reply": getattr(self.inbox, "path", None), **kw}
 
     def _local_names(self) -> set[str]:
         t = self.tracer
@@ -169,10 +252,30 @@ class Coordinator:
         local = self._local_names() & names
         for n in local:  # told directly, before any write
             self.tracer.processes[n].request(self.id, self.initiator)
+        # Processes of this host with a control socket: asked through it, at once.
+        taken = set(local)
+        if self._ctl_dir is not None:
+            from . import control
+
+            by_pid: dict[int, list[str]] = {}
+            for n in names - local:
+                if n in self._pids:
+                    by_pid.setdefault(self._pids[n], []).append(n)
+            conn = control.Connector()
+            try:
+                for pid, ns in sorted(by_pid.items()):
+                    if conn.send(control.process_path(self._ctl_dir, pid),
+                                 self._msg("req", start=sorted(ns))):
+                        self._informed.add(pid)
+                        taken.update(ns)
+            finally:
+                conn.close()
         self._caller_safepoint()
-        if names - local:
+        if names - taken:
+            kw = {"create": self._create} if self._create else {}
             self.store.add_snapshot_requests(self.id, self.initiator, sorted(names), time.time_ns(),
-                                             taken=local)
+                                             taken=taken, **kw)
+            self._create = None
 
     def _caller_safepoint(self) -> None:
         c = self.caller
@@ -187,14 +290,28 @@ class Coordinator:
         if self.status != "running":
             return True
         self._caller_safepoint()
-        prog = self.store.snapshot_progress(self.id)
-        if prog is None:
-            raise SnapshotError(f"snapshot {self.id} vanished from the store")
-        if prog["status"] != "running":  # ended elsewhere
-            self.status = prog["status"]
-            self._finish_local()
-            return True
-        states = prog["states"]
+        self._take_inbox()
+        now = time.monotonic()
+        # The store: every STORE_POLL_S while some expected process has not
+        # reported directly (it may report to the store), else every 50 ms (to see
+        # an end decided elsewhere).
+        every = STORE_POLL_S if not self.expected <= set(self._direct) else 0.05
+        if now - self._store_read >= every:
+            self._store_read = now
+            prog = (self.store.snapshot_progress(self.id, unwritten=True) if self._create
+                    else self.store.snapshot_progress(self.id))
+            if prog is None:
+                raise SnapshotError(f"snapshot {self.id} vanished from the store")
+            if prog["status"] != "running":  # ended elsewhere
+                self.status = prog["status"]
+                self._finish_local()
+                self._close_inbox()
+                return True
+            if len(prog["states"]) != len(self._store_states) and len(self.timings) < 64:
+                self._mark(f"store states {len(prog['states'])}")
+            self._store_states = prog["states"]
+        # (a process's direct rows count once its state is there)
+        states = {**self._store_states, **{p: r for p, r in self._direct.items() if "own" in r}}
         recorded = set(states)
         self.expected |= recorded
         wait: set[str] = set()
@@ -205,6 +322,7 @@ class Coordinator:
             wait.update(info["outgoing"])
             wait.update(own.get("incoming", ()))
             closed.update(info["closed"])
+            closed.update(own.get("ended", ()))  # ended at the receiver before it recorded
             uncovered.update(own.get("uncovered", ()))
         unrecorded = self.expected - recorded
         unfinished = {p for p, info in states.items() if not info["done"]}
@@ -220,6 +338,8 @@ class Coordinator:
             self._end("partial", self._describe(unrecorded, unfinished, open_, uncovered))
             return True
         if now >= self.grace:
+            if open_ and not self._ended_asked:
+                self._ask_ended()
             if open_ and now >= getattr(self, "_refreshed", 0.0) + 0.1:
                 # The sender of a channel still open may be a process that nothing
                 # leads into and that the channel table did not show at the start.
@@ -231,6 +351,48 @@ class Coordinator:
                 # Not reached by a marker in time: start it directly (at its next safe point).
                 self._request(self.expected - recorded)
         return False
+
+    def _take_inbox(self) -> None:
+        """Fold the records that came directly into the progress."""
+        if self.inbox is None:
+            return
+        items = self.inbox.take()
+        if items and len(self.timings) < 64:
+            self._mark(f"reports {len(items)}")
+        for item in items:
+            kind, p = item[0], item[2]
+            self._records.append(item)
+            if kind == "snap_state":
+                state = item[4]
+                if isinstance(state, str):
+                    state = json.loads(state)
+                own = state.get("_cutscope", {}) if isinstance(state, dict) else {}
+                row = self._direct.setdefault(p, {"closed": [], "done": False})
+                row.update(event_seq=item[3], outgoing=list(item[5]), own=own)
+            elif kind == "snap_chan":
+                if item[5]:
+                    self._direct.setdefault(p, {"closed": [], "done": False})["closed"].append(item[3])
+            elif kind == "snap_done":
+                self._direct.setdefault(p, {"closed": [], "done": False})["done"] = True
+
+    def _ask_ended(self) -> None:
+        """Channels still open after the grace period: the logical processes that
+        have ended (left ``cutscope.process``) record their final state now, here
+        and in every interpreter we reached (``record_ended``). Not at once: a
+        process that leaves and enters ``cutscope.process`` around each step would
+        be recorded between two steps rather than at its next safe point."""
+        self._ended_asked = True
+        if self.tracer is not None:
+            record_ended(self.tracer, self.id, self.initiator)
+        if self._informed and self._ctl_dir is not None:
+            from . import control
+
+            conn = control.Connector()
+            try:
+                for pid in sorted(self._informed):
+                    conn.send(control.process_path(self._ctl_dir, pid), self._msg("ended"))
+            finally:
+                conn.close()
 
     def _newcomers(self, recorded: set[str]) -> bool:
         """Before calling it complete: live processes with channels that the store did
@@ -269,12 +431,37 @@ class Coordinator:
 
     def _end(self, status: str, missing: list[dict]) -> None:
         self.missing = missing
-        if self.store.finish_snapshot(self.id, status, missing, time.time_ns()):
+        self._take_inbox()
+        self._mark("decided")
+        # The records that came directly are written with the end, in one transaction.
+        kw = {"create": self._create} if self._create else {}
+        if self.store.finish_snapshot(self.id, status, missing, time.time_ns(),
+                                      records=self._records, **kw):
             self.status = status
         else:  # someone else ended it first
             prog = self.store.snapshot_progress(self.id)
             self.status = prog["status"] if prog else status
+        self._create = None
+        self._mark("written")
         self._finish_local()
+        self._close_inbox()
+        if self._informed and self._ctl_dir is not None:  # the others stop recording for it
+            from . import control
+
+            conn = control.Connector()
+            try:
+                for pid in sorted(self._informed):
+                    conn.send(control.process_path(self._ctl_dir, pid),
+                              self._msg("end", status=self.status))
+            finally:
+                conn.close()
+
+    def _close_inbox(self) -> None:
+        if self.tracer is not None:
+            self.tracer.snap_sinks.pop(self.id, None)
+        inbox = self.inbox
+        if inbox is not None:
+            inbox.close()
 
     def _finish_local(self) -> None:
         t = self.tracer
@@ -287,8 +474,21 @@ class Coordinator:
     # -- all at once ------------------------------------------------------------------------
 
     def wait(self) -> "Snapshot":
-        while not self.poll():
-            time.sleep(POLL_S)
+        """Poll until the end: at once when a report comes in, else every ``POLL_S``."""
+        try:
+            while True:
+                wake = self.inbox.wake if self.inbox is not None else None
+                if wake is not None:
+                    wake.clear()
+                if self.poll():
+                    break
+                if wake is not None:
+                    wake.wait(POLL_S)
+                else:
+                    time.sleep(POLL_S)
+        finally:
+            if self.status == "running":  # interrupted: others may still report to the store
+                self._close_inbox()
         return self.result()
 
     def result(self) -> "Snapshot":
@@ -296,6 +496,76 @@ class Coordinator:
             self.tracer.recorder.flush(timeout=1.0)  # the incomplete channel states
         entry = self.store.snapshot_entry(self.id)
         return Snapshot.from_entry(entry)
+
+
+class _LocalInbox:
+    """The inbox of a coordinator without a control socket: this interpreter's
+    processes only (they call ``put`` directly)."""
+
+    path = None
+
+    def __init__(self):
+        self.records: list[tuple] = []
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+
+    def put(self, recs: list[tuple]) -> None:
+        with self.lock:
+            self.records.extend(recs)
+        self.wake.set()
+
+    def take(self) -> list[tuple]:
+        with self.lock:
+            out, self.records = self.records, []
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def record_ended(tracer, sid: int, initiator: str) -> None:
+    """The logical processes of this interpreter that have ended (left
+    ``cutscope.process``) and still have outgoing FIFO channels record their
+    final state now, for snapshot ``sid`` (the coordinator asks for it when
+    channels are still open after its grace period): they have no events left to come, so
+    any moment is a safe point, and their markers follow their last messages on
+    each channel (the receivers record what is still in transit, then close it).
+    Without it, a receiver would wait forever for the marker of a stage that
+    has finished, and the snapshot would end partial.
+
+    ``tracer._lock`` is held: a ``cutscope.process(name)`` that enters the process
+    again waits until it has recorded."""
+    with tracer._lock:
+        for lp in list(tracer.processes.values()):
+            if lp.ended and any(ep.fifo and not ep.closed for ep in list(lp.out)):
+                try:
+                    lp.record(sid, initiator)
+                except Exception as exc:
+                    tracer.fault(exc, f"recording the final state of {lp.name}")
+
+
+def on_request(tracer, sid: int, initiator: str, start: list[str], reply: str | None) -> None:
+    """A coordinator's request through the control socket (the control thread):
+    report to ``reply``; the processes named in ``start`` start at their next
+    safe point. (``op: ended`` calls ``record_ended``.)"""
+    if reply:
+        sinks = tracer.snap_sinks
+        if sid not in sinks and len(sinks) > 256:  # ended snapshots that were never closed
+            for k in sorted(sinks)[:128]:
+                sinks.pop(k, None)
+        tracer.resolve_sink(sid, reply)
+    for name in start:
+        lp = tracer.processes.get(name)
+        if lp is not None and not lp.ended:
+            lp.request(sid, initiator)
+
+
+def on_end(tracer, sid: int, complete: bool) -> None:
+    """The coordinator ended snapshot ``sid`` (control socket)."""
+    tracer.snap_sinks.pop(sid, None)
+    for lp in list(tracer.processes.values()):
+        if sid in lp.snaps or any(p[0] == sid for p in lp.pending):
+            lp.finish(sid, complete)
 
 
 def reachable(start: str, ends: list[dict]) -> set[str]:
@@ -323,6 +593,9 @@ def take(store, initiator: str | None = None, timeout: float = 10.0, tracer=None
 
 # -- the recorder thread's part (Tracer.tick_hooks) -----------------------------------------
 
+UNSURE_S = 0.1  # records wait this long for a coordinator's word, then go to the store
+
+
 def tick(tracer) -> None:
     """Called by each interpreter's recorder thread, about every 50 ms.
 
@@ -335,6 +608,11 @@ def tick(tracer) -> None:
         ep = dq.pop(0)
         if ep.pending and not ep.closed and ep.flush is not None:
             tracer.guard(ep.flush, ep)
+    if tracer.snap_unsure:
+        now = time.monotonic()
+        for sid, (since, _) in list(tracer.snap_unsure.items()):
+            if now - since >= UNSURE_S:
+                tracer.resolve_sink(sid, None)
     if tracer.snapshot_signals:
         n, tracer.snapshot_signals = tracer.snapshot_signals, 0
         for _ in range(min(n, 4)):
@@ -363,6 +641,8 @@ def tick(tracer) -> None:
     open_.update(sid for lp in list(procs.values()) for sid, _ in list(lp.pending))
     if open_:
         ended = {sid: st for sid, st in store.snapshot_statuses(open_).items() if st != "running"}
+        for sid in ended:
+            tracer.snap_sinks.pop(sid, None)
         for lp in list(procs.values()):
             for sid, st in ended.items():
                 if sid in lp.snaps or any(p[0] == sid for p in lp.pending):
@@ -393,4 +673,5 @@ def _start_from_signal(tracer, timeout: float = 10.0) -> None:
     threading.Thread(target=run, name=f"cutscope-snapshot-{c.id}", daemon=True).start()
 
 
-__all__ = ["Snapshot", "SnapshotError", "Coordinator", "take", "tick", "LIVE_NS"]
+__all__ = ["Snapshot", "SnapshotError", "Coordinator", "take", "tick", "LIVE_NS", "on_request",
+           "on_end", "record_ended"]

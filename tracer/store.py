@@ -289,6 +289,53 @@ def build_trace(processes: Iterable[dict], channels: Iterable[dict], events: Ite
     return doc
 
 
+def _state_json(state) -> str:
+    """A recorded state as stored: JSON text (a coordinator may have it as text already)."""
+    return state if isinstance(state, str) else json.dumps(state, default=repr)
+
+
+def _message(m) -> dict:
+    """An in-transit message as stored: ``(msg, nbytes, payload, value)`` from a
+    process, or the stored form already (reported through a control socket)."""
+    return m if isinstance(m, dict) else message_record(*m)
+
+
+def _fold_reports(records: list[tuple]) -> tuple[list[dict], dict[str, list], list[tuple]]:
+    """Snapshot records as rows: ``(state rows, {channel: [message]}, the rest)``;
+    the rest are records of processes whose state is not among them."""
+    states: dict[str, dict] = {}
+    msgs: dict[str, list] = {}
+    rest: list[tuple] = []
+    for item in sorted(records, key=_snap_order):
+        kind, sid, p = item[0], item[1], item[2]
+        if kind == "snap_state":
+            _, sid, p, seq, state, out, _initiator = item
+            states.setdefault(p, dict(snapshot_id=sid, process=p, event_seq=seq,
+                                      state=_state_json(state), outgoing=json.dumps(list(out)),
+                                      closed=[], done=False))
+            continue
+        st = states.get(p)
+        if st is None:
+            rest.append(item)
+        elif kind == "snap_chan":
+            _, sid, p, ch, ms, complete = item
+            if complete and ch not in st["closed"]:
+                st["closed"].append(ch)
+            if ms:
+                msgs.setdefault(ch, []).extend(ms)
+        elif kind == "snap_done":
+            st["done"] = True
+        else:
+            rest.append(item)
+    rows = [dict(st, closed=json.dumps(st["closed"])) for st in states.values()]
+    return rows, msgs, rest
+
+
+def _snap_order(item: tuple) -> int:
+    """Snapshot records in the order the store needs them: a state before its channels."""
+    return {"snap_state": 0, "snap_chan": 1}.get(item[0], 2)
+
+
 def _progress_row(event_seq, state, outgoing, closed, done) -> dict:
     st = _loads(state) or {}
     own = st.get("_cutscope", {}) if isinstance(st, dict) else {}
@@ -352,6 +399,9 @@ class SqlStore:
         self._lockpath = (u.database + ".lock" if self.sqlite and u.database
                           and u.database != ":memory:" else None)
         self._lockfd: int | None = None
+        self._urgentfd: int | None = None
+        self._ulock = threading.Lock()  # a snapshot write's own lock files (_writing_urgent)
+        self._ufds: tuple[int, int] | None = None
         self._prepare(create)
         ph = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         self._ins_block = (f"INSERT INTO event_blocks (writer, n, wall_ns, encoding, data) "
@@ -423,18 +473,22 @@ class SqlStore:
         self._marked = {}
         self._rows = set()
         # A flock belongs to the open file: the child must not share the parent's.
-        fd, self._lockfd = self._lockfd, None
-        if fd is not None:
-            os.close(fd)
+        self._close_locks()
 
     def close(self) -> None:
         self.engine.dispose()
+        self._close_locks()
+
+    def _close_locks(self) -> None:
         fd, self._lockfd = self._lockfd, None
-        if fd is not None:
-            os.close(fd)
+        ufd, self._urgentfd = self._urgentfd, None
+        ufds, self._ufds = self._ufds, None
+        for f in (fd, ufd, *(ufds or ())):
+            if f is not None:
+                os.close(f)
 
     @contextlib.contextmanager
-    def _writing(self):
+    def _writing(self, urgent: bool = False):
         """Hold the right to write: this process's lock, and with SQLite a kernel lock
         that the writers of the file share.
 
@@ -444,17 +498,47 @@ class SqlStore:
         records). Waiting on ``flock`` instead, a writer sleeps until the lock
         is released, and SQLite's write lock is then free at once.
         """
+        if urgent and self._lockpath is not None:
+            with self._writing_urgent():
+                yield
+            return
         with self._lock:
             if self._lockpath is None:
                 yield
                 return
             if self._lockfd is None:
                 self._lockfd = os.open(self._lockpath, os.O_CREAT | os.O_RDWR, 0o600)
+                self._urgentfd = os.open(self._lockpath + ".urgent", os.O_CREAT | os.O_RDWR, 0o600)
+            # Wait while a snapshot's write waits for the lock (``_writing_urgent``).
+            fcntl.flock(self._urgentfd, fcntl.LOCK_SH)
+            fcntl.flock(self._urgentfd, fcntl.LOCK_UN)
             fcntl.flock(self._lockfd, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(self._lockfd, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _writing_urgent(self):
+        """The right to write, ahead of the other writers of the file: a snapshot's
+        write holds ``<db>.lock.urgent`` while it waits for ``<db>.lock``, so the
+        writers that come later wait behind it instead of taking turns ahead of it
+        (on a busy store that took seconds). Its own open files: it does not queue
+        behind this process's recorder either (which may be waiting for the lock)."""
+        with self._ulock:
+            if self._ufds is None:
+                self._ufds = (os.open(self._lockpath, os.O_CREAT | os.O_RDWR, 0o600),
+                              os.open(self._lockpath + ".urgent", os.O_CREAT | os.O_RDWR, 0o600))
+            main, urgent = self._ufds
+            fcntl.flock(urgent, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(main, fcntl.LOCK_EX)
+            finally:
+                fcntl.flock(urgent, fcntl.LOCK_UN)
+            try:
+                yield
+            finally:
+                fcntl.flock(main, fcntl.LOCK_UN)
 
     # -- writing (recorder thread) ---------------------------------------------
 
@@ -538,7 +622,7 @@ class SqlStore:
             if self._snap_status(conn, sid) in (None, "running"):
                 self._upsert(conn, SnapshotState, dict(
                     snapshot_id=sid, process=process, event_seq=seq,
-                    state=json.dumps(state, default=repr), outgoing=json.dumps(out), closed="[]",
+                    state=_state_json(state), outgoing=json.dumps(out), closed="[]",
                     done=False), ["snapshot_id", "process"], [])
         elif kind == "snap_chan":
             _, sid, process, channel, msgs, complete = item
@@ -558,7 +642,7 @@ class SqlStore:
                 base = conn.execute(select(func.count()).select_from(SnapshotMessage).where(
                     SnapshotMessage.snapshot_id == sid, SnapshotMessage.channel == channel)).scalar()
                 conn.execute(insert(SnapshotMessage), [
-                    dict(snapshot_id=sid, channel=channel, idx=base + i, **message_record(*m))
+                    dict(snapshot_id=sid, channel=channel, idx=base + i, **_message(m))
                     for i, m in enumerate(msgs)])
         elif kind == "snap_done":
             _, sid, process = item
@@ -587,19 +671,61 @@ class SqlStore:
         behind a recorder that has a backlog to write."""
         self._urgent += 1
         try:
-            with self._writing(), self.engine.begin() as conn:
+            with self._writing(urgent=True), self.engine.begin() as conn:
                 return fn(conn)
         finally:
             self._urgent -= 1
 
     def create_snapshot(self, initiator: str, requested_ns: int) -> int:
         """A new ``running`` snapshot; returns its id."""
+        if self._lockpath is not None:
+            sid = self._next_snapshot_id()
+            self._write_now(lambda conn: self._insert_snapshot(conn, sid, initiator, requested_ns))
+            return sid
         return self._write_now(lambda conn: int(conn.execute(insert(Snapshot).values(
             initiator=initiator, status="running", requested_ns=requested_ns)).inserted_primary_key[0]))
 
+    def new_snapshot(self, initiator: str, requested_ns: int) -> tuple[int, bool]:
+        """An id for a new snapshot, and whether its ``snapshots`` row is written.
+
+        SQLite: the id comes from a counter file next to the database (under its
+        own lock), so that starting a snapshot does not wait for a write turn on
+        a busy store; the row is written with the snapshot's first write that
+        needs it (``add_snapshot_requests``, ``finish_snapshot``: pass
+        ``create``). Elsewhere the row is written at once."""
+        if self._lockpath is None:
+            return self.create_snapshot(initiator, requested_ns), True
+        return self._next_snapshot_id(), False
+
+    def _next_snapshot_id(self) -> int:
+        fd = os.open(self._lockpath[: -len(".lock")] + ".snapid", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            raw = os.pread(fd, 32, 0).strip()
+            last = int(raw) if raw.isdigit() else 0
+            with self.engine.connect() as conn:  # ids written by anyone else too
+                top = conn.execute(select(func.max(Snapshot.id))).scalar() or 0
+            sid = max(last, int(top)) + 1
+            os.pwrite(fd, b"%20d\n" % sid, 0)
+            return sid
+        finally:
+            os.close(fd)  # (releases the lock)
+
+    @staticmethod
+    def _insert_snapshot(conn, sid: int, initiator: str, requested_ns: int) -> None:
+        conn.execute(insert(Snapshot).values(id=sid, initiator=initiator, status="running",
+                                             requested_ns=requested_ns))
+
+    def _ensure_snapshot(self, conn, sid: int, create) -> None:
+        """The row of snapshot ``sid`` (``create``: (initiator, requested_ns)) if it is
+        not written yet."""
+        if create is not None and self._snap_status(conn, sid) is None:
+            self._insert_snapshot(conn, sid, *create)
+
     def add_snapshot_requests(self, sid: int, initiator: str, processes: Iterable[str],
-                              created_ns: int, taken: Iterable[str] = ()) -> None:
-        """Ask ``processes`` to start snapshot ``sid`` (``taken``: already told directly)."""
+                              created_ns: int, taken: Iterable[str] = (), create=None) -> None:
+        """Ask ``processes`` to start snapshot ``sid`` (``taken``: already told directly;
+        ``create``: (initiator, requested_ns) if its row is not written yet)."""
         taken = set(taken)
         rows = [dict(snapshot_id=sid, process=p, initiator=initiator, created_ns=created_ns,
                      taken=p in taken) for p in processes]
@@ -610,7 +736,11 @@ class SqlStore:
         else:
             from sqlalchemy.dialects.postgresql import insert as dinsert
         stmt = dinsert(SnapshotRequest).on_conflict_do_nothing(index_elements=["snapshot_id", "process"])
-        self._write_now(lambda conn: conn.execute(stmt, rows))
+
+        def run(conn):
+            self._ensure_snapshot(conn, sid, create)
+            conn.execute(stmt, rows)
+        self._write_now(run)
 
     def snapshot_requests(self, processes: list[str]) -> list[tuple[int, str, str]]:
         """The requests of running snapshots for ``processes`` that were not handed over
@@ -626,24 +756,67 @@ class SqlStore:
             ).all()
         return [(int(r[0]), r[1], r[2]) for r in rows]
 
-    def snapshot_progress(self, sid: int) -> dict | None:
+    def snapshot_progress(self, sid: int, unwritten: bool = False) -> dict | None:
         """``{"status", "initiator", "states": {process: {event_seq, outgoing, closed, done,
-        own}}}`` where ``own`` is the tracer's part of the recorded state; None if no such id."""
+        own}}}`` where ``own`` is the tracer's part of the recorded state; None if no such id
+        (``unwritten``: its row is not written yet: running)."""
         with self.engine.connect() as conn:
             snap = conn.execute(select(Snapshot.status, Snapshot.initiator).where(Snapshot.id == sid)).first()
             if snap is None:
-                return None
+                if not unwritten:
+                    return None
+                snap = ("running", None)
             S = SnapshotState
             rows = conn.execute(select(S.process, S.event_seq, S.state, S.outgoing, S.closed, S.done)
                                 .where(S.snapshot_id == sid)).all()
         return {"status": snap[0], "initiator": snap[1],
                 "states": {r[0]: _progress_row(r[1], r[2], r[3], r[4], r[5]) for r in rows}}
 
-    def finish_snapshot(self, sid: int, status: str, missing: list, finished_ns: int) -> bool:
-        """End a running snapshot; False if it had already ended."""
+    def finish_snapshot(self, sid: int, status: str, missing: list, finished_ns: int,
+                        records: Iterable[tuple] = (), create=None) -> bool:
+        """End a running snapshot; False if it had already ended. ``records``: the
+        snapshot records that processes reported to the coordinator directly
+        (``snap_state``, ``snap_chan``, ``snap_done``), written in the same transaction;
+        ``create``: (initiator, requested_ns) if its row is not written yet."""
         stmt = (update(Snapshot).where(Snapshot.id == sid, Snapshot.status == "running")
                 .values(status=status, missing=json.dumps(missing), finished_ns=finished_ns))
-        return self._write_now(lambda conn: conn.execute(stmt).rowcount > 0)
+        records = sorted(records, key=_snap_order)
+
+        def run(conn):
+            self._ensure_snapshot(conn, sid, create)
+            if records and self._snap_status(conn, sid) == "running":
+                self._write_reports(conn, sid, records)
+            return conn.execute(stmt).rowcount > 0
+        return self._write_now(run)
+
+    def _write_reports(self, conn, sid: int, records: list[tuple]) -> None:
+        """A coordinator's records of a running snapshot, folded into one row per
+        process and one insert of all the messages (hundreds of records: one
+        statement each took a third of a second)."""
+        states, msgs, rest = _fold_reports(records)
+        if states:
+            if self.sqlite:
+                from sqlalchemy.dialects.sqlite import insert as dinsert
+            else:
+                from sqlalchemy.dialects.postgresql import insert as dinsert
+            conn.execute(dinsert(SnapshotState).on_conflict_do_nothing(
+                index_elements=["snapshot_id", "process"]), states)
+        if msgs:
+            M = SnapshotMessage
+            base = dict(conn.execute(select(M.channel, func.count()).where(
+                M.snapshot_id == sid, M.channel.in_(list(msgs))).group_by(M.channel)).all())
+            conn.execute(insert(M), [
+                dict(snapshot_id=sid, channel=ch, idx=base.get(ch, 0) + i, **_message(m))
+                for ch, ms in msgs.items() for i, m in enumerate(ms)])
+        for item in rest:  # records of a process whose state went to the store
+            self._write_other(conn, item)
+
+    def live_process_info(self, since_ns: int) -> list[dict]:
+        """``[{name, pid, host}]`` of the live processes (as ``live_processes``)."""
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(
+                select(Process.name, Process.pid, Process.host).where(
+                    Process.ended_ns.is_(None), Process.heartbeat_ns >= since_ns))]
 
     def snapshot_statuses(self, sids: Iterable[int]) -> dict[int, str]:
         sids = list(sids)
@@ -819,7 +992,7 @@ class MemoryStore:
             if self._snap_status(sid) in (None, "running"):
                 self.states.setdefault((sid, process), dict(
                     snapshot_id=sid, process=process, event_seq=seq,
-                    state=json.dumps(state, default=repr), outgoing=json.dumps(out), closed="[]",
+                    state=_state_json(state), outgoing=json.dumps(out), closed="[]",
                     done=False))
         elif kind == "snap_chan":
             _, sid, process, channel, msgs, complete = item
@@ -834,7 +1007,7 @@ class MemoryStore:
             base = sum(1 for m in self.messages if m["snapshot_id"] == sid and m["channel"] == channel)
             for i, m in enumerate(msgs):
                 self.messages.append(dict(snapshot_id=sid, channel=channel, idx=base + i,
-                                          **message_record(*m)))
+                                          **_message(m)))
         elif kind == "snap_done":
             _, sid, process = item
             st = self.states.get((sid, process))
@@ -868,6 +1041,9 @@ class MemoryStore:
         s = self.snapshots.get(sid)
         return None if s is None else s["status"]
 
+    def new_snapshot(self, initiator: str, requested_ns: int) -> tuple[int, bool]:
+        return self.create_snapshot(initiator, requested_ns), True
+
     def create_snapshot(self, initiator: str, requested_ns: int) -> int:
         with self._lock:
             sid = max(self.snapshots, default=0) + 1
@@ -876,7 +1052,7 @@ class MemoryStore:
             return sid
 
     def add_snapshot_requests(self, sid: int, initiator: str, processes: Iterable[str],
-                              created_ns: int, taken: Iterable[str] = ()) -> None:
+                              created_ns: int, taken: Iterable[str] = (), create=None) -> None:
         taken = set(taken)
         with self._lock:
             for p in processes:
@@ -889,7 +1065,7 @@ class MemoryStore:
             return [(sid, p, r["initiator"]) for (sid, p), r in self.requests.items()
                     if not r["taken"] and p in names and self._snap_status(sid) == "running"]
 
-    def snapshot_progress(self, sid: int) -> dict | None:
+    def snapshot_progress(self, sid: int, unwritten: bool = False) -> dict | None:
         with self._lock:
             s = self.snapshots.get(sid)
             if s is None:
@@ -898,13 +1074,22 @@ class MemoryStore:
                 p: _progress_row(st["event_seq"], st["state"], st["outgoing"], st["closed"], st["done"])
                 for (i, p), st in self.states.items() if i == sid}}
 
-    def finish_snapshot(self, sid: int, status: str, missing: list, finished_ns: int) -> bool:
+    def finish_snapshot(self, sid: int, status: str, missing: list, finished_ns: int,
+                        records: Iterable[tuple] = (), create=None) -> bool:
         with self._lock:
             s = self.snapshots.get(sid)
             if s is None or s["status"] != "running":
                 return False
+            for item in sorted(records, key=_snap_order):
+                self._write_other(item)
             s.update(status=status, missing=json.dumps(missing), finished_ns=finished_ns)
             return True
+
+    def live_process_info(self, since_ns: int) -> list[dict]:
+        with self._lock:
+            return [dict(name=p["name"], pid=p.get("pid"), host=p.get("host"))
+                    for p in self.processes_.values()
+                    if p.get("ended_ns") is None and p.get("heartbeat_ns", 0) >= since_ns]
 
     def snapshot_statuses(self, sids: Iterable[int]) -> dict[int, str]:
         with self._lock:

@@ -59,6 +59,13 @@ class Tracer:
         self.finished_snaps: dict[str, set[int]] = {}
         self.deferred_flush: list = []  # endpoints whose markers the recorder thread writes
         self.snapshot_signals = 0  # SIGUSR1s received; the recorder thread starts a snapshot each
+        # snapshot id -> where this interpreter's records of it go: a coordinator's
+        # control socket path, or a coordinator of this interpreter (a callable).
+        self.snap_sinks: dict[int, object] = {}
+        self.control = None  # the control socket server (tracer/control.py), once started
+        # snapshot id -> (since, [processes that recorded before they knew the sink])
+        self.snap_unsure: dict[int, tuple[float, list]] = {}
+        self._sink_lock = threading.Lock()
         from .snapshot import tick as snapshot_tick  # polls requests, ends snapshots, flushes markers
 
         self.tick_hooks: list[Callable[[Tracer], None]] = [snapshot_tick]
@@ -165,6 +172,7 @@ class Tracer:
         _active[0] = self
         _process._default[0] = self.main
         self.recorder.start()
+        self._start_control()
         atexit.register(self._atexit)
         _install_fork_hooks()
         return self
@@ -173,6 +181,8 @@ class Tracer:
         if not self.running:
             return
         self.running = False
+        self._stop_control()
+        self._unsure_to_store()
         for lp in list(self.processes.values()):
             if not lp.ended:
                 self.recorder.other(("ended", lp.name, time.time_ns()))
@@ -193,13 +203,93 @@ class Tracer:
         self.store.close()
 
     def flush(self) -> None:
+        self._unsure_to_store()
         self.recorder.flush()
+
+    def _unsure_to_store(self) -> None:
+        """Snapshot records still waiting to learn their coordinator go to the store."""
+        for sid in list(self.snap_unsure):
+            self.resolve_sink(sid, None)
 
     def _atexit(self) -> None:
         try:
             self.stop()
         except Exception:
             log.exception("cutscope: flush at exit failed")
+
+    # -- control socket (snapshots; tracer/control.py) ------------------------------------
+
+    def _start_control(self) -> None:
+        if getattr(self.store, "url", "memory:") == "memory:" or os.environ.get(
+                "CUTSCOPE_CONTROL", "1") in ("0", "no", "false"):
+            return
+        from .control import ControlServer, control_dir
+
+        d = control_dir()
+        if d is None:
+            return
+        try:
+            self.control = ControlServer(self, d)
+        except OSError as exc:  # no Unix sockets here: the store alone reaches us
+            log.debug("cutscope: no control socket: %s", exc)
+
+    def _stop_control(self) -> None:
+        c, self.control = self.control, None
+        if c is not None:
+            c.close()
+
+    def snap_sink(self, sid: int, lp: LogicalProcess):
+        """Where ``lp``'s records of snapshot ``sid`` go (``LogicalProcess.record``).
+
+        Not known yet while this interpreter serves a control socket and no
+        coordinator has said where (a marker outran its word): ``UNKNOWN``; the
+        records wait until ``resolve_sink``, or go to the store after
+        ``UNSURE_S`` (a coordinator that reaches us through the store only)."""
+        with self._sink_lock:
+            sink = self.snap_sinks.get(sid)
+            if sink is not None or self.control is None:
+                return sink
+            since, lps = self.snap_unsure.setdefault(sid, (time.monotonic(), []))
+            lps.append(lp)
+            return _process.UNKNOWN
+
+    def resolve_sink(self, sid: int, sink) -> None:
+        """Snapshot ``sid``'s records go to ``sink`` (None: the store); the records
+        that waited for it are sent now."""
+        with self._sink_lock:
+            if sink is not None:
+                self.snap_sinks.setdefault(sid, sink)
+            _, lps = self.snap_unsure.pop(sid, (0.0, []))
+        for lp in lps:
+            # lp.lock: record() holds it from snap_sink until the SnapState is in lp.snaps.
+            with lp.lock:
+                s = lp.snaps.get(sid)
+                if s is None or s.sink is not _process.UNKNOWN:
+                    continue
+                s.sink = sink
+                items, s.outbox = s.outbox, []
+                if sink is None:  # in order, before any later report of lp's
+                    for it in items:
+                        self.recorder.other(it)
+                    continue
+            if items:
+                self.snap_send(sink, items)
+
+    def snap_send(self, sink, items: list[tuple]) -> None:
+        """Snapshot records to the coordinator that asked for them (``SnapState.sink``);
+        if it cannot be reached, to the store (which ignores them once it has ended)."""
+        try:
+            if callable(sink):
+                sink(items)
+                return
+            from .control import encode_records, send
+
+            if send(sink, {"op": "rec", "items": encode_records(items)}):
+                return
+        except Exception as exc:
+            self.fault(exc, "reporting to the snapshot's coordinator")
+        for it in items:
+            self.recorder.other(it)
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -230,6 +320,16 @@ class Tracer:
         self.processes = {}
         self.finished_snaps = {}
         self.deferred_flush = []
+        self.snap_sinks = {}
+        self.snap_unsure = {}
+        self._sink_lock = threading.Lock()
+        if self.control is not None:  # the parent's; the child serves a socket of its own
+            self.control.running = False
+            try:
+                self.control.sock.close()
+            except OSError:
+                pass
+            self.control = None
         self.recorder.after_fork_child()
         os.environ.pop("CUTSCOPE_NAME", None)
         # No store access here: another parent thread may have been inside SQLite at
@@ -240,6 +340,8 @@ class Tracer:
         self.store.writer = self.main.name
         _process._default[0] = self.main
         _current.set(None)
+        if self.running:
+            self._start_control()
 
     def rename_main(self, name: str) -> None:
         """Give this OS process's main logical process another name (before it records)."""
