@@ -9,6 +9,7 @@ few bytes per event beyond the document itself.
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import operator
 from array import array
@@ -78,39 +79,61 @@ class Explorer:
         self.recompute()
 
     def _order(self) -> None:
-        """The display order: every event by (Lamport clock, process, seq), as arrays.
+        """The display order: every event by (Lamport clock, process, seq).
 
         One sort of integer keys ``(lamport * P + process) * N + row`` over the
-        trace's columns, at C speed: no tuple or dict per event."""
+        trace's columns, at C speed: no tuple or dict per event. The sorted keys
+        are kept (an array of 8 bytes per event): a trace row's display row is a
+        binary search in them."""
         t = self.trace
         n = t.n_events
         tidx = [t._pindex[p] for p in self.procs]
         emap = [0] * len(t.processes)  # trace process index -> lane index
         for i, k in enumerate(tidx):
             emap[k] = i
+        self._emap = emap
         nproc = max(1, len(t.processes))
+        self._mul = (nproc, n)
         mul, add = operator.mul, operator.add
         lam = map(t._lam.__getitem__, t._srow)  # the trace's rows in (process, seq) order
         keys = list(map(add, map(mul, map(add, map(mul, lam, itertools.repeat(nproc)), t._pid),
                                  itertools.repeat(n)), range(n)))
         keys.sort()
-        all_g = array("q", map(operator.mod, keys, itertools.repeat(n)))
+        if keys and (keys[0] < 0 or keys[-1] >= 1 << 63):
+            self._keys: array | list = keys  # Lamport clocks too large for an array
+        else:
+            self._keys = array("q", keys)
         del keys
-        self.all_g = all_g  # display row -> trace row
-        self.all_proc = array("i", map(emap.__getitem__, map(t._pid.__getitem__, all_g)))
-        start = t._start
-        self.all_pos = array("l", map(operator.sub, all_g,
-                                      map(start.__getitem__, map(t._pid.__getitem__, all_g))))
-        row_g = array("q", [0]) * n  # trace row -> display row
-        for r, g in enumerate(all_g):
-            row_g[g] = r
-        self.row_g = row_g
-        self._first = [start[k] for k in tidx]  # each lane's first trace row
+        self.all_g = array("q", map(operator.mod, self._keys, itertools.repeat(n)))  # row -> trace row
+        self._first = [t._start[k] for k in tidx]  # each lane's first trace row
+
+    @functools.cached_property
+    def all_proc(self) -> array:
+        """The lane of each display row."""
+        return array("i", map(self._emap.__getitem__, map(self.trace._pid.__getitem__, self.all_g)))
+
+    @functools.cached_property
+    def all_pos(self) -> array:
+        """The position of each display row's event among its process's events."""
+        t = self.trace
+        return array("l", map(operator.sub, self.all_g,
+                              map(t._start.__getitem__, map(t._pid.__getitem__, self.all_g))))
+
+    def lane(self, g: int) -> int:
+        """The lane of display row ``g``."""
+        return self._emap[self.trace._pid[self.all_g[g]]]
+
+    def _display_row(self, tg: int) -> int:
+        """The display row of trace row ``tg``."""
+        t = self.trace
+        nproc, n = self._mul
+        key = (t._lam[t._srow[tg]] * nproc + t._pid[tg]) * n + tg
+        return bisect.bisect_left(self._keys, key)
 
     # -- rows -------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self.rows) if self.rows is not None else len(self.all_proc)
+        return len(self.rows) if self.rows is not None else len(self.all_g)
 
     def global_row(self, y: int) -> int:
         return self.rows[y] if self.rows is not None else y
@@ -127,7 +150,7 @@ class Explorer:
         pos = bisect.bisect_left(seqs, seq)
         if pos >= len(seqs) or seqs[pos] != seq:
             return None
-        g = self.row_g[self._first[i] + pos]
+        g = self._display_row(self._first[i] + pos)
         if self.rows is None:
             return g
         y = bisect.bisect_left(self.rows, g)
@@ -144,13 +167,14 @@ class Explorer:
         self.filter_text = text.strip()
         if not self.filter_text:
             self.rows = None
-            return len(self.all_proc)
+            return len(self.all_g)
         procs, kinds, words = parse_filter(self.filter_text)
         pidx = {self.pindex[p] for p in procs if p in self.pindex} if procs else None
         out = array("l")
         t = self.trace
         kind, event = t._kind, t._event_dict
-        for r, (i, g) in enumerate(zip(self.all_proc, self.all_g)):
+        lanes = map(self._emap.__getitem__, map(t._pid.__getitem__, self.all_g))
+        for r, (i, g) in enumerate(zip(lanes, self.all_g)):
             if pidx is not None and i not in pidx:
                 continue
             if kinds and kind[g] not in kinds:
@@ -171,7 +195,7 @@ class Explorer:
         """Global row of process i's last event inside the cut (-1: none)."""
         p = self.procs[i]
         k = self.trace.count_inside(p, self.cut[p])
-        return self.row_g[self._first[i] + k - 1] if k else -1
+        return self._display_row(self._first[i] + k - 1) if k else -1
 
     def recompute(self) -> None:
         t = self.trace
