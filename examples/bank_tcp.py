@@ -42,7 +42,7 @@ RECORD = struct.Struct("!qq")  # amount, sender index
 
 # -- a branch (one OS process) ------------------------------------------------------------
 
-def branch(index: int, seconds: float, rate: float, seed: int) -> int:
+def branch(index: int, seconds: float, rate: float, seed: int, work: float = 0.0) -> int:
     balance = INITIAL
     partial: dict = {}  # connection -> the start of a record (rare: a record split in two)
     if cutscope is not None:
@@ -86,6 +86,8 @@ def branch(index: int, seconds: float, rate: float, seed: int) -> int:
             return
         amount, _ = RECORD.unpack(buf)
         balance += amount
+        if work:  # the branch's own work on a transfer: meanwhile, others queue up
+            time.sleep(work)
 
     deadline = time.monotonic() + seconds
     pause = 1.0 / rate if rate else 0.0
@@ -146,14 +148,15 @@ def audit(snap, total: int) -> str:
 class Branches:
     """The branch processes, started and wired up."""
 
-    def __init__(self, n: int, seconds: float, rate: float, seed: int):
+    def __init__(self, n: int, seconds: float, rate: float, seed: int, work: float = 0.0):
         self.n = n
         self.procs = []
         for i in range(n):
             env = dict(os.environ, CUTSCOPE_NAME=f"bank-{i}")
             self.procs.append(subprocess.Popen(
                 [sys.executable, os.path.abspath(__file__), "branch", "--index", str(i),
-                 "--seconds", str(seconds), "--rate", str(rate), "--seed", str(seed)],
+                 "--seconds", str(seconds), "--rate", str(rate), "--seed", str(seed),
+                 "--work", str(work)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env))
         ports = [int(p.stdout.readline()) for p in self.procs]
         for p in self.procs:
@@ -188,7 +191,7 @@ class Branches:
 
 
 def parent(args) -> int:
-    bank = Branches(args.branches, args.seconds, args.rate, args.seed)
+    bank = Branches(args.branches, args.seconds, args.rate, args.seed, args.work)
     try:
         bank.go()
         print(f"{args.branches} branches running for {args.seconds:g} s "
@@ -221,9 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=200.0, help="transfers per second per branch")
     ap.add_argument("--snapshots", type=int, default=0, help="live snapshots the parent takes")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", type=float, default=0.0,
+                    help="seconds a branch spends on each transfer it receives")
     args = ap.parse_args(argv)
     if args.role == "branch":
-        return branch(args.index, args.seconds, args.rate, args.seed)
+        return branch(args.index, args.seconds, args.rate, args.seed, args.work)
     if args.branches < 2:
         ap.error("a bank needs at least 2 branches")
     return parent(args)

@@ -77,13 +77,16 @@ class Branch:
         except queue.Empty:
             return False
         self.balance += item["amount"]
+        if self.bank.work:  # the branch's own work: meanwhile, transfers queue up
+            time.sleep(self.bank.work)
         return True
 
 
 class Bank:
-    def __init__(self, branches: int = 4, seed: int = 0, rate: float = 1000.0):
+    def __init__(self, branches: int = 4, seed: int = 0, rate: float = 1000.0, work: float = 0.0):
         self.seed = seed
         self.rate = rate  # transfers a branch attempts per second (0: as fast as it can)
+        self.work = work  # seconds a branch spends on each transfer it receives
         self.branches = [Branch(self, i) for i in range(branches)]
         self.ready = threading.Event()
         self.started = threading.Barrier(branches + 1)  # every branch made its first transfer
@@ -137,9 +140,10 @@ def audit(snap, total: int) -> str:
 
 
 def run(branches: int = 4, seconds: float = 2.0, snapshots: int = 3, seed: int = 0,
-        timeout: float = 10.0, out=None, delays: list[float] | None = None, rate: float = 1000.0):
+        timeout: float = 10.0, out=None, delays: list[float] | None = None, rate: float = 1000.0,
+        work: float = 0.0):
     """Run the bank under the running tracer; returns (snapshots taken, bank)."""
-    bank = Bank(branches, seed, rate)
+    bank = Bank(branches, seed, rate, work)
     rng = random.Random(seed)
     bank.start()
     taken = []
@@ -168,13 +172,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rate", type=float, default=1000.0,
                     help="transfers per second per branch (0: flat out)")
+    ap.add_argument("--work", type=float, default=0.0,
+                    help="seconds a branch spends on each transfer it receives")
     args = ap.parse_args(argv)
     if args.branches < 2:
         ap.error("a bank needs at least 2 branches")
     cutscope.start(db=args.db, name="bank-threads")
     try:
         snaps, bank = run(args.branches, args.seconds, args.snapshots, args.seed, out=sys.stdout,
-                          rate=args.rate)
+                          rate=args.rate, work=args.work)
         final = sum(b.balance for b in bank.branches)
         print(f"final balances add up to {final} (total {bank.total})")
     finally:

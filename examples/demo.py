@@ -37,6 +37,9 @@ from cutscope.tracer.store import open_store  # noqa: E402
 
 TCP_BRANCHES = 4
 THREAD_BRANCHES = 3
+# Each branch spends this long on every transfer it receives, so that transfers
+# queue up behind it and the snapshots catch money in transit.
+WORK = 0.004
 
 
 def cutscope_cmd(*args: str) -> list[str]:
@@ -111,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     tcp = subprocess.Popen(
         cutscope_cmd("run", "--db", db, "--name", "bank", "--", sys.executable,
                      os.path.join(HERE, "bank_tcp.py"), "--branches", str(TCP_BRANCHES),
-                     "--seconds", str(args.seconds + 10)),
+                     "--seconds", str(args.seconds + 10), "--work", str(WORK)),
         stdout=subprocess.PIPE, text=True, env=env)
     threads = None
     ok = True
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         threads = subprocess.Popen(
             [sys.executable, os.path.join(HERE, "bank_threads.py"), "--db", db,
              "--branches", str(THREAD_BRANCHES), "--seconds", str(args.seconds),
-             "--snapshots", "0", "--rate", "200"],
+             "--snapshots", "0", "--rate", "200", "--work", str(WORK)],
             stdout=subprocess.PIPE, text=True, env=env)
         wait_live(db, {f"branch-{i}" for i in range(THREAD_BRANCHES)})
         t0 = time.monotonic()

@@ -232,6 +232,50 @@ def test_unusable_databases_are_refused_clearly(tmp_path, setup):
         assert not path.exists()  # reading never creates a database
 
 
+@pytest.mark.parametrize("damage", ["encoding", "bytes", "shape"])
+def test_a_damaged_event_block_is_one_clear_line_and_the_database_is_untouched(db_path, damage):
+    import marshal
+
+    cutscope.start(db=db_path, name="p", instrument=False)
+    cutscope.event("a")
+    cutscope.stop()
+    con = sqlite3.connect(db_path)
+    if damage == "encoding":
+        con.execute("UPDATE event_blocks SET encoding = 'zstd9'")
+    elif damage == "bytes":
+        con.execute("UPDATE event_blocks SET data = X'DEADBEEF'")
+    else:
+        con.execute("UPDATE event_blocks SET data = ?", (marshal.dumps([("p", 1)]),))
+    con.commit()
+    before = con.execute("SELECT encoding, data FROM event_blocks").fetchall()
+    con.close()
+    r = cli("export", "--db", db_path)
+    assert r.returncode != 0
+    assert r.stderr.startswith("cutscope: error: event block 1") and r.stderr.count("\n") == 1, r.stderr
+    con = sqlite3.connect(db_path)
+    assert con.execute("SELECT encoding, data FROM event_blocks").fetchall() == before
+    con.close()
+
+
+def test_a_version_1_database_is_refused_not_altered(tmp_path):
+    path = tmp_path / "v1.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE meta (key VARCHAR(64) PRIMARY KEY, value TEXT)")
+    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    con.execute("CREATE TABLE events (process TEXT, seq BIGINT, PRIMARY KEY (process, seq))")
+    con.commit()
+    con.close()
+    size = path.stat().st_size
+    for args in (("export", "--db", str(path)), ("run", "--db", str(path), "--", sys.executable, "-c", "")):
+        r = cli(*args)
+        assert r.returncode == 2 and "schema version 1; this cutscope reads version 2" in r.stderr, r
+        assert r.stderr.count("\n") == 1
+    assert path.stat().st_size == size
+    con = sqlite3.connect(path)
+    assert [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")] == ["meta", "events"]
+    con.close()
+
+
 def test_bad_url_is_one_clear_line():
     r = cli("export", "--db", "nosuchdialect://x/y")
     assert r.returncode == 2 and r.stderr.startswith("cutscope: error:") and r.stderr.count("\n") == 1
