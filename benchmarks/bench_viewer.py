@@ -12,8 +12,8 @@ fresh interpreter per measurement (so that each peak RSS is its own), runs:
 - ``doc``: the document path that ``cutscope check`` and ``render`` take:
   ``store.load()`` (a dict per event) then ``Trace(doc)``.
 
-With ``--against REV`` (for instance the commit before the viewer's columnar
-load), the same measurements run on that revision's code too (``git archive``
+With ``--against REV`` (a revision that reads the same store format: for the
+figures in benchmarks/README.md, 80bbce9, main before the columnar load), the same measurements run on that revision's code too (``git archive``
 into a temporary directory), interleaved round by round with the current code,
 so that before and after share the machine's load. Reports the median and the
 range over the rounds. The machine is shared: expect noise in the times (not
@@ -53,10 +53,12 @@ if mode == "app":
         t0 = T()
         app = CutscopeApp(db=url, follow=False)
         async with app.run_test(size=(160, 44)) as pilot:
+            from textual.widgets import Static
             while app.explorer is None:
                 await pilot.pause(0.02)
-                if T() - t0 > 600:
-                    raise SystemExit("no first screen in 600 s")
+                status = str(app.screen.query_one("#status", Static).content)
+                if "cannot load" in status or T() - t0 > 600:
+                    raise SystemExit(f"no first screen: {status}")
             await pilot.pause()
             out["first_screen"] = T() - t0
             t1 = T()
