@@ -62,5 +62,19 @@ def test_a_200k_event_trace_opens_and_the_cut_explorer_moves(db_url):
             # The frontier event, described from the columns.
             ev = ex.selected_event()
             assert ev is not None and ev["process"] == q and ev["seq"] == t.last_seq(q)
+            # A free-text filter on a large trace runs in a worker: the screen stays
+            # live (its keys work meanwhile), then the lanes show the matches.
+            await pilot.press("slash")
+            for ch in f"{p}#1":
+                await pilot.press(ch)
+            await pilot.press("enter")
+            await pilot.press("left")  # keys still work while the worker filters
+            assert ex.process != q
+            status = lambda: str(app.screen.query_one("#status").content)
+            await wait_for(pilot, lambda: status().startswith("filter "), timeout=120)
+            assert 0 < len(ex) < t.n_events and ex.filter_text == f"{p}#1"
+            assert all(f"{p}#1" in (ex.event_at(y)["msg"] or "") for y in range(min(len(ex), 50)))
+            await pilot.press("slash", "escape")
+            assert len(ex) == t.n_events
 
     asyncio.run(asyncio.wait_for(go(), 300))

@@ -19,6 +19,7 @@ from .analysis import Message, Trace
 
 GLYPH = {"send": "S", "recv": "R", "local": "•", "snapshot": "◆"}
 ORPHAN_LIMIT = 5000  # orphans listed per cut; the panel shows "5000+" beyond
+SYNC_FILTER_EVENTS = 50_000  # above this, a free-text filter runs in a worker
 
 
 def describe(e: Mapping, trace: Trace | None = None) -> str:
@@ -165,10 +166,16 @@ class Explorer:
     def set_filter(self, text: str) -> int:
         """Show only the events matching ``text``; returns how many match."""
         self.filter_text = text.strip()
-        if not self.filter_text:
-            self.rows = None
-            return len(self.all_g)
-        procs, kinds, words = parse_filter(self.filter_text)
+        self.rows = self.filter_rows(self.filter_text)
+        return len(self) if self.rows is None else len(self.rows)
+
+    def filter_rows(self, text: str) -> array | None:
+        """The display rows matching ``text`` (None: no filter, every row). Reads the
+        explorer, changes nothing: a worker thread may run it."""
+        text = text.strip()
+        if not text:
+            return None
+        procs, kinds, words = parse_filter(text)
         pidx = {self.pindex[p] for p in procs if p in self.pindex} if procs else None
         out = array("l")
         t = self.trace
@@ -182,8 +189,12 @@ class Explorer:
             if words and words not in describe(event(g), t).lower():
                 continue
             out.append(r)
-        self.rows = out
-        return len(out)
+        return out
+
+    @staticmethod
+    def filter_is_slow(text: str, events: int) -> bool:
+        """Whether ``text`` makes the filter describe every event of a large trace."""
+        return bool(parse_filter(text)[2]) and events > SYNC_FILTER_EVENTS
 
     # -- the cut ----------------------------------------------------------------------
 
