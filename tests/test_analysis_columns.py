@@ -15,6 +15,7 @@ from hypothesis import given, settings, strategies as st
 from cutscope.tracer.store import build_trace, open_store
 from cutscope.viewer.analysis import Trace, check_report
 from cutscope.viewer.explorer import Explorer
+from cutscope.viewer.export import load_trace
 
 import viewer_traces
 from test_analysis import traces
@@ -131,6 +132,8 @@ def test_from_store_matches_load_on_recorded_traces(tmp_path):
             assert check_report(doc, cols) == check_report(doc)
         finally:
             store.close()
+        t = load_trace(url)  # what `cutscope check` and `render` can use instead of load()
+        assert check_report(t.doc, t) == check_report(doc) and t.n_events == len(doc["events"])
 
 
 def test_event_blocks_hold_every_stored_tuple_and_load_can_leave_them_out(tmp_path):
