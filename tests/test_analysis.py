@@ -135,7 +135,7 @@ def brute_in_transit(doc, cut):
 
 def all_cuts(t):
     return [dict(zip(t.processes, c)) for c in
-            itertools.product(*[[0] + t.seqs[p] for p in t.processes])]
+            itertools.product(*[[0, *t.seqs[p]] for p in t.processes])]
 
 
 def leq(a, b):

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 import zlib
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from sqlalchemy import (
     JSON, Boolean, ForeignKey, Integer, BigInteger, LargeBinary, String, Text, case, create_engine,
@@ -879,19 +879,34 @@ class SqlStore:
 
     # -- reading ----------------------------------------------------------------
 
-    def load(self) -> dict:
-        """The whole trace as the interchange document."""
+    def load(self, events: bool = True) -> dict:
+        """The whole trace as the interchange document.
+
+        ``events=False``: everything but the events (``"events": []``), for a
+        reader that takes them from ``event_blocks()`` (the viewer, which keeps
+        them in columns rather than a dict per event).
+        """
         with self.engine.connect() as conn:
             procs = [dict(r._mapping) for r in
                      conn.execute(select(Process.__table__).order_by(Process.started_ns))]
             chans = [dict(r._mapping) for r in conn.execute(select(Channel.__table__).order_by(Channel.id))]
             events = [e for r in conn.execute(select(
                 EventBlock.id, EventBlock.encoding, EventBlock.data).order_by(EventBlock.id))
-                for e in decode_block(*r)]
+                for e in decode_block(*r)] if events else []
             snaps = [dict(r._mapping) for r in conn.execute(select(Snapshot.__table__))]
             states = [dict(r._mapping) for r in conn.execute(select(SnapshotState.__table__))]
             msgs = [dict(r._mapping) for r in conn.execute(select(SnapshotMessage.__table__))]
         return build_trace(procs, chans, events, snaps, states, msgs)
+
+    def event_blocks(self) -> Iterator[list[tuple]]:
+        """The stored event tuples (``EVENT_COLUMNS``), one decoded block at a time, in
+        the order written. Raw: a send's msg is None (its id is ``"<process>#<seq>"``),
+        an unframed event's is ""; duplicates of one (process, seq) are all there
+        (``load()`` keeps the first written)."""
+        with self.engine.connect() as conn:
+            for r in conn.execute(select(EventBlock.id, EventBlock.encoding,
+                                         EventBlock.data).order_by(EventBlock.id)):
+                yield decode_block(*r)
 
     def last_event(self, process: str) -> tuple[int, int]:
         """(seq, lamport) of the last stored event of ``process``; (0, 0) if none."""
@@ -1113,12 +1128,17 @@ class MemoryStore:
             return [dict(id=c["id"], src=c["src"], dst=c["dst"], fifo=c["fifo"])
                     for c in self.channels.values()]
 
-    def load(self) -> dict:
+    def load(self, events: bool = True) -> dict:
         with self._lock:
             procs = sorted(self.processes_.values(), key=lambda p: p["started_ns"])
             return build_trace(procs, sorted(self.channels.values(), key=lambda c: c["id"]),
-                               list(self.events), list(self.snapshots.values()),
+                               list(self.events) if events else [], list(self.snapshots.values()),
                                list(self.states.values()), list(self.messages))
+
+    def event_blocks(self) -> Iterator[list[tuple]]:
+        with self._lock:
+            rows = list(self.events)
+        yield rows
 
     def processes(self) -> list[dict]:
         with self._lock:

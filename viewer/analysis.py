@@ -28,12 +28,25 @@ Indexes are built per ordered pair of processes (sender -> receiver), so that
 consistency, the nearest consistent cuts and the in-transit and orphan sets
 cost a few binary searches per pair, not a scan of the trace: a cut explorer
 can ask them on every key press of a large trace.
+
+Memory: the events are columns (``array('q')`` of seqs and Lamport clocks,
+lists of shared strings), the message matching is integer arrays, and event
+dicts and ``Message`` tuples are made only when asked for. ``Trace.from_store``
+reads the store's event blocks straight into the columns, without the
+document's dict per event (a million events: about a tenth of the memory and
+time of ``Trace(store.load())``).
 """
 
 from __future__ import annotations
 
+import base64
 import bisect
+import collections
 import itertools
+import json
+import operator
+from array import array
+from collections.abc import Sequence
 from typing import Iterable, Iterator, Mapping, NamedTuple
 
 __all__ = ["Message", "Trace", "check", "check_report", "snapshot_cut", "format_cut", "parse_cut"]
@@ -61,21 +74,40 @@ class Message(NamedTuple):
 
 
 class _Pair:
-    """The messages from one process to another that were received, indexed two ways."""
+    """The messages from one process to another that were received, indexed two ways.
 
-    __slots__ = ("by_recv", "recv_seqs", "need", "by_send", "send_seqs", "suf_min_recv",
+    Plain integer arrays: the seqs of the first receives (in receive order) with
+    the largest send seq among them so far, and the sends (in send order) with
+    their receive seqs and their rows in the trace (``Trace._message(row)``
+    makes the ``Message``).
+    """
+
+    __slots__ = ("recv_seqs", "need", "send_seqs", "send_rows", "by_send_recv", "suf_min_recv",
                  "pre_max_recv")
 
-    def __init__(self, msgs: list[Message]):
-        self.by_recv = sorted(msgs, key=lambda m: m.recv_seq)
-        self.recv_seqs = [m.recv_seq for m in self.by_recv]
-        # need[i]: the largest send seq among the first i+1 receives (non-decreasing).
-        self.need = list(itertools.accumulate((m.send_seq for m in self.by_recv), max))
-        self.by_send = sorted(msgs, key=lambda m: m.send_seq)
-        self.send_seqs = [m.send_seq for m in self.by_send]
-        rs = [m.recv_seq for m in self.by_send]
-        self.pre_max_recv = list(itertools.accumulate(rs, max))
-        self.suf_min_recv = list(itertools.accumulate(reversed(rs), min))[::-1]
+    def __init__(self, send_seqs: array, recv_seqs: array, send_rows: array):
+        # Built in receive order (the receiver's events are visited in seq order).
+        if any(map(operator.gt, recv_seqs, itertools.islice(recv_seqs, 1, None))):
+            o = sorted(range(len(recv_seqs)), key=recv_seqs.__getitem__)
+            send_seqs = array("q", map(send_seqs.__getitem__, o))
+            recv_seqs = array("q", map(recv_seqs.__getitem__, o))
+            send_rows = array("q", map(send_rows.__getitem__, o))
+        self.recv_seqs = recv_seqs
+        if any(map(operator.gt, send_seqs, itertools.islice(send_seqs, 1, None))):
+            # need[i]: the largest send seq among the first i+1 receives (non-decreasing).
+            self.need = array("q", itertools.accumulate(send_seqs, max))
+            o = sorted(range(len(send_seqs)), key=send_seqs.__getitem__)
+            self.send_seqs = array("q", map(send_seqs.__getitem__, o))
+            self.send_rows = array("q", map(send_rows.__getitem__, o))
+            rs = array("q", map(recv_seqs.__getitem__, o))
+            self.pre_max_recv = array("q", itertools.accumulate(rs, max))
+            self.suf_min_recv = array("q", itertools.accumulate(reversed(rs), min))
+            self.suf_min_recv.reverse()
+        else:  # a FIFO channel: send order is receive order, and every prefix max is itself
+            self.need = self.send_seqs = send_seqs
+            self.send_rows, rs = send_rows, recv_seqs
+            self.pre_max_recv = self.suf_min_recv = recv_seqs
+        self.by_send_recv = rs
 
     def need_at(self, frontier: float) -> int:
         """The largest send seq that the receiver's events up to ``frontier`` depend on."""
@@ -89,24 +121,24 @@ class _Pair:
             return self.recv_seqs[i]
         return None
 
-    def orphans(self, recv_frontier: float, send_frontier: float) -> Iterator[Message]:
-        """Received at or before ``recv_frontier``, sent after ``send_frontier``."""
+    def orphans(self, recv_frontier: float, send_frontier: float) -> Iterator[int]:
+        """Rows of the sends after ``send_frontier`` received at or before ``recv_frontier``."""
         j = bisect.bisect_right(self.send_seqs, send_frontier)
-        n = len(self.by_send)
-        while j < n and self.suf_min_recv[j] <= recv_frontier:
-            m = self.by_send[j]
-            if m.recv_seq <= recv_frontier:
-                yield m
+        n = len(self.send_seqs)
+        rs, suf = self.by_send_recv, self.suf_min_recv
+        while j < n and suf[j] <= recv_frontier:
+            if rs[j] <= recv_frontier:
+                yield self.send_rows[j]
             j += 1
 
-    def in_transit(self, recv_frontier: float, send_frontier: float) -> list[Message]:
-        """Sent at or before ``send_frontier``, received after ``recv_frontier``."""
+    def in_transit(self, recv_frontier: float, send_frontier: float) -> list[int]:
+        """Rows of the sends at or before ``send_frontier`` received after ``recv_frontier``."""
         j = bisect.bisect_right(self.send_seqs, send_frontier) - 1
+        rs, pre = self.by_send_recv, self.pre_max_recv
         out = []
-        while j >= 0 and self.pre_max_recv[j] > recv_frontier:
-            m = self.by_send[j]
-            if m.recv_seq > recv_frontier:
-                out.append(m)
+        while j >= 0 and pre[j] > recv_frontier:
+            if rs[j] > recv_frontier:
+                out.append(self.send_rows[j])
             j -= 1
         out.reverse()
         return out
@@ -119,92 +151,440 @@ def _key(e) -> tuple[str, int]:
     return (p, int(s))
 
 
+class _Index(dict):
+    """Process name -> index, a new name taking the next index."""
+
+    def __missing__(self, name: str) -> int:
+        i = self[name] = len(self)
+        return i
+
+
+class _Events(Sequence):
+    """One process's events, in seq order, as event dicts made on demand."""
+
+    __slots__ = ("_t", "_a", "_b")
+
+    def __init__(self, trace: "Trace", a: int, b: int):
+        self._t, self._a, self._b = trace, a, b
+
+    def __len__(self) -> int:
+        return self._b - self._a
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._t._event_dict(self._a + k) for k in range(*i.indices(len(self)))]
+        n = self._b - self._a
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("event index out of range")
+        return self._t._event_dict(self._a + i)
+
+    def __iter__(self):
+        ev = self._t._event_dict
+        return map(ev, range(self._a, self._b))
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} events>"
+
+
+class _Messages(Mapping):
+    """The messages of a trace by id, made on demand from the matching arrays."""
+
+    def __init__(self, trace: "Trace"):
+        self._t = trace
+
+    def __getitem__(self, mid: str) -> Message:
+        s = self._t._send_row(mid) if isinstance(mid, str) else None
+        if s is None:
+            raise KeyError(mid)
+        return self._t._message(s)
+
+    def __contains__(self, mid) -> bool:
+        return isinstance(mid, str) and self._t._send_row(mid) is not None
+
+    def __iter__(self):
+        t = self._t
+        return (t._msg_id(s) for s in t._send_rows)
+
+    def __len__(self) -> int:
+        return len(self._t._send_rows)
+
+    def values(self):
+        return map(self._t._message, self._t._send_rows)
+
+    def items(self):
+        return ((m.id, m) for m in self.values())
+
+
 class Trace:
     """A recorded trace, indexed for causality questions.
 
     ``doc`` is the ``cutscope-trace`` document. Construction is linear in the
-    number of events; vector clocks are computed on first use.
+    number of events (plus a sort when the events are not in process order);
+    vector clocks are computed on first use.
+
+    The events are kept in columns (arrays of seqs and Lamport clocks, lists of
+    shared kind and channel strings) sorted by (process, seq), each process's
+    events a contiguous range of rows, and messages are matched into integer
+    arrays (``_peer[row]``: the other end's row). ``events[p]``, ``event()``
+    and ``messages`` make dicts and ``Message`` tuples only when asked, so a
+    trace of a million events costs tens of bytes per event, not a dict each.
+
+    ``blocks``: the raw event tuples of the store (``store.event_blocks()``,
+    with ``doc`` from ``store.load(events=False)``) instead of ``doc["events"]``;
+    see ``Trace.from_store``.
     """
 
-    def __init__(self, doc: Mapping):
+    def __init__(self, doc: Mapping, blocks: Iterable[list[tuple]] | None = None):
         if doc.get("format") not in (None, "cutscope-trace"):
             raise ValueError(f"not a cutscope trace: format {doc.get('format')!r}")
         self.doc = doc
         names: dict[str, None] = {p["name"]: None for p in doc.get("processes", [])}
         self.channels: dict[str, dict] = {c["id"]: c for c in doc.get("channels", [])}
-        self.events: dict[str, list[dict]] = {}
-        for e in doc.get("events", []):
-            self.events.setdefault(e["process"], []).append(e)
-        for p, evs in self.events.items():
-            names.setdefault(p, None)
-            if any(evs[i]["seq"] >= evs[i + 1]["seq"] for i in range(len(evs) - 1)):
-                evs.sort(key=lambda e: e["seq"])
-        for p in names:
-            self.events.setdefault(p, [])
-        self.processes: list[str] = list(names)
-        self.seqs: dict[str, list[int]] = {p: [e["seq"] for e in evs] for p, evs in self.events.items()}
         self.snapshots: list[dict] = list(doc.get("snapshots", []))
+        if blocks is None:
+            self._from_dicts(names, list(doc.get("events", [])))
+        else:
+            self._from_rows(names, blocks)
+        self.events: dict[str, _Events] = {
+            p: _Events(self, self._start[i], self._start[i + 1]) for i, p in enumerate(self.processes)}
+        self.seqs: dict[str, array] = {
+            p: self._seq[self._start[i]:self._start[i + 1]] for i, p in enumerate(self.processes)}
+        self.messages: Mapping[str, Message] = _Messages(self)
         self._match()
         self._vc: dict[str, tuple[list[int], list[tuple[int, ...]]]] | None = None
 
+    @classmethod
+    def from_store(cls, store) -> "Trace":
+        """The trace of a store, read block by block into columns (no dict per event).
+
+        ``trace.doc`` is the document without its events (``"events": []``)."""
+        return cls(store.load(events=False), store.event_blocks())
+
     # -- building ---------------------------------------------------------------
 
+    def _from_dicts(self, names: dict, evs: list[dict]) -> None:
+        pindex = _Index((p, i) for i, p in enumerate(names))
+        self._derived = False  # every message id is written out
+        self._extra: dict[int, tuple] = {}
+        self._wall = self._nb = None
+        self._dicts: list[dict] | None = evs
+        self._columns(pindex, array("i", [pindex[e["process"]] for e in evs]),
+                      array("q", [int(e["seq"]) for e in evs]),
+                      array("q", [e.get("lamport") or 0 for e in evs]),
+                      [e["kind"] for e in evs], [e.get("channel") for e in evs],
+                      [e.get("msg") or None for e in evs])
+
+    def _from_rows(self, names: dict, blocks: Iterable[list[tuple]]) -> None:
+        pindex = _Index((p, i) for i, p in enumerate(names))
+        pid, seq, lam, wall = array("i"), array("q"), array("q"), array("q")
+        kind: list[str] = []
+        ch: list = []
+        msg: list = []
+        nb: list = []
+        extra: dict[int, tuple] = {}
+        get = pindex.__getitem__
+        for rows in blocks:
+            if not rows:
+                continue
+            base = len(seq)
+            c = list(zip(*rows))
+            pid.extend(map(get, c[0]))
+            seq.extend(c[1])
+            lam.extend(c[2])
+            wall.extend(c[3])
+            kind.extend(c[4])
+            ch.extend(c[5])
+            msg.extend(c[6])
+            nb.extend(c[7])
+            if c[8].count(None) != len(rows) or c[9].count(None) != len(rows):
+                for i, (pl, d) in enumerate(zip(c[8], c[9])):
+                    if pl is not None or d is not None:
+                        extra[base + i] = (pl, d)
+            del c, rows
+        self._derived = True  # a send's msg None: its id is "<process>#<seq>"; "": no id
+        self._extra = extra
+        self._wall, self._nb = wall, nb
+        self._dicts = None
+        self._columns(pindex, pid, seq, lam, kind, ch, msg)
+
+    def _columns(self, pindex: dict, pid: array, seq: array, lam: array, kind: list, ch: list,
+                 msg: list) -> None:
+        """Order the rows by (process, seq), keeping the first written of a duplicate.
+
+        The columns the analysis walks (seq, kind, msg) are permuted into that
+        order; the others stay in the order read and are reached through
+        ``_srow`` (sorted row -> row read)."""
+        self.processes: list[str] = list(pindex)
+        self._pindex = dict(pindex)
+        nproc = len(self.processes)
+        n = len(seq)
+        lt = operator.lt
+        # Group the rows by process, each process's rows in the order read: a stable
+        # bucket sort (one append per row: faster here than a sort by process, or a
+        # C-speed pass per process).
+        if n and not all(map(operator.le, pid, itertools.islice(pid, 1, None))):
+            buckets: list[list[int]] = [[] for _ in range(nproc)]
+            put = [b.append for b in buckets]
+            for g, i in enumerate(pid):
+                put[i](g)
+            order = array("q", itertools.chain.from_iterable(buckets))
+            counts = list(map(len, buckets))
+            del buckets, put
+        else:
+            order = range(n)
+            have = collections.Counter(pid)
+            counts = [have.get(i, 0) for i in range(nproc)]
+        start = list(itertools.accumulate(counts, initial=0))
+        sseq = array("q", map(seq.__getitem__, order)) if type(order) is not range else seq
+        view = memoryview(sseq)
+        bad = [i for i in range(nproc) if not all(map(
+            lt, view[start[i]:start[i + 1]], view[start[i] + 1:start[i + 1]]))]
+        view.release()
+        if bad:  # seqs out of order or written twice (two live processes with one name)
+            parts = []
+            for i in range(nproc):
+                part = order[start[i]:start[i + 1]]
+                if i in bad:
+                    part = sorted(part, key=seq.__getitem__)  # stable: the first written first
+                    part = [o for j, o in enumerate(part) if not j or seq[o] != seq[part[j - 1]]]
+                    counts[i] = len(part)
+                parts.append(part)
+            order = array("q", itertools.chain.from_iterable(parts))
+            start = list(itertools.accumulate(counts, initial=0))
+            sseq = array("q", map(seq.__getitem__, order))
+        self._srow = order
+        self._start = start
+        self._seq = sseq
+        self._pid = array("i", itertools.chain.from_iterable(
+            itertools.repeat(i, counts[i]) for i in range(nproc)))
+        if type(order) is range:
+            self._kind, self._msg = kind, msg
+        else:
+            self._kind = list(map(kind.__getitem__, order))
+            self._msg = list(map(msg.__getitem__, order))
+        self._ch, self._lam = ch, lam  # in the order read: ch[_srow[g]]
+        self.n_events = len(sseq)
+
     def _match(self) -> None:
-        sends: dict[str, dict] = {}
-        first_recv: dict[str, dict] = {}
-        more_parts: dict[str, list[int]] = {}
-        self.unmatched: list[dict] = []  # receives that name a message never sent in this trace
-        for p in self.processes:
-            for e in self.events[p]:
-                m = e.get("msg")
-                if m is None:
-                    continue
-                k = e["kind"]
-                if k == "send":
-                    if m not in sends:
-                        sends[m] = e
-                elif k == "recv":
-                    if m not in first_recv:
-                        first_recv[m] = e
-                    else:  # a later part of the same frame
-                        more_parts.setdefault(m, []).append(e["seq"])
-        self.messages: dict[str, Message] = {}
-        received: dict[tuple[str, str], list[Message]] = {}
-        unreceived: dict[str, list[Message]] = {}
-        recv_of: dict[tuple[str, int], Message] = {}
-        channels = self.channels
-        tracked = {cid: bool(c.get("framed", True)) for cid, c in channels.items()}
-        messages = self.messages
-        for m, s in sends.items():
-            r = first_recv.pop(m, None)
-            ch = s.get("channel")
-            src = s["process"]
-            if r is not None:
-                dst = r["process"]
-                rseq = r["seq"]
-                msg = Message(m, ch, src, s["seq"], dst, rseq)
-                lst = received.get((src, dst))
-                if lst is None:
-                    lst = received[(src, dst)] = []
-                lst.append(msg)
-                recv_of[(dst, rseq)] = msg
+        """Match receives to sends: ``_peer[row]`` is the first receive of a send's
+        message (-1: never received) and the send of a receive's (-1: unmatched)."""
+        n = self.n_events
+        kind, msg, seq, pid, start = self._kind, self._msg, self._seq, self._pid, self._start
+        derived = self._derived
+        rng = range(n)
+        is_send = list(map(operator.eq, kind, itertools.repeat("send")))
+        send_rows = list(itertools.compress(rng, is_send))
+        if derived:  # the sends with an id: msg None (derived) or written out
+            send_rows = list(itertools.compress(send_rows, map(
+                operator.ne, map(msg.__getitem__, send_rows), itertools.repeat(""))))
+            explicit_rows = list(itertools.compress(send_rows, map(
+                operator.is_not, map(msg.__getitem__, send_rows), itertools.repeat(None))))
+        else:
+            send_rows = list(itertools.compress(send_rows, map(msg.__getitem__, send_rows)))
+            explicit_rows = send_rows
+        del is_send
+        explicit: dict[str, int] = {}
+        if explicit_rows:
+            ids = list(map(msg.__getitem__, explicit_rows))
+            explicit = dict(zip(reversed(ids), reversed(explicit_rows)))  # the first send wins
+            if len(explicit) != len(ids):  # a second send of one id is not a message
+                first = set(explicit.values())
+                dup = {g for g in explicit_rows if g not in first}
+                send_rows = [g for g in send_rows if g not in dup]
+            del ids
+        self._explicit = explicit
+        self._send_rows = array("q", send_rows)
+        del send_rows, explicit_rows
+        procs = self.processes
+        nproc = len(procs)
+        # The receives that name a message, and the row of each one's send (None: unmatched).
+        recv = list(itertools.compress(rng, map(operator.eq, kind, itertools.repeat("recv"))))
+        recv = list(itertools.compress(recv, map(msg.__getitem__, recv)))
+        ms = list(map(msg.__getitem__, recv))
+        cand = self._resolve_derived(ms) if derived and not explicit else None
+        if cand is None:
+            resolve = self._resolve
+            cand = [explicit.get(m) if m in explicit else resolve(m) if derived else None
+                    for m in ms]
+        # The first receive of each message (in process order, then seq order) counts.
+        first = dict(zip(reversed(cand), reversed(recv)))
+        first.pop(None, None)
+        more_parts: dict[str, int] = {}
+        unmatched: dict[str, int] = {}
+        if len(first) != len(cand):  # later parts of frames, or unmatched receives
+            for g, s, m in zip(recv, cand, ms):
+                if s is None:
+                    unmatched.setdefault(m, g)
+                elif first[s] != g:
+                    q = seq[g]
+                    if more_parts.get(m, 0) < q:
+                        more_parts[m] = q
+        other = dict(zip(recv, cand))  # receive -> send, send -> first receive
+        if unmatched:
+            for g in [g for g, s in other.items() if s is None]:
+                del other[g]
+        other.update(first)
+        peer = self._peer = array("q", map(other.get, rng, itertools.repeat(-1)))
+        del recv, ms, cand, other
+        # The matched messages per (sender, receiver), in receive order.
+        fr = array("q", first.values())
+        if any(map(operator.gt, fr, itertools.islice(fr, 1, None))):
+            fr = array("q", sorted(fr))
+        del first
+        fs = array("q", map(peer.__getitem__, fr))
+        spid = array("i", map(pid.__getitem__, fs))
+        self.pairs: dict[tuple[str, str], _Pair] = {}
+        for i in range(nproc):  # each receiver's first receives are a slice of fr
+            lo, hi = bisect.bisect_left(fr, start[i]), bisect.bisect_left(fr, start[i + 1])
+            if lo == hi:
+                continue
+            rs, ss, sp = fr[lo:hi], fs[lo:hi], spid[lo:hi]
+            senders = set(sp)
+            if len(senders) == 1:
+                groups = [(sp[0], rs, ss)]
+            elif len(senders) <= 16:
+                groups = []
+                for q in sorted(senders):
+                    sel = list(map(operator.eq, sp, itertools.repeat(q)))
+                    groups.append((q, array("q", itertools.compress(rs, sel)),
+                                   array("q", itertools.compress(ss, sel))))
             else:
-                msg = Message(m, ch, src, s["seq"], (channels.get(ch) or {}).get("dst"), None)
-                if tracked.get(ch, True):
-                    unreceived.setdefault(src, []).append(msg)
-            messages[m] = msg
-        self.unmatched = list(first_recv.values())
-        self.pairs: dict[tuple[str, str], _Pair] = {k: _Pair(v) for k, v in received.items()}
-        # Sends never received, per sender, in send order (in transit from their send on).
-        self.unreceived: dict[str, list[Message]] = {}
-        self._unreceived_seqs: dict[str, list[int]] = {}
-        for p, ms in unreceived.items():
-            ms.sort(key=lambda m: m.send_seq)
-            self.unreceived[p] = ms
-            self._unreceived_seqs[p] = [m.send_seq for m in ms]
-        self._recv_of = recv_of
+                o = sorted(range(len(sp)), key=sp.__getitem__)
+                groups = []
+                for q, js in itertools.groupby(o, key=sp.__getitem__):
+                    js = list(js)
+                    groups.append((q, array("q", map(rs.__getitem__, js)),
+                                   array("q", map(ss.__getitem__, js))))
+            for q, r, sr in groups:
+                self.pairs[(procs[q], procs[i])] = _Pair(
+                    array("q", map(seq.__getitem__, sr)), array("q", map(seq.__getitem__, r)), sr)
+        del fr, fs, spid
+        self.unmatched: list[dict] = [self._event_dict(g) for g in unmatched.values()]
         # Messages delivered by several receives (parts of one frame): the seq of the last part.
-        self.last_part: dict[str, int] = {m: max(v) for m, v in more_parts.items()}
+        self.last_part: dict[str, int] = more_parts
+        # Sends never received on a channel whose receipts the trace can show, per sender.
+        tracked = {cid: bool(c.get("framed", True)) for cid, c in self.channels.items()}
+        unrec: dict[str, tuple[array, array]] = {}
+        chs, srow, sr = self._ch, self._srow, self._send_rows
+        for s in itertools.compress(sr, map(operator.lt, map(peer.__getitem__, sr), itertools.repeat(0))):
+            if tracked.get(chs[srow[s]], True):
+                p = procs[pid[s]]
+                v = unrec.get(p)
+                if v is None:
+                    v = unrec[p] = (array("q"), array("q"))
+                v[0].append(seq[s])
+                v[1].append(s)
+        self._unreceived_seqs: dict[str, array] = {p: v[0] for p, v in unrec.items()}
+        self._unreceived_rows: dict[str, array] = {p: v[1] for p, v in unrec.items()}
+
+    def _resolve(self, m: str) -> int | None:
+        """The row of the send whose derived id is ``m`` (``"<process>#<seq>"``), if any."""
+        name, _, sq = m.rpartition("#")
+        i = self._pindex.get(name)
+        if i is None or not sq.isdigit():
+            return None
+        sq = int(sq)
+        seq = self._seq
+        a, b = self._start[i], self._start[i + 1]
+        j = a + sq - seq[a] if a < b else a
+        if not (a <= j < b and seq[j] == sq):
+            j = bisect.bisect_left(seq, sq, a, b)
+        if j < b and seq[j] == sq and self._kind[j] == "send" and self._msg[j] is None:
+            return j
+        return None
+
+    def _resolve_derived(self, ms: list[str]) -> list[int] | None:
+        """``_resolve`` of every id, at C speed, for the usual trace: every id names a
+        known process and the seq of one of its sends, and each process's seqs have
+        no gaps (so a seq's row is an offset). None when that does not hold: the
+        caller resolves one id at a time."""
+        if not ms:
+            return []
+        parts = list(map(str.rpartition, ms, itertools.repeat("#")))
+        spid = list(map(self._pindex.get, map(operator.itemgetter(0), parts)))
+        if None in spid:
+            return None
+        try:
+            sqs = list(map(int, map(operator.itemgetter(2), parts)))
+        except ValueError:
+            return None
+        del parts
+        seq, start, n = self._seq, self._start, self.n_events
+        off = [start[i] - seq[start[i]] if start[i] < start[i + 1] else -n - 1
+               for i in range(len(self.processes))]
+        cand = list(map(operator.add, sqs, map(off.__getitem__, spid)))
+        if not (min(cand) >= 0 and max(cand) < n
+                and all(map(operator.eq, map(self._pid.__getitem__, cand), spid))
+                and all(map(operator.eq, map(seq.__getitem__, cand), sqs))
+                and all(map(operator.is_, map(self._msg.__getitem__, cand), itertools.repeat(None)))
+                and all(map(operator.eq, map(self._kind.__getitem__, cand), itertools.repeat("send")))):
+            return None
+        return cand
+
+    @property
+    def unreceived(self) -> dict[str, list[Message]]:
+        """Sends never received, per sender, in send order (in transit from their send on)."""
+        return {p: [self._message(s) for s in rows] for p, rows in self._unreceived_rows.items()}
+
+    # -- rows -------------------------------------------------------------------------
+
+    def _msg_id(self, s: int) -> str:
+        m = self._msg[s]
+        return m if m is not None else f"{self.processes[self._pid[s]]}#{self._seq[s]}"
+
+    def _message(self, s: int) -> Message:
+        """The message whose send is row ``s``."""
+        procs, pid, seq, peer = self.processes, self._pid, self._seq, self._peer
+        ch = self._ch[self._srow[s]]
+        r = peer[s]
+        if r >= 0:
+            return Message(self._msg_id(s), ch, procs[pid[s]], seq[s], procs[pid[r]], seq[r])
+        return Message(self._msg_id(s), ch, procs[pid[s]], seq[s],
+                       (self.channels.get(ch) or {}).get("dst"), None)
+
+    def _row(self, process: str, seq: int) -> int:
+        """The row of event ``(process, seq)``; -1 if there is none."""
+        i = self._pindex.get(process)
+        if i is None:
+            return -1
+        a, b = self._start[i], self._start[i + 1]
+        j = bisect.bisect_left(self._seq, seq, a, b)
+        return j if j < b and self._seq[j] == seq else -1
+
+    def _send_row(self, mid: str) -> int | None:
+        """The row of the send of message ``mid`` (None: no such message)."""
+        s = self._explicit.get(mid)
+        if s is not None or not self._derived:
+            return s
+        return self._resolve(mid)
+
+    def _event_dict(self, g: int) -> dict:
+        """Event row ``g`` as the interchange document writes it."""
+        r = self._srow[g]
+        if self._dicts is not None:
+            return self._dicts[r]
+        p = self.processes[self._pid[g]]
+        s = self._seq[g]
+        kind = self._kind[g]
+        msg = self._msg[g]
+        if not msg:  # None: a send's own id; "": unframed, no id
+            msg = f"{p}#{s}" if msg is None and kind == "send" else None
+        e = {"process": p, "seq": s, "lamport": self._lam[r], "kind": kind, "channel": self._ch[r],
+             "msg": msg, "nbytes": self._nb[r], "wall_ns": self._wall[r]}
+        x = self._extra.get(r)
+        if x is not None:
+            payload, data = x
+            if data is not None:
+                d = json.loads(data) if isinstance(data, str) else data
+                if kind == "snapshot":
+                    e["snapshot"] = d.get("snapshot")
+                else:
+                    e["data"] = d
+            if payload is not None:
+                e["payload_b64"] = base64.b64encode(payload).decode()
+        return e
 
     def _tracked(self, channel: str | None) -> bool:
         """Whether a send on ``channel`` is a message whose receipt the trace can show.
@@ -218,21 +598,24 @@ class Trace:
     # -- events -------------------------------------------------------------------
 
     def event(self, process: str, seq: int) -> dict | None:
-        seqs = self.seqs.get(process)
-        if not seqs:
-            return None
-        i = bisect.bisect_left(seqs, seq)
-        if i < len(seqs) and seqs[i] == seq:
-            return self.events[process][i]
-        return None
+        g = self._row(process, seq)
+        return self._event_dict(g) if g >= 0 else None
 
     def message_of(self, e) -> Message | None:
         """The message that event ``e`` (a send or a receive) sent or delivered."""
         p, s = _key(e)
-        ev = self.event(p, s)
-        if ev is None or not ev.get("msg"):
+        g = self._row(p, s)
+        if g < 0:
             return None
-        return self.messages.get(ev["msg"])
+        k = self._kind[g]
+        if k == "send":
+            if self._msg[g] == "" or (not self._derived and not self._msg[g]):
+                return None
+            sr = self._send_row(self._msg_id(g))
+            return self._message(sr) if sr is not None else None
+        if k == "recv" and self._peer[g] >= 0:
+            return self._message(self._peer[g])
+        return None
 
     def peer(self, e) -> tuple[str, int] | None:
         """The other end of the message of ``e``: the receive of a send, the send of a receive."""
@@ -281,13 +664,14 @@ class Trace:
 
     def orphans(self, cut: Mapping[str, int], limit: int | None = None) -> list[Message]:
         """Messages received inside the cut but sent outside it ("from thin air")."""
-        out: list[Message] = []
+        rows: list[int] = []
         for q, p, pair in self._pairs_in(cut):
             if pair.need_at(cut[p]) > cut[q]:
-                out.extend(itertools.islice(pair.orphans(cut[p], cut[q]),
-                                            None if limit is None else max(0, limit - len(out))))
-            if limit is not None and len(out) >= limit:
+                rows.extend(itertools.islice(pair.orphans(cut[p], cut[q]),
+                                             None if limit is None else max(0, limit - len(rows))))
+            if limit is not None and len(rows) >= limit:
                 break
+        out = list(map(self._message, rows))
         out.sort(key=lambda m: (m.dst, m.recv_seq))
         return out
 
@@ -296,14 +680,16 @@ class Trace:
 
         In send order per channel (sorted by channel, then send seq).
         """
-        out: list[Message] = []
+        rows: list[int] = []
         for q, p, pair in self._pairs_in(cut):
-            out.extend(pair.in_transit(cut[p], cut[q]))
-        for q, ms in self.unreceived.items():
+            rows.extend(pair.in_transit(cut[p], cut[q]))
+        out = list(map(self._message, rows))
+        for q, srows in self._unreceived_rows.items():
             if q not in cut:
                 continue
             j = bisect.bisect_right(self._unreceived_seqs[q], cut[q])
-            out.extend(m for m in ms[:j] if m.dst is None or m.dst in cut)
+            ms = map(self._message, srows[:j])
+            out.extend(m for m in ms if m.dst is None or m.dst in cut)
         out.sort(key=lambda m: (m.channel or "", m.src, m.send_seq))
         return out
 
@@ -333,6 +719,13 @@ class Trace:
                     changed = True
         return c
 
+    def _dep(self, g: int) -> tuple[int, int] | None:
+        """(sender index, send seq) if row ``g`` is the first receive of a matched message."""
+        s = self._peer[g]
+        if s >= 0 and self._kind[g] == "recv" and self._peer[s] == g:
+            return (self._pid[s], self._seq[s])
+        return None
+
     def lattice(self, limit: int | None = 10_000, start: Mapping[str, int] | None = None
                 ) -> Iterator[dict[str, int]]:
         """The consistent cuts, lazily, breadth-first by level (events inside).
@@ -343,15 +736,8 @@ class Trace:
         """
         procs = self.processes
         seqs = [self.seqs[p] for p in procs]
-        idx = {p: i for i, p in enumerate(procs)}
-        # For each event: (sender index, send seq) if it is a matched receive.
-        deps: list[list[tuple[int, int] | None]] = []
-        for p, evs in zip(procs, (self.events[p] for p in procs)):
-            row = []
-            for e in evs:
-                m = self._recv_of.get((p, e["seq"]))
-                row.append((idx[m.src], m.send_seq) if m is not None and m.src in idx else None)
-            deps.append(row)
+        first = self._start
+        dep = self._dep
         s0 = self.nearest_below(start) if start is not None else self.bottom()
         level = {tuple(bisect.bisect_right(seqs[i], s0.get(p, 0)) for i, p in enumerate(procs))}
         produced = 0
@@ -366,7 +752,7 @@ class Trace:
                     k = c[i]
                     if k >= len(seqs[i]):
                         continue
-                    d = deps[i][k]
+                    d = dep(first[i] + k)
                     if d is not None:
                         j, s = d
                         if not (c[j] and seqs[j][c[j] - 1] >= s):
@@ -387,44 +773,45 @@ class Trace:
             return self._vc
         procs = self.processes
         n = len(procs)
-        idx = {p: i for i, p in enumerate(procs)}
-        pos = [0] * n
+        seqc, peer, kind, first = self._seq, self._peer, self._kind, self._start
+        pos = [first[i] for i in range(n)]
+        end = [first[i + 1] for i in range(n)]
         cur = [[0] * n for _ in range(n)]
-        send_vc: dict[str, tuple[int, ...]] = {}
+        send_vc: dict[int, tuple[int, ...]] = {}  # by send row
         stored: dict[str, tuple[list[int], list[tuple[int, ...]]]] = {p: ([], []) for p in procs}
-        evs = [self.events[p] for p in procs]
-        remaining = sum(len(e) for e in evs)
-        forced: set[tuple[str, int]] = set()  # receives treated as unmatched (causal cycle)
+        remaining = self.n_events
+        forced: set[int] = set()  # receives treated as unmatched (causal cycle)
         while remaining:
             progressed = False
             for i in range(n):
-                es, vc, k, p = evs[i], cur[i], pos[i], procs[i]
-                while k < len(es):
-                    e = es[k]
-                    s = e["seq"]
-                    m = self._recv_of.get((p, s)) if e["kind"] == "recv" else None
-                    if m is not None and (p, s) not in forced:
-                        svc = send_vc.get(m.id)
+                vc, g, b, p = cur[i], pos[i], end[i], procs[i]
+                st_seqs, st_vcs = stored[p]
+                while g < b:
+                    s = seqc[g]
+                    sr = peer[g]
+                    k = kind[g]
+                    if k == "recv" and sr >= 0 and peer[sr] == g and g not in forced:
+                        svc = send_vc.get(sr)
                         if svc is None:
                             break  # its send is not processed yet
                         vc[i] = s
                         for j, v in enumerate(svc):
                             if v > vc[j]:
                                 vc[j] = v
-                        stored[p][0].append(s)
-                        stored[p][1].append(tuple(vc))
+                        st_seqs.append(s)
+                        st_vcs.append(tuple(vc))
                     else:
                         vc[i] = s
-                        if e["kind"] == "send" and e.get("msg") in self.messages:
-                            send_vc[e["msg"]] = tuple(vc)
-                    k += 1
+                        if k == "send" and sr >= 0:
+                            send_vc[g] = tuple(vc)
+                    g += 1
                     remaining -= 1
                     progressed = True
-                pos[i] = k
+                pos[i] = g
             if not progressed:  # a causal cycle (bad data): unblock one receive
                 for i in range(n):
-                    if pos[i] < len(evs[i]):
-                        forced.add((procs[i], evs[i][pos[i]]["seq"]))
+                    if pos[i] < end[i]:
+                        forced.add(pos[i])
                         break
         self._vc = stored
         return stored

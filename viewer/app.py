@@ -108,11 +108,14 @@ class CutscopeApp(App):
         try:
             if self._fixed_doc is not None:
                 doc, stamp = self._fixed_doc, ()
+                trace = Trace(doc)
             else:
                 store = self._open()
                 stamp = store.stamp()
-                doc = store.load()
-            trace = Trace(doc)
+                # The events go from the store's blocks straight into the analysis's
+                # columns: no dict per event (app.doc has "events": []).
+                trace = Trace.from_store(store)
+                doc = trace.doc
             ex = Explorer(trace)
             if prev is not None:
                 cut, last, selected, filt = prev
@@ -125,7 +128,7 @@ class CutscopeApp(App):
         except Exception as exc:  # a store that went bad under us: say it, keep running
             self.post_message(LoadFailed(f"{type(exc).__name__}: {exc}"))
             return
-        self.post_message(TraceLoaded(doc, ex, stamp, len(doc.get("events", []))))
+        self.post_message(TraceLoaded(doc, ex, stamp, trace.n_events))
 
     def on_trace_loaded(self, msg: TraceLoaded) -> None:
         self._loading = False

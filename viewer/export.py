@@ -17,6 +17,20 @@ def load(db: str | None = None) -> dict:
         store.close()
 
 
+def load_trace(db: str | None = None):
+    """The trace in ``db`` analysed (``analysis.Trace``), read from the store's event
+    blocks into columns, without the document's dict per event (about half the time
+    and memory of ``Trace(load(db))`` at a million events). ``trace.doc`` is the
+    document without its events. Raises StoreError."""
+    from .analysis import Trace
+
+    store = open_store(db, create=False)
+    try:
+        return Trace.from_store(store)
+    finally:
+        store.close()
+
+
 def write_json(doc: dict, out: IO[str]) -> None:
     json.dump(doc, out, indent=1)
     out.write("\n")

@@ -53,3 +53,13 @@ class CutChanged(Message):
 
     cut: dict
     consistent: bool
+
+
+@dataclass(eq=False)
+class FilterDone(Message):
+    """A worker computed the rows of a filter (``rows`` None: no filter)."""
+
+    explorer: Any  # the viewer.explorer.Explorer it filtered
+    text: str
+    rows: Any  # array of display rows, or None
+    seq: int = 0  # which filter request this answers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -9,7 +10,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
 from ..explorer import Explorer
-from ..messages import CutChanged
+from ..messages import CutChanged, FilterDone
 from ..widgets import CutPanel, LaneHeader, Lanes
 
 
@@ -164,10 +165,34 @@ class MainScreen(Screen):
         ex = self.explorer
         if ex is None:
             return
-        n = ex.set_filter(text)
+        self._filter_seq = getattr(self, "_filter_seq", 0) + 1  # a later filter wins
+        if Explorer.filter_is_slow(text, len(ex.all_g)):
+            # Free text on a large trace describes every event: seconds of work,
+            # done in a worker so that the screen stays live meanwhile.
+            self.set_status(f"filtering {len(ex.all_g)} events for {text.strip()!r} ...")
+            self._filter_in_worker(ex, text, self._filter_seq)
+            return
+        ex.set_filter(text)
+        self._show_filter(ex)
+
+    @work(thread=True, exclusive=True, group="filter")
+    def _filter_in_worker(self, ex: Explorer, text: str, seq: int) -> None:
+        rows = ex.filter_rows(text)
+        self.post_message(FilterDone(ex, text.strip(), rows, seq))
+
+    def on_filter_done(self, msg: FilterDone) -> None:
+        ex = self.explorer
+        # Stale: the trace was reloaded meanwhile (a reload filters itself), or
+        # another filter was applied or cleared since.
+        if ex is not msg.explorer or msg.seq != getattr(self, "_filter_seq", 0):
+            return
+        ex.filter_text, ex.rows = msg.text, msg.rows
+        self._show_filter(ex)
+
+    def _show_filter(self, ex: Explorer) -> None:
         ex.generation += 1
         self.query_one(Lanes).refresh_rows()
-        self.set_status(f"filter {text.strip()!r}: {n} events" if text.strip()
+        self.set_status(f"filter {ex.filter_text!r}: {len(ex)} events" if ex.filter_text
                         else f"{len(ex)} events")
         self.action_goto()
 

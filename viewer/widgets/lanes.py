@@ -138,7 +138,7 @@ class Lanes(ScrollView, can_focus=False):
         ex = self.explorer
         t = ex.trace
         g = ex.global_row(row)
-        i = ex.all_proc[g]
+        i = ex.lane(g)
         e = ex.event_at(row)
         p = ex.procs[i]
         inside = e["seq"] <= ex.cut[p]
