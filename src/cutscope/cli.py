@@ -89,12 +89,12 @@ def _export_formats() -> list[str]:
 def cmd_check(args) -> int:
     import json
 
-    from cutscope.viewer.analysis import Trace, check_report
-    from cutscope.viewer.export import load
+    from cutscope.viewer.analysis import check_report
+    from cutscope.viewer.export import load_trace
 
-    doc = load(args.db)
-    problems, notes = check_report(doc, Trace(doc))
-    n = len(doc.get("snapshots", []))
+    t = load_trace(args.db)
+    problems, notes = check_report(t.doc, t)
+    n = len(t.snapshots)
     if args.json:
         json.dump({"ok": not problems, "snapshots": n, "problems": problems, "notes": notes},
                   sys.stdout, indent=1)
@@ -117,15 +117,14 @@ def add_check(sub) -> None:
 
 
 def cmd_render(args) -> int:
-    from cutscope.viewer.analysis import Trace, parse_cut, snapshot_cut
-    from cutscope.viewer.export import load
+    from cutscope.viewer.analysis import parse_cut, snapshot_cut
+    from cutscope.viewer.export import load_trace
 
     ext = os.path.splitext(args.output)[1].lstrip(".").lower()
     if ext not in ("svg", "png", "dot"):
         raise CliError(f"cannot tell the format from {args.output!r}: use a .svg, .png or .dot file")
     _check_writable(args.output)
-    doc = load(args.db)
-    t = Trace(doc)
+    t = load_trace(args.db)
     if args.snapshot is not None:
         snap = t.snapshot(args.snapshot)
         if snap is None:
