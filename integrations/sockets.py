@@ -1369,92 +1369,53 @@ def bind(self, address):
 # one syscall, one Lamport event, one struct pack or unpack, a token (_Gate) and
 # a few attribute reads; everything else (partial frames, markers owed, flags,
 # timeouts, negotiation, raw and UDP sockets) takes the general path below them.
-# The fast send in `send` and `sendall` is the same code, kept in step by hand
-# (a shared helper costs a Python call per message).
+# `send` and `sendall` share their fast path: one factory makes both (a shared
+# helper would cost a Python call per message).
 
-def send(self, data, flags=0):
-    c = _objs.get(id(self))
-    if c is None:
-        c = _attach(self)[1]
-    fl = c.fast_lp
-    if fl is not None and not flags and type(data) is bytes and \
-            (_current.get() or _default[0]) is fl:
-        tok = c.stok
-        try:
-            tok.pop()
-        except IndexError:
-            pass  # another thread sends on this connection: the general path waits
-        else:
+def _fast_sender(name, general, ret_n):
+    def fast(self, data, flags=0):
+        c = _objs.get(id(self))
+        if c is None:
+            c = _attach(self)[1]
+        fl = c.fast_lp
+        if fl is not None and not flags and type(data) is bytes and \
+                (_current.get() or _default[0]) is fl:
+            tok = c.stok
             try:
-                n = len(data)
-                if not c.out_left and not c.out_pending and 0 < n <= 65536 and \
-                        self.gettimeout() is None:
-                    ep = c.ep
-                    try:
-                        seq, lam, markers = fl.send(
-                            ep, n, data if (_tracer[0].capture or fl.snaps) else None)
-                    except Exception as exc:
-                        _fault(exc, "recording a send")
-                        markers, seq, lam = None, 0, 0
-                    if markers:
-                        pend = c.out_pending
-                        for m in markers:
-                            pend += wire.marker(m.snapshot, m.initiator)
-                        buf = bytes(pend) + _pack(_DATA, n, seq, lam) + data
-                        pend.clear()
-                    else:
-                        buf = _pack(_DATA, n, seq, lam) + data
-                    # a blocking socket takes it all (or fails, and the stream is gone)
-                    _sendall(self, buf)
-                    if ep.pending:
-                        c._markers_after()
-                        c._push(self, block=True)
-                    return n
-            finally:
-                tok.append(True)
-    return _send_general(self, c, data, flags)
-
-
-def sendall(self, data, flags=0):
-    c = _objs.get(id(self))
-    if c is None:
-        c = _attach(self)[1]
-    fl = c.fast_lp
-    if fl is not None and not flags and type(data) is bytes and \
-            (_current.get() or _default[0]) is fl:
-        tok = c.stok
-        try:
-            tok.pop()
-        except IndexError:
-            pass  # another thread sends on this connection: the general path waits
-        else:
-            try:
-                n = len(data)
-                if not c.out_left and not c.out_pending and 0 < n <= 65536 and \
-                        self.gettimeout() is None:
-                    ep = c.ep
-                    try:
-                        seq, lam, markers = fl.send(
-                            ep, n, data if (_tracer[0].capture or fl.snaps) else None)
-                    except Exception as exc:
-                        _fault(exc, "recording a send")
-                        markers, seq, lam = None, 0, 0
-                    if markers:
-                        pend = c.out_pending
-                        for m in markers:
-                            pend += wire.marker(m.snapshot, m.initiator)
-                        buf = bytes(pend) + _pack(_DATA, n, seq, lam) + data
-                        pend.clear()
-                    else:
-                        buf = _pack(_DATA, n, seq, lam) + data
-                    _sendall(self, buf)
-                    if ep.pending:
-                        c._markers_after()
-                        c._push(self, block=True)
-                    return None
-            finally:
-                tok.append(True)
-    return _sendall_general(self, c, data, flags)
+                tok.pop()
+            except IndexError:
+                pass  # another thread sends on this connection: the general path waits
+            else:
+                try:
+                    n = len(data)
+                    if not c.out_left and not c.out_pending and 0 < n <= 65536 and \
+                            self.gettimeout() is None:
+                        ep = c.ep
+                        try:
+                            seq, lam, markers = fl.send(
+                                ep, n, data if (_tracer[0].capture or fl.snaps) else None)
+                        except Exception as exc:
+                            _fault(exc, "recording a send")
+                            markers, seq, lam = None, 0, 0
+                        if markers:
+                            pend = c.out_pending
+                            for m in markers:
+                                pend += wire.marker(m.snapshot, m.initiator)
+                            buf = bytes(pend) + _pack(_DATA, n, seq, lam) + data
+                            pend.clear()
+                        else:
+                            buf = _pack(_DATA, n, seq, lam) + data
+                        # a blocking socket takes it all (or fails, and the stream is gone)
+                        _sendall(self, buf)
+                        if ep.pending:
+                            c._markers_after()
+                            c._push(self, block=True)
+                        return n if ret_n else None
+                finally:
+                    tok.append(True)
+        return general(self, c, data, flags)
+    fast.__name__ = fast.__qualname__ = name
+    return fast
 
 
 def _send_general(self, c, data, flags):
@@ -1500,6 +1461,10 @@ def _sendall_general(self, c, data, flags):
         c.sendto(self, data, flags, c.peer, lambda b: _send(self, b, flags))
         return None
     return _sendall(self, data, flags)
+
+
+send = _fast_sender("send", _send_general, True)
+sendall = _fast_sender("sendall", _sendall_general, False)
 
 
 def sendmsg(self, buffers, ancdata=(), flags=0, address=None):

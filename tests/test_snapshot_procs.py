@@ -21,8 +21,10 @@ from hypothesis import strategies as st
 
 from cutscope.tracer.snapshot import Snapshot
 from cutscope.tracer.store import open_store
-from cutscope.viewer.analysis import Trace, check
+from cutscope.viewer.analysis import check
 from cutscope.viewer.export import load
+
+from _checks import assert_snapshot_is_its_cut
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BANK = os.path.join(ROOT, "examples", "bank_tcp.py")
@@ -65,14 +67,7 @@ def wait_live(db_path, branches, timeout=30):
 
 
 def verify(doc, snap: Snapshot, total: int):
-    assert snap.status == "complete", snap.missing
-    t = Trace(doc)
-    cut = t.snapshot_cut(snap.id)
-    assert t.consistent(cut), [m.id for m in t.orphans(cut)]
-    transit: dict[str, list[str]] = {}
-    for m in t.in_transit(cut):
-        transit.setdefault(m.channel, []).append(m.id)
-    assert {c: [m["msg"] for m in ms] for c, ms in snap.channels.items() if ms} == transit
+    assert_snapshot_is_its_cut(doc, snap)
     assert all(s.get("half_read", 0) == 0 for s in snap.states.values())
     assert bank_tcp.balances(snap) + bank_tcp.in_transit(snap) == total
 

@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 
 import cutscope
 from cutscope.testing import recording
-from cutscope.viewer.analysis import Trace, check
+from cutscope.viewer.analysis import check
+
+from _checks import assert_snapshot_is_its_cut
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "examples"))
@@ -26,15 +28,8 @@ import bank_threads  # noqa: E402
 
 def verify(doc, snap, total):
     """Consistent cut; each channel's state is exactly what was in transit; money adds up."""
-    assert snap.status == "complete", snap.missing
-    t = Trace(doc)
-    cut = t.snapshot_cut(snap.id)
-    assert set(cut) == {p for p in snap.states}
-    assert t.consistent(cut), [m.id for m in t.orphans(cut)]
-    transit: dict[str, list[str]] = {}
-    for m in t.in_transit(cut):
-        transit.setdefault(m.channel, []).append(m.id)
-    assert {c: [m["msg"] for m in ms] for c, ms in snap.channels.items() if ms} == transit
+    t = assert_snapshot_is_its_cut(doc, snap)
+    assert set(t.snapshot_cut(snap.id)) == set(snap.states)
     assert bank_threads.balances(snap) + bank_threads.in_transit(snap) == total
 
 
@@ -80,14 +75,7 @@ def test_concurrent_snapshots_from_several_auditors():
 def _pipeline_snapshot_accounts_for(doc, snap, got_key, produced):
     """Complete, consistent, channel states = in transit, and every item produced so
     far is either consumed (the consumer's state) or in a channel's state."""
-    assert snap.status == "complete", snap.missing
-    t = Trace(doc)
-    cut = t.snapshot_cut(snap.id)
-    assert t.consistent(cut), [m.id for m in t.orphans(cut)]
-    transit: dict[str, list[str]] = {}
-    for m in t.in_transit(cut):
-        transit.setdefault(m.channel, []).append(m.id)
-    assert {c: [m["msg"] for m in ms] for c, ms in snap.channels.items() if ms} == transit
+    assert_snapshot_is_its_cut(doc, snap)
     items = [m["value"] for ms in snap.channels.values() for m in ms]
     assert sorted(snap.states["consumer"][got_key] + items) == list(range(produced))
 

@@ -272,20 +272,15 @@ class ControlServer(_Listener):
         self.tracer._writer_error(exc)
 
 
-class Inbox(_Listener):
-    """A coordinator's socket: the records processes send it, and a wake-up per message."""
+class Records:
+    """A coordinator's inbox: the records the processes report, and a wake-up per report."""
 
-    def __init__(self, d: str, sid: int):
+    path = None
+
+    def __init__(self):
         self.records: list[tuple] = []
         self.lock = threading.Lock()
         self.wake = threading.Event()
-        super().__init__(os.path.join(d, f"c{os.getpid()}-{sid}-{secrets.token_hex(3)}.sock"),
-                         f"cutscope-inbox-{sid}")
-
-    def handle(self, msg: dict) -> None:
-        if msg.get("op") == "rec":
-            recs = decode_records(msg.get("items") or [])
-            self.put(recs)
 
     def put(self, recs: list[tuple]) -> None:
         with self.lock:
@@ -296,6 +291,23 @@ class Inbox(_Listener):
         with self.lock:
             out, self.records = self.records, []
         return out
+
+    def close(self) -> None:
+        pass
+
+
+class Inbox(_Listener, Records):
+    """An inbox on a control socket: the other interpreters of this host report to it."""
+
+    def __init__(self, d: str, sid: int):
+        Records.__init__(self)
+        _Listener.__init__(self, os.path.join(d, f"c{os.getpid()}-{sid}-{secrets.token_hex(3)}.sock"),
+                         f"cutscope-inbox-{sid}")
+
+    def handle(self, msg: dict) -> None:
+        if msg.get("op") == "rec":
+            recs = decode_records(msg.get("items") or [])
+            self.put(recs)
 
 
 __all__ = ["control_dir", "process_path", "ControlServer", "Inbox", "Connector", "send",

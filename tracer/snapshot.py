@@ -134,7 +134,7 @@ class Coordinator:
         self.requested: set[str] = set()
         self.missing: list[dict] = []
         self._chan_info: dict[str, dict] = {}
-        self.inbox = None  # the reports that come directly (control.Inbox / _LocalInbox)
+        self.inbox = None  # the reports that come directly (control.Inbox / control.Records)
         self._direct: dict[str, dict] = {}  # process -> progress row, from the inbox
         self._records: list[tuple] = []  # the inbox's records, written with the end
         self._pids: dict[str, int] = {}  # live process -> pid, on this host
@@ -216,7 +216,7 @@ class Coordinator:
             except OSError:
                 self.inbox = None
         if self.inbox is None:
-            self.inbox = _LocalInbox()
+            self.inbox = control.Records()  # this interpreter's processes call put()
         if self.tracer is not None:
             self.tracer.resolve_sink(sid, self.inbox.put)
         if self._ctl_dir is None:
@@ -496,31 +496,6 @@ class Coordinator:
             self.tracer.recorder.flush(timeout=1.0)  # the incomplete channel states
         entry = self.store.snapshot_entry(self.id)
         return Snapshot.from_entry(entry)
-
-
-class _LocalInbox:
-    """The inbox of a coordinator without a control socket: this interpreter's
-    processes only (they call ``put`` directly)."""
-
-    path = None
-
-    def __init__(self):
-        self.records: list[tuple] = []
-        self.lock = threading.Lock()
-        self.wake = threading.Event()
-
-    def put(self, recs: list[tuple]) -> None:
-        with self.lock:
-            self.records.extend(recs)
-        self.wake.set()
-
-    def take(self) -> list[tuple]:
-        with self.lock:
-            out, self.records = self.records, []
-        return out
-
-    def close(self) -> None:
-        pass
 
 
 def record_ended(tracer, sid: int, initiator: str) -> None:

@@ -23,7 +23,7 @@ import zlib
 from typing import Any, Iterable, Iterator
 
 from sqlalchemy import (
-    JSON, Boolean, ForeignKey, Integer, BigInteger, LargeBinary, String, Text, case, create_engine,
+    Boolean, Integer, BigInteger, LargeBinary, String, Text, case, create_engine,
     event,
     func, insert, select, update, delete,
 )
@@ -221,6 +221,23 @@ def message_record(msg, nbytes, payload, value) -> dict:
 
 # -- the interchange document ------------------------------------------------
 
+def event_doc(p, seq, lam, wall, kind, ch, msg, n, payload, data) -> dict:
+    """One stored event row as the interchange document writes it (SPEC 7)."""
+    if not msg:  # None: a send's own id, derived here; "": unframed, no id
+        msg = f"{p}#{seq}" if msg is None and kind == "send" else None
+    e = {"process": p, "seq": seq, "lamport": lam, "kind": kind, "channel": ch, "msg": msg,
+         "nbytes": n, "wall_ns": wall}
+    if data is not None:
+        d = json.loads(data) if isinstance(data, str) else data
+        if kind == "snapshot":
+            e["snapshot"] = d.get("snapshot")
+        else:
+            e["data"] = d
+    if payload is not None:
+        e["payload_b64"] = base64.b64encode(payload).decode()
+    return e
+
+
 def build_trace(processes: Iterable[dict], channels: Iterable[dict], events: Iterable[tuple],
                 snapshots: Iterable[dict], states: Iterable[dict],
                 messages: Iterable[dict]) -> dict:
@@ -235,21 +252,7 @@ def build_trace(processes: Iterable[dict], channels: Iterable[dict], events: Ite
          "endpoint": c["endpoint"], "framed": bool(c["framed"]), "fifo": bool(c["fifo"])}
         for c in channels
     ]
-    evs = []
-    for p, seq, lam, wall, kind, ch, msg, n, payload, data in events:
-        if not msg:  # None: a send's own id, derived here; "": unframed, no id
-            msg = f"{p}#{seq}" if msg is None and kind == "send" else None
-        e = {"process": p, "seq": seq, "lamport": lam, "kind": kind, "channel": ch, "msg": msg,
-             "nbytes": n, "wall_ns": wall}
-        if data is not None:
-            d = json.loads(data) if isinstance(data, str) else data
-            if kind == "snapshot":
-                e["snapshot"] = d.get("snapshot")
-            else:
-                e["data"] = d
-        if payload is not None:
-            e["payload_b64"] = base64.b64encode(payload).decode()
-        evs.append(e)
+    evs = [event_doc(*row) for row in events]
     evs.sort(key=lambda e: (e["process"], e["seq"]))  # stable: the first written first
     # Two live processes with one name write the same (process, seq): keep the first.
     doc["events"] = [e for i, e in enumerate(evs) if not i or e["seq"] != evs[i - 1]["seq"]

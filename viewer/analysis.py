@@ -39,15 +39,15 @@ time of ``Trace(store.load())``).
 
 from __future__ import annotations
 
-import base64
 import bisect
 import collections
 import itertools
-import json
 import operator
 from array import array
 from collections.abc import Sequence
 from typing import Iterable, Iterator, Mapping, NamedTuple
+
+from cutscope.tracer.store import event_doc
 
 __all__ = ["Message", "Trace", "check", "check_report", "snapshot_cut", "format_cut", "parse_cut"]
 
@@ -565,26 +565,10 @@ class Trace:
         r = self._srow[g]
         if self._dicts is not None:
             return self._dicts[r]
-        p = self.processes[self._pid[g]]
-        s = self._seq[g]
-        kind = self._kind[g]
-        msg = self._msg[g]
-        if not msg:  # None: a send's own id; "": unframed, no id
-            msg = f"{p}#{s}" if msg is None and kind == "send" else None
-        e = {"process": p, "seq": s, "lamport": self._lam[r], "kind": kind, "channel": self._ch[r],
-             "msg": msg, "nbytes": self._nb[r], "wall_ns": self._wall[r]}
         x = self._extra.get(r)
-        if x is not None:
-            payload, data = x
-            if data is not None:
-                d = json.loads(data) if isinstance(data, str) else data
-                if kind == "snapshot":
-                    e["snapshot"] = d.get("snapshot")
-                else:
-                    e["data"] = d
-            if payload is not None:
-                e["payload_b64"] = base64.b64encode(payload).decode()
-        return e
+        payload, data = x if x is not None else (None, None)
+        return event_doc(self.processes[self._pid[g]], self._seq[g], self._lam[r], self._wall[r],
+                         self._kind[g], self._ch[r], self._msg[g], self._nb[r], payload, data)
 
     def _tracked(self, channel: str | None) -> bool:
         """Whether a send on ``channel`` is a message whose receipt the trace can show.

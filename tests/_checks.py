@@ -1,0 +1,19 @@
+"""Assertions shared by the snapshot tests."""
+
+from __future__ import annotations
+
+from cutscope.viewer.analysis import Trace
+
+
+def assert_snapshot_is_its_cut(doc, snap) -> Trace:
+    """The snapshot is complete, its cut consistent, and each channel state is
+    exactly the messages in transit across that cut (same ids, same order)."""
+    assert snap.status == "complete", snap.missing
+    t = Trace(doc)
+    cut = t.snapshot_cut(snap.id)
+    assert t.consistent(cut), [m.id for m in t.orphans(cut)]
+    transit: dict[str, list[str]] = {}
+    for m in t.in_transit(cut):
+        transit.setdefault(m.channel, []).append(m.id)
+    assert {c: [m["msg"] for m in ms] for c, ms in snap.channels.items() if ms} == transit
+    return t
