@@ -14,7 +14,7 @@ import warnings
 log = logging.getLogger("cutscope")
 
 # Modules that define instrumentors, in install order.
-MODULES: tuple[str, ...] = ("queues", "aio", "mp", "sockets", "waits")
+MODULES: tuple[str, ...] = ("queues", "aio", "mp", "sockets", "tls", "waits")
 
 _registry: list["Instrumentor"] = []
 
