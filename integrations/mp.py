@@ -798,11 +798,23 @@ def start(self):
 TERM_FLUSH_S = 3.0  # at most this long to flush when SIGTERM ends a child (Pool.terminate)
 
 
+# [stopping, SIGTERM arrived meanwhile]: a SIGTERM that comes while the child's
+# tracer stops (the end of _bootstrap) waits for the stop, then ends the process.
+_term = [False, False]
+
+
 def _on_sigterm(signum, frame):
     """SIGTERM in a child that had no handler: flush what was recorded, then die of it."""
     import signal
     import time as _t
 
+    if _term[0]:
+        # Interrupting Tracer.stop(), whose last write is on this thread's stack: a
+        # flush from here would return at once (the writer is us) and the process
+        # would die with that write half done. Pool workers see this: the sentinel
+        # ends their loop just as Pool.terminate() sends SIGTERM.
+        _term[1] = True
+        return
     t = _active[0]
     if t is not None:
         try:
@@ -842,6 +854,7 @@ def _bootstrap(self, *a, **kw):
     finally:
         t = _active[0]
         if t is not None:  # os._exit() follows: no atexit, so flush now
+            _term[0] = True
             try:
                 from cutscope import integrations
 
@@ -849,6 +862,13 @@ def _bootstrap(self, *a, **kw):
                 t.stop()
             except Exception:
                 pass
+            finally:
+                _term[0] = False
+            if _term[1]:  # what the SIGTERM would have done, now that the events are out
+                import signal
+
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGTERM)
 
 
 # -- installing ---------------------------------------------------------------------------------

@@ -592,3 +592,50 @@ def test_pool_terminate_keeps_the_workers_events(method, db_path):
     recvs = [e for e in doc["events"] if e["process"] == "pool" and e["kind"] == "recv"
              and e["channel"] in framed]
     assert recvs and all(e["msg"] in sends for e in recvs)
+
+
+def term_while_stopping_child(q):
+    """Puts 30 items with its writer thread stopped (so they wait in the buffer for
+    the stop at the child's end), and SIGTERMs itself in the middle of that stop's
+    write, as Pool.terminate() can: the events must still reach the store."""
+    import signal
+
+    from cutscope.tracer.recorder import Recorder
+
+    r = cutscope.tracer.active().recorder
+    r.running = False
+    r._wake.set()
+    r._thread.join(10)
+    r.running = True  # stopped for real by the child's end, below
+    orig = Recorder._write
+
+    def _write(self, rows, items):
+        if rows and not self.running:  # the stop's write, on this (the main) thread
+            Recorder._write = orig
+            os.kill(os.getpid(), signal.SIGTERM)
+        return orig(self, rows, items)
+
+    Recorder._write = _write
+    for i in range(30):
+        q.put(i)
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_sigterm_while_the_child_stops_tracing_keeps_its_events(method, db_path):
+    import signal
+
+    cutscope.start(db=db_path, name="parent")
+    try:
+        ctx = mp.get_context(method)
+        q = ctx.Queue()
+        p = ctx.Process(target=term_while_stopping_child, args=(q,), name="child")
+        p.start()
+        assert [q.get(timeout=TIMEOUT) for _ in range(30)] == list(range(30))
+        p.join(TIMEOUT)
+    finally:
+        cutscope.stop()
+    assert p.exitcode == -signal.SIGTERM  # it died of the signal, as without cutscope
+    doc = load(db_path)
+    sends, recvs = check_messages(doc)
+    assert len([e for e in doc["events"] if e["process"] == "child" and e["kind"] == "send"]) == 30
+    assert len([e for e in recvs if e["process"] == "parent"]) == 30
