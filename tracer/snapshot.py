@@ -54,6 +54,9 @@ LIVE_NS = 10_000_000_000  # a process whose recorder has not beaten for 10 s is 
 POLL_S = 0.005  # how often a waiting coordinator reads the progress (it wakes on reports too)
 STORE_POLL_S = 0.01  # at most this often it reads the progress from the store
 TICK_S = 0.05  # minimum interval between two request polls of one interpreter
+# ... while it takes part in no snapshot and serves a control socket (coordinators
+# of this host reach it through the socket; the store is for the other hosts'):
+IDLE_TICK_S = 0.25
 
 
 class SnapshotError(Exception):
@@ -593,14 +596,18 @@ def tick(tracer) -> None:
         for _ in range(min(n, 4)):
             _start_from_signal(tracer)
     now = time.monotonic()
-    if now - getattr(tracer, "_snap_polled", 0.0) < TICK_S:
+    procs = tracer.processes
+    every = TICK_S
+    if tracer.control is not None and not tracer.__dict__.get("_snap_taken") and \
+            not any(lp.snaps or lp.pending for lp in list(procs.values())):
+        every = IDLE_TICK_S
+    if now - getattr(tracer, "_snap_polled", 0.0) < every:
         return
     tracer._snap_polled = now
     store = tracer.store
     requests = getattr(store, "snapshot_requests", None)
     if requests is None:
         return
-    procs = tracer.processes
     names = [n for n, lp in list(procs.items()) if not lp.ended]
     taken = tracer.__dict__.get("_snap_taken", set())
     current = set()
