@@ -24,6 +24,7 @@ import errno
 import ipaddress
 import os
 import select
+import selectors
 import socket
 import sys
 import threading
@@ -1275,7 +1276,7 @@ def _conn_of(sock):
     return c
 
 
-def _new_tcp(sock, out_mode: int, in_mode: int, accepted: bool = False) -> None:
+def _new_tcp(sock, out_mode: int, in_mode: int, accepted: bool = False) -> "Conn":
     ino = _ino(sock)
     c = Conn(ino, out_mode, in_mode, accepted)
     if ino:
@@ -1284,6 +1285,38 @@ def _new_tcp(sock, out_mode: int, in_mode: int, accepted: bool = False) -> None:
             old.end()
         _inos[ino] = c
     _bind_obj(sock, c)
+    return c
+
+
+# Client connections to a traced server that owe their HELLO (nothing written yet).
+_hello_owed: "weakref.WeakSet[Conn]" = weakref.WeakSet()
+
+
+def hello_before_wait(selector) -> None:
+    """A selector is about to wait (integrations/waits.py): a traced client connection
+    registered in it for reading that still owes its HELLO sends it now. The client
+    waits for the server to speak first; a traced blocking server waits HELLO_WAIT for
+    the HELLO before it speaks, and so frames its own direction too. (A blocking
+    client sends it at its first read, which comes before it waits; an asyncio
+    client reads only once the server has spoken: too late without this.)"""
+    for c in list(_hello_owed):
+        if c.out_mode != HELLO_PENDING or c.ended or c.detached:
+            _hello_owed.discard(c)
+            continue
+        sock = c.sock()
+        if sock is None:
+            continue
+        try:
+            if not selector.get_key(sock).events & selectors.EVENT_READ:
+                continue
+            sock.getpeername()  # connected (a connect in progress waits for writing)
+        except (KeyError, ValueError, OSError):
+            continue
+        _hello_owed.discard(c)
+        try:
+            c.send_hello_now(sock)
+        except Exception as exc:
+            _fault(exc, "HELLO before a wait")
 
 
 # -- the wrappers ----------------------------------------------------------------------------
@@ -1322,7 +1355,9 @@ def _after_connect(sock, address) -> None:
             return
         ip = _resolve(address[0])
         traced = ip is not None and _traced_peer("tcp", ip, address[1])
-        _new_tcp(sock, HELLO_PENDING if traced else RAW, UNDECIDED if traced else RAW)
+        c = _new_tcp(sock, HELLO_PENDING if traced else RAW, UNDECIDED if traced else RAW)
+        if traced:
+            _hello_owed.add(c)
     except Exception as exc:
         _fault(exc, "after connect")
 
@@ -1776,6 +1811,7 @@ class SocketInstrumentor(Instrumentor):
         _objs.clear()
         _refs.clear()
         _inos.clear()
+        _hello_owed.clear()
         _framed.clear()
         _detached.clear()
         _lookups.clear()

@@ -412,6 +412,52 @@ def test_server_speaks_first_traced_pair_is_framed_both_ways(monkeypatch):
     assert pairs == {("client", "server"), ("server", "client")}
 
 
+def test_server_speaks_first_to_an_asyncio_client_is_framed_both_ways(monkeypatch):
+    """An asyncio client reads only once the server has spoken, too late for the
+    server's wait; it sends its HELLO when its event loop is about to wait for the
+    connection to become readable (sockets.hello_before_wait), so a blocking traced
+    server that speaks first frames its own direction too."""
+    import asyncio
+
+    from cutscope.integrations import sockets
+
+    monkeypatch.setattr(sockets, "HELLO_WAIT", 10.0)  # a loaded machine: no flaky race
+    with recording("main") as rec:
+        srv = socket.create_server(("127.0.0.1", 0))
+
+        def server():
+            with cutscope.process("server"):
+                s, _ = srv.accept()
+                s.settimeout(10)
+                s.sendall(b"220 ready\r\n")
+                assert s.recv(100) == b"QUIT\r\n"
+                s.sendall(b"221 bye\r\n")
+                s.close()
+
+        t = threading.Thread(target=server)
+        t.start()
+
+        async def client():
+            r, w = await asyncio.open_connection(*srv.getsockname())
+            greeting = await r.readline()
+            w.write(b"QUIT\r\n")
+            await w.drain()
+            bye = await r.readline()
+            w.close()
+            await w.wait_closed()
+            return greeting, bye
+
+        with cutscope.process("client"):
+            got = asyncio.run(asyncio.wait_for(client(), 20))
+        t.join(10)
+        srv.close()
+        assert got == (b"220 ready\r\n", b"221 bye\r\n")
+        doc = rec.trace()
+    framed = assert_matched(doc, min_framed=2)
+    pairs = {(c["src"], c["dst"]) for c in doc["channels"] if c["id"] in framed}
+    assert pairs == {("client", "server"), ("server", "client")}
+
+
 def test_udp_enveloped_between_traced_and_raw_otherwise():
     with recording("u") as rec:
         a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
