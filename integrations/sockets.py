@@ -418,6 +418,7 @@ class Conn:
         self.ended = True
         self.fast_lp = None
         self.fast_in = False
+        _hello_owed.pop(id(self), None)
         if _inos.get(self.ino) is self:
             del _inos[self.ino]
         _framed.discard(self)
@@ -581,6 +582,7 @@ class Conn:
         self.out_pending += wire.hello(cid, lp.name)
         self.out_name = lp.name
         self.out_mode = FRAMED
+        _hello_owed.pop(id(self), None)
         _framed.add(self)
         ep = OutEndpoint(lp, cid, self._flush, True)
         self.ep = ep
@@ -735,6 +737,7 @@ class Conn:
             with self.slock:
                 if self.out_mode == HELLO_PENDING and not self.out_pending:
                     self.out_mode = RAW
+                    _hello_owed.pop(id(self), None)
                     self._fast()
 
     def send_hello_now(self, sock) -> None:
@@ -1288,8 +1291,10 @@ def _new_tcp(sock, out_mode: int, in_mode: int, accepted: bool = False) -> "Conn
     return c
 
 
-# Client connections to a traced server that owe their HELLO (nothing written yet).
-_hello_owed: "weakref.WeakSet[Conn]" = weakref.WeakSet()
+# Client connections to a traced server that owe their HELLO (nothing written yet):
+# id -> Conn. Left when the HELLO goes (_open_out), the direction turns raw, or the
+# connection ends. A dict, so that list() of it is atomic against other threads.
+_hello_owed: dict[int, "Conn"] = {}
 
 
 def hello_before_wait(selector) -> None:
@@ -1299,24 +1304,24 @@ def hello_before_wait(selector) -> None:
     the HELLO before it speaks, and so frames its own direction too. (A blocking
     client sends it at its first read, which comes before it waits; an asyncio
     client reads only once the server has spoken: too late without this.)"""
-    for c in list(_hello_owed):
-        if c.out_mode != HELLO_PENDING or c.ended or c.detached:
-            _hello_owed.discard(c)
-            continue
-        sock = c.sock()
-        if sock is None:
-            continue
-        try:
-            if not selector.get_key(sock).events & selectors.EVENT_READ:
+    try:
+        for c in list(_hello_owed.values()):
+            if c.out_mode != HELLO_PENDING or c.ended or c.detached:
+                _hello_owed.pop(id(c), None)
                 continue
-            sock.getpeername()  # connected (a connect in progress waits for writing)
-        except (KeyError, ValueError, OSError):
-            continue
-        _hello_owed.discard(c)
-        try:
+            sock = c.sock()
+            if sock is None:  # its socket objects are closed or gone
+                _hello_owed.pop(id(c), None)
+                continue
+            try:
+                if not selector.get_key(sock).events & selectors.EVENT_READ:
+                    continue
+                sock.getpeername()  # connected (a connect in progress waits for writing)
+            except Exception:  # not registered here, not connected, a closed selector
+                continue
             c.send_hello_now(sock)
-        except Exception as exc:
-            _fault(exc, "HELLO before a wait")
+    except Exception as exc:
+        _fault(exc, "HELLO before a wait")
 
 
 # -- the wrappers ----------------------------------------------------------------------------
@@ -1357,7 +1362,7 @@ def _after_connect(sock, address) -> None:
         traced = ip is not None and _traced_peer("tcp", ip, address[1])
         c = _new_tcp(sock, HELLO_PENDING if traced else RAW, UNDECIDED if traced else RAW)
         if traced:
-            _hello_owed.add(c)
+            _hello_owed[id(c)] = c
     except Exception as exc:
         _fault(exc, "after connect")
 

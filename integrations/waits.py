@@ -48,7 +48,7 @@ def _wrap(original):
         lp = current()
         if lp is not None and lp.pending:
             lp.safepoint()
-        if _hello_owed:  # (empty but for traced clients that have written nothing yet)
+        if _hello_owed:  # (empty but for traced client connections that owe their HELLO)
             hello_before_wait(self)
         return original(self, timeout)
 

@@ -833,3 +833,21 @@ def test_first_write_that_is_a_tls_record_stays_raw():
     assert len(sends) == 3 and all(e["nbytes"] == len(record) for e in sends)
     framed = {ch["id"] for ch in doc["channels"] if ch["framed"]}
     assert not any(e["channel"] in framed for e in sends)
+
+
+def test_hello_owed_is_forgotten_once_sent_or_closed():
+    """The connections that owe a HELLO are kept only until it goes or they end, so a
+    selector's wait does nothing for a client that has spoken or closed."""
+    from cutscope.integrations import sockets
+
+    with recording("main"):
+        srv = socket.create_server(("127.0.0.1", 0))
+        a = socket.create_connection(srv.getsockname())
+        b = socket.create_connection(srv.getsockname())
+        assert len(sockets._hello_owed) == 2
+        a.sendall(b"x")  # the HELLO goes in front of it
+        assert len(sockets._hello_owed) == 1
+        b.close()
+        assert sockets._hello_owed == {}
+        a.close()
+        srv.close()
