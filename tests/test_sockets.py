@@ -375,6 +375,12 @@ def test_in_transit_message_lands_in_the_channel_state():
         s.close()
 
 
+def _assert_framed_both_ways(doc):
+    framed = assert_matched(doc, min_framed=2)
+    pairs = {(c["src"], c["dst"]) for c in doc["channels"] if c["id"] in framed}
+    assert pairs == {("client", "server"), ("server", "client")}
+
+
 def test_server_speaks_first_traced_pair_is_framed_both_ways(monkeypatch):
     """The client's HELLO goes out when it first reads; the server, about to speak
     first, waits for it (CUTSCOPE_HELLO_WAIT) and frames its own direction."""
@@ -407,9 +413,7 @@ def test_server_speaks_first_traced_pair_is_framed_both_ways(monkeypatch):
         srv.close()
         assert out == {"greeting": b"220 ready\r\n", "bye": b"221 bye\r\n"}
         doc = rec.trace()
-    framed = assert_matched(doc, min_framed=2)
-    pairs = {(c["src"], c["dst"]) for c in doc["channels"] if c["id"] in framed}
-    assert pairs == {("client", "server"), ("server", "client")}
+    _assert_framed_both_ways(doc)
 
 
 def test_server_speaks_first_to_an_asyncio_client_is_framed_both_ways(monkeypatch):
@@ -453,9 +457,7 @@ def test_server_speaks_first_to_an_asyncio_client_is_framed_both_ways(monkeypatc
         srv.close()
         assert got == (b"220 ready\r\n", b"221 bye\r\n")
         doc = rec.trace()
-    framed = assert_matched(doc, min_framed=2)
-    pairs = {(c["src"], c["dst"]) for c in doc["channels"] if c["id"] in framed}
-    assert pairs == {("client", "server"), ("server", "client")}
+    _assert_framed_both_ways(doc)
 
 
 def test_udp_enveloped_between_traced_and_raw_otherwise():
