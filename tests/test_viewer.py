@@ -215,6 +215,42 @@ def test_follows_a_live_trace(db_url):
     run(go())
 
 
+def test_following_waits_longer_after_a_slow_load(db_url, monkeypatch):
+    """A reload that took t seconds is followed by the next look at the store only
+    FOLLOW_FACTOR * t later: a large live trace is not reloaded back to back."""
+    from cutscope.viewer import app as app_mod
+    from cutscope.viewer.analysis import Trace
+
+    viewer_traces.bank_trace(db_url)
+    slow = Trace.from_store.__func__
+
+    def from_store(cls, store):  # a load that takes 0.5 s, like a large trace's
+        time.sleep(0.5)
+        return slow(cls, store)
+
+    monkeypatch.setattr(Trace, "from_store", classmethod(from_store))
+
+    async def go():
+        app = CutscopeApp(db=db_url, follow=True, poll=0.1)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.explorer is not None)
+            loaded_at = time.monotonic()
+            assert app.follow_every >= app_mod.FOLLOW_FACTOR * 0.5
+            assert "(following, every " in text_of(app, "#status")
+            t = cutscope.start(db=db_url, name="late", instrument=False)
+            try:
+                t.main.local("new")
+                t.flush()
+            finally:
+                cutscope.stop()
+            while time.monotonic() < loaded_at + 1.0:  # the store changed: no reload yet
+                await pilot.pause(0.1)
+                assert app.loads == 1 and not app._loading
+            await wait_for(pilot, lambda: app.loads == 2)
+
+    run(go())
+
+
 def test_large_trace_loads_and_scrolls(db_url):
     viewer_traces.big_trace(db_url, 20_000)
 

@@ -25,6 +25,10 @@ from .messages import LoadFailed, Rendered, SnapshotResult, TraceChanged, TraceL
 from .screens import MainScreen
 
 POLL_S = 1.0
+# Following waits at least FOLLOW_FACTOR times the last load's duration between
+# two reloads: a million-event trace (seconds a load) is reloaded every ~20 s,
+# not back to back, so the viewer does not take a core from the system it shows.
+FOLLOW_FACTOR = 4.0
 
 
 class CutscopeApp(App):
@@ -48,6 +52,9 @@ class CutscopeApp(App):
         self._store = None
         self._store_lock = threading.Lock()
         self._loading = False
+        self._load_t0 = 0.0
+        self.follow_every = poll  # seconds between two looks at the store (adapted)
+        self._next_look = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -81,6 +88,7 @@ class CutscopeApp(App):
 
     def load(self) -> None:
         self._loading = True
+        self._load_t0 = time.monotonic()
         prev = None
         if self.explorer is not None:
             ex = self.explorer
@@ -135,21 +143,30 @@ class CutscopeApp(App):
         first = self.explorer is None
         self.doc, self.explorer, self.stamp = msg.doc, msg.explorer, msg.stamp
         self.loads += 1
+        now = time.monotonic()
+        self.follow_every = max(self.poll_s, FOLLOW_FACTOR * (now - self._load_t0))
+        self._next_look = now + self.follow_every
         screen = self.main
         if screen is not None:
             screen.show_trace(scroll=first)
             ex = msg.explorer
             screen.set_status(f"{msg.events} events, {len(ex.procs)} processes, "
                               f"{len(msg.doc.get('snapshots', []))} snapshots"
-                              + ("  (following)" if self.follow else ""))
+                              + (self._following() if self.follow else ""))
 
     def on_load_failed(self, msg: LoadFailed) -> None:
         self._loading = False
         if self.main is not None:
             self.main.set_status(f"cannot load the trace: {msg.error}")
 
+    def _following(self) -> str:
+        if self.follow_every <= 2 * self.poll_s:
+            return "  (following)"
+        return f"  (following, every {self.follow_every:.0f} s)"
+
     def _poll(self) -> None:
-        if self.follow and not self._loading and self.db is not None:
+        if self.follow and not self._loading and self.db is not None and \
+                time.monotonic() >= self._next_look:
             self._check_stamp()
 
     @work(thread=True, exclusive=True, group="poll")
