@@ -289,6 +289,18 @@ def q_get(self, block=True, timeout=None):
         lp.tracer.guard(lp.marker, mark.cid, mark.sid, mark.initiator)
 
 
+def q_empty(self):
+    """As the original (``not self._poll()``), except that a pipe holding only
+    markers is empty: every item put and not yet taken holds a slot of the
+    queue's semaphore (``qsize()``), and markers hold none."""
+    if _ORIG["Queue.empty"](self):
+        return True
+    try:
+        return self.qsize() == 0
+    except NotImplementedError:  # no sem_getvalue (macOS): as the original
+        return False
+
+
 def _got(q, lp, env: Env):
     item = env.item
     try:
@@ -890,6 +902,7 @@ def _patch_queues(module=None) -> None:
     _set(Q.Queue, "__init__", "Queue.__init__", q_init)
     _set(Q.Queue, "put", "Queue.put", q_put)
     _set(Q.Queue, "get", "Queue.get", q_get)
+    _set(Q.Queue, "empty", "Queue.empty", q_empty)
     _set(Q.JoinableQueue, "put", "JoinableQueue.put", jq_put)
     _set(Q.Queue, "_feed", "Queue._feed", _FEED)
 

@@ -639,3 +639,29 @@ def test_sigterm_while_the_child_stops_tracing_keeps_its_events(method, db_path)
     sends, recvs = check_messages(doc)
     assert len([e for e in doc["events"] if e["process"] == "child" and e["kind"] == "send"]) == 30
     assert len([e for e in recvs if e["process"] == "parent"]) == 30
+
+
+def test_a_marker_alone_in_the_pipe_leaves_the_queue_empty():
+    """Markers hold no slot of the queue's semaphore: with only a marker in the pipe,
+    empty() is True and qsize() 0, as without cutscope; the next get swallows it."""
+    import time
+
+    with recording("main"):
+        q = mp.get_context("fork").Queue()
+        with cutscope.process("P") as prod:
+            q.put("item")
+        with cutscope.process("C"):
+            assert q.get(timeout=TIMEOUT) == "item"
+        assert q.empty() and q.qsize() == 0
+        prod.record(7, prod.name)  # a snapshot: its marker goes into the idle queue
+        deadline = time.monotonic() + TIMEOUT
+        while not q._poll() and time.monotonic() < deadline:  # the feeder wrote it
+            time.sleep(0.01)
+        assert q._poll(), "the marker never reached the pipe"
+        assert q.empty() and q.qsize() == 0
+        with cutscope.process("C"):
+            with pytest.raises(queue.Empty):
+                q.get(timeout=0.2)
+        assert not q._poll()
+        q.close()
+        q.join_thread()
