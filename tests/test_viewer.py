@@ -246,7 +246,7 @@ def test_following_waits_longer_after_a_slow_load(db_url, monkeypatch):
             while time.monotonic() < loaded_at + 1.0:  # the store changed: no reload yet
                 await pilot.pause(0.1)
                 assert app.loads == 1 and not app._loading
-            await wait_for(pilot, lambda: app.loads == 2)
+            await wait_for(pilot, lambda: app.loads == 2, timeout=60)  # (4x a slow load)
 
     run(go())
 
