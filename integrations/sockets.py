@@ -332,12 +332,88 @@ class _Pass:
 PASS = _Pass()
 
 
-class Conn:
+class RawEnds:
+    """The unframed channels of one stream connection, one per direction, whose
+    sends and receives are recorded with ``lp.unframed``: a TCP connection's raw
+    directions (``Conn``) and a TLS connection's plaintext (integrations/tls.py)."""
+
+    transport = "tcp"
+    where = "sockets"  # the faults' prefix
+
+    def __init__(self):
+        self.laddr = self.raddr = None
+        self.raw_out: str | None = None
+        self.raw_in: str | None = None
+        self.raw_in_lp = None
+        self.in_eof = False
+
+    def _end_in(self) -> None:
+        """End of the incoming stream: nothing more can arrive on its channel."""
+        if self.in_eof:
+            return
+        self.in_eof = True
+        if self.raw_in is not None and self.raw_in_lp is not None:
+            self.raw_in_lp.remove_in(self.raw_in)
+
+    def _addrs(self, sock):
+        if self.raddr is None:
+            try:
+                self.laddr = sock.getsockname()
+                self.raddr = sock.getpeername()
+            except OSError:
+                return "?"
+        return None
+
+    def endpoint(self, sock, outgoing: bool) -> str:
+        self._addrs(sock)
+        if self.raddr is None:
+            return "?"
+        a, b = _fmt(self.laddr), _fmt(self.raddr)
+        return f"{a}->{b}" if outgoing else f"{b}->{a}"
+
+    def raw_sent(self, sock, n: int, data) -> None:
+        t = _tracer[0]
+        lp = _lp()
+        if t is None or lp is None or n <= 0:
+            return
+        try:
+            cid = self.raw_out
+            if cid is None:
+                cid = self.raw_out = t.channel(None, lp.name, None, self.transport,
+                                               self.endpoint(sock, True), False)
+            lp.unframed("send", cid, n, bytes(data[:n]) if t.capture else None)
+        except Exception as exc:
+            t.fault(exc, f"{self.where}: recording a raw send")
+
+    def raw_received(self, sock, data, n: int | None = None) -> None:
+        t = _tracer[0]
+        lp = _lp()
+        if t is None or lp is None:
+            return
+        try:
+            if n is None:
+                n = len(data)
+            if n == 0:
+                self._end_in()
+                return
+            cid = self.raw_in
+            if cid is None:
+                cid = self.raw_in = t.channel(None, None, lp.name, self.transport,
+                                              self.endpoint(sock, False), False)
+                self.raw_in_lp = lp
+                lp.add_in(cid, fifo=False)
+            lp.unframed("recv", cid, n, bytes(data[:n]) if t.capture else None)
+        except Exception as exc:
+            t.fault(exc, f"{self.where}: recording a raw receive")
+
+
+class Conn(RawEnds):
     """The framing state of one TCP connection (both directions)."""
 
     kind = "tcp"
 
     def __init__(self, ino: int, out_mode: int, in_mode: int, accepted: bool = False):
+        super().__init__()
         self.ino = ino
         self.out_mode = out_mode
         self.in_mode = in_mode
@@ -356,7 +432,6 @@ class Conn:
         self.nobjs = 0
         self.detached = False
         self.ended = False
-        self.laddr = self.raddr = None
         # out direction
         self.ep: OutEndpoint | None = None
         self.out_cid: str | None = None
@@ -374,11 +449,6 @@ class Conn:
         self.in_name = ""
         self.in_cid: str | None = None
         self.in_lp = None
-        self.in_eof = False
-        # raw channels
-        self.raw_out: str | None = None
-        self.raw_in: str | None = None
-        self.raw_in_lp = None
 
     def __repr__(self):
         return f"<Conn out={self.out_mode} in={self.in_mode} ino={self.ino}>"
@@ -434,66 +504,9 @@ class Conn:
             _fault(exc, "closing a connection")
 
     def _end_in(self) -> None:
-        if self.in_eof:
-            return
-        self.in_eof = True
-        if self.in_cid is not None and self.in_lp is not None:
+        if not self.in_eof and self.in_cid is not None and self.in_lp is not None:
             self.in_lp.remove_in(self.in_cid)
-        if self.raw_in is not None and self.raw_in_lp is not None:
-            self.raw_in_lp.remove_in(self.raw_in)
-
-    def _addrs(self, sock):
-        if self.raddr is None:
-            try:
-                self.laddr = sock.getsockname()
-                self.raddr = sock.getpeername()
-            except OSError:
-                return "?"
-        return None
-
-    def endpoint(self, sock, outgoing: bool) -> str:
-        self._addrs(sock)
-        if self.raddr is None:
-            return "?"
-        a, b = _fmt(self.laddr), _fmt(self.raddr)
-        return f"{a}->{b}" if outgoing else f"{b}->{a}"
-
-    # -- raw -----------------------------------------------------------------
-
-    def raw_sent(self, sock, n: int, data) -> None:
-        t = _tracer[0]
-        lp = _lp()
-        if t is None or lp is None or n <= 0:
-            return
-        try:
-            cid = self.raw_out
-            if cid is None:
-                cid = self.raw_out = t.channel(None, lp.name, None, "tcp", self.endpoint(sock, True),
-                                               False)
-            lp.unframed("send", cid, n, bytes(data[:n]) if t.capture else None)
-        except Exception as exc:
-            _fault(exc, "recording a raw send")
-
-    def raw_received(self, sock, data, n: int | None = None) -> None:
-        t = _tracer[0]
-        lp = _lp()
-        if t is None or lp is None:
-            return
-        try:
-            if n is None:
-                n = len(data)
-            if n == 0:
-                self._end_in()
-                return
-            cid = self.raw_in
-            if cid is None:
-                cid = self.raw_in = t.channel(None, None, lp.name, "tcp",
-                                              self.endpoint(sock, False), False)
-                self.raw_in_lp = lp
-                lp.add_in(cid, fifo=False)
-            lp.unframed("recv", cid, n, bytes(data[:n]) if t.capture else None)
-        except Exception as exc:
-            _fault(exc, "recording a raw receive")
+        super()._end_in()
 
     # -- negotiation -----------------------------------------------------------
 

@@ -24,101 +24,59 @@ import os
 import sys
 import weakref
 
-from cutscope.tracer.process import _current, _default
-
 from ._base import Instrumentor, register
-from .sockets import _fmt
+from .sockets import RawEnds
 
 __all__ = ["TLSInstrumentor"]
 
 _tracer: list = [None]
 _orig: dict = {}
-# id(SSLSocket) -> [weak reference, outgoing channel, incoming channel, its receiver]
-_state: dict[int, list] = {}
 
 
-def _fault(exc, where: str) -> None:
-    t = _tracer[0]
-    if t is not None:
-        t.fault(exc, "tls: " + where)
+class _TLSEnds(RawEnds):
+    """The two plaintext channels of one ``SSLSocket`` (``ref``: a weak reference to it).
+    Recorded as the socket integration records raw TCP, with its tracer."""
+
+    transport = "tls"
+    where = "tls"
+    ref: weakref.ref
 
 
-def _entry(sock) -> list:
+_state: dict[int, _TLSEnds] = {}  # id(SSLSocket) -> its channels
+
+
+def _ends(sock) -> _TLSEnds:
     k = id(sock)
     st = _state.get(k)
-    if st is None or st[0]() is not sock:
+    if st is None or st.ref() is not sock:
         def gone(ref, k=k):
             cur = _state.get(k)
-            if cur is not None and cur[0] is ref:
+            if cur is not None and cur.ref is ref:
                 del _state[k]
 
-        st = _state[k] = [weakref.ref(sock, gone), None, None, None]
+        st = _state[k] = _TLSEnds()
+        st.ref = weakref.ref(sock, gone)
     return st
-
-
-def _endpoint(sock, outgoing: bool) -> str:
-    try:
-        a, b = _fmt(sock.getsockname()), _fmt(sock.getpeername())
-    except OSError:
-        return "?"
-    return f"{a}->{b}" if outgoing else f"{b}->{a}"
-
-
-def _sent(sock, n, data) -> None:
-    t = _tracer[0]
-    lp = _current.get() or _default[0]
-    if t is None or lp is None or type(n) is not int or n <= 0:
-        return
-    try:
-        st = _entry(sock)
-        cid = st[1]
-        if cid is None:
-            cid = st[1] = t.channel(None, lp.name, None, "tls", _endpoint(sock, True), False)
-        lp.unframed("send", cid, n, bytes(memoryview(data).cast("B")[:n]) if t.capture else None)
-    except Exception as exc:
-        _fault(exc, "recording a send")
-
-
-def _received(sock, n: int, data) -> None:
-    t = _tracer[0]
-    lp = _current.get() or _default[0]
-    if t is None or lp is None:
-        return
-    try:
-        st = _entry(sock)
-        cid = st[2]
-        if n <= 0:  # end of stream: nothing more can arrive on it
-            if cid is not None and st[3] is not None:
-                st[3].remove_in(cid)
-            return
-        if cid is None:
-            cid = st[2] = t.channel(None, None, lp.name, "tls", _endpoint(sock, False), False)
-            st[3] = lp
-            lp.add_in(cid, fifo=False)
-        lp.unframed("recv", cid, n, bytes(memoryview(data).cast("B")[:n]) if t.capture else None)
-    except Exception as exc:
-        _fault(exc, "recording a receive")
 
 
 def read(self, *args, **kwargs):
     r = _orig["read"](self, *args, **kwargs)
     if type(r) is int:  # read into a buffer: the count
-        buf = args[1] if len(args) > 1 else kwargs.get("buffer")
-        _received(self, r, buf)
+        _ends(self).raw_received(self, args[1] if len(args) > 1 else kwargs.get("buffer"), r)
     else:
-        _received(self, len(r), r)
+        _ends(self).raw_received(self, r)
     return r
 
 
 def write(self, data):
     n = _orig["write"](self, data)
-    _sent(self, n, data)
+    _ends(self).raw_sent(self, n, data)
     return n
 
 
 def send(self, data, flags=0):
     n = _orig["send"](self, data, flags)
-    _sent(self, n, data)
+    _ends(self).raw_sent(self, n, data)
     return n
 
 
@@ -126,10 +84,12 @@ def _real_close(self, *args, **kwargs):
     """Closed: its incoming channel ends (a snapshot no longer waits on it)."""
     try:
         st = _state.pop(id(self), None)
-        if st is not None and st[0]() is self and st[2] is not None and st[3] is not None:
-            st[3].remove_in(st[2])
+        if st is not None and st.ref() is self:
+            st._end_in()
     except Exception as exc:
-        _fault(exc, "close")
+        t = _tracer[0]
+        if t is not None:
+            t.fault(exc, "tls: close")
     return _orig["_real_close"](self, *args, **kwargs)
 
 

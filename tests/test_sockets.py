@@ -375,6 +375,16 @@ def test_in_transit_message_lands_in_the_channel_state():
         s.close()
 
 
+def _greet(srv):
+    """The server side of a greeting protocol (it speaks first): the accepted socket."""
+    s, _ = srv.accept()
+    s.settimeout(10)
+    s.sendall(b"220 ready\r\n")
+    assert s.recv(100) == b"QUIT\r\n"
+    s.sendall(b"221 bye\r\n")
+    return s
+
+
 def _assert_framed_both_ways(doc):
     framed = assert_matched(doc, min_framed=2)
     pairs = {(c["src"], c["dst"]) for c in doc["channels"] if c["id"] in framed}
@@ -402,11 +412,7 @@ def test_server_speaks_first_traced_pair_is_framed_both_ways(monkeypatch):
         t = threading.Thread(target=client)
         t.start()
         with cutscope.process("server"):
-            s, _ = srv.accept()
-            s.settimeout(10)
-            s.sendall(b"220 ready\r\n")
-            assert s.recv(100) == b"QUIT\r\n"
-            s.sendall(b"221 bye\r\n")
+            s = _greet(srv)
             t.join(10)
             assert s.recv(100) == b""
             s.close()
@@ -431,12 +437,7 @@ def test_server_speaks_first_to_an_asyncio_client_is_framed_both_ways(monkeypatc
 
         def server():
             with cutscope.process("server"):
-                s, _ = srv.accept()
-                s.settimeout(10)
-                s.sendall(b"220 ready\r\n")
-                assert s.recv(100) == b"QUIT\r\n"
-                s.sendall(b"221 bye\r\n")
-                s.close()
+                _greet(srv).close()
 
         t = threading.Thread(target=server)
         t.start()

@@ -129,7 +129,6 @@ class SnapshotRequest(Base):
     taken: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
-
 # Polled by every interpreter's recorder thread about every 50 ms: built once (a
 # statement built per call cost most of an idle tracer's CPU).
 _REQUESTS = (
@@ -139,6 +138,10 @@ _REQUESTS = (
            SnapshotRequest.process.in_(bindparam("procs", expanding=True)),
            Snapshot.status == "running")
 )
+
+
+# Every event block in the order written (load, event_blocks).
+_BLOCKS = select(EventBlock.id, EventBlock.encoding, EventBlock.data).order_by(EventBlock.id)
 
 
 class SnapshotState(Base):
@@ -897,13 +900,11 @@ class SqlStore:
         reader that takes them from ``event_blocks()`` (the viewer, which keeps
         them in columns rather than a dict per event).
         """
-        with self.engine.connect() as conn:
+        with self.engine.connect() as conn:  # one read transaction: a consistent trace
             procs = [dict(r._mapping) for r in
                      conn.execute(select(Process.__table__).order_by(Process.started_ns))]
             chans = [dict(r._mapping) for r in conn.execute(select(Channel.__table__).order_by(Channel.id))]
-            events = [e for r in conn.execute(select(
-                EventBlock.id, EventBlock.encoding, EventBlock.data).order_by(EventBlock.id))
-                for e in decode_block(*r)] if events else []
+            events = [e for r in conn.execute(_BLOCKS) for e in decode_block(*r)] if events else []
             snaps = [dict(r._mapping) for r in conn.execute(select(Snapshot.__table__))]
             states = [dict(r._mapping) for r in conn.execute(select(SnapshotState.__table__))]
             msgs = [dict(r._mapping) for r in conn.execute(select(SnapshotMessage.__table__))]
@@ -915,8 +916,7 @@ class SqlStore:
         an unframed event's is ""; duplicates of one (process, seq) are all there
         (``load()`` keeps the first written)."""
         with self.engine.connect() as conn:
-            for r in conn.execute(select(EventBlock.id, EventBlock.encoding,
-                                         EventBlock.data).order_by(EventBlock.id)):
+            for r in conn.execute(_BLOCKS):
                 yield decode_block(*r)
 
     def last_event(self, process: str) -> tuple[int, int]:
