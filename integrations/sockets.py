@@ -33,7 +33,7 @@ import weakref
 import _socket
 
 from cutscope.tracer import wire
-from cutscope.tracer.process import OutEndpoint, _current, _default
+from cutscope.tracer.process import FAST, OutEndpoint, _current, _default
 
 from ._base import Instrumentor, register
 
@@ -1451,11 +1451,7 @@ def _fast_sender(name, general, ret_n):
                             _fault(exc, "recording a send")
                             markers, seq, lam = None, 0, 0
                         if markers:
-                            pend = c.out_pending
-                            for m in markers:
-                                pend += wire.marker(m.snapshot, m.initiator)
-                            buf = bytes(pend) + _pack(_DATA, n, seq, lam) + data
-                            pend.clear()
+                            buf = _marker_prefix(c, markers) + _pack(_DATA, n, seq, lam) + data
                         else:
                             buf = _pack(_DATA, n, seq, lam) + data
                         # a blocking socket takes it all (or fails, and the stream is gone)
@@ -1469,6 +1465,16 @@ def _fast_sender(name, general, ret_n):
         return general(self, c, data, flags)
     fast.__name__ = fast.__qualname__ = name
     return fast
+
+
+def _marker_prefix(c, markers) -> bytes:
+    """The control bytes owed on ``c`` with ``markers`` after them, taken (send's fast path)."""
+    pend = c.out_pending
+    for m in markers:
+        pend += wire.marker(m.snapshot, m.initiator)
+    out = bytes(pend)
+    pend.clear()
+    return out
 
 
 def _send_general(self, c, data, flags):
@@ -1754,6 +1760,14 @@ def detach(self):
         _fault(exc, "detach")
     return _orig["detach"](self)
 
+
+# With the C extension (tracer/_fast.c), the three hot paths above are its method
+# descriptors: the same tests and state, in C; they call the Python functions above
+# (kept as the reference) whenever a test fails, before doing anything.
+if FAST is not None:
+    send, sendall, recv = FAST.setup_sockets(
+        _Socket, _objs, _current, _default, _tracer, _fault, _marker_prefix, _sendall, _recv,
+        send, sendall, recv)
 
 _WRAPPERS = {
     "connect": connect, "connect_ex": connect_ex, "accept": accept, "listen": listen,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import contextvars
+import os
 import threading
 import time
 from typing import Any, Callable
@@ -462,6 +463,24 @@ class LogicalProcess:
                 return []
             return sorted(c for c, f in self.incoming.items() if f and c not in s.closed)
 
+
+def _speedups():
+    """The C hot paths (``tracer/_fast.c``): ``LogicalProcess.send`` and ``recv`` become
+    its methods (the Python ones above stay the reference, and the C code calls them
+    for anything but the common case). None when it is not built or
+    ``CUTSCOPE_SPEEDUPS=0``."""
+    if os.environ.get("CUTSCOPE_SPEEDUPS", "1") == "0":
+        return None
+    try:
+        from cutscope.tracer import _fast
+    except ImportError:
+        return None
+    LogicalProcess.send, LogicalProcess.recv = _fast.setup(
+        LogicalProcess, OutEndpoint, SEND, RECV, LogicalProcess.send, LogicalProcess.recv)
+    return _fast
+
+
+FAST = _speedups()
 
 # The main logical process of this OS process while a tracer runs (set by Tracer).
 _default: list["LogicalProcess | None"] = [None]

@@ -1,0 +1,1142 @@
+/* cutscope.tracer._fast: the hot paths in C (optional; the pure-Python code is the
+ * reference and the fallback).
+ *
+ * What is here, and only this:
+ *   - LogicalProcess.send / LogicalProcess.recv, the core's Lamport events, for the
+ *     common case (an OutEndpoint, no keyword arguments); anything else calls the
+ *     Python methods they replace.
+ *   - The fast paths of socket.socket.send / sendall / recv on a framed blocking TCP
+ *     connection (integrations/sockets.py: _fast_sender, recv): the same tests in the
+ *     same order, the same state read and written, the same calls. Whenever one of
+ *     those tests fails, the Python function they replace is called instead, before
+ *     anything has been done, so behaviour is the Python code's by construction.
+ *
+ * Locking is the Python code's: the logical process's lock (a _thread.lock, through
+ * its acquire/release methods) around the clock and sequence, the connection's token
+ * (the one item of a list) around a direction's state. Between acquire and release no
+ * Python code runs (only int, tuple and dict operations on str keys).
+ *
+ * Slots of LogicalProcess and OutEndpoint (__slots__) are read and written at their
+ * offsets (looked up once from the member descriptors); an object whose type is not
+ * exactly the configured class takes the Python path.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <time.h>
+#include <string.h>
+
+#define HDR_SIZE 21
+#define T_DATA 1
+#define CHECK_MASK 255
+
+/* ---- configuration (set once by setup / setup_sockets) ---- */
+static PyTypeObject *LP_type, *EP_type;
+static Py_ssize_t o_name, o_lock, o_clock, o_seq, o_pending, o_incoming, o_snaps,
+    o_append, o_check, o_tracer;
+static Py_ssize_t e_channel, e_pending, e_process;
+static PyObject *K_SEND, *K_RECV;       /* the event kinds, the core's own str objects */
+static PyObject *py_send, *py_recv;     /* the Python methods replaced */
+
+static PyObject *S_objs;          /* id(socket object) -> Conn */
+static PyObject *S_current;       /* the ContextVar of the logical process */
+static PyObject *S_default;       /* [main logical process or None] */
+static PyObject *S_tracer;        /* [tracer or None] */
+static PyObject *S_fault;         /* _fault(exc, where) */
+static PyObject *S_prefix;        /* _marker_prefix(conn, markers) -> bytes */
+static PyObject *S_real_sendall, *S_real_recv;
+static PyObject *S_py_send, *S_py_sendall, *S_py_recv;  /* the Python wrappers (fallbacks) */
+static int sockets_ready = 0;
+
+/* interned attribute names */
+static PyObject *n_acquire, *n_release, *n_gettimeout, *n_fast_lp, *n_stok, *n_rtok,
+    *n_out_left, *n_out_pending, *n_ep, *n_fast_in, *n_in_left, *n_in_buf, *n_in_cid,
+    *n_in_name, *n_capture, *n_record_after_send, *n_markers_after, *n_push,
+    *n_recv_framed, *n_closed, *n_messages, *n_block, *n_setdefault;
+static PyObject *kw_block;  /* ("block",) */
+static PyObject *w_send, *w_recv;  /* "recording a send", "recording a receive" */
+
+static PyObject *ZERO;  /* the int 0 */
+
+/* The exact int 0 (the flags argument of the plain calls). */
+static inline int
+is_zero(PyObject *v)
+{
+    if (!PyLong_CheckExact(v))
+        return 0;
+    int overflow = 0;
+    long r = PyLong_AsLongAndOverflow(v, &overflow);
+    return r == 0 && !overflow;
+}
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+static Py_ssize_t
+slot_offset(PyTypeObject *tp, const char *name)
+{
+    PyObject *d = PyObject_GetAttrString((PyObject *)tp, name);
+    if (d == NULL)
+        return -1;
+    if (!Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not a slot", tp->tp_name, name);
+        Py_DECREF(d);
+        return -1;
+    }
+    PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+    Py_ssize_t off = m->offset;
+    int ok = m->type == T_OBJECT_EX;
+    Py_DECREF(d);
+    if (!ok) {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not an object slot", tp->tp_name, name);
+        return -1;
+    }
+    return off;
+}
+
+static inline PyObject *
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return PyLong_FromLongLong((long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
+}
+
+static inline int
+lock_call(PyObject *lock, PyObject *name)
+{
+    PyObject *r = PyObject_CallMethodNoArgs(lock, name);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Truth of a container slot without calling Python for the exact built-in types. */
+static inline int
+nonempty(PyObject *v)
+{
+    if (v == NULL)
+        return 0;
+    if (PyList_CheckExact(v))
+        return PyList_GET_SIZE(v) > 0;
+    if (PyDict_CheckExact(v))
+        return PyDict_GET_SIZE(v) > 0;
+    return PyObject_IsTrue(v);
+}
+
+/* Read an int slot as a long long; -1 with an error set if it is not one. */
+static inline int
+slot_ll(PyObject *obj, Py_ssize_t off, long long *out)
+{
+    PyObject *v = SLOT(obj, off);
+    if (v == NULL || !PyLong_CheckExact(v)) {
+        PyErr_SetString(PyExc_TypeError, "cutscope: clock slot is not an int");
+        return -1;
+    }
+    *out = PyLong_AsLongLong(v);
+    if (*out == -1 && PyErr_Occurred())
+        return -1;
+    return 0;
+}
+
+static inline void
+slot_set(PyObject *obj, Py_ssize_t off, PyObject *v)  /* steals v */
+{
+    PyObject *old = SLOT(obj, off);
+    SLOT(obj, off) = v;
+    Py_XDECREF(old);
+}
+
+/* After the event: the buffer bound check and the safe point of a process that never
+ * receives (LogicalProcess.send's tail). */
+static int
+append_event(PyObject *lp, long long seq, PyObject *ev)  /* steals ev */
+{
+    PyObject *app = SLOT(lp, o_append);
+    if (ev == NULL)
+        return -1;
+    if (app == NULL) {
+        Py_DECREF(ev);
+        PyErr_SetString(PyExc_AttributeError, "_append");
+        return -1;
+    }
+    PyObject *r = PyObject_CallOneArg(app, ev);
+    Py_DECREF(ev);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    if (!(seq & CHECK_MASK)) {
+        PyObject *chk = SLOT(lp, o_check);
+        if (chk != NULL) {
+            r = PyObject_CallNoArgs(chk);
+            if (r == NULL)
+                return -1;
+            Py_DECREF(r);
+        }
+    }
+    return 0;
+}
+
+/* LogicalProcess.send(ep, nbytes, payload) for an OutEndpoint ep: (seq, lamport,
+ * markers). NULL with an error set on failure. lp and ep have the exact types. */
+static PyObject *
+core_send(PyObject *lp, PyObject *ep, PyObject *nbytes, PyObject *payload)
+{
+    long long seq, clk;
+    PyObject *lock = SLOT(lp, o_lock), *markers = Py_None, *channel;
+    if (lock == NULL || SLOT(lp, o_name) == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cutscope: logical process not initialised");
+        return NULL;
+    }
+    Py_INCREF(lock);
+    if (lock_call(lock, n_acquire) < 0) {
+        Py_DECREF(lock);
+        return NULL;
+    }
+    if (slot_ll(lp, o_seq, &seq) < 0 || slot_ll(lp, o_clock, &clk) < 0)
+        goto unlock_fail;
+    seq += 1;
+    clk += 1;
+    PyObject *s = PyLong_FromLongLong(seq), *c = PyLong_FromLongLong(clk);
+    if (s == NULL || c == NULL) {
+        Py_XDECREF(s);
+        Py_XDECREF(c);
+        goto unlock_fail;
+    }
+    slot_set(lp, o_seq, s);
+    slot_set(lp, o_clock, c);
+    channel = SLOT(ep, e_channel);
+    if (channel == NULL)
+        channel = Py_None;
+    Py_INCREF(channel);
+    PyObject *pend = SLOT(ep, e_pending);
+    Py_INCREF(Py_None);
+    if (pend != NULL && nonempty(pend) > 0) {
+        PyObject *fresh = PyList_New(0);
+        if (fresh == NULL) {
+            Py_DECREF(channel);
+            Py_DECREF(Py_None);
+            goto unlock_fail;
+        }
+        Py_DECREF(Py_None);
+        Py_INCREF(pend);
+        markers = pend;
+        slot_set(ep, e_pending, fresh);
+    }
+    if (lock_call(lock, n_release) < 0) {
+        Py_DECREF(lock);
+        Py_DECREF(channel);
+        Py_DECREF(markers);
+        return NULL;
+    }
+    Py_DECREF(lock);
+
+    PyObject *ev = PyTuple_New(10);
+    if (ev == NULL) {
+        Py_DECREF(channel);
+        Py_DECREF(markers);
+        return NULL;
+    }
+    PyObject *name = SLOT(lp, o_name);
+    Py_INCREF(name);
+    PyTuple_SET_ITEM(ev, 0, name);
+    PyTuple_SET_ITEM(ev, 1, PyLong_FromLongLong(seq));
+    PyTuple_SET_ITEM(ev, 2, PyLong_FromLongLong(clk));
+    PyTuple_SET_ITEM(ev, 3, now_ns());
+    Py_INCREF(K_SEND);
+    PyTuple_SET_ITEM(ev, 4, K_SEND);
+    PyTuple_SET_ITEM(ev, 5, channel);  /* reference moved */
+    Py_INCREF(Py_None);
+    PyTuple_SET_ITEM(ev, 6, Py_None);
+    Py_INCREF(nbytes);
+    PyTuple_SET_ITEM(ev, 7, nbytes);
+    Py_INCREF(payload);
+    PyTuple_SET_ITEM(ev, 8, payload);
+    Py_INCREF(Py_None);
+    PyTuple_SET_ITEM(ev, 9, Py_None);
+    if (PyTuple_GET_ITEM(ev, 1) == NULL || PyTuple_GET_ITEM(ev, 2) == NULL ||
+        PyTuple_GET_ITEM(ev, 3) == NULL) {
+        Py_DECREF(ev);
+        Py_DECREF(markers);
+        return NULL;
+    }
+    if (append_event(lp, seq, ev) < 0) {
+        Py_DECREF(markers);
+        return NULL;
+    }
+    /* A process that never receives starts an asked-for snapshot at the exit of its send. */
+    int pending = nonempty(SLOT(lp, o_pending));
+    if (pending > 0 && nonempty(SLOT(lp, o_incoming)) == 0) {
+        PyObject *r = PyObject_CallMethodNoArgs(lp, n_record_after_send);
+        if (r == NULL) {
+            Py_DECREF(markers);
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    else if (pending < 0) {
+        Py_DECREF(markers);
+        return NULL;
+    }
+    PyObject *out = PyTuple_New(3);
+    if (out == NULL) {
+        Py_DECREF(markers);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(out, 0, PyLong_FromLongLong(seq));
+    PyTuple_SET_ITEM(out, 1, PyLong_FromLongLong(clk));
+    PyTuple_SET_ITEM(out, 2, markers);
+    if (PyTuple_GET_ITEM(out, 0) == NULL || PyTuple_GET_ITEM(out, 1) == NULL) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
+
+unlock_fail:
+    {
+        PyObject *et, *ev2, *tb;
+        PyErr_Fetch(&et, &ev2, &tb);
+        lock_call(lock, n_release);
+        PyErr_Clear();
+        PyErr_Restore(et, ev2, tb);
+        Py_DECREF(lock);
+        return NULL;
+    }
+}
+
+/* In-transit bookkeeping of LogicalProcess.recv (under the lock): the message joins the
+ * channel state of every unfinished snapshot that still records `channel`. */
+static int
+recv_into_snaps(PyObject *snaps, PyObject *channel, PyObject *msg, PyObject *nbytes,
+                PyObject *payload, PyObject *value)
+{
+    PyObject *vals = PyObject_CallMethod(snaps, "values", NULL);
+    if (vals == NULL)
+        return -1;
+    PyObject *it = PyObject_GetIter(vals);
+    Py_DECREF(vals);
+    if (it == NULL)
+        return -1;
+    PyObject *s;
+    while ((s = PyIter_Next(it)) != NULL) {
+        PyObject *closed = PyObject_GetAttr(s, n_closed);
+        int in = closed == NULL ? -1 : PySequence_Contains(closed, channel);
+        Py_XDECREF(closed);
+        if (in < 0)
+            goto fail_s;
+        if (!in) {
+            PyObject *msgs = PyObject_GetAttr(s, n_messages);
+            if (msgs == NULL)
+                goto fail_s;
+            PyObject *empty = PyList_New(0);
+            PyObject *lst = empty == NULL ? NULL :
+                PyObject_CallMethodObjArgs(msgs, n_setdefault, channel, empty, NULL);
+            Py_XDECREF(empty);
+            Py_DECREF(msgs);
+            if (lst == NULL)
+                goto fail_s;
+            PyObject *rec = PyTuple_Pack(4, msg, nbytes, payload, value);
+            int r = rec == NULL ? -1 : PyList_Append(lst, rec);
+            Py_XDECREF(rec);
+            Py_DECREF(lst);
+            if (r < 0)
+                goto fail_s;
+        }
+        Py_DECREF(s);
+        continue;
+    fail_s:
+        Py_DECREF(s);
+        Py_DECREF(it);
+        return -1;
+    }
+    Py_DECREF(it);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* LogicalProcess.recv(channel, msg, stamp, nbytes, payload, value) -> seq (a new int
+ * reference), or NULL with an error. `stamp` is None or an int that fits. */
+static PyObject *
+core_recv(PyObject *lp, PyObject *channel, PyObject *msg, PyObject *stamp, PyObject *nbytes,
+          PyObject *payload, PyObject *value, long long st, int has_stamp)
+{
+    long long seq, clk;
+    PyObject *lock = SLOT(lp, o_lock);
+    if (lock == NULL || SLOT(lp, o_name) == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cutscope: logical process not initialised");
+        return NULL;
+    }
+    Py_INCREF(lock);
+    if (lock_call(lock, n_acquire) < 0) {
+        Py_DECREF(lock);
+        return NULL;
+    }
+    if (slot_ll(lp, o_seq, &seq) < 0 || slot_ll(lp, o_clock, &clk) < 0)
+        goto unlock_fail;
+    seq += 1;
+    clk = ((!has_stamp || clk > st) ? clk : st) + 1;
+    PyObject *s = PyLong_FromLongLong(seq), *c = PyLong_FromLongLong(clk);
+    if (s == NULL || c == NULL) {
+        Py_XDECREF(s);
+        Py_XDECREF(c);
+        goto unlock_fail;
+    }
+    slot_set(lp, o_seq, s);
+    slot_set(lp, o_clock, c);
+    PyObject *inc = SLOT(lp, o_incoming);
+    if (inc == NULL || !PyDict_CheckExact(inc)) {
+        PyErr_SetString(PyExc_TypeError, "cutscope: incoming is not a dict");
+        goto unlock_fail;
+    }
+    if (channel != Py_None) {
+        int has = PyDict_Contains(inc, channel);
+        if (has < 0 || (!has && PyDict_SetItem(inc, channel, Py_True) < 0))
+            goto unlock_fail;
+    }
+    PyObject *snaps = SLOT(lp, o_snaps);
+    int ns = nonempty(snaps);
+    if (ns < 0)
+        goto unlock_fail;
+    if (ns) {
+        PyObject *fifo = PyDict_GetItemWithError(inc, channel);  /* borrowed */
+        if (fifo == NULL && PyErr_Occurred())
+            goto unlock_fail;
+        int t = fifo == NULL ? 0 : PyObject_IsTrue(fifo);
+        if (t < 0 || (t && recv_into_snaps(snaps, channel, msg, nbytes, payload, value) < 0))
+            goto unlock_fail;
+    }
+    if (lock_call(lock, n_release) < 0) {
+        Py_DECREF(lock);
+        return NULL;
+    }
+    Py_DECREF(lock);
+
+    PyObject *ev = PyTuple_New(10);
+    if (ev == NULL)
+        return NULL;
+    PyObject *name = SLOT(lp, o_name);
+    Py_INCREF(name);
+    PyTuple_SET_ITEM(ev, 0, name);
+    PyTuple_SET_ITEM(ev, 1, PyLong_FromLongLong(seq));
+    PyTuple_SET_ITEM(ev, 2, PyLong_FromLongLong(clk));
+    PyTuple_SET_ITEM(ev, 3, now_ns());
+    Py_INCREF(K_RECV);
+    PyTuple_SET_ITEM(ev, 4, K_RECV);
+    Py_INCREF(channel);
+    PyTuple_SET_ITEM(ev, 5, channel);
+    Py_INCREF(msg);
+    PyTuple_SET_ITEM(ev, 6, msg);
+    Py_INCREF(nbytes);
+    PyTuple_SET_ITEM(ev, 7, nbytes);
+    Py_INCREF(payload);
+    PyTuple_SET_ITEM(ev, 8, payload);
+    Py_INCREF(Py_None);
+    PyTuple_SET_ITEM(ev, 9, Py_None);
+    if (PyTuple_GET_ITEM(ev, 1) == NULL || PyTuple_GET_ITEM(ev, 2) == NULL ||
+        PyTuple_GET_ITEM(ev, 3) == NULL) {
+        Py_DECREF(ev);
+        return NULL;
+    }
+    if (append_event(lp, seq, ev) < 0)
+        return NULL;
+    return PyLong_FromLongLong(seq);
+
+unlock_fail:
+    {
+        PyObject *et, *ev2, *tb;
+        PyErr_Fetch(&et, &ev2, &tb);
+        lock_call(lock, n_release);
+        PyErr_Clear();
+        PyErr_Restore(et, ev2, tb);
+        Py_DECREF(lock);
+        return NULL;
+    }
+}
+
+/* A stamp the C path can compare: None, or an exact int in [0, 2**63). */
+static inline int
+stamp_value(PyObject *stamp, long long *st, int *has)
+{
+    if (stamp == Py_None) {
+        *has = 0;
+        *st = 0;
+        return 1;
+    }
+    if (!PyLong_CheckExact(stamp))
+        return 0;
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(stamp, &overflow);
+    if (overflow || v < 0 || (v == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    *st = v;
+    *has = 1;
+    return 1;
+}
+
+/* Call a Python function with `self` prepended to a vectorcall argument array. */
+static PyObject *
+call_with_self(PyObject *fn, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+               PyObject *kwnames)
+{
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    PyObject *small[8];
+    PyObject **stack = small;
+    if (nargs + nkw + 1 > 8) {
+        stack = PyMem_Malloc((nargs + nkw + 1) * sizeof(PyObject *));
+        if (stack == NULL)
+            return PyErr_NoMemory();
+    }
+    stack[0] = self;
+    for (Py_ssize_t i = 0; i < nargs + nkw; i++)
+        stack[i + 1] = args[i];
+    PyObject *r = PyObject_Vectorcall(fn, stack, nargs + 1, kwnames);
+    if (stack != small)
+        PyMem_Free(stack);
+    return r;
+}
+
+/* ---- LogicalProcess.send / recv -------------------------------------------------- */
+
+static PyObject *
+lp_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    /* send(ep, nbytes, payload=None, channel=None) */
+    if (kwnames == NULL && (nargs == 2 || nargs == 3) && Py_IS_TYPE(self, LP_type) &&
+        Py_IS_TYPE(args[0], EP_type))
+        return core_send(self, args[0], args[1], nargs == 3 ? args[2] : Py_None);
+    return call_with_self(py_send, self, args, nargs, kwnames);
+}
+
+static PyObject *
+lp_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    /* recv(channel, msg, stamp, nbytes, payload=None, value=None) */
+    long long st;
+    int has;
+    if (kwnames == NULL && nargs >= 4 && nargs <= 6 && Py_IS_TYPE(self, LP_type) &&
+        (args[0] == Py_None || PyUnicode_CheckExact(args[0])) &&
+        stamp_value(args[2], &st, &has))
+        return core_recv(self, args[0], args[1], args[2], args[3],
+                         nargs > 4 ? args[4] : Py_None, nargs > 5 ? args[5] : Py_None,
+                         st, has);
+    return call_with_self(py_recv, self, args, nargs, kwnames);
+}
+
+static PyMethodDef lp_send_def = {"send", (PyCFunction)(void (*)(void))lp_send,
+                                  METH_FASTCALL | METH_KEYWORDS,
+                                  "LogicalProcess.send (C; see process.py)"};
+static PyMethodDef lp_recv_def = {"recv", (PyCFunction)(void (*)(void))lp_recv,
+                                  METH_FASTCALL | METH_KEYWORDS,
+                                  "LogicalProcess.recv (C; see process.py)"};
+
+/* ---- sockets -------------------------------------------------------------------- */
+
+static inline PyObject *  /* borrowed */
+current_lp(void)
+{
+    PyObject *v = NULL;
+    if (PyContextVar_Get(S_current, NULL, &v) < 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (v != NULL) {
+        Py_DECREF(v);  /* the context holds it */
+        if (v != Py_None)
+            return v;
+    }
+    if (PyList_CheckExact(S_default) && PyList_GET_SIZE(S_default) > 0) {
+        PyObject *d = PyList_GET_ITEM(S_default, 0);
+        return d == Py_None ? NULL : d;
+    }
+    return NULL;
+}
+
+static inline PyObject *  /* new reference or NULL (no error) */
+conn_of(PyObject *sock)
+{
+    PyObject *key = PyLong_FromVoidPtr(sock);
+    if (key == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *c = PyDict_GetItemWithError(S_objs, key);
+    Py_DECREF(key);
+    if (c == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    Py_INCREF(c);
+    return c;
+}
+
+static inline int  /* 1: attribute is the int 0 / an empty sized object; 0 otherwise */
+attr_is_zero(PyObject *obj, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int z;
+    if (PyLong_CheckExact(v))
+        z = is_zero(v);
+    else if (PyByteArray_CheckExact(v))
+        z = PyByteArray_GET_SIZE(v) == 0;
+    else if (PyBytes_CheckExact(v))
+        z = PyBytes_GET_SIZE(v) == 0;
+    else
+        z = 0;
+    Py_DECREF(v);
+    return z;
+}
+
+/* Take the token of a direction (the single item of a list): 1 taken, 0 not. */
+static inline int
+take_token(PyObject *tok)
+{
+    if (!PyList_CheckExact(tok))
+        return 0;
+    Py_ssize_t n = PyList_GET_SIZE(tok);
+    if (n == 0)
+        return 0;
+    if (PyList_SetSlice(tok, n - 1, n, NULL) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
+}
+
+static inline int
+give_token(PyObject *tok)
+{
+    return PyList_Append(tok, Py_True);
+}
+
+/* _fault(exc, where) with the current exception; 0 if it was swallowed, -1 if it
+ * raised (strict mode: the error is set). */
+static int
+fault_current(PyObject *where)
+{
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyErr_NormalizeException(&et, &ev, &tb);
+    if (tb != NULL && ev != NULL)
+        PyException_SetTraceback(ev, tb);
+    PyObject *r = PyObject_CallFunctionObjArgs(S_fault, ev ? ev : Py_None, where, NULL);
+    Py_XDECREF(et);
+    Py_XDECREF(ev);
+    Py_XDECREF(tb);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static inline int  /* tracer.capture or lp.snaps */
+want_payload(PyObject *lp)
+{
+    PyObject *t = PyList_CheckExact(S_tracer) && PyList_GET_SIZE(S_tracer) ?
+        PyList_GET_ITEM(S_tracer, 0) : Py_None;
+    if (t != Py_None) {
+        PyObject *cap = PyObject_GetAttr(t, n_capture);
+        if (cap == NULL)
+            return -1;
+        int r = PyObject_IsTrue(cap);
+        Py_DECREF(cap);
+        if (r != 0)
+            return r;
+    }
+    return nonempty(SLOT(lp, o_snaps));
+}
+
+static inline void
+put_header(char *p, unsigned long long n, unsigned long long seq, unsigned long long lam)
+{
+    p[0] = T_DATA;
+    for (int i = 0; i < 4; i++)
+        p[1 + i] = (char)(n >> (24 - 8 * i));
+    for (int i = 0; i < 8; i++) {
+        p[5 + i] = (char)(seq >> (56 - 8 * i));
+        p[13 + i] = (char)(lam >> (56 - 8 * i));
+    }
+}
+
+static inline unsigned long long
+get_be(const unsigned char *p, int k)
+{
+    unsigned long long v = 0;
+    for (int i = 0; i < k; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* The fast path of send / sendall. Returns NULL with no error set when the Python
+ * function must run instead (nothing has been done then). */
+static PyObject *
+fast_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs, int ret_n, int *fallback)
+{
+    *fallback = 1;
+    if (nargs < 1 || nargs > 2)
+        return NULL;
+    PyObject *data = args[0];
+    if (!PyBytes_CheckExact(data))
+        return NULL;
+    if (nargs == 2 && !is_zero(args[1]))
+        return NULL;
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
+    if (n <= 0 || n > 65536)
+        return NULL;
+    PyObject *c = conn_of(self);
+    if (c == NULL)
+        return NULL;
+    PyObject *fl = PyObject_GetAttr(c, n_fast_lp);
+    if (fl == NULL) {
+        PyErr_Clear();
+        Py_DECREF(c);
+        return NULL;
+    }
+    if (fl == Py_None || !Py_IS_TYPE(fl, LP_type) || current_lp() != fl) {
+        Py_DECREF(fl);
+        Py_DECREF(c);
+        return NULL;
+    }
+    PyObject *tok = PyObject_GetAttr(c, n_stok);
+    if (tok == NULL) {
+        PyErr_Clear();
+        Py_DECREF(fl);
+        Py_DECREF(c);
+        return NULL;
+    }
+    if (!take_token(tok)) {
+        Py_DECREF(tok);
+        Py_DECREF(fl);
+        Py_DECREF(c);
+        return NULL;
+    }
+    /* From here the token is ours: every exit gives it back. */
+    PyObject *result = NULL, *ep = NULL;
+    int ok = attr_is_zero(c, n_out_left) && attr_is_zero(c, n_out_pending);
+    if (ok) {
+        PyObject *to = PyObject_CallMethodNoArgs(self, n_gettimeout);
+        if (to == NULL)
+            PyErr_Clear();
+        ok = to == Py_None;
+        Py_XDECREF(to);
+    }
+    if (ok) {
+        ep = PyObject_GetAttr(c, n_ep);
+        if (ep == NULL)
+            PyErr_Clear();
+        ok = ep != NULL && Py_IS_TYPE(ep, EP_type);
+    }
+    if (!ok)
+        goto done;  /* fallback, nothing done */
+    *fallback = 0;
+    {
+        unsigned long long seq = 0, lam = 0;
+        PyObject *markers = NULL, *nb = PyLong_FromSsize_t(n);
+        if (nb == NULL)
+            goto done;
+        int wp = want_payload(fl);
+        PyObject *r = wp < 0 ? NULL : core_send(fl, ep, nb, wp ? data : Py_None);
+        Py_DECREF(nb);
+        if (r == NULL) {
+            if (fault_current(w_send) < 0)
+                goto done;
+        }
+        else {
+            seq = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(r, 0));
+            lam = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(r, 1));
+            markers = PyTuple_GET_ITEM(r, 2);
+            Py_INCREF(markers);
+            Py_DECREF(r);
+            if (PyErr_Occurred()) {
+                Py_DECREF(markers);
+                goto done;
+            }
+        }
+        PyObject *pre = NULL;
+        if (markers != NULL && markers != Py_None) {
+            int has = nonempty(markers);
+            if (has > 0)
+                pre = PyObject_CallFunctionObjArgs(S_prefix, c, markers, NULL);
+            Py_DECREF(markers);
+            if (has < 0 || (has > 0 && (pre == NULL || !PyBytes_Check(pre)))) {
+                if (pre != NULL && !PyErr_Occurred())
+                    PyErr_SetString(PyExc_TypeError, "cutscope: marker prefix is not bytes");
+                Py_XDECREF(pre);
+                goto done;
+            }
+        }
+        else
+            Py_XDECREF(markers);
+        Py_ssize_t np = pre == NULL ? 0 : PyBytes_GET_SIZE(pre);
+        PyObject *buf = PyBytes_FromStringAndSize(NULL, np + HDR_SIZE + n);
+        if (buf == NULL) {
+            Py_XDECREF(pre);
+            goto done;
+        }
+        char *p = PyBytes_AS_STRING(buf);
+        if (np)
+            memcpy(p, PyBytes_AS_STRING(pre), np);
+        Py_XDECREF(pre);
+        put_header(p + np, (unsigned long long)n, seq, lam);
+        memcpy(p + np + HDR_SIZE, PyBytes_AS_STRING(data), n);
+        PyObject *st[2] = {self, buf};
+        r = PyObject_Vectorcall(S_real_sendall, st, 2, NULL);
+        Py_DECREF(buf);
+        if (r == NULL)
+            goto done;
+        Py_DECREF(r);
+        int more = nonempty(SLOT(ep, e_pending));
+        if (more < 0)
+            goto done;
+        if (more) {
+            r = PyObject_CallMethodNoArgs(c, n_markers_after);
+            if (r == NULL)
+                goto done;
+            Py_DECREF(r);
+            PyObject *pa[3] = {c, self, Py_True};
+            r = PyObject_VectorcallMethod(n_push, pa, 2, kw_block);
+            if (r == NULL)
+                goto done;
+            Py_DECREF(r);
+        }
+        if (ret_n)
+            result = PyLong_FromSsize_t(n);
+        else {
+            Py_INCREF(Py_None);
+            result = Py_None;
+        }
+    }
+done:
+    {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        if (give_token(tok) < 0 && result != NULL) {
+            Py_CLEAR(result);  /* the error of the append stands */
+            Py_XDECREF(et);
+            Py_XDECREF(ev);
+            Py_XDECREF(tb);
+        }
+        else {
+            PyErr_Clear();
+            PyErr_Restore(et, ev, tb);
+        }
+    }
+    Py_XDECREF(ep);
+    Py_DECREF(tok);
+    Py_DECREF(fl);
+    Py_DECREF(c);
+    return result;
+}
+
+static PyObject *
+sock_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int fb;
+    PyObject *r = fast_send(self, args, nargs, 1, &fb);
+    if (r == NULL && fb && !PyErr_Occurred())
+        return call_with_self(S_py_send, self, args, nargs, NULL);
+    return r;
+}
+
+static PyObject *
+sock_sendall(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int fb;
+    PyObject *r = fast_send(self, args, nargs, 0, &fb);
+    if (r == NULL && fb && !PyErr_Occurred())
+        return call_with_self(S_py_sendall, self, args, nargs, NULL);
+    return r;
+}
+
+/* The fast path of recv: NULL with no error when the Python function must run. */
+static PyObject *
+fast_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs, int *fallback)
+{
+    *fallback = 1;
+    if (nargs < 1 || nargs > 2 || !PyLong_CheckExact(args[0]))
+        return NULL;
+    if (nargs == 2 && !is_zero(args[1]))
+        return NULL;
+    Py_ssize_t bufsize = PyLong_AsSsize_t(args[0]);
+    if (bufsize <= 0 || bufsize > ((Py_ssize_t)1 << 40)) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *c = conn_of(self);
+    if (c == NULL)
+        return NULL;
+    PyObject *fin = PyObject_GetAttr(c, n_fast_in);
+    if (fin == NULL)
+        PyErr_Clear();
+    int fast_in = fin == Py_True;
+    Py_XDECREF(fin);
+    PyObject *lp = fast_in ? current_lp() : NULL;
+    if (lp == NULL || !Py_IS_TYPE(lp, LP_type) || nonempty(SLOT(lp, o_pending)) != 0) {
+        PyErr_Clear();
+        Py_DECREF(c);
+        return NULL;
+    }
+    Py_INCREF(lp);
+    PyObject *tok = PyObject_GetAttr(c, n_rtok);
+    if (tok == NULL)
+        PyErr_Clear();
+    if (tok == NULL || !take_token(tok)) {
+        Py_XDECREF(tok);
+        Py_DECREF(lp);
+        Py_DECREF(c);
+        return NULL;
+    }
+    PyObject *result = NULL, *data = NULL;
+    if (!(attr_is_zero(c, n_in_left) && attr_is_zero(c, n_in_buf)))
+        goto done;  /* fallback: mid-frame or a held header */
+    *fallback = 0;
+    {
+        PyObject *sz = PyLong_FromSsize_t(bufsize + HDR_SIZE);
+        if (sz == NULL)
+            goto done;
+        PyObject *st[2] = {self, sz};
+        data = PyObject_Vectorcall(S_real_recv, st, 2, NULL);
+        Py_DECREF(sz);
+        if (data == NULL)
+            goto done;  /* a timeout, a non-blocking socket: as the plain call */
+        Py_ssize_t len = PyBytes_Check(data) ? PyBytes_GET_SIZE(data) : -1;
+        const unsigned char *p = len > 0 ? (const unsigned char *)PyBytes_AS_STRING(data) : NULL;
+        if (len > HDR_SIZE && p[0] == T_DATA && (unsigned long long)(len - HDR_SIZE) == get_be(p + 1, 4)) {
+            /* one whole frame */
+            unsigned long long seq = get_be(p + 5, 8), lam = get_be(p + 13, 8);
+            Py_ssize_t n = len - HDR_SIZE;
+            PyObject *piece = PyBytes_FromStringAndSize((const char *)p + HDR_SIZE, n);
+            if (piece == NULL)
+                goto done;
+            PyObject *cid = NULL, *msg = NULL, *nb = NULL, *stamp = NULL, *r = NULL;
+            cid = PyObject_GetAttr(c, n_in_cid);
+            if (cid == NULL)
+                goto rec_fail;
+            if (seq) {
+                PyObject *name = PyObject_GetAttr(c, n_in_name);
+                if (name == NULL)
+                    goto rec_fail;
+                msg = PyUnicode_FromFormat("%S#%llu", name, seq);
+                Py_DECREF(name);
+                if (msg == NULL)
+                    goto rec_fail;
+            }
+            else {
+                Py_INCREF(Py_None);
+                msg = Py_None;
+            }
+            nb = PyLong_FromSsize_t(n);
+            stamp = PyLong_FromUnsignedLongLong(lam);
+            if (nb == NULL || stamp == NULL)
+                goto rec_fail;
+            {
+                int wp = want_payload(lp);
+                if (wp < 0)
+                    goto rec_fail;
+                long long stv;
+                int has;
+                if ((cid == Py_None || PyUnicode_CheckExact(cid)) && stamp_value(stamp, &stv, &has))
+                    r = core_recv(lp, cid, msg, stamp, nb, wp ? piece : Py_None, Py_None, stv, has);
+                else {
+                    PyObject *a[5] = {cid, msg, stamp, nb, wp ? piece : Py_None};
+                    r = call_with_self(py_recv, lp, a, 5, NULL);
+                }
+            }
+        rec_fail:
+            Py_XDECREF(cid);
+            Py_XDECREF(msg);
+            Py_XDECREF(nb);
+            Py_XDECREF(stamp);
+            if (r == NULL) {
+                if (fault_current(w_recv) < 0) {
+                    Py_DECREF(piece);
+                    goto done;
+                }
+            }
+            else
+                Py_DECREF(r);
+            result = piece;
+            goto done;
+        }
+        /* the general path, still holding the token (see recv_framed) */
+        PyObject *a[6] = {c, self, args[0], ZERO, data, Py_True};
+        result = PyObject_VectorcallMethod(n_recv_framed, a, 6, NULL);
+    }
+done:
+    {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        if (give_token(tok) < 0 && result != NULL) {
+            Py_CLEAR(result);
+            Py_XDECREF(et);
+            Py_XDECREF(ev);
+            Py_XDECREF(tb);
+        }
+        else {
+            PyErr_Clear();
+            PyErr_Restore(et, ev, tb);
+        }
+    }
+    Py_XDECREF(data);
+    Py_DECREF(tok);
+    Py_DECREF(lp);
+    Py_DECREF(c);
+    return result;
+}
+
+static PyObject *
+sock_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int fb;
+    PyObject *r = fast_recv(self, args, nargs, &fb);
+    if (r == NULL && fb && !PyErr_Occurred())
+        return call_with_self(S_py_recv, self, args, nargs, NULL);
+    return r;
+}
+
+static PyMethodDef sock_send_def = {"send", (PyCFunction)(void (*)(void))sock_send, METH_FASTCALL,
+                                    "socket.send, traced (cutscope; C fast path)"};
+static PyMethodDef sock_sendall_def = {"sendall", (PyCFunction)(void (*)(void))sock_sendall,
+                                       METH_FASTCALL,
+                                       "socket.sendall, traced (cutscope; C fast path)"};
+static PyMethodDef sock_recv_def = {"recv", (PyCFunction)(void (*)(void))sock_recv, METH_FASTCALL,
+                                    "socket.recv, traced (cutscope; C fast path)"};
+
+/* ---- module -------------------------------------------------------------------- */
+
+static PyObject *
+setup(PyObject *mod, PyObject *args)
+{
+    PyObject *lpt, *ept, *ks, *kr, *ps, *pr;
+    if (!PyArg_ParseTuple(args, "O!O!UUOO:setup", &PyType_Type, &lpt, &PyType_Type, &ept,
+                          &ks, &kr, &ps, &pr))
+        return NULL;
+    PyTypeObject *lt = (PyTypeObject *)lpt, *et = (PyTypeObject *)ept;
+#define OFF(var, tp, name) if ((var = slot_offset(tp, name)) < 0) return NULL
+    OFF(o_name, lt, "name");
+    OFF(o_lock, lt, "lock");
+    OFF(o_clock, lt, "clock");
+    OFF(o_seq, lt, "seq");
+    OFF(o_pending, lt, "pending");
+    OFF(o_incoming, lt, "incoming");
+    OFF(o_snaps, lt, "snaps");
+    OFF(o_append, lt, "_append");
+    OFF(o_check, lt, "_check");
+    OFF(o_tracer, lt, "tracer");
+    OFF(e_channel, et, "channel");
+    OFF(e_pending, et, "pending");
+    OFF(e_process, et, "process");
+#undef OFF
+    Py_INCREF(lt);
+    Py_XSETREF(LP_type, lt);
+    Py_INCREF(et);
+    Py_XSETREF(EP_type, et);
+    Py_INCREF(ks);
+    Py_XSETREF(K_SEND, ks);
+    Py_INCREF(kr);
+    Py_XSETREF(K_RECV, kr);
+    Py_INCREF(ps);
+    Py_XSETREF(py_send, ps);
+    Py_INCREF(pr);
+    Py_XSETREF(py_recv, pr);
+    PyObject *s = PyDescr_NewMethod(lt, &lp_send_def);
+    PyObject *r = PyDescr_NewMethod(lt, &lp_recv_def);
+    if (s == NULL || r == NULL) {
+        Py_XDECREF(s);
+        Py_XDECREF(r);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", s, r);
+}
+
+static PyObject *
+setup_sockets(PyObject *mod, PyObject *args)
+{
+    PyObject *sockt, *objs, *cur, *dflt, *tracer, *fault, *prefix, *rsa, *rr, *ps, *psa, *pr;
+    if (!PyArg_ParseTuple(args, "O!O!OO!O!OOOOOOO:setup_sockets", &PyType_Type, &sockt,
+                          &PyDict_Type, &objs, &cur, &PyList_Type, &dflt, &PyList_Type, &tracer,
+                          &fault, &prefix, &rsa, &rr, &ps, &psa, &pr))
+        return NULL;
+    if (LP_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "setup() first");
+        return NULL;
+    }
+    if (!PyContextVar_CheckExact(cur)) {
+        PyErr_SetString(PyExc_TypeError, "not a ContextVar");
+        return NULL;
+    }
+    PyObject **dst[] = {&S_objs, &S_current, &S_default, &S_tracer, &S_fault, &S_prefix,
+                        &S_real_sendall, &S_real_recv, &S_py_send, &S_py_sendall, &S_py_recv};
+    PyObject *src[] = {objs, cur, dflt, tracer, fault, prefix, rsa, rr, ps, psa, pr};
+    for (int i = 0; i < 11; i++) {
+        Py_INCREF(src[i]);
+        Py_XSETREF(*dst[i], src[i]);
+    }
+    PyTypeObject *t = (PyTypeObject *)sockt;
+    PyObject *a = PyDescr_NewMethod(t, &sock_send_def);
+    PyObject *b = PyDescr_NewMethod(t, &sock_sendall_def);
+    PyObject *c = PyDescr_NewMethod(t, &sock_recv_def);
+    if (a == NULL || b == NULL || c == NULL) {
+        Py_XDECREF(a);
+        Py_XDECREF(b);
+        Py_XDECREF(c);
+        return NULL;
+    }
+    sockets_ready = 1;
+    return Py_BuildValue("(NNN)", a, b, c);
+}
+
+static PyMethodDef methods[] = {
+    {"setup", setup, METH_VARARGS,
+     "setup(LogicalProcess, OutEndpoint, SEND, RECV, py_send, py_recv) -> (send, recv): "
+     "method descriptors for LogicalProcess."},
+    {"setup_sockets", setup_sockets, METH_VARARGS,
+     "setup_sockets(socket.socket, _objs, _current, _default, _tracer, _fault, "
+     "marker_prefix, real_sendall, real_recv, py_send, py_sendall, py_recv) -> "
+     "(send, sendall, recv): method descriptors for socket.socket."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_fast",
+                                    "cutscope's hot paths in C (optional).", -1, methods};
+
+PyMODINIT_FUNC
+PyInit__fast(void)
+{
+#define INTERN(var, s) if ((var = PyUnicode_InternFromString(s)) == NULL) return NULL
+    INTERN(n_acquire, "acquire");
+    INTERN(n_release, "release");
+    INTERN(n_gettimeout, "gettimeout");
+    INTERN(n_fast_lp, "fast_lp");
+    INTERN(n_stok, "stok");
+    INTERN(n_rtok, "rtok");
+    INTERN(n_out_left, "out_left");
+    INTERN(n_out_pending, "out_pending");
+    INTERN(n_ep, "ep");
+    INTERN(n_fast_in, "fast_in");
+    INTERN(n_in_left, "in_left");
+    INTERN(n_in_buf, "in_buf");
+    INTERN(n_in_cid, "in_cid");
+    INTERN(n_in_name, "in_name");
+    INTERN(n_capture, "capture");
+    INTERN(n_record_after_send, "_record_after_send");
+    INTERN(n_markers_after, "_markers_after");
+    INTERN(n_push, "_push");
+    INTERN(n_recv_framed, "recv_framed");
+    INTERN(n_closed, "closed");
+    INTERN(n_messages, "messages");
+    INTERN(n_block, "block");
+    INTERN(n_setdefault, "setdefault");
+    INTERN(w_send, "recording a send");
+    INTERN(w_recv, "recording a receive");
+#undef INTERN
+    if ((ZERO = PyLong_FromLong(0)) == NULL)
+        return NULL;
+    if ((kw_block = PyTuple_Pack(1, n_block)) == NULL)
+        return NULL;
+    return PyModule_Create(&moddef);
+}
