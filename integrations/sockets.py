@@ -411,6 +411,10 @@ class Conn(RawEnds):
     """The framing state of one TCP connection (both directions)."""
 
     kind = "tcp"
+    # What the hot paths read: slots (tracer/_fast.c reads them at their offsets);
+    # the rest lives in the instance's __dict__ (RawEnds has none of its own).
+    __slots__ = ("fast_lp", "fast_in", "stok", "rtok", "ep", "out_left", "out_pending",
+                 "in_left", "in_buf", "in_cid", "in_name")
 
     def __init__(self, ino: int, out_mode: int, in_mode: int, accepted: bool = False):
         super().__init__()
@@ -1766,8 +1770,8 @@ def detach(self):
 # (kept as the reference) whenever a test fails, before doing anything.
 if FAST is not None:
     send, sendall, recv = FAST.setup_sockets(
-        _Socket, _objs, _current, _default, _tracer, _fault, _marker_prefix, _sendall, _recv,
-        send, sendall, recv)
+        _Socket, Conn, _objs, _current, _default, _tracer, _fault, _marker_prefix, _sendall,
+        _recv, send, sendall, recv)
 
 _WRAPPERS = {
     "connect": connect, "connect_ex": connect_ex, "accept": accept, "listen": listen,

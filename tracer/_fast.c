@@ -37,6 +37,8 @@ static Py_ssize_t o_name, o_lock, o_clock, o_seq, o_pending, o_incoming, o_snaps
 static Py_ssize_t e_channel, e_pending, e_process;
 static PyObject *K_SEND, *K_RECV;       /* the event kinds, the core's own str objects */
 static PyObject *py_send, *py_recv;     /* the Python methods replaced */
+static PyTypeObject *LockType;          /* _thread.LockType */
+static PyObject *m_locked;              /* _thread.LockType.locked */
 
 static PyObject *S_objs;          /* id(socket object) -> Conn */
 static PyObject *S_current;       /* the ContextVar of the logical process */
@@ -46,6 +48,11 @@ static PyObject *S_fault;         /* _fault(exc, where) */
 static PyObject *S_prefix;        /* _marker_prefix(conn, markers) -> bytes */
 static PyObject *S_real_sendall, *S_real_recv;
 static PyObject *S_py_send, *S_py_sendall, *S_py_recv;  /* the Python wrappers (fallbacks) */
+static PyTypeObject *S_socket;    /* socket.socket */
+static PyTypeObject *S_conn;      /* sockets.Conn: its hot attributes are slots */
+static Py_ssize_t c_fast_lp, c_fast_in, c_stok, c_rtok, c_ep, c_out_left, c_out_pending,
+    c_in_left, c_in_buf, c_in_cid, c_in_name;
+static PyObject *S_gettimeout;    /* _socket.socket.gettimeout */
 static int sockets_ready = 0;
 
 /* interned attribute names */
@@ -177,132 +184,175 @@ append_event(PyObject *lp, long long seq, PyObject *ev)  /* steals ev */
     return 0;
 }
 
+/* The critical section of a logical process (the Python code's `with self.lock`).
+ *
+ * enter() returns 1 when it took the lock, 0 when it did not need to: with the GIL,
+ * a section that runs no Python code and never releases the GIL is atomic for every
+ * other thread, so when the lock is free (no Python section is in progress, and none
+ * can start before we are done) it is skipped. Such a section must not allocate
+ * GC-tracked objects (a collection may run finalizers, i.e. Python code): the callers
+ * allocate before, or take the lock (`force`). -1: error. */
+static inline int
+enter(PyObject *lock, int force)
+{
+#ifndef Py_GIL_DISABLED
+    if (!force && Py_IS_TYPE(lock, LockType)) {
+        PyObject *r = PyObject_Vectorcall(m_locked, &lock, 1, NULL);
+        if (r == NULL)
+            return -1;
+        int busy = r != Py_False;
+        Py_DECREF(r);
+        if (!busy)
+            return 0;
+    }
+#endif
+    return lock_call(lock, n_acquire) < 0 ? -1 : 1;
+}
+
+/* Leave the section; `held` is enter()'s answer. Keeps a pending error. */
+static inline int
+leave(PyObject *lock, int held)
+{
+    if (!held)
+        return 0;
+    if (PyErr_Occurred()) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        lock_call(lock, n_release);
+        PyErr_Clear();
+        PyErr_Restore(et, ev, tb);
+        return -1;
+    }
+    return lock_call(lock, n_release);
+}
+
+/* The event tuple (name, seq, lamport, wall_ns, kind, channel, msg, nbytes, payload,
+ * None); borrowed arguments, s and c included. */
+static PyObject *
+event_tuple(PyObject *lp, PyObject *s, PyObject *c, PyObject *kind, PyObject *channel,
+            PyObject *msg, PyObject *nbytes, PyObject *payload)
+{
+    PyObject *now = now_ns();
+    if (now == NULL)
+        return NULL;
+    PyObject *ev = PyTuple_New(10);
+    if (ev == NULL) {
+        Py_DECREF(now);
+        return NULL;
+    }
+    PyObject *items[10] = {SLOT(lp, o_name), s, c, now, kind, channel, msg, nbytes, payload,
+                           Py_None};
+    for (int i = 0; i < 10; i++) {
+        if (i != 3)
+            Py_INCREF(items[i]);
+        PyTuple_SET_ITEM(ev, i, items[i]);
+    }
+    return ev;
+}
+
 /* LogicalProcess.send(ep, nbytes, payload) for an OutEndpoint ep: (seq, lamport,
  * markers). NULL with an error set on failure. lp and ep have the exact types. */
 static PyObject *
 core_send(PyObject *lp, PyObject *ep, PyObject *nbytes, PyObject *payload)
 {
     long long seq, clk;
-    PyObject *lock = SLOT(lp, o_lock), *markers = Py_None, *channel;
+    PyObject *lock = SLOT(lp, o_lock), *markers = NULL, *channel, *s = NULL, *c = NULL;
+    PyObject *fresh = NULL;
+    int held, force = 0;
     if (lock == NULL || SLOT(lp, o_name) == NULL) {
         PyErr_SetString(PyExc_AttributeError, "cutscope: logical process not initialised");
         return NULL;
     }
     Py_INCREF(lock);
-    if (lock_call(lock, n_acquire) < 0) {
-        Py_DECREF(lock);
-        return NULL;
+again:
+    {
+        PyObject *pend0 = SLOT(ep, e_pending);
+        if (pend0 != NULL && !PyList_CheckExact(pend0))
+            force = 1;
+        else if (pend0 != NULL && PyList_GET_SIZE(pend0) && fresh == NULL &&
+                 (fresh = PyList_New(0)) == NULL)
+            goto fail;
     }
+    held = enter(lock, force);
+    if (held < 0)
+        goto fail;
     if (slot_ll(lp, o_seq, &seq) < 0 || slot_ll(lp, o_clock, &clk) < 0)
-        goto unlock_fail;
+        goto fail_in;
+    PyObject *pend = SLOT(ep, e_pending);
+    int has_markers = pend != NULL && nonempty(pend) > 0;
+    if (has_markers && fresh == NULL) {
+        if (!held) {  /* markers arrived meanwhile: allocate outside, then again */
+            force = 1;
+            goto again;
+        }
+        if ((fresh = PyList_New(0)) == NULL)
+            goto fail_in;
+    }
     seq += 1;
     clk += 1;
-    PyObject *s = PyLong_FromLongLong(seq), *c = PyLong_FromLongLong(clk);
-    if (s == NULL || c == NULL) {
-        Py_XDECREF(s);
-        Py_XDECREF(c);
-        goto unlock_fail;
-    }
+    s = PyLong_FromLongLong(seq);
+    c = PyLong_FromLongLong(clk);
+    if (s == NULL || c == NULL)
+        goto fail_in;
+    Py_INCREF(s);
     slot_set(lp, o_seq, s);
+    Py_INCREF(c);
     slot_set(lp, o_clock, c);
+    if (has_markers) {
+        Py_INCREF(pend);
+        markers = pend;
+        slot_set(ep, e_pending, fresh);
+        fresh = NULL;
+    }
+    else {
+        Py_INCREF(Py_None);
+        markers = Py_None;
+    }
     channel = SLOT(ep, e_channel);
     if (channel == NULL)
         channel = Py_None;
     Py_INCREF(channel);
-    PyObject *pend = SLOT(ep, e_pending);
-    Py_INCREF(Py_None);
-    if (pend != NULL && nonempty(pend) > 0) {
-        PyObject *fresh = PyList_New(0);
-        if (fresh == NULL) {
-            Py_DECREF(channel);
-            Py_DECREF(Py_None);
-            goto unlock_fail;
-        }
-        Py_DECREF(Py_None);
-        Py_INCREF(pend);
-        markers = pend;
-        slot_set(ep, e_pending, fresh);
-    }
-    if (lock_call(lock, n_release) < 0) {
-        Py_DECREF(lock);
+    if (leave(lock, held) < 0) {
         Py_DECREF(channel);
-        Py_DECREF(markers);
-        return NULL;
+        goto fail;
     }
-    Py_DECREF(lock);
+    Py_CLEAR(lock);
+    Py_XDECREF(fresh);
+    fresh = NULL;
 
-    PyObject *ev = PyTuple_New(10);
-    if (ev == NULL) {
-        Py_DECREF(channel);
-        Py_DECREF(markers);
-        return NULL;
-    }
-    PyObject *name = SLOT(lp, o_name);
-    Py_INCREF(name);
-    PyTuple_SET_ITEM(ev, 0, name);
-    PyTuple_SET_ITEM(ev, 1, PyLong_FromLongLong(seq));
-    PyTuple_SET_ITEM(ev, 2, PyLong_FromLongLong(clk));
-    PyTuple_SET_ITEM(ev, 3, now_ns());
-    Py_INCREF(K_SEND);
-    PyTuple_SET_ITEM(ev, 4, K_SEND);
-    PyTuple_SET_ITEM(ev, 5, channel);  /* reference moved */
-    Py_INCREF(Py_None);
-    PyTuple_SET_ITEM(ev, 6, Py_None);
-    Py_INCREF(nbytes);
-    PyTuple_SET_ITEM(ev, 7, nbytes);
-    Py_INCREF(payload);
-    PyTuple_SET_ITEM(ev, 8, payload);
-    Py_INCREF(Py_None);
-    PyTuple_SET_ITEM(ev, 9, Py_None);
-    if (PyTuple_GET_ITEM(ev, 1) == NULL || PyTuple_GET_ITEM(ev, 2) == NULL ||
-        PyTuple_GET_ITEM(ev, 3) == NULL) {
-        Py_DECREF(ev);
-        Py_DECREF(markers);
-        return NULL;
-    }
-    if (append_event(lp, seq, ev) < 0) {
-        Py_DECREF(markers);
-        return NULL;
-    }
+    PyObject *ev = event_tuple(lp, s, c, K_SEND, channel, Py_None, nbytes, payload);
+    Py_DECREF(channel);
+    if (ev == NULL || append_event(lp, seq, ev) < 0)
+        goto fail;
     /* A process that never receives starts an asked-for snapshot at the exit of its send. */
     int pending = nonempty(SLOT(lp, o_pending));
-    if (pending > 0 && nonempty(SLOT(lp, o_incoming)) == 0) {
+    if (pending < 0)
+        goto fail;
+    if (pending && nonempty(SLOT(lp, o_incoming)) == 0) {
         PyObject *r = PyObject_CallMethodNoArgs(lp, n_record_after_send);
-        if (r == NULL) {
-            Py_DECREF(markers);
-            return NULL;
-        }
+        if (r == NULL)
+            goto fail;
         Py_DECREF(r);
     }
-    else if (pending < 0) {
-        Py_DECREF(markers);
-        return NULL;
-    }
     PyObject *out = PyTuple_New(3);
-    if (out == NULL) {
-        Py_DECREF(markers);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(out, 0, PyLong_FromLongLong(seq));
-    PyTuple_SET_ITEM(out, 1, PyLong_FromLongLong(clk));
+    if (out == NULL)
+        goto fail;
+    PyTuple_SET_ITEM(out, 0, s);
+    PyTuple_SET_ITEM(out, 1, c);
     PyTuple_SET_ITEM(out, 2, markers);
-    if (PyTuple_GET_ITEM(out, 0) == NULL || PyTuple_GET_ITEM(out, 1) == NULL) {
-        Py_DECREF(out);
-        return NULL;
-    }
     return out;
 
-unlock_fail:
-    {
-        PyObject *et, *ev2, *tb;
-        PyErr_Fetch(&et, &ev2, &tb);
-        lock_call(lock, n_release);
-        PyErr_Clear();
-        PyErr_Restore(et, ev2, tb);
-        Py_DECREF(lock);
-        return NULL;
-    }
+fail_in:
+    leave(lock, held);
+fail:
+    Py_XDECREF(lock);
+    Py_XDECREF(fresh);
+    Py_XDECREF(s);
+    Py_XDECREF(c);
+    Py_XDECREF(markers);
+    return NULL;
 }
+
 
 /* In-transit bookkeeping of LogicalProcess.recv (under the lock): the message joins the
  * channel state of every unfinished snapshot that still records `channel`. */
@@ -354,103 +404,82 @@ recv_into_snaps(PyObject *snaps, PyObject *channel, PyObject *msg, PyObject *nby
 }
 
 /* LogicalProcess.recv(channel, msg, stamp, nbytes, payload, value) -> seq (a new int
- * reference), or NULL with an error. `stamp` is None or an int that fits. */
+ * reference), or NULL with an error. `channel` is None or an exact str; `stamp` is
+ * None or an int that fits (st, has). */
 static PyObject *
 core_recv(PyObject *lp, PyObject *channel, PyObject *msg, PyObject *stamp, PyObject *nbytes,
           PyObject *payload, PyObject *value, long long st, int has_stamp)
 {
     long long seq, clk;
-    PyObject *lock = SLOT(lp, o_lock);
+    PyObject *lock = SLOT(lp, o_lock), *s = NULL, *c = NULL;
     if (lock == NULL || SLOT(lp, o_name) == NULL) {
         PyErr_SetString(PyExc_AttributeError, "cutscope: logical process not initialised");
         return NULL;
     }
     Py_INCREF(lock);
-    if (lock_call(lock, n_acquire) < 0) {
-        Py_DECREF(lock);
-        return NULL;
-    }
+    /* The lock is needed when a snapshot records this channel (Python code runs then). */
+    PyObject *snaps = SLOT(lp, o_snaps), *inc = SLOT(lp, o_incoming);
+    int force = snaps == NULL || !PyDict_CheckExact(snaps) || PyDict_GET_SIZE(snaps) ||
+        inc == NULL || !PyDict_CheckExact(inc);
+    int held = enter(lock, force);
+    if (held < 0)
+        goto fail;
     if (slot_ll(lp, o_seq, &seq) < 0 || slot_ll(lp, o_clock, &clk) < 0)
-        goto unlock_fail;
+        goto fail_in;
     seq += 1;
     clk = ((!has_stamp || clk > st) ? clk : st) + 1;
-    PyObject *s = PyLong_FromLongLong(seq), *c = PyLong_FromLongLong(clk);
-    if (s == NULL || c == NULL) {
-        Py_XDECREF(s);
-        Py_XDECREF(c);
-        goto unlock_fail;
-    }
+    s = PyLong_FromLongLong(seq);
+    c = PyLong_FromLongLong(clk);
+    if (s == NULL || c == NULL)
+        goto fail_in;
+    Py_INCREF(s);
     slot_set(lp, o_seq, s);
+    Py_INCREF(c);
     slot_set(lp, o_clock, c);
-    PyObject *inc = SLOT(lp, o_incoming);
+    inc = SLOT(lp, o_incoming);
     if (inc == NULL || !PyDict_CheckExact(inc)) {
         PyErr_SetString(PyExc_TypeError, "cutscope: incoming is not a dict");
-        goto unlock_fail;
+        goto fail_in;
     }
     if (channel != Py_None) {
         int has = PyDict_Contains(inc, channel);
         if (has < 0 || (!has && PyDict_SetItem(inc, channel, Py_True) < 0))
-            goto unlock_fail;
+            goto fail_in;
     }
-    PyObject *snaps = SLOT(lp, o_snaps);
-    int ns = nonempty(snaps);
-    if (ns < 0)
-        goto unlock_fail;
-    if (ns) {
-        PyObject *fifo = PyDict_GetItemWithError(inc, channel);  /* borrowed */
-        if (fifo == NULL && PyErr_Occurred())
-            goto unlock_fail;
-        int t = fifo == NULL ? 0 : PyObject_IsTrue(fifo);
-        if (t < 0 || (t && recv_into_snaps(snaps, channel, msg, nbytes, payload, value) < 0))
-            goto unlock_fail;
+    if (held) {
+        snaps = SLOT(lp, o_snaps);
+        int ns = nonempty(snaps);
+        if (ns < 0)
+            goto fail_in;
+        if (ns) {
+            PyObject *fifo = PyDict_GetItemWithError(inc, channel);  /* borrowed */
+            if (fifo == NULL && PyErr_Occurred())
+                goto fail_in;
+            int t = fifo == NULL ? 0 : PyObject_IsTrue(fifo);
+            if (t < 0 || (t && recv_into_snaps(snaps, channel, msg, nbytes, payload, value) < 0))
+                goto fail_in;
+        }
     }
-    if (lock_call(lock, n_release) < 0) {
-        Py_DECREF(lock);
-        return NULL;
-    }
-    Py_DECREF(lock);
+    if (leave(lock, held) < 0)
+        goto fail;
+    Py_CLEAR(lock);
 
-    PyObject *ev = PyTuple_New(10);
-    if (ev == NULL)
-        return NULL;
-    PyObject *name = SLOT(lp, o_name);
-    Py_INCREF(name);
-    PyTuple_SET_ITEM(ev, 0, name);
-    PyTuple_SET_ITEM(ev, 1, PyLong_FromLongLong(seq));
-    PyTuple_SET_ITEM(ev, 2, PyLong_FromLongLong(clk));
-    PyTuple_SET_ITEM(ev, 3, now_ns());
-    Py_INCREF(K_RECV);
-    PyTuple_SET_ITEM(ev, 4, K_RECV);
-    Py_INCREF(channel);
-    PyTuple_SET_ITEM(ev, 5, channel);
-    Py_INCREF(msg);
-    PyTuple_SET_ITEM(ev, 6, msg);
-    Py_INCREF(nbytes);
-    PyTuple_SET_ITEM(ev, 7, nbytes);
-    Py_INCREF(payload);
-    PyTuple_SET_ITEM(ev, 8, payload);
-    Py_INCREF(Py_None);
-    PyTuple_SET_ITEM(ev, 9, Py_None);
-    if (PyTuple_GET_ITEM(ev, 1) == NULL || PyTuple_GET_ITEM(ev, 2) == NULL ||
-        PyTuple_GET_ITEM(ev, 3) == NULL) {
-        Py_DECREF(ev);
-        return NULL;
-    }
-    if (append_event(lp, seq, ev) < 0)
-        return NULL;
-    return PyLong_FromLongLong(seq);
+    PyObject *ev = event_tuple(lp, s, c, K_RECV, channel, msg, nbytes, payload);
+    Py_DECREF(c);
+    c = NULL;
+    if (ev == NULL || append_event(lp, seq, ev) < 0)
+        goto fail;
+    return s;
 
-unlock_fail:
-    {
-        PyObject *et, *ev2, *tb;
-        PyErr_Fetch(&et, &ev2, &tb);
-        lock_call(lock, n_release);
-        PyErr_Clear();
-        PyErr_Restore(et, ev2, tb);
-        Py_DECREF(lock);
-        return NULL;
-    }
+fail_in:
+    leave(lock, held);
+fail:
+    Py_XDECREF(lock);
+    Py_XDECREF(s);
+    Py_XDECREF(c);
+    return NULL;
 }
+
 
 /* A stamp the C path can compare: None, or an exact int in [0, 2**63). */
 static inline int
@@ -570,14 +599,46 @@ conn_of(PyObject *sock)
     return c;
 }
 
-static inline int  /* 1: attribute is the int 0 / an empty sized object; 0 otherwise */
-attr_is_zero(PyObject *obj, PyObject *name)
+/* An instance attribute of a plain Python object (a Conn, the tracer), read from its
+ * __dict__ (the classes define no descriptor of these names): a new reference, or
+ * NULL with no error when it is not there. */
+static inline PyObject *
+dattr(PyObject *obj, PyObject *name)
 {
-    PyObject *v = PyObject_GetAttr(obj, name);
+    PyObject **dp = _PyObject_GetDictPtr(obj);
+    if (dp == NULL || *dp == NULL)
+        return NULL;
+    PyObject *v = PyDict_GetItemWithError(*dp, name);
     if (v == NULL) {
         PyErr_Clear();
-        return 0;
+        return NULL;
     }
+    Py_INCREF(v);
+    return v;
+}
+
+/* A hot attribute of a Conn (a slot, `off`), or of anything else by name: a new
+ * reference, or NULL with no error when it is not set. */
+static inline PyObject *
+cattr(PyObject *c, Py_ssize_t off, PyObject *name)
+{
+    if (Py_IS_TYPE(c, S_conn)) {
+        PyObject *v = SLOT(c, off);
+        Py_XINCREF(v);
+        return v;
+    }
+    PyObject *v = PyObject_GetAttr(c, name);
+    if (v == NULL)
+        PyErr_Clear();
+    return v;
+}
+
+/* 1: the value is the int 0 or an empty bytes/bytearray (steals v; NULL: 0). */
+static inline int
+zero_or_empty(PyObject *v)
+{
+    if (v == NULL)
+        return 0;
     int z;
     if (PyLong_CheckExact(v))
         z = is_zero(v);
@@ -607,10 +668,21 @@ take_token(PyObject *tok)
     return 1;
 }
 
-static inline int
-give_token(PyObject *tok)
+/* Give the token back, keeping a pending error; if the append itself fails, *result
+ * is dropped and that error stands. */
+static inline void
+give_token(PyObject *tok, PyObject **result)
 {
-    return PyList_Append(tok, Py_True);
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    if (PyList_Append(tok, Py_True) < 0) {
+        Py_CLEAR(*result);
+        Py_XDECREF(et);
+        Py_XDECREF(ev);
+        Py_XDECREF(tb);
+        return;
+    }
+    PyErr_Restore(et, ev, tb);
 }
 
 /* _fault(exc, where) with the current exception; 0 if it was swallowed, -1 if it
@@ -633,13 +705,15 @@ fault_current(PyObject *where)
     return 0;
 }
 
-static inline int  /* tracer.capture or lp.snaps */
+static inline int  /* _tracer[0].capture or lp.snaps */
 want_payload(PyObject *lp)
 {
     PyObject *t = PyList_CheckExact(S_tracer) && PyList_GET_SIZE(S_tracer) ?
         PyList_GET_ITEM(S_tracer, 0) : Py_None;
     if (t != Py_None) {
-        PyObject *cap = PyObject_GetAttr(t, n_capture);
+        PyObject *cap = dattr(t, n_capture);
+        if (cap == NULL)
+            cap = PyObject_GetAttr(t, n_capture);
         if (cap == NULL)
             return -1;
         int r = PyObject_IsTrue(cap);
@@ -648,6 +722,45 @@ want_payload(PyObject *lp)
             return r;
     }
     return nonempty(SLOT(lp, o_snaps));
+}
+
+/* sock.gettimeout() is None (the plain method called directly on a socket.socket). */
+static inline int
+blocking(PyObject *sock)
+{
+    PyObject *to = Py_IS_TYPE(sock, S_socket) ?
+        PyObject_Vectorcall(S_gettimeout, &sock, 1, NULL) :
+        PyObject_CallMethodNoArgs(sock, n_gettimeout);
+    if (to == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_DECREF(to);
+    return to == Py_None;
+}
+
+/* "<name>#<seq>" (the message id), without the formatting machinery for ASCII names. */
+static PyObject *
+msg_id(PyObject *name, unsigned long long seq)
+{
+    if (!PyUnicode_CheckExact(name) || !PyUnicode_IS_ASCII(name))
+        return PyUnicode_FromFormat("%S#%llu", name, seq);
+    char digits[24];
+    int k = 0;
+    do {
+        digits[k++] = (char)('0' + seq % 10);
+        seq /= 10;
+    } while (seq);
+    Py_ssize_t nl = PyUnicode_GET_LENGTH(name);
+    PyObject *s = PyUnicode_New(nl + 1 + k, 127);
+    if (s == NULL)
+        return NULL;
+    Py_UCS1 *d = PyUnicode_1BYTE_DATA(s);
+    memcpy(d, PyUnicode_1BYTE_DATA(name), nl);
+    d[nl] = '#';
+    for (int i = 0; i < k; i++)
+        d[nl + 1 + i] = (Py_UCS1)digits[k - 1 - i];
+    return s;
 }
 
 static inline void
@@ -671,332 +784,258 @@ get_be(const unsigned char *p, int k)
     return v;
 }
 
-/* The fast path of send / sendall. Returns NULL with no error set when the Python
- * function must run instead (nothing has been done then). */
+/* The send itself, the token held and every test passed (sockets.py _fast_sender). */
 static PyObject *
-fast_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs, int ret_n, int *fallback)
+framed_send(PyObject *self, PyObject *c, PyObject *fl, PyObject *ep, PyObject *data,
+            Py_ssize_t n, int ret_n)
 {
-    *fallback = 1;
-    if (nargs < 1 || nargs > 2)
+    unsigned long long seq = 0, lam = 0;
+    PyObject *markers = NULL, *pre = NULL, *r;
+    PyObject *nb = PyLong_FromSsize_t(n);
+    if (nb == NULL)
         return NULL;
-    PyObject *data = args[0];
-    if (!PyBytes_CheckExact(data))
-        return NULL;
-    if (nargs == 2 && !is_zero(args[1]))
-        return NULL;
-    Py_ssize_t n = PyBytes_GET_SIZE(data);
-    if (n <= 0 || n > 65536)
-        return NULL;
-    PyObject *c = conn_of(self);
-    if (c == NULL)
-        return NULL;
-    PyObject *fl = PyObject_GetAttr(c, n_fast_lp);
-    if (fl == NULL) {
-        PyErr_Clear();
-        Py_DECREF(c);
-        return NULL;
+    int wp = want_payload(fl);
+    r = wp < 0 ? NULL : core_send(fl, ep, nb, wp ? data : Py_None);
+    Py_DECREF(nb);
+    if (r == NULL) {
+        if (fault_current(w_send) < 0)
+            return NULL;  /* strict mode: nothing was sent */
     }
-    if (fl == Py_None || !Py_IS_TYPE(fl, LP_type) || current_lp() != fl) {
-        Py_DECREF(fl);
-        Py_DECREF(c);
-        return NULL;
-    }
-    PyObject *tok = PyObject_GetAttr(c, n_stok);
-    if (tok == NULL) {
-        PyErr_Clear();
-        Py_DECREF(fl);
-        Py_DECREF(c);
-        return NULL;
-    }
-    if (!take_token(tok)) {
-        Py_DECREF(tok);
-        Py_DECREF(fl);
-        Py_DECREF(c);
-        return NULL;
-    }
-    /* From here the token is ours: every exit gives it back. */
-    PyObject *result = NULL, *ep = NULL;
-    int ok = attr_is_zero(c, n_out_left) && attr_is_zero(c, n_out_pending);
-    if (ok) {
-        PyObject *to = PyObject_CallMethodNoArgs(self, n_gettimeout);
-        if (to == NULL)
-            PyErr_Clear();
-        ok = to == Py_None;
-        Py_XDECREF(to);
-    }
-    if (ok) {
-        ep = PyObject_GetAttr(c, n_ep);
-        if (ep == NULL)
-            PyErr_Clear();
-        ok = ep != NULL && Py_IS_TYPE(ep, EP_type);
-    }
-    if (!ok)
-        goto done;  /* fallback, nothing done */
-    *fallback = 0;
-    {
-        unsigned long long seq = 0, lam = 0;
-        PyObject *markers = NULL, *nb = PyLong_FromSsize_t(n);
-        if (nb == NULL)
-            goto done;
-        int wp = want_payload(fl);
-        PyObject *r = wp < 0 ? NULL : core_send(fl, ep, nb, wp ? data : Py_None);
-        Py_DECREF(nb);
-        if (r == NULL) {
-            if (fault_current(w_send) < 0)
-                goto done;
-        }
-        else {
-            seq = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(r, 0));
-            lam = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(r, 1));
-            markers = PyTuple_GET_ITEM(r, 2);
-            Py_INCREF(markers);
-            Py_DECREF(r);
-            if (PyErr_Occurred()) {
-                Py_DECREF(markers);
-                goto done;
-            }
-        }
-        PyObject *pre = NULL;
-        if (markers != NULL && markers != Py_None) {
-            int has = nonempty(markers);
-            if (has > 0)
-                pre = PyObject_CallFunctionObjArgs(S_prefix, c, markers, NULL);
-            Py_DECREF(markers);
-            if (has < 0 || (has > 0 && (pre == NULL || !PyBytes_Check(pre)))) {
-                if (pre != NULL && !PyErr_Occurred())
-                    PyErr_SetString(PyExc_TypeError, "cutscope: marker prefix is not bytes");
-                Py_XDECREF(pre);
-                goto done;
-            }
-        }
-        else
-            Py_XDECREF(markers);
-        Py_ssize_t np = pre == NULL ? 0 : PyBytes_GET_SIZE(pre);
-        PyObject *buf = PyBytes_FromStringAndSize(NULL, np + HDR_SIZE + n);
-        if (buf == NULL) {
-            Py_XDECREF(pre);
-            goto done;
-        }
-        char *p = PyBytes_AS_STRING(buf);
-        if (np)
-            memcpy(p, PyBytes_AS_STRING(pre), np);
-        Py_XDECREF(pre);
-        put_header(p + np, (unsigned long long)n, seq, lam);
-        memcpy(p + np + HDR_SIZE, PyBytes_AS_STRING(data), n);
-        PyObject *st[2] = {self, buf};
-        r = PyObject_Vectorcall(S_real_sendall, st, 2, NULL);
-        Py_DECREF(buf);
-        if (r == NULL)
-            goto done;
+    else {
+        seq = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(r, 0));
+        lam = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(r, 1));
+        markers = PyTuple_GET_ITEM(r, 2);
+        Py_INCREF(markers);
         Py_DECREF(r);
-        int more = nonempty(SLOT(ep, e_pending));
-        if (more < 0)
-            goto done;
-        if (more) {
-            r = PyObject_CallMethodNoArgs(c, n_markers_after);
-            if (r == NULL)
-                goto done;
-            Py_DECREF(r);
-            PyObject *pa[3] = {c, self, Py_True};
-            r = PyObject_VectorcallMethod(n_push, pa, 2, kw_block);
-            if (r == NULL)
-                goto done;
-            Py_DECREF(r);
+        if (PyErr_Occurred()) {
+            Py_DECREF(markers);
+            return NULL;
         }
-        if (ret_n)
-            result = PyLong_FromSsize_t(n);
-        else {
-            Py_INCREF(Py_None);
-            result = Py_None;
+        int has = nonempty(markers);
+        if (has > 0) {
+            pre = PyObject_CallFunctionObjArgs(S_prefix, c, markers, NULL);
+            if (pre != NULL && !PyBytes_Check(pre)) {
+                Py_CLEAR(pre);
+                PyErr_SetString(PyExc_TypeError, "cutscope: marker prefix is not bytes");
+            }
         }
+        Py_DECREF(markers);
+        if (has < 0 || (has > 0 && pre == NULL))
+            return NULL;
     }
-done:
-    {
-        PyObject *et, *ev, *tb;
-        PyErr_Fetch(&et, &ev, &tb);
-        if (give_token(tok) < 0 && result != NULL) {
-            Py_CLEAR(result);  /* the error of the append stands */
-            Py_XDECREF(et);
-            Py_XDECREF(ev);
-            Py_XDECREF(tb);
-        }
-        else {
-            PyErr_Clear();
-            PyErr_Restore(et, ev, tb);
-        }
+    Py_ssize_t np = pre == NULL ? 0 : PyBytes_GET_SIZE(pre);
+    PyObject *buf = PyBytes_FromStringAndSize(NULL, np + HDR_SIZE + n);
+    if (buf == NULL) {
+        Py_XDECREF(pre);
+        return NULL;
     }
+    char *p = PyBytes_AS_STRING(buf);
+    if (np)
+        memcpy(p, PyBytes_AS_STRING(pre), np);
+    Py_XDECREF(pre);
+    put_header(p + np, (unsigned long long)n, seq, lam);
+    memcpy(p + np + HDR_SIZE, PyBytes_AS_STRING(data), n);
+    /* a blocking socket takes it all (or fails, and the stream is gone) */
+    PyObject *st[2] = {self, buf};
+    r = PyObject_Vectorcall(S_real_sendall, st, 2, NULL);
+    Py_DECREF(buf);
+    if (r == NULL)
+        return NULL;
+    Py_DECREF(r);
+    int more = nonempty(SLOT(ep, e_pending));
+    if (more < 0)
+        return NULL;
+    if (more) {  /* markers queued meanwhile: after this frame, now */
+        r = PyObject_CallMethodNoArgs(c, n_markers_after);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+        PyObject *pa[3] = {c, self, Py_True};
+        r = PyObject_VectorcallMethod(n_push, pa, 2, kw_block);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+    }
+    if (ret_n)
+        return PyLong_FromSsize_t(n);
+    Py_RETURN_NONE;
+}
+
+/* send / sendall: the fast path, or the Python function (before anything is done). */
+static PyObject *
+fast_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs, int ret_n, PyObject *py)
+{
+    PyObject *c = NULL, *fl = NULL, *tok = NULL, *ep = NULL, *result = NULL;
+    if (nargs < 1 || nargs > 2 || !PyBytes_CheckExact(args[0]) ||
+        (nargs == 2 && !is_zero(args[1])))
+        goto python;
+    Py_ssize_t n = PyBytes_GET_SIZE(args[0]);
+    if (n <= 0 || n > 65536 || (c = conn_of(self)) == NULL)
+        goto python;
+    fl = cattr(c, c_fast_lp, n_fast_lp);
+    if (fl == NULL || !Py_IS_TYPE(fl, LP_type) || current_lp() != fl)
+        goto python;
+    tok = cattr(c, c_stok, n_stok);
+    if (tok == NULL || !take_token(tok))
+        goto python;  /* another thread sends on this connection: the general path waits */
+    ep = cattr(c, c_ep, n_ep);
+    if (ep == NULL || !Py_IS_TYPE(ep, EP_type) || !zero_or_empty(cattr(c, c_out_left, n_out_left)) ||
+        !zero_or_empty(cattr(c, c_out_pending, n_out_pending)) || !blocking(self)) {
+        give_token(tok, &result);
+        if (PyErr_Occurred())
+            goto out;
+        goto python;
+    }
+    result = framed_send(self, c, fl, ep, args[0], n, ret_n);
+    give_token(tok, &result);
+    goto out;
+python:
+    result = call_with_self(py, self, args, nargs, NULL);
+out:
     Py_XDECREF(ep);
-    Py_DECREF(tok);
-    Py_DECREF(fl);
-    Py_DECREF(c);
+    Py_XDECREF(tok);
+    Py_XDECREF(fl);
+    Py_XDECREF(c);
     return result;
 }
 
 static PyObject *
 sock_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    int fb;
-    PyObject *r = fast_send(self, args, nargs, 1, &fb);
-    if (r == NULL && fb && !PyErr_Occurred())
-        return call_with_self(S_py_send, self, args, nargs, NULL);
-    return r;
+    return fast_send(self, args, nargs, 1, S_py_send);
 }
 
 static PyObject *
 sock_sendall(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    int fb;
-    PyObject *r = fast_send(self, args, nargs, 0, &fb);
-    if (r == NULL && fb && !PyErr_Occurred())
-        return call_with_self(S_py_sendall, self, args, nargs, NULL);
-    return r;
+    return fast_send(self, args, nargs, 0, S_py_sendall);
 }
 
-/* The fast path of recv: NULL with no error when the Python function must run. */
+/* One whole frame received on the fast path: record it, return its payload. */
 static PyObject *
-fast_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs, int *fallback)
+framed_piece(PyObject *c, PyObject *lp, const unsigned char *p, Py_ssize_t len)
 {
-    *fallback = 1;
-    if (nargs < 1 || nargs > 2 || !PyLong_CheckExact(args[0]))
+    unsigned long long seq = get_be(p + 5, 8), lam = get_be(p + 13, 8);
+    Py_ssize_t n = len - HDR_SIZE;
+    PyObject *piece = PyBytes_FromStringAndSize((const char *)p + HDR_SIZE, n);
+    if (piece == NULL)
         return NULL;
-    if (nargs == 2 && !is_zero(args[1]))
-        return NULL;
-    Py_ssize_t bufsize = PyLong_AsSsize_t(args[0]);
-    if (bufsize <= 0 || bufsize > ((Py_ssize_t)1 << 40)) {
-        PyErr_Clear();
-        return NULL;
+    PyObject *cid = NULL, *msg = NULL, *nb = NULL, *stamp = NULL, *r = NULL;
+    cid = cattr(c, c_in_cid, n_in_cid);
+    if (cid == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "in_cid");
+        goto recorded;
     }
-    PyObject *c = conn_of(self);
-    if (c == NULL)
-        return NULL;
-    PyObject *fin = PyObject_GetAttr(c, n_fast_in);
-    if (fin == NULL)
-        PyErr_Clear();
-    int fast_in = fin == Py_True;
-    Py_XDECREF(fin);
-    PyObject *lp = fast_in ? current_lp() : NULL;
-    if (lp == NULL || !Py_IS_TYPE(lp, LP_type) || nonempty(SLOT(lp, o_pending)) != 0) {
-        PyErr_Clear();
-        Py_DECREF(c);
-        return NULL;
-    }
-    Py_INCREF(lp);
-    PyObject *tok = PyObject_GetAttr(c, n_rtok);
-    if (tok == NULL)
-        PyErr_Clear();
-    if (tok == NULL || !take_token(tok)) {
-        Py_XDECREF(tok);
-        Py_DECREF(lp);
-        Py_DECREF(c);
-        return NULL;
-    }
-    PyObject *result = NULL, *data = NULL;
-    if (!(attr_is_zero(c, n_in_left) && attr_is_zero(c, n_in_buf)))
-        goto done;  /* fallback: mid-frame or a held header */
-    *fallback = 0;
-    {
-        PyObject *sz = PyLong_FromSsize_t(bufsize + HDR_SIZE);
-        if (sz == NULL)
-            goto done;
-        PyObject *st[2] = {self, sz};
-        data = PyObject_Vectorcall(S_real_recv, st, 2, NULL);
-        Py_DECREF(sz);
-        if (data == NULL)
-            goto done;  /* a timeout, a non-blocking socket: as the plain call */
-        Py_ssize_t len = PyBytes_Check(data) ? PyBytes_GET_SIZE(data) : -1;
-        const unsigned char *p = len > 0 ? (const unsigned char *)PyBytes_AS_STRING(data) : NULL;
-        if (len > HDR_SIZE && p[0] == T_DATA && (unsigned long long)(len - HDR_SIZE) == get_be(p + 1, 4)) {
-            /* one whole frame */
-            unsigned long long seq = get_be(p + 5, 8), lam = get_be(p + 13, 8);
-            Py_ssize_t n = len - HDR_SIZE;
-            PyObject *piece = PyBytes_FromStringAndSize((const char *)p + HDR_SIZE, n);
-            if (piece == NULL)
-                goto done;
-            PyObject *cid = NULL, *msg = NULL, *nb = NULL, *stamp = NULL, *r = NULL;
-            cid = PyObject_GetAttr(c, n_in_cid);
-            if (cid == NULL)
-                goto rec_fail;
-            if (seq) {
-                PyObject *name = PyObject_GetAttr(c, n_in_name);
-                if (name == NULL)
-                    goto rec_fail;
-                msg = PyUnicode_FromFormat("%S#%llu", name, seq);
-                Py_DECREF(name);
-                if (msg == NULL)
-                    goto rec_fail;
-            }
-            else {
-                Py_INCREF(Py_None);
-                msg = Py_None;
-            }
-            nb = PyLong_FromSsize_t(n);
-            stamp = PyLong_FromUnsignedLongLong(lam);
-            if (nb == NULL || stamp == NULL)
-                goto rec_fail;
-            {
-                int wp = want_payload(lp);
-                if (wp < 0)
-                    goto rec_fail;
-                long long stv;
-                int has;
-                if ((cid == Py_None || PyUnicode_CheckExact(cid)) && stamp_value(stamp, &stv, &has))
-                    r = core_recv(lp, cid, msg, stamp, nb, wp ? piece : Py_None, Py_None, stv, has);
-                else {
-                    PyObject *a[5] = {cid, msg, stamp, nb, wp ? piece : Py_None};
-                    r = call_with_self(py_recv, lp, a, 5, NULL);
-                }
-            }
-        rec_fail:
-            Py_XDECREF(cid);
-            Py_XDECREF(msg);
-            Py_XDECREF(nb);
-            Py_XDECREF(stamp);
-            if (r == NULL) {
-                if (fault_current(w_recv) < 0) {
-                    Py_DECREF(piece);
-                    goto done;
-                }
-            }
-            else
-                Py_DECREF(r);
-            result = piece;
-            goto done;
+    if (seq) {
+        PyObject *name = cattr(c, c_in_name, n_in_name);
+        if (name == NULL) {
+            PyErr_SetString(PyExc_AttributeError, "in_name");
+            goto recorded;
         }
-        /* the general path, still holding the token (see recv_framed) */
-        PyObject *a[6] = {c, self, args[0], ZERO, data, Py_True};
-        result = PyObject_VectorcallMethod(n_recv_framed, a, 6, NULL);
+        msg = msg_id(name, seq);
+        Py_DECREF(name);
+        if (msg == NULL)
+            goto recorded;
     }
-done:
-    {
-        PyObject *et, *ev, *tb;
-        PyErr_Fetch(&et, &ev, &tb);
-        if (give_token(tok) < 0 && result != NULL) {
-            Py_CLEAR(result);
-            Py_XDECREF(et);
-            Py_XDECREF(ev);
-            Py_XDECREF(tb);
-        }
-        else {
-            PyErr_Clear();
-            PyErr_Restore(et, ev, tb);
-        }
+    else {
+        Py_INCREF(Py_None);
+        msg = Py_None;
     }
-    Py_XDECREF(data);
-    Py_DECREF(tok);
-    Py_DECREF(lp);
-    Py_DECREF(c);
-    return result;
+    nb = PyLong_FromSsize_t(n);
+    stamp = PyLong_FromUnsignedLongLong(lam);
+    if (nb == NULL || stamp == NULL)
+        goto recorded;
+    int wp = want_payload(lp);
+    if (wp < 0)
+        goto recorded;
+    long long stv;
+    int has;
+    if ((cid == Py_None || PyUnicode_CheckExact(cid)) && stamp_value(stamp, &stv, &has))
+        r = core_recv(lp, cid, msg, stamp, nb, wp ? piece : Py_None, Py_None, stv, has);
+    else {
+        PyObject *a[5] = {cid, msg, stamp, nb, wp ? piece : Py_None};
+        r = call_with_self(py_recv, lp, a, 5, NULL);
+    }
+recorded:
+    Py_XDECREF(cid);
+    Py_XDECREF(msg);
+    Py_XDECREF(nb);
+    Py_XDECREF(stamp);
+    if (r == NULL && fault_current(w_recv) < 0) {
+        Py_DECREF(piece);
+        return NULL;
+    }
+    Py_XDECREF(r);
+    return piece;
 }
 
+/* recv: the fast path, or the Python function (before anything is done). */
 static PyObject *
 sock_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    int fb;
-    PyObject *r = fast_recv(self, args, nargs, &fb);
-    if (r == NULL && fb && !PyErr_Occurred())
-        return call_with_self(S_py_recv, self, args, nargs, NULL);
-    return r;
+    PyObject *c = NULL, *tok = NULL, *result = NULL, *lp = NULL, *fin = NULL;
+    if (nargs < 1 || nargs > 2 || !PyLong_CheckExact(args[0]) ||
+        (nargs == 2 && !is_zero(args[1])))
+        goto python;
+    Py_ssize_t bufsize = PyLong_AsSsize_t(args[0]);
+    if (bufsize <= 0 || bufsize > PY_SSIZE_T_MAX - HDR_SIZE) {
+        PyErr_Clear();
+        goto python;
+    }
+    if ((c = conn_of(self)) == NULL)
+        goto python;
+    fin = cattr(c, c_fast_in, n_fast_in);
+    if (fin != Py_True)
+        goto python;
+    lp = current_lp();
+    if (lp == NULL || !Py_IS_TYPE(lp, LP_type) || nonempty(SLOT(lp, o_pending)) != 0) {
+        PyErr_Clear();
+        lp = NULL;
+        goto python;
+    }
+    Py_INCREF(lp);
+    tok = cattr(c, c_rtok, n_rtok);
+    if (tok == NULL || !take_token(tok))
+        goto python;  /* another thread reads this connection: the Python path waits */
+    if (!zero_or_empty(cattr(c, c_in_left, n_in_left)) ||
+        !zero_or_empty(cattr(c, c_in_buf, n_in_buf))) {
+        give_token(tok, &result);  /* mid-frame, or a header held: the Python path */
+        if (PyErr_Occurred())
+            goto out;
+        goto python;
+    }
+    /* At a frame boundary: header and payload in one syscall (a timeout or a
+     * non-blocking socket raises here exactly as the plain call would). */
+    PyObject *sz = PyLong_FromSsize_t(bufsize + HDR_SIZE);
+    if (sz != NULL) {
+        PyObject *st[2] = {self, sz};
+        PyObject *data = PyObject_Vectorcall(S_real_recv, st, 2, NULL);
+        Py_DECREF(sz);
+        if (data != NULL) {
+            Py_ssize_t len = PyBytes_Check(data) ? PyBytes_GET_SIZE(data) : 0;
+            const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
+            if (len > HDR_SIZE && p[0] == T_DATA &&
+                (unsigned long long)(len - HDR_SIZE) == get_be(p + 1, 4))
+                result = framed_piece(c, lp, p, len);  /* one whole frame */
+            else {  /* the general path, still holding the token (see recv_framed) */
+                PyObject *a[6] = {c, self, args[0], ZERO, data, Py_True};
+                result = PyObject_VectorcallMethod(n_recv_framed, a, 6, NULL);
+            }
+            Py_DECREF(data);
+        }
+    }
+    give_token(tok, &result);
+    goto out;
+python:
+    result = call_with_self(S_py_recv, self, args, nargs, NULL);
+out:
+    Py_XDECREF(tok);
+    Py_XDECREF(lp);
+    Py_XDECREF(fin);
+    Py_XDECREF(c);
+    return result;
 }
+
 
 static PyMethodDef sock_send_def = {"send", (PyCFunction)(void (*)(void))sock_send, METH_FASTCALL,
                                     "socket.send, traced (cutscope; C fast path)"};
@@ -1031,6 +1070,20 @@ setup(PyObject *mod, PyObject *args)
     OFF(e_pending, et, "pending");
     OFF(e_process, et, "process");
 #undef OFF
+    PyObject *thread = PyImport_ImportModule("_thread");
+    if (thread == NULL)
+        return NULL;
+    PyObject *lk = PyObject_GetAttrString(thread, "LockType");
+    Py_DECREF(thread);
+    if (lk == NULL)
+        return NULL;
+    PyObject *lkd = PyObject_GetAttrString(lk, "locked");
+    if (lkd == NULL) {
+        Py_DECREF(lk);
+        return NULL;
+    }
+    Py_XSETREF(LockType, (PyTypeObject *)lk);
+    Py_XSETREF(m_locked, lkd);
     Py_INCREF(lt);
     Py_XSETREF(LP_type, lt);
     Py_INCREF(et);
@@ -1056,11 +1109,28 @@ setup(PyObject *mod, PyObject *args)
 static PyObject *
 setup_sockets(PyObject *mod, PyObject *args)
 {
-    PyObject *sockt, *objs, *cur, *dflt, *tracer, *fault, *prefix, *rsa, *rr, *ps, *psa, *pr;
-    if (!PyArg_ParseTuple(args, "O!O!OO!O!OOOOOOO:setup_sockets", &PyType_Type, &sockt,
-                          &PyDict_Type, &objs, &cur, &PyList_Type, &dflt, &PyList_Type, &tracer,
-                          &fault, &prefix, &rsa, &rr, &ps, &psa, &pr))
+    PyObject *sockt, *connt, *objs, *cur, *dflt, *tracer, *fault, *prefix, *rsa, *rr, *ps,
+        *psa, *pr;
+    if (!PyArg_ParseTuple(args, "O!O!O!OO!O!OOOOOOO:setup_sockets", &PyType_Type, &sockt,
+                          &PyType_Type, &connt, &PyDict_Type, &objs, &cur, &PyList_Type, &dflt,
+                          &PyList_Type, &tracer, &fault, &prefix, &rsa, &rr, &ps, &psa, &pr))
         return NULL;
+    PyTypeObject *ct = (PyTypeObject *)connt;
+#define OFF(var, name) if ((var = slot_offset(ct, name)) < 0) return NULL
+    OFF(c_fast_lp, "fast_lp");
+    OFF(c_fast_in, "fast_in");
+    OFF(c_stok, "stok");
+    OFF(c_rtok, "rtok");
+    OFF(c_ep, "ep");
+    OFF(c_out_left, "out_left");
+    OFF(c_out_pending, "out_pending");
+    OFF(c_in_left, "in_left");
+    OFF(c_in_buf, "in_buf");
+    OFF(c_in_cid, "in_cid");
+    OFF(c_in_name, "in_name");
+#undef OFF
+    Py_INCREF(ct);
+    Py_XSETREF(S_conn, ct);
     if (LP_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "setup() first");
         return NULL;
@@ -1077,6 +1147,12 @@ setup_sockets(PyObject *mod, PyObject *args)
         Py_XSETREF(*dst[i], src[i]);
     }
     PyTypeObject *t = (PyTypeObject *)sockt;
+    PyObject *gt = PyObject_GetAttrString((PyObject *)t->tp_base, "gettimeout");
+    if (gt == NULL)
+        return NULL;
+    Py_XSETREF(S_gettimeout, gt);
+    Py_INCREF(t);
+    Py_XSETREF(S_socket, t);
     PyObject *a = PyDescr_NewMethod(t, &sock_send_def);
     PyObject *b = PyDescr_NewMethod(t, &sock_sendall_def);
     PyObject *c = PyDescr_NewMethod(t, &sock_recv_def);
@@ -1095,7 +1171,7 @@ static PyMethodDef methods[] = {
      "setup(LogicalProcess, OutEndpoint, SEND, RECV, py_send, py_recv) -> (send, recv): "
      "method descriptors for LogicalProcess."},
     {"setup_sockets", setup_sockets, METH_VARARGS,
-     "setup_sockets(socket.socket, _objs, _current, _default, _tracer, _fault, "
+     "setup_sockets(socket.socket, Conn, _objs, _current, _default, _tracer, _fault, "
      "marker_prefix, real_sendall, real_recv, py_send, py_sendall, py_recv) -> "
      "(send, sendall, recv): method descriptors for socket.socket."},
     {NULL, NULL, 0, NULL},
