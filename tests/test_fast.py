@@ -1,0 +1,254 @@
+"""The C hot paths (tracer/_fast.c): installed when built, equal to the Python code they
+replace, atomic against the Python critical sections, and a failure inside them never
+reaches the application's bytes.
+
+The rest of the suite runs with the C paths (they are installed by default); the
+parity test runs the socket, queue and core tests again with ``CUTSCOPE_SPEEDUPS=0``,
+the pure-Python reference.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from cutscope.testing import recording
+from cutscope.tracer import process
+from _sockutil import ROOT, assert_matched, pair, recv_exactly
+
+
+def test_the_c_paths_are_built_and_installed():
+    # This machine (and CI) has a C compiler: the extension must have been built by
+    # `pip install -e .`. Without one, cutscope runs the Python paths (FAST is None).
+    assert process.FAST is not None, "cutscope.tracer._fast was not built"
+    assert type(process.LogicalProcess.send).__name__ == "method_descriptor"
+    assert type(process.LogicalProcess.recv).__name__ == "method_descriptor"
+    plain = socket.socket.__dict__.get("send")
+    with recording("p"):
+        for name in ("send", "sendall", "recv"):
+            m = socket.socket.__dict__[name]
+            assert type(m).__name__ == "method_descriptor", name
+            assert "cutscope" in m.__doc__
+    assert socket.socket.__dict__.get("send") is plain  # uninstalled
+
+
+def test_speedups_off_keeps_the_python_paths():
+    code = ("import socket, cutscope\nfrom cutscope.tracer import process\n"
+            "assert process.FAST is None\n"
+            "assert type(process.LogicalProcess.send).__name__ == 'function'\n"
+            "cutscope.start(db='sqlite:///' + __import__('sys').argv[1])\n"
+            "assert type(socket.socket.__dict__['send']).__name__ == 'function'\n"
+            "cutscope.stop()\nprint('ok')\n")
+    env = dict(os.environ, CUTSCOPE_SPEEDUPS="0")
+    with __import__("tempfile").TemporaryDirectory() as d:
+        r = subprocess.run([sys.executable, "-c", code, os.path.join(d, "t.db")], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_the_python_reference_passes_the_same_tests():
+    """The socket, queue and core tests, once more on the pure-Python paths."""
+    env = dict(os.environ, CUTSCOPE_SPEEDUPS="0")
+    files = ["tests/test_sockets.py", "tests/test_core.py", "tests/test_queues.py",
+             "tests/test_snapshot_threads.py"]
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                        "-p", "no:randomly", *files], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+
+
+@pytest.mark.timeout(120)
+def test_sequence_and_clock_stay_exact_with_c_and_python_sections_interleaved():
+    """One logical process, four threads sending and receiving on their own connections
+    through the C paths, and a fifth recording local events through the Python path
+    (which holds the process lock): no seq is lost or given twice, and the Lamport
+    clock grows with the seq. A C section that was not atomic against the Python ones
+    (the lock-free mode) would lose or repeat an update."""
+    rounds = 400
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: every interleaving
+    try:
+        doc = _interleaved(rounds)
+    finally:
+        sys.setswitchinterval(old)
+    mine = sorted((e["seq"], e["lamport"]) for e in doc["events"] if e["process"] == "p")
+    seqs = [s for s, _ in mine]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "a seq lost or repeated"
+    clocks = [c for _, c in mine]
+    assert all(a < b for a, b in zip(clocks, clocks[1:])), "the clock went back"
+    assert len([e for e in doc["events"] if e["process"] == "p" and e["kind"] == "send"]) \
+        >= 4 * rounds
+    assert_matched(doc, min_framed=4)
+
+
+def _interleaved(rounds):
+    with recording("p") as rec:
+        lp = process.current()
+        pairs = [pair() for _ in range(4)]
+        errors = []
+
+        def pinger(c, s):
+            try:
+                for i in range(rounds):
+                    c.sendall(b"m%05d" % i)
+                    assert recv_exactly(s, 6) == b"m%05d" % i
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        def local():
+            for i in range(rounds * 20):
+                lp.local("tick", {"i": i})
+
+        threads = [threading.Thread(target=pinger, args=p) for p in pairs]
+        threads.append(threading.Thread(target=local))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        for c, s in pairs:
+            c.close()
+            s.close()
+        return rec.trace()
+
+
+class _Broken:
+    """A recorder buffer whose append fails: the C core's last step before returning."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, row):
+        self.calls += 1
+        raise RuntimeError("injected into the C path")
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_failure_inside_the_c_path_never_touches_the_bytes(strict):
+    with recording("p", strict=strict) as rec:
+        c, s = pair()
+        c.sendall(b"before")
+        assert s.recv(100) == b"before"
+        lp = process.current()
+        good = lp._append
+        lp._append = broken = _Broken()
+        try:
+            if strict:
+                # strict mode (the tests' default): the error is cutscope's, raised
+                # before anything was written
+                with pytest.raises(RuntimeError, match="injected"):
+                    c.sendall(b"during")
+            else:
+                c.sendall(b"during")
+                assert s.recv(100) == b"during"
+                s.sendall(b"back")
+                assert c.recv(100) == b"back"
+        finally:
+            lp._append = good
+        assert broken.calls >= (1 if strict else 3)
+        if not strict:
+            c.sendall(b"after")
+            assert s.recv(100) == b"after"
+            assert rec.tracer.faults >= 3
+            rec.trace()
+            assert any("injected into the C path" in f["detail"] for f in rec.store.faults)
+        c.close()
+        s.close()
+
+
+def test_markers_queued_while_idle_go_out_before_the_next_c_send():
+    """Markers waiting on the endpoint (queued by a snapshot while the connection was
+    idle) are written by the next send, on the C path, before its frame: the bytes on
+    the wire, read with the plain C method, are the marker frame, then the frame."""
+    from cutscope.tracer import wire
+
+    raw_recv = socket.socket.__mro__[1].recv
+    with recording("p"):
+        c, s = pair()
+        c.sendall(b"x" * 10)
+        assert recv_exactly(s, 10) == b"x" * 10  # past the HELLO: the next send is fast
+        lp = process.current()
+        conn_ends = [ep for ep in lp.out if ep.flush is not None]
+        assert conn_ends
+        with lp.lock:  # as record() does from inside another send: queued, not flushed
+            for ep in conn_ends:
+                ep.pending.append(process.Marker(99, "p", lp.seq))
+        c.sendall(b"y" * 10)
+        assert all(not ep.pending for ep in conn_ends)
+        want = wire.marker(99, "p")
+        got = b""
+        while len(got) < len(want) + wire.HDR_SIZE + 10:
+            got += raw_recv(s, 4096)
+        assert got[:len(want)] == want
+        kind, n, _seq, _lam = wire.HDR.unpack_from(got, len(want))
+        assert (kind, n) == (wire.DATA, 10)
+        assert got[len(want) + wire.HDR_SIZE:] == b"y" * 10
+        c.close()
+        s.close()
+
+
+@pytest.mark.timeout(180)
+def test_snapshots_stay_consistent_while_threads_of_one_process_send_through_c():
+    """Four threads of one logical process send on their own connections through the C
+    path while snapshots record that process (record() queues a marker on every
+    endpoint under the process lock, a few Python calls long). A C send that slipped
+    between the snapshot event and its marker would put a message sent after the cut
+    ahead of the marker: an orphan, an inconsistent cut."""
+    import cutscope
+
+    from _checks import assert_snapshot_is_its_cut
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    stop = threading.Event()
+    snaps, errors = [], []
+    try:
+        with recording("p") as rec:
+            pairs = [pair() for _ in range(4)]
+
+            def sender(c):
+                try:
+                    i = 0
+                    while not stop.is_set():
+                        c.sendall(b"%08d" % i)
+                        i += 1
+                except Exception as exc:  # pragma: no cover - reported below
+                    errors.append(exc)
+
+            def receiver(k, s):
+                with cutscope.process(f"q{k}"):
+                    try:
+                        while True:
+                            d = s.recv(4096)
+                            if not d:
+                                return
+                    except Exception as exc:  # pragma: no cover
+                        errors.append(exc)
+
+            ths = [threading.Thread(target=sender, args=(c,)) for c, _ in pairs]
+            ths += [threading.Thread(target=receiver, args=(k, s)) for k, (_, s) in enumerate(pairs)]
+            for t in ths:
+                t.start()
+            for _ in range(12):
+                snaps.append(cutscope.snapshot(initiator="p", timeout=20))
+            stop.set()
+            for t in ths[:4]:
+                t.join(30)
+            for c, _ in pairs:
+                c.shutdown(socket.SHUT_WR)
+            for t in ths[4:]:
+                t.join(30)
+            for c, s in pairs:
+                c.close()
+                s.close()
+            doc = rec.trace()
+    finally:
+        sys.setswitchinterval(old)
+    assert not errors, errors
+    for snap in snaps:
+        assert_snapshot_is_its_cut(doc, snap)
