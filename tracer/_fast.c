@@ -1045,6 +1045,56 @@ static PyMethodDef sock_sendall_def = {"sendall", (PyCFunction)(void (*)(void))s
 static PyMethodDef sock_recv_def = {"recv", (PyCFunction)(void (*)(void))sock_recv, METH_FASTCALL,
                                     "socket.recv, traced (cutscope; C fast path)"};
 
+/* ---- the recorder ------------------------------------------------------------------ */
+
+/* take(deque, n) -> list: the first n items of the deque, popped (the recorder's
+ * batch; what `[buf.popleft() for _ in range(n)]` does, in one call). */
+static PyObject *
+take(PyObject *mod, PyObject *args)
+{
+    PyObject *dq;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "On:take", &dq, &n))
+        return NULL;
+    PyObject *pop = PyObject_GetAttrString(dq, "popleft");
+    if (pop == NULL)
+        return NULL;
+    PyObject *out = PyList_New(0);
+    for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+        PyObject *x = PyObject_CallNoArgs(pop);
+        if (x == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_IndexError)) {
+                PyErr_Clear();  /* fewer than n: what there is */
+                break;
+            }
+            Py_CLEAR(out);
+            break;
+        }
+        int r = PyList_Append(out, x);
+        Py_DECREF(x);
+        if (r < 0)
+            Py_CLEAR(out);
+    }
+    Py_DECREF(pop);
+    return out;
+}
+
+/* plain(rows) -> bool: no row carries a payload or data (items 8 and 9 are None), so
+ * the rows are stored as they are (store.encode_block). */
+static PyObject *
+plain(PyObject *mod, PyObject *rows)
+{
+    if (!PyList_CheckExact(rows))
+        Py_RETURN_FALSE;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rows); i++) {
+        PyObject *r = PyList_GET_ITEM(rows, i);
+        if (!PyTuple_CheckExact(r) || PyTuple_GET_SIZE(r) != 10 ||
+            PyTuple_GET_ITEM(r, 8) != Py_None || PyTuple_GET_ITEM(r, 9) != Py_None)
+            Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
 /* ---- module -------------------------------------------------------------------- */
 
 static PyObject *
@@ -1174,6 +1224,8 @@ static PyMethodDef methods[] = {
      "setup_sockets(socket.socket, Conn, _objs, _current, _default, _tracer, _fault, "
      "marker_prefix, real_sendall, real_recv, py_send, py_sendall, py_recv) -> "
      "(send, sendall, recv): method descriptors for socket.socket."},
+    {"take", take, METH_VARARGS, "take(deque, n) -> list of the first n items, popped."},
+    {"plain", plain, METH_O, "plain(rows) -> True if no row has a payload or data."},
     {NULL, NULL, 0, NULL},
 };
 
