@@ -19,6 +19,8 @@ import threading
 import time
 from typing import Callable
 
+from cutscope.tracer.process import FAST  # the C extension, or None
+
 log = logging.getLogger("cutscope")
 
 BUFFER_LIMIT = 200_000  # events held in memory before the application waits
@@ -187,7 +189,7 @@ class Recorder:
         buf, others = self._buf, self._others
         items = [others.popleft() for _ in range(len(others))]
         n = min(len(buf), BATCH) if left < 0 else min(len(buf), BATCH, left)
-        rows = [buf.popleft() for _ in range(n)]
+        rows = FAST.take(buf, n) if FAST is not None else [buf.popleft() for _ in range(n)]
         if rows or items:
             self._write(rows, items)
         return left - n if left >= 0 else -1

@@ -22,6 +22,8 @@ import time
 import zlib
 from typing import Any, Iterable, Iterator
 
+from cutscope.tracer.process import FAST  # the C extension, or None
+
 from sqlalchemy import (
     Boolean, Integer, BigInteger, LargeBinary, String, Text, case, create_engine,
     event,
@@ -175,8 +177,9 @@ def encode_block(rows: list[tuple], cap: int) -> bytes:
     """The ``data`` of an event block: the stored form of each tuple, marshal'd, then
     zlib level 1 (5x smaller, at no cost in time: the write shrinks as much as the
     compression costs, and zlib lets the application's threads run meanwhile)."""
-    return zlib.compress(marshal.dumps(
-        [r if r[8] is None and r[9] is None else event_row(r, cap) for r in rows], 4), 1)
+    if FAST is None or not FAST.plain(rows):
+        rows = [r if r[8] is None and r[9] is None else event_row(r, cap) for r in rows]
+    return zlib.compress(marshal.dumps(rows, 4), 1)
 
 
 def decode_block(block_id: int, encoding: str, data: bytes) -> list[tuple]:
