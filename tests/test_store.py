@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import signal
 import sqlite3
@@ -10,8 +11,11 @@ import subprocess
 import sys
 import textwrap
 import time
+import zlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hst
 
 import cutscope
 from cutscope.tracer import Tracer
@@ -421,3 +425,57 @@ def test_two_live_processes_with_one_name_do_not_poison_the_store(db_path):
     # Either the second started after the first stored its events (it then continues
     # the sequence: nothing collides), or both wrote the same seqs and the store says so.
     assert len(seqs) == 602 or any("share the name 'twin'" in f[0] for f in faults)
+
+
+# -- event block encodings ------------------------------------------------------------
+
+_text = hst.text(max_size=12)  # any code point, lone surrogates included
+_uint = hst.integers(0, 2**64)  # past 2**63: the row goes marshal'd
+_rows = hst.lists(hst.tuples(
+    hst.sampled_from(["p", "q/12", "ünï"]) | _text, _uint, _uint, _uint,
+    hst.sampled_from(["send", "recv", "local", "snapshot"]),
+    hst.none() | hst.sampled_from(["p->q#1", "q->p#2"]) | _text,
+    hst.none() | _text, _uint,
+    hst.none() | hst.binary(max_size=20),
+    hst.none() | hst.dictionaries(hst.text(max_size=3), hst.integers(), max_size=2)), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=_rows, cap=hst.sampled_from([0, 4, 100]))
+def test_event_blocks_round_trip_in_every_encoding(rows, cap):
+    """What a block gives back is each row's stored form (payload capped, data as JSON),
+    in order, whichever encoding wrote it and whichever reader reads it: the C encoder
+    and decoder, the Python reader of cs1 (the reference), and marshal (no C)."""
+    from cutscope.tracer import store as S
+    from cutscope.tracer.process import FAST
+
+    want = [S.event_row(r, cap) for r in rows]
+    assert S.decode_block(1, S.BLOCK_ENCODING, S.encode_block(list(rows), cap)) == want
+    raw = zlib.compress(marshal.dumps(want, 4), 1)  # what a build without C writes
+    assert S.decode_block(1, "marshal4+zlib", raw) == want
+    if FAST is not None:
+        cs1 = FAST.encode(list(rows), S.event_row, cap)
+        assert FAST.decode(cs1) == want
+        assert S.decode_cs1(cs1) == want
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=_rows, cut=hst.integers(0, 10_000), flip=hst.integers(0, 10_000))
+def test_a_damaged_cs1_block_is_an_error_or_rows_never_a_crash(rows, cut, flip):
+    """Truncated or altered cs1 bytes: both readers raise one of the errors that
+    decode_block turns into a StoreError, or return tuples; never a crash."""
+    from cutscope.tracer import store as S
+    from cutscope.tracer.process import FAST
+
+    if FAST is None:
+        pytehst.skip("no C extension")
+    data = bytearray(FAST.encode(list(rows), S.event_row, 0))
+    if flip < len(data):
+        data[flip] ^= 0x5A
+    data = bytes(data[:max(4, len(data) - cut % (len(data) + 1))])
+    for reader in (FAST.decode, S.decode_cs1):
+        try:
+            got = reader(data)
+        except (ValueError, IndexError, EOFError, TypeError):  # decode_block: a StoreError
+            continue
+        assert type(got) is list and all(type(r) is tuple and len(r) == 10 for r in got)

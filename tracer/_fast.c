@@ -23,6 +23,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <marshal.h>
 #include <time.h>
 #include <string.h>
 
@@ -1079,20 +1080,418 @@ take(PyObject *mod, PyObject *args)
     return out;
 }
 
-/* plain(rows) -> bool: no row carries a payload or data (items 8 and 9 are None), so
- * the rows are stored as they are (store.encode_block). */
-static PyObject *
-plain(PyObject *mod, PyObject *rows)
+/* ---- event blocks: the "cs1" encoding (store.encode_block / decode_block) ---------------
+ *
+ * cs1 := "CS1\0" varint(nstrings) { varint(len) utf-8 }* varint(nrows) row*
+ * row := 0x00 varint(process) varint(seq) varint(lamport) zigzag(wall - previous wall)
+ *             varint(kind) opt(channel) opt(msg) varint(nbytes)      (payload, data: None)
+ *      | 0x01 varint(len) marshal(version 4) of the stored tuple      (anything else)
+ * process and kind are string indexes, opt() is 0 for None or index + 1. A string is
+ * written once per block for each distinct object (identity); ints in [0, 2**63).
+ * The Python reader (store._decode_cs1) is the reference for the format. */
+
+typedef struct {
+    char *buf;
+    Py_ssize_t len, cap;
+} wbuf;
+
+static int
+wb_grow(wbuf *b, Py_ssize_t need)
 {
-    if (!PyList_CheckExact(rows))
-        Py_RETURN_FALSE;
+    if (b->len + need <= b->cap)
+        return 0;
+    Py_ssize_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + need)
+        cap *= 2;
+    char *nb = PyMem_Realloc(b->buf, cap);
+    if (nb == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->buf = nb;
+    b->cap = cap;
+    return 0;
+}
+
+static inline int
+wb_varint(wbuf *b, unsigned long long v)
+{
+    if (wb_grow(b, 10) < 0)
+        return -1;
+    while (v >= 0x80) {
+        b->buf[b->len++] = (char)(v | 0x80);
+        v >>= 7;
+    }
+    b->buf[b->len++] = (char)v;
+    return 0;
+}
+
+static inline int
+wb_bytes(wbuf *b, const char *p, Py_ssize_t n)
+{
+    if (wb_grow(b, n) < 0)
+        return -1;
+    memcpy(b->buf + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+/* The string table: str object (identity) -> index, open addressing on the pointer. */
+typedef struct {
+    PyObject **keys;
+    Py_ssize_t *vals;
+    Py_ssize_t mask, n;
+    wbuf out;  /* the table as written */
+} strtab;
+
+static int
+st_init(strtab *t, Py_ssize_t hint)
+{
+    Py_ssize_t size = 64;
+    while (size < hint * 2)
+        size *= 2;
+    t->keys = PyMem_Calloc(size, sizeof(PyObject *));
+    t->vals = PyMem_Malloc(size * sizeof(Py_ssize_t));
+    t->mask = size - 1;
+    t->n = 0;
+    t->out.buf = NULL;
+    t->out.len = t->out.cap = 0;
+    if (t->keys == NULL || t->vals == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static void
+st_free(strtab *t)
+{
+    PyMem_Free(t->keys);
+    PyMem_Free(t->vals);
+    PyMem_Free(t->out.buf);
+}
+
+static int
+st_rehash(strtab *t)
+{
+    Py_ssize_t size = (t->mask + 1) * 2;
+    PyObject **keys = PyMem_Calloc(size, sizeof(PyObject *));
+    Py_ssize_t *vals = PyMem_Malloc(size * sizeof(Py_ssize_t));
+    if (keys == NULL || vals == NULL) {
+        PyMem_Free(keys);
+        PyMem_Free(vals);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i <= t->mask; i++) {
+        if (t->keys[i] == NULL)
+            continue;
+        size_t h = ((size_t)t->keys[i] >> 4) & (size - 1);
+        while (keys[h] != NULL)
+            h = (h + 1) & (size - 1);
+        keys[h] = t->keys[i];
+        vals[h] = t->vals[i];
+    }
+    PyMem_Free(t->keys);
+    PyMem_Free(t->vals);
+    t->keys = keys;
+    t->vals = vals;
+    t->mask = size - 1;
+    return 0;
+}
+
+/* The index of str s (added if new); -1 with an error; -2 if it cannot be written as
+ * UTF-8 (a lone surrogate: the row goes as marshal). The rows hold the strings alive
+ * for the whole encoding, so their addresses are stable keys. */
+static Py_ssize_t
+st_index(strtab *t, PyObject *s)
+{
+    size_t h = ((size_t)s >> 4) & t->mask;
+    while (t->keys[h] != NULL) {
+        if (t->keys[h] == s)
+            return t->vals[h];
+        h = (h + 1) & t->mask;
+    }
+    Py_ssize_t n;
+    const char *u = PyUnicode_AsUTF8AndSize(s, &n);
+    if (u == NULL) {
+        PyErr_Clear();
+        return -2;
+    }
+    if (wb_varint(&t->out, (unsigned long long)n) < 0 || wb_bytes(&t->out, u, n) < 0)
+        return -1;
+    t->keys[h] = s;
+    t->vals[h] = t->n;
+    t->n++;
+    if (t->n * 2 > t->mask && st_rehash(t) < 0)
+        return -1;
+    return t->n - 1;
+}
+
+static inline int  /* an exact int in [0, 2**63) */
+small_uint(PyObject *v, unsigned long long *out)
+{
+    if (!PyLong_CheckExact(v))
+        return 0;
+    int overflow = 0;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow || x < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    *out = (unsigned long long)x;
+    return 1;
+}
+
+/* encode(rows, event_row, cap) -> bytes (not compressed): the cs1 block of the rows;
+ * a row with a payload or data goes as marshal(event_row(row, cap)). */
+static PyObject *
+encode(PyObject *mod, PyObject *args)
+{
+    PyObject *rows, *event_row, *cap;
+    if (!PyArg_ParseTuple(args, "O!OO:encode", &PyList_Type, &rows, &event_row, &cap))
+        return NULL;
+    Py_ssize_t nrows = 0;  /* rows written */
+    strtab t;
+    wbuf b = {NULL, 0, 0};
+    PyObject *result = NULL;
+    if (st_init(&t, 64) < 0)
+        goto done;
+    long long prev = 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rows); i++) {
         PyObject *r = PyList_GET_ITEM(rows, i);
-        if (!PyTuple_CheckExact(r) || PyTuple_GET_SIZE(r) != 10 ||
-            PyTuple_GET_ITEM(r, 8) != Py_None || PyTuple_GET_ITEM(r, 9) != Py_None)
-            Py_RETURN_FALSE;
+        unsigned long long seq, lam, wall, nb;
+        Py_ssize_t ip = -2, ik = -2, ic = -1, im = -1;
+        int compact = PyTuple_CheckExact(r) && PyTuple_GET_SIZE(r) == 10 &&
+            PyTuple_GET_ITEM(r, 8) == Py_None && PyTuple_GET_ITEM(r, 9) == Py_None &&
+            PyUnicode_CheckExact(PyTuple_GET_ITEM(r, 0)) &&
+            PyUnicode_CheckExact(PyTuple_GET_ITEM(r, 4)) &&
+            small_uint(PyTuple_GET_ITEM(r, 1), &seq) && small_uint(PyTuple_GET_ITEM(r, 2), &lam) &&
+            small_uint(PyTuple_GET_ITEM(r, 3), &wall) && small_uint(PyTuple_GET_ITEM(r, 7), &nb);
+        if (compact) {
+            PyObject *ch = PyTuple_GET_ITEM(r, 5), *msg = PyTuple_GET_ITEM(r, 6);
+            compact = (ch == Py_None || PyUnicode_CheckExact(ch)) &&
+                (msg == Py_None || PyUnicode_CheckExact(msg));
+            if (compact) {
+                /* -1: error (set), -2: not UTF-8 (marshal row); None stays -1 for ic/im */
+                ip = st_index(&t, PyTuple_GET_ITEM(r, 0));
+                if (ip >= 0)
+                    ik = st_index(&t, PyTuple_GET_ITEM(r, 4));
+                if (ik >= 0 && ch != Py_None && (ic = st_index(&t, ch)) < 0)
+                    ik = ic;
+                if (ik >= 0 && msg != Py_None && (im = st_index(&t, msg)) < 0)
+                    ik = im;
+                if (PyErr_Occurred())
+                    goto done;
+                compact = ip >= 0 && ik >= 0;
+            }
+        }
+        if (compact) {
+            long long d = (long long)wall - prev;
+            prev = (long long)wall;
+            unsigned long long zz = ((unsigned long long)d << 1) ^ (unsigned long long)(d >> 63);
+            if (wb_grow(&b, 1) < 0)
+                goto done;
+            b.buf[b.len++] = 0;
+            if (wb_varint(&b, ip) < 0 || wb_varint(&b, seq) < 0 || wb_varint(&b, lam) < 0 ||
+                wb_varint(&b, zz) < 0 || wb_varint(&b, ik) < 0 ||
+                wb_varint(&b, (unsigned long long)(ic + 1)) < 0 ||
+                wb_varint(&b, (unsigned long long)(im + 1)) < 0 || wb_varint(&b, nb) < 0)
+                goto done;
+            nrows++;
+            continue;
+        }
+        /* anything else: the stored form, marshal'd */
+        PyObject *stored;
+        if (PyTuple_CheckExact(r) && PyTuple_GET_SIZE(r) == 10 &&
+            (PyTuple_GET_ITEM(r, 8) != Py_None || PyTuple_GET_ITEM(r, 9) != Py_None))
+            stored = PyObject_CallFunctionObjArgs(event_row, r, cap, NULL);
+        else {
+            Py_INCREF(r);
+            stored = r;
+        }
+        if (stored == NULL)
+            goto done;
+        PyObject *m = PyMarshal_WriteObjectToString(stored, 4);
+        Py_DECREF(stored);
+        if (m == NULL)
+            goto done;
+        int bad = wb_grow(&b, 1) < 0;
+        if (!bad) {
+            b.buf[b.len++] = 1;
+            bad = wb_varint(&b, (unsigned long long)PyBytes_GET_SIZE(m)) < 0 ||
+                wb_bytes(&b, PyBytes_AS_STRING(m), PyBytes_GET_SIZE(m)) < 0;
+        }
+        Py_DECREF(m);
+        if (bad)
+            goto done;
+        nrows++;
     }
-    Py_RETURN_TRUE;
+    {
+        wbuf head = {NULL, 0, 0};
+        if (wb_bytes(&head, "CS1\0", 4) < 0 || wb_varint(&head, (unsigned long long)t.n) < 0 ||
+            wb_bytes(&head, t.out.buf, t.out.len) < 0 ||
+            wb_varint(&head, (unsigned long long)nrows) < 0) {
+            PyMem_Free(head.buf);
+            goto done;
+        }
+        result = PyBytes_FromStringAndSize(NULL, head.len + b.len);
+        if (result != NULL) {
+            memcpy(PyBytes_AS_STRING(result), head.buf, head.len);
+            if (b.len)
+                memcpy(PyBytes_AS_STRING(result) + head.len, b.buf, b.len);
+        }
+        PyMem_Free(head.buf);
+    }
+done:
+    st_free(&t);
+    PyMem_Free(b.buf);
+    return result;
+}
+
+/* Reading: every length and index is checked; a bad block is a ValueError. */
+typedef struct {
+    const unsigned char *p, *end;
+} rbuf;
+
+static inline int
+rb_varint(rbuf *r, unsigned long long *out)
+{
+    unsigned long long v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (r->p >= r->end)
+            return -1;
+        unsigned char c = *r->p++;
+        v |= (unsigned long long)(c & 0x7f) << shift;
+        if (!(c & 0x80)) {
+            *out = v;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* decode(data) -> list of 10-tuples (the inverse of encode, payload and data as stored). */
+static PyObject *
+decode(PyObject *mod, PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    rbuf r = {(const unsigned char *)view.buf, (const unsigned char *)view.buf + view.len};
+    PyObject *strs = NULL, *out = NULL;
+    unsigned long long ns, nrows;
+    if (view.len < 4 || memcmp(view.buf, "CS1\0", 4) != 0)
+        goto bad;
+    r.p += 4;
+    if (rb_varint(&r, &ns) < 0 || ns > (unsigned long long)view.len)
+        goto bad;
+    strs = PyList_New((Py_ssize_t)ns);
+    if (strs == NULL)
+        goto fail;
+    for (unsigned long long i = 0; i < ns; i++) {
+        unsigned long long n;
+        if (rb_varint(&r, &n) < 0 || n > (unsigned long long)(r.end - r.p))
+            goto bad;
+        PyObject *s = PyUnicode_DecodeUTF8((const char *)r.p, (Py_ssize_t)n, NULL);
+        if (s == NULL)
+            goto fail;
+        PyList_SET_ITEM(strs, (Py_ssize_t)i, s);
+        r.p += n;
+    }
+    if (rb_varint(&r, &nrows) < 0 || nrows > (unsigned long long)view.len)
+        goto bad;
+    out = PyList_New(0);
+    if (out == NULL)
+        goto fail;
+    long long prev = 0;
+    for (unsigned long long i = 0; i < nrows; i++) {
+        if (r.p >= r.end)
+            goto bad;
+        unsigned char tag = *r.p++;
+        PyObject *row;
+        if (tag == 0) {
+            unsigned long long ip, seq, lam, zz, ik, ic, im, nb;
+            if (rb_varint(&r, &ip) < 0 || rb_varint(&r, &seq) < 0 || rb_varint(&r, &lam) < 0 ||
+                rb_varint(&r, &zz) < 0 || rb_varint(&r, &ik) < 0 || rb_varint(&r, &ic) < 0 ||
+                rb_varint(&r, &im) < 0 || rb_varint(&r, &nb) < 0)
+                goto bad;
+            if (ip >= ns || ik >= ns || ic > ns || im > ns)
+                goto bad;
+            long long d = (long long)(zz >> 1) ^ -(long long)(zz & 1);
+            prev = (long long)((unsigned long long)prev + (unsigned long long)d);
+            PyObject *items[10];
+            items[0] = PyList_GET_ITEM(strs, ip);
+            Py_INCREF(items[0]);
+            items[1] = PyLong_FromUnsignedLongLong(seq);
+            items[2] = PyLong_FromUnsignedLongLong(lam);
+            items[3] = PyLong_FromLongLong(prev);
+            items[4] = PyList_GET_ITEM(strs, ik);
+            Py_INCREF(items[4]);
+            items[5] = ic ? PyList_GET_ITEM(strs, ic - 1) : Py_None;
+            Py_INCREF(items[5]);
+            items[6] = im ? PyList_GET_ITEM(strs, im - 1) : Py_None;
+            Py_INCREF(items[6]);
+            items[7] = PyLong_FromUnsignedLongLong(nb);
+            items[8] = Py_None;
+            Py_INCREF(Py_None);
+            items[9] = Py_None;
+            Py_INCREF(Py_None);
+            row = PyTuple_New(10);
+            int ok = row != NULL && items[1] && items[2] && items[3] && items[7];
+            for (int k = 0; k < 10; k++) {
+                if (row != NULL)
+                    PyTuple_SET_ITEM(row, k, items[k]);
+                else
+                    Py_XDECREF(items[k]);
+            }
+            if (!ok) {
+                Py_XDECREF(row);
+                goto fail;
+            }
+        }
+        else if (tag == 1) {
+            unsigned long long n;
+            if (rb_varint(&r, &n) < 0 || n > (unsigned long long)(r.end - r.p))
+                goto bad;
+            row = PyMarshal_ReadObjectFromString((const char *)r.p, (Py_ssize_t)n);
+            r.p += n;
+            if (row == NULL)
+                goto fail;
+            if (!PyTuple_CheckExact(row) || PyTuple_GET_SIZE(row) != 10) {
+                Py_DECREF(row);
+                goto bad;
+            }
+        }
+        else
+            goto bad;
+        int a = PyList_Append(out, row);
+        Py_DECREF(row);
+        if (a < 0)
+            goto fail;
+    }
+    if (r.p != r.end)
+        goto bad;
+    Py_DECREF(strs);
+    PyBuffer_Release(&view);
+    return out;
+bad:
+    if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_ValueError) ||
+        PyErr_ExceptionMatches(PyExc_EOFError) || PyErr_ExceptionMatches(PyExc_TypeError)) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ValueError, "not a cs1 event block");
+    }
+fail:
+    if (PyErr_Occurred() && (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError) ||
+                             PyErr_ExceptionMatches(PyExc_EOFError) ||
+                             PyErr_ExceptionMatches(PyExc_TypeError))) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ValueError, "not a cs1 event block");
+    }
+    Py_XDECREF(strs);
+    Py_XDECREF(out);
+    PyBuffer_Release(&view);
+    return NULL;
 }
 
 /* ---- module -------------------------------------------------------------------- */
@@ -1225,7 +1624,9 @@ static PyMethodDef methods[] = {
      "marker_prefix, real_sendall, real_recv, py_send, py_sendall, py_recv) -> "
      "(send, sendall, recv): method descriptors for socket.socket."},
     {"take", take, METH_VARARGS, "take(deque, n) -> list of the first n items, popped."},
-    {"plain", plain, METH_O, "plain(rows) -> True if no row has a payload or data."},
+    {"encode", encode, METH_VARARGS,
+     "encode(rows, event_row, cap) -> bytes: the rows as a cs1 event block (uncompressed)."},
+    {"decode", decode, METH_O, "decode(data) -> list of event tuples of a cs1 block."},
     {NULL, NULL, 0, NULL},
 };
 

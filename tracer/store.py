@@ -34,7 +34,10 @@ from sqlalchemy.exc import SQLAlchemyError, ArgumentError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA_VERSION = 2
-BLOCK_ENCODING = "marshal4+zlib"  # event_blocks.encoding of what this version writes
+# event_blocks.encoding of what this version writes: "cs1+zlib" with the C extension
+# (tracer/_fast.c encodes; a tenth of marshal's time), else "marshal4+zlib"; both read.
+BLOCK_ENCODING = "cs1+zlib" if FAST is not None else "marshal4+zlib"
+BLOCK_ENCODINGS = ("cs1+zlib", "marshal4+zlib")
 DEFAULT_URL = "sqlite:///cutscope.db"
 SNAPSHOT_PAYLOAD_CAP = 64 * 1024
 LIVE_NS = 3_000_000_000  # a process whose heartbeat is younger than this is alive  # bytes kept per in-transit message in a snapshot
@@ -174,25 +177,88 @@ EVENT_COLUMNS = ("process", "seq", "lamport", "wall_ns", "kind", "channel", "msg
 
 
 def encode_block(rows: list[tuple], cap: int) -> bytes:
-    """The ``data`` of an event block: the stored form of each tuple, marshal'd, then
-    zlib level 1 (5x smaller, at no cost in time: the write shrinks as much as the
-    compression costs, and zlib lets the application's threads run meanwhile)."""
-    if FAST is None or not FAST.plain(rows):
+    """The ``data`` of an event block (encoding ``BLOCK_ENCODING``): the stored form of
+    each tuple (``event_row``), as cs1 (below) or marshal'd, then zlib level 1 (5x
+    smaller, at no cost in time: the write shrinks as much as the compression
+    costs, and zlib lets the application's threads run meanwhile)."""
+    if FAST is not None:
+        return zlib.compress(FAST.encode(rows, event_row, cap), 1)
+    if not all(r[8] is None and r[9] is None for r in rows):
         rows = [r if r[8] is None and r[9] is None else event_row(r, cap) for r in rows]
     return zlib.compress(marshal.dumps(rows, 4), 1)
 
 
 def decode_block(block_id: int, encoding: str, data: bytes) -> list[tuple]:
     """The event tuples of a block; a block that is not what it says is a StoreError."""
-    if encoding != BLOCK_ENCODING:
+    if encoding not in BLOCK_ENCODINGS:
         raise StoreError(f"event block {block_id} has encoding {encoding!r}; this cutscope reads "
-                         f"{BLOCK_ENCODING!r}")
+                         f"{' and '.join(map(repr, BLOCK_ENCODINGS))}")
     try:
-        rows = marshal.loads(zlib.decompress(data))
+        raw = zlib.decompress(data)
+        if encoding == "marshal4+zlib":
+            rows = marshal.loads(raw)
+        else:
+            rows = FAST.decode(raw) if FAST is not None else decode_cs1(raw)
         if type(rows) is not list or not all(type(r) is tuple and len(r) == 10 for r in rows):
             raise ValueError("not a list of event tuples")
-    except (ValueError, EOFError, TypeError, zlib.error) as exc:
+    except (ValueError, EOFError, TypeError, IndexError, zlib.error) as exc:
         raise StoreError(f"event block {block_id} is corrupt ({exc})") from None
+    return rows
+
+
+def decode_cs1(raw: bytes) -> list[tuple]:
+    """The reference reader of a cs1 block (the C extension's ``decode`` is the fast one).
+
+    ``"CS1\0"``, the string table (varint count, then varint length + UTF-8 each), the
+    row count, then each row: ``0`` and the varints process, seq, lamport, wall (as
+    the zigzag difference from the previous compact row's), kind, channel + 1 (0:
+    None), msg + 1, nbytes (payload and data None); or ``1``, a varint length and the
+    marshal'd stored tuple."""
+    mv = memoryview(raw)
+    pos = 4
+    if bytes(mv[:4]) != b"CS1\0":
+        raise ValueError("not a cs1 event block")
+
+    def varint() -> int:
+        nonlocal pos
+        v = shift = 0
+        while True:
+            c = raw[pos]
+            pos += 1
+            v |= (c & 0x7F) << shift
+            if not c & 0x80:
+                return v
+            shift += 7
+            if shift >= 64:
+                raise ValueError("bad varint")
+
+    strs = []
+    for _ in range(varint()):
+        n = varint()
+        if pos + n > len(raw):
+            raise ValueError("string past the end")
+        strs.append(str(mv[pos:pos + n], "utf-8"))
+        pos += n
+    rows = []
+    prev = 0
+    opt = [None] + strs
+    for _ in range(varint()):
+        tag = raw[pos]
+        pos += 1
+        if tag == 0:
+            p, seq, lam, zz, k, ch, msg, nb = (varint() for _ in range(8))
+            prev += (zz >> 1) ^ -(zz & 1)
+            rows.append((strs[p], seq, lam, prev, strs[k], opt[ch], opt[msg], nb, None, None))
+        elif tag == 1:
+            n = varint()
+            if pos + n > len(raw):
+                raise ValueError("row past the end")
+            rows.append(marshal.loads(mv[pos:pos + n]))
+            pos += n
+        else:
+            raise ValueError(f"bad row tag {tag}")
+    if pos != len(raw):
+        raise ValueError("bytes after the last row")
     return rows
 
 
