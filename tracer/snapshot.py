@@ -299,7 +299,10 @@ class Coordinator:
         # reported directly (it may report to the store), else every 50 ms (to see
         # an end decided elsewhere).
         every = STORE_POLL_S if not self.expected <= set(self._direct) else 0.05
-        if now - self._store_read >= every:
+        # Not when the direct reports alone complete it: that read would only delay
+        # the end (on a store that many recorders write, by milliseconds); an end
+        # decided elsewhere still shows in finish_snapshot's answer.
+        if now - self._store_read >= every and not self._direct_complete():
             self._store_read = now
             prog = (self.store.snapshot_progress(self.id, unwritten=True) if self._create
                     else self.store.snapshot_progress(self.id))
@@ -317,19 +320,7 @@ class Coordinator:
         states = {**self._store_states, **{p: r for p, r in self._direct.items() if "own" in r}}
         recorded = set(states)
         self.expected |= recorded
-        wait: set[str] = set()
-        closed: set[str] = set()
-        uncovered: set[str] = set()
-        for info in states.values():
-            own = info["own"]
-            wait.update(info["outgoing"])
-            wait.update(own.get("incoming", ()))
-            closed.update(info["closed"])
-            closed.update(own.get("ended", ()))  # ended at the receiver before it recorded
-            uncovered.update(own.get("uncovered", ()))
-        unrecorded = self.expected - recorded
-        unfinished = {p for p, info in states.items() if not info["done"]}
-        open_ = wait - closed
+        unrecorded, unfinished, open_, uncovered = self._progress(states)
         now = time.monotonic()
         if not unrecorded and not unfinished and not open_ and not self._newcomers(recorded):
             if not uncovered:
@@ -354,6 +345,30 @@ class Coordinator:
                 # Not reached by a marker in time: start it directly (at its next safe point).
                 self._request(self.expected - recorded)
         return False
+
+    def _progress(self, states: dict) -> tuple[set, set, set, set]:
+        """(unrecorded, unfinished, open channels, uncovered channels) given ``states``."""
+        wait: set[str] = set()
+        closed: set[str] = set()
+        uncovered: set[str] = set()
+        for info in states.values():
+            own = info["own"]
+            wait.update(info["outgoing"])
+            wait.update(own.get("incoming", ()))
+            closed.update(info["closed"])
+            closed.update(own.get("ended", ()))  # ended at the receiver before it recorded
+            uncovered.update(own.get("uncovered", ()))
+        unrecorded = self.expected - set(states)
+        unfinished = {p for p, info in states.items() if not info["done"]}
+        return unrecorded, unfinished, wait - closed, uncovered
+
+    def _direct_complete(self) -> bool:
+        """Every expected process reported directly, and those reports end the snapshot."""
+        direct = {p: r for p, r in self._direct.items() if "own" in r}
+        if not self.expected <= set(direct):
+            return False
+        unrecorded, unfinished, open_, _ = self._progress({**self._store_states, **direct})
+        return not (unrecorded or unfinished or open_)
 
     def _take_inbox(self) -> None:
         """Fold the records that came directly into the progress."""
@@ -401,8 +416,12 @@ class Coordinator:
         """Before calling it complete: live processes with channels that the store did
         not show at the start (their first channel was still being written) and that
         no marker reached. They are asked to start; the snapshot waits for them."""
-        live = set(self.store.live_processes(time.time_ns() - LIVE_NS)) | self._local_names()
-        ends = self.store.channel_ends()
+        both = getattr(self.store, "live_and_ends", None)  # (one read of the store)
+        if both is not None:
+            live, ends = both(time.time_ns() - LIVE_NS)
+        else:
+            live, ends = self.store.live_processes(time.time_ns() - LIVE_NS), self.store.channel_ends()
+        live = set(live) | self._local_names()
         self._chan_info.update({c["id"]: c for c in ends})
         new = {p for c in ends for p in (c["src"], c["dst"]) if p in live} - recorded - self.expected
         if not new:

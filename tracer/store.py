@@ -172,6 +172,11 @@ class SnapshotMessage(Base):
     truncated: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+# Statements the snapshot coordinator runs on a busy store, built once.
+_ENDS = select(Channel.id, Channel.src, Channel.dst, Channel.fifo)
+_LIVE = select(Process.name).where(Process.ended_ns.is_(None),
+                                   Process.heartbeat_ns >= bindparam("since"))
+
 EVENT_COLUMNS = ("process", "seq", "lamport", "wall_ns", "kind", "channel", "msg", "nbytes",
                  "payload", "data")  # the fields of an event tuple, in order
 
@@ -931,8 +936,14 @@ class SqlStore:
     def channel_ends(self) -> list[dict]:
         """``[{id, src, dst, fifo}]`` of every channel."""
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(
-                select(Channel.id, Channel.src, Channel.dst, Channel.fifo))]
+            return [dict(r._mapping) for r in conn.execute(_ENDS)]
+
+    def live_and_ends(self, since_ns: int) -> tuple[list[str], list[dict]]:
+        """``live_processes(since_ns)`` and ``channel_ends()`` in one read (a snapshot's
+        last check before it is called complete)."""
+        with self.engine.connect() as conn:
+            live = [r[0] for r in conn.execute(_LIVE, {"since": since_ns})]
+            return live, [dict(id=r[0], src=r[1], dst=r[2], fifo=r[3]) for r in conn.execute(_ENDS)]
 
     # -- listeners: direct, synchronous (a client connecting right after listen() must see it)
 
