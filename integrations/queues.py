@@ -45,7 +45,8 @@ import weakref
 from collections import deque
 from time import monotonic as _time
 
-from cutscope.tracer.process import OutEndpoint, _current, _default
+from cutscope.tracer import process as _process
+from cutscope.tracer.process import LogicalProcess, OutEndpoint, _current, _default
 
 from ._base import Instrumentor, register
 
@@ -468,6 +469,24 @@ def get(self, block=True, timeout=None):
 
 
 _NONE = object()  # no item taken (an item may be None)
+
+
+# With the C extension (integrations/_fastq.c), put and get are its method descriptors:
+# the hot paths above (an endpoint already open, no marker, no snapshot asked, an item
+# that goes in or comes out at once), the same tests and state, in C; for anything
+# else they call the Python functions above (kept as the reference), before doing
+# anything. Off with the core's C paths (tracer/_fast.c; CUTSCOPE_SPEEDUPS=0).
+FASTQ = None
+if _process.FAST is not None:
+    try:
+        from cutscope.integrations import _fastq as FASTQ
+    except ImportError:
+        FASTQ = None
+if FASTQ is not None:
+    import _thread
+
+    put, get = FASTQ.setup(_Q, QState, LogicalProcess, OutEndpoint, deque, _thread.LockType,
+                           _current, _default, _FIFO_HOOKS["_qsize"], put, get)
 
 
 @register
