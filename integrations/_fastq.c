@@ -26,6 +26,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <string.h>
 
 /* ---- configuration (set once by setup) ---- */
 static PyTypeObject *Q_type, *QS_type, *LP_type, *EP_type, *Deque_type, *Lock_type;
@@ -67,6 +68,117 @@ slot_offset(PyTypeObject *tp, const char *name)
     }
     return off;
 }
+
+/* ---- attributes of the queue, its conditions and the tracer ----
+ * `obj.name` is looked up in the instance's __dict__ directly when the type is
+ * "plain" for every name read here: generic getattr/setattr, and no data descriptor
+ * of that name on the type (so the instance's __dict__ decides, as in the generic
+ * lookup); a name missing from the __dict__ takes the generic lookup. The verdict is
+ * cached per (type, version tag): any change to the type gives it a new tag. */
+static PyObject *attr_names;  /* tuple of every name read or written on those objects */
+#define NPLAIN 8
+static struct { PyTypeObject *tp; unsigned int tag; } plain_cache[NPLAIN];
+static int plain_next;
+
+static int
+plain_type(PyTypeObject *tp)
+{
+    for (int i = 0; i < NPLAIN; i++)
+        if (plain_cache[i].tp == tp) {
+            if ((tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) && tp->tp_version_tag == plain_cache[i].tag)
+                return 1;
+            plain_cache[i].tp = NULL;
+            break;
+        }
+    if (tp->tp_getattro != PyObject_GenericGetAttr || tp->tp_setattro != PyObject_GenericSetAttr)
+        return 0;
+    Py_ssize_t n = PyTuple_GET_SIZE(attr_names);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *d = _PyType_Lookup(tp, PyTuple_GET_ITEM(attr_names, i));
+        if (d != NULL && Py_TYPE(d)->tp_descr_set != NULL)
+            return 0;
+    }
+    if (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) {
+        plain_cache[plain_next].tp = tp;
+        plain_cache[plain_next].tag = tp->tp_version_tag;
+        plain_next = (plain_next + 1) % NPLAIN;
+    }
+    return 1;
+}
+
+static inline PyObject *  /* borrowed, or NULL */
+inst_dict(PyObject *obj)
+{
+    if (!plain_type(Py_TYPE(obj)))
+        return NULL;
+    PyObject **dp = _PyObject_GetDictPtr(obj);
+    if (dp == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    return *dp != NULL && PyDict_CheckExact(*dp) ? *dp : NULL;
+}
+
+/* obj.name (new reference; NULL with an error). `d`: inst_dict(obj) or NULL. */
+static inline PyObject *
+attr_in(PyObject *obj, PyObject *d, PyObject *name)
+{
+    if (d != NULL) {
+        PyObject *v = PyDict_GetItemWithError(d, name);
+        if (v != NULL) {
+            Py_INCREF(v);
+            return v;
+        }
+        if (PyErr_Occurred())
+            return NULL;
+    }
+    return PyObject_GetAttr(obj, name);
+}
+
+static inline PyObject *
+attr(PyObject *obj, PyObject *name)
+{
+    return attr_in(obj, inst_dict(obj), name);
+}
+
+static inline int
+set_attr_in(PyObject *obj, PyObject *d, PyObject *name, PyObject *v)
+{
+    if (d != NULL)
+        return PyDict_SetItem(d, name, v);
+    return PyObject_SetAttr(obj, name, v);
+}
+
+/* lp.send(...) / lp.recv(...): LogicalProcess has __slots__ and no __dict__, so the
+ * attribute is the type's; a function or method descriptor found there is called with
+ * lp first (what the bound method does). Cached per version tag of the type (a new
+ * LogicalProcess.send, e.g. a test's patch, gives the type a new tag). */
+static PyObject *m_send, *m_recv;  /* borrowed from the type's dict while the tag holds */
+static unsigned int m_tag;
+
+static PyObject *
+lp_call(PyObject *name, PyObject *const *args, size_t nargs)
+{
+    PyTypeObject *tp = LP_type;
+    if (!((tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) && tp->tp_version_tag == m_tag &&
+          m_send != NULL)) {
+        PyObject *s = _PyType_Lookup(tp, n_send), *r = _PyType_Lookup(tp, n_recv);
+        m_send = m_recv = NULL;
+        if (s != NULL && r != NULL && (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) &&
+            (PyFunction_Check(s) || Py_IS_TYPE(s, &PyMethodDescr_Type)) &&
+            (PyFunction_Check(r) || Py_IS_TYPE(r, &PyMethodDescr_Type))) {
+            m_send = s;
+            m_recv = r;
+            m_tag = tp->tp_version_tag;
+        }
+        else
+            return PyObject_VectorcallMethod(name, args, nargs, NULL);
+    }
+    return PyObject_Vectorcall(name == n_send ? m_send : m_recv, args, nargs, NULL);
+}
+
+/* how often each path ran (tests: the C path is the one taken) */
+static unsigned long long n_put_fast, n_put_py, n_get_fast, n_get_py;
 
 static inline void
 slot_set(PyObject *obj, Py_ssize_t off, PyObject *v)  /* new reference to v taken */
@@ -196,13 +308,13 @@ deque_append(PyObject *d, PyObject *x)
 
 /* `cond._waiters` (AttributeError: True), then `cond.notify()` if it is true. */
 static int
-notify_if_waiting(PyObject *self, PyObject *cname)
+notify_if_waiting(PyObject *self, PyObject *qd, PyObject *cname)
 {
-    PyObject *cond = PyObject_GetAttr(self, cname);
+    PyObject *cond = attr_in(self, qd, cname);
     if (cond == NULL)
         return -1;
     int waiting;
-    PyObject *w = PyObject_GetAttr(cond, n_waiters);
+    PyObject *w = attr(cond, n_waiters);
     if (w == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
             Py_DECREF(cond);
@@ -272,7 +384,7 @@ payload_of(PyObject *lp, PyObject *item)
         PyErr_SetString(PyExc_AttributeError, "tracer");
         return NULL;
     }
-    PyObject *cap = PyObject_GetAttr(t, n_capture);
+    PyObject *cap = attr(t, n_capture);
     if (cap == NULL)
         return NULL;
     int c = truth(cap);
@@ -312,11 +424,13 @@ msg_id(PyObject *name, PyObject *seq)
             PyObject *s = PyUnicode_New(ln + 1 + nd, PyUnicode_MAX_CHAR_VALUE(name));
             if (s == NULL)
                 return NULL;
-            if (PyUnicode_CopyCharacters(s, 0, name, 0, ln) < 0) {
+            int kind = PyUnicode_KIND(s);
+            if (kind == PyUnicode_1BYTE_KIND)
+                memcpy(PyUnicode_DATA(s), PyUnicode_DATA(name), ln);
+            else if (PyUnicode_CopyCharacters(s, 0, name, 0, ln) < 0) {
                 Py_DECREF(s);
                 return NULL;
             }
-            int kind = PyUnicode_KIND(s);
             void *data = PyUnicode_DATA(s);
             PyUnicode_WRITE(kind, data, ln, '#');
             for (int i = 0; i < nd; i++)
@@ -400,9 +514,9 @@ parse_bt(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, Py_ssize_t 
 /* The QState of queue `self` (borrowed from its __dict__ through getattr), or NULL
  * (no error) when the Python code must run. */
 static inline PyObject *
-qstate(PyObject *self)
+qstate(PyObject *self, PyObject *qd)
 {
-    PyObject *st = PyObject_GetAttr(self, n_cutscope_q);
+    PyObject *st = attr_in(self, qd, n_cutscope_q);
     if (st == NULL) {
         PyErr_Clear();
         return NULL;
@@ -435,7 +549,8 @@ fast_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
         PyErr_Clear();
         return NULL;
     }
-    PyObject *st = qstate(self);
+    PyObject *qd = inst_dict(self);
+    PyObject *st = qstate(self, qd);
     if (st == NULL)
         return NULL;
     Py_INCREF(lp);
@@ -461,38 +576,7 @@ fast_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
         goto fallback;
     ep = epb;
     Py_INCREF(ep);
-    /* maxsize: unbounded (<= 0), or bounded with a plain block (True, timeout None) or
-     * no block (False: the timeout is not looked at). */
-    long long maxsize;
-    {
-        PyObject *m = PyObject_GetAttr(self, n_maxsize);
-        if (m == NULL) {
-            PyErr_Clear();
-            goto fallback;
-        }
-        int overflow = 0;
-        maxsize = PyLong_CheckExact(m) ? PyLong_AsLongLongAndOverflow(m, &overflow) : 0;
-        int ok = PyLong_CheckExact(m) && !overflow && !(maxsize == -1 && PyErr_Occurred());
-        Py_DECREF(m);
-        if (!ok) {
-            PyErr_Clear();
-            goto fallback;
-        }
-    }
-    if (maxsize > 0) {
-        if (!(block == Py_False || (block == Py_True && timeout == Py_None)))
-            goto fallback;
-        /* self._qsize is CPython's (len(self.queue)), not an instance's own */
-        PyObject *qs = PyObject_GetAttr(self, n_qsize);
-        int ok = qs != NULL && PyMethod_Check(qs) && PyMethod_GET_FUNCTION(qs) == C_qsize &&
-                 PyMethod_GET_SELF(qs) == self;
-        Py_XDECREF(qs);
-        if (!ok) {
-            PyErr_Clear();
-            goto fallback;
-        }
-    }
-    mutex = PyObject_GetAttr(self, n_mutex);
+    mutex = attr_in(self, qd, n_mutex);
     if (mutex == NULL) {
         PyErr_Clear();
         goto fallback;
@@ -501,16 +585,44 @@ fast_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
         *fallback = 0;  /* as the Python code: the acquire's error propagates */
         goto out;
     }
-    container = PyObject_GetAttr(self, n_queue);
-    if (container == NULL || !Py_IS_TYPE(container, Deque_type) ||
-        (maxsize > 0 && PySequence_Size(container) >= maxsize)) {
-        /* full (the Python code waits or raises Full), or not a deque */
-        PyErr_Clear();
-        if (mutex_release(mutex) < 0) {
-            *fallback = 0;
-            goto out;
+    /* Under the mutex, as the Python code reads them: maxsize (unbounded, or bounded
+     * and not full, with a plain block: True and no timeout, or False), the container
+     * (a deque). Else: release, and the Python put waits, raises Full, or sorts it out. */
+    {
+        int ok = 0;
+        long long maxsize = 0;
+        PyObject *m = attr_in(self, qd, n_maxsize);
+        if (m != NULL && PyLong_CheckExact(m)) {
+            int overflow = 0;
+            maxsize = PyLong_AsLongLongAndOverflow(m, &overflow);
+            ok = !overflow && !(maxsize == -1 && PyErr_Occurred());
         }
-        goto fallback;
+        Py_XDECREF(m);
+        if (ok && maxsize > 0) {
+            ok = block == Py_False || (block == Py_True && timeout == Py_None);
+            if (ok && qd != NULL)  /* self._qsize is CPython's (len(self.queue)) */
+                ok = PyDict_GetItemWithError(qd, n_qsize) == NULL && !PyErr_Occurred() &&
+                     _PyType_Lookup(Py_TYPE(self), n_qsize) == C_qsize;
+            else if (ok) {
+                PyObject *qs = PyObject_GetAttr(self, n_qsize);
+                ok = qs != NULL && PyMethod_Check(qs) && PyMethod_GET_FUNCTION(qs) == C_qsize &&
+                     PyMethod_GET_SELF(qs) == self;
+                Py_XDECREF(qs);
+            }
+        }
+        if (ok) {
+            container = attr_in(self, qd, n_queue);
+            ok = container != NULL && Py_IS_TYPE(container, Deque_type) &&
+                 !(maxsize > 0 && PySequence_Size(container) >= maxsize);
+        }
+        if (!ok) {
+            PyErr_Clear();
+            if (mutex_release(mutex) < 0) {
+                *fallback = 0;
+                goto out;
+            }
+            goto fallback;
+        }
     }
     /* From here the put is ours. */
     *fallback = 0;
@@ -524,14 +636,14 @@ fast_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     if (deque_append(container, item) < 0)
         goto unlock_fail;
     {  /* self.unfinished_tasks += 1 */
-        PyObject *u = PyObject_GetAttr(self, n_unfinished);
+        PyObject *u = attr_in(self, qd, n_unfinished);
         if (u == NULL)
             goto unlock_fail;
         PyObject *u1 = PyNumber_InPlaceAdd(u, ONE);
         Py_DECREF(u);
         if (u1 == NULL)
             goto unlock_fail;
-        int r = PyObject_SetAttr(self, n_unfinished, u1);
+        int r = set_attr_in(self, qd, n_unfinished, u1);
         Py_DECREF(u1);
         if (r < 0)
             goto unlock_fail;
@@ -547,7 +659,7 @@ fast_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
             goto send_done;
         {
             PyObject *a[4] = {lp, ep, nb, pl};
-            r = PyObject_VectorcallMethod(n_send, a, 4, NULL);
+            r = lp_call(n_send, a, 4);
         }
         if (r == NULL)
             goto send_done;
@@ -605,7 +717,7 @@ fast_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
         if (err && fault_current(lp, w_put) < 0)
             goto unlock_fail;
     }
-    if (notify_if_waiting(self, n_not_empty) < 0)
+    if (notify_if_waiting(self, qd, n_not_empty) < 0)
         goto unlock_fail;
     if (mutex_release(mutex) < 0)
         goto out;
@@ -632,8 +744,11 @@ q_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
 {
     int fb;
     PyObject *r = fast_put(self, args, nargs, kwnames, &fb);
-    if (r == NULL && fb && !PyErr_Occurred())
+    if (r == NULL && fb && !PyErr_Occurred()) {
+        n_put_py++;
         return call_with_self(C_py_put, self, args, nargs, kwnames);
+    }
+    n_put_fast += !fb;
     return r;
 }
 
@@ -668,7 +783,8 @@ fast_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     PyObject *lp = current_lp();
     if (lp == NULL)
         return NULL;
-    PyObject *st = qstate(self);
+    PyObject *qd = inst_dict(self);
+    PyObject *st = qstate(self, qd);
     if (st == NULL)
         return NULL;
     int pend = truth(SLOT(lp, o_pending));
@@ -686,7 +802,7 @@ fast_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     Py_INCREF(side);
     PyObject *mutex = NULL, *container = NULL, *e = NULL, *head = NULL, *item = NULL,
              *result = NULL;
-    mutex = PyObject_GetAttr(self, n_mutex);
+    mutex = attr_in(self, qd, n_mutex);
     if (mutex == NULL) {
         PyErr_Clear();
         goto fallback;
@@ -703,7 +819,7 @@ fast_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
         ok = e != NULL && PyTuple_CheckExact(e) && PyTuple_GET_SIZE(e) == 4;
     }
     if (ok) {
-        container = PyObject_GetAttr(self, n_queue);
+        container = attr_in(self, qd, n_queue);
         ok = container != NULL && Py_IS_TYPE(container, Deque_type) &&
              PySequence_Size(container) > 0;
     }
@@ -742,7 +858,7 @@ fast_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
             goto unlock_fail;
         Py_DECREF(x);
     }
-    if (notify_if_waiting(self, n_not_full) < 0)
+    if (notify_if_waiting(self, qd, n_not_full) < 0)
         goto unlock_fail;
     {  /* try: the receive event; except Exception: tracer.fault */
         PyObject *nb = NULL, *pl = NULL, *r = NULL;
@@ -755,7 +871,7 @@ fast_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
         if (pl != NULL) {
             PyObject *a[7] = {lp, cid, PyTuple_GET_ITEM(e, 2), PyTuple_GET_ITEM(e, 3), nb, pl,
                               item};
-            r = PyObject_VectorcallMethod(n_recv, a, 7, NULL);
+            r = lp_call(n_recv, a, 7);
         }
         Py_XDECREF(nb);
         Py_XDECREF(pl);
@@ -792,8 +908,11 @@ q_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
 {
     int fb;
     PyObject *r = fast_get(self, args, nargs, kwnames, &fb);
-    if (r == NULL && fb && !PyErr_Occurred())
+    if (r == NULL && fb && !PyErr_Occurred()) {
+        n_get_py++;
         return call_with_self(C_py_get, self, args, nargs, kwnames);
+    }
+    n_get_fast += !fb;
     return r;
 }
 
@@ -873,7 +992,17 @@ setup(PyObject *mod, PyObject *args)
     return Py_BuildValue("(NN)", p, g);
 }
 
+static PyObject *
+counts(PyObject *mod, PyObject *unused)
+{
+    return Py_BuildValue("{sKsKsKsK}", "put", n_put_fast, "put_py", n_put_py, "get", n_get_fast,
+                         "get_py", n_get_py);
+}
+
 static PyMethodDef methods[] = {
+    {"counts", counts, METH_NOARGS,
+     "counts() -> {'put', 'put_py', 'get', 'get_py'}: calls that took the C path / the "
+     "Python functions, since the module was loaded (for the tests)."},
     {"setup", setup, METH_VARARGS,
      "setup(queue.Queue, QState, LogicalProcess, OutEndpoint, collections.deque, "
      "_thread.LockType, _current, _default, Queue._qsize, py_put, py_get) -> (put, get): "
@@ -914,6 +1043,10 @@ PyInit__fastq(void)
     INTERN(s_hash, "#");
     INTERN(s_empty, "");
 #undef INTERN
+    attr_names = PyTuple_Pack(10, n_cutscope_q, n_mutex, n_queue, n_maxsize, n_unfinished,
+                              n_not_empty, n_not_full, n_waiters, n_capture, n_qsize);
+    if (attr_names == NULL)
+        return NULL;
     if ((ONE = PyLong_FromLong(1)) == NULL || (ZERO = PyLong_FromLong(0)) == NULL)
         return NULL;
     return PyModule_Create(&moddef);
