@@ -174,7 +174,11 @@ lp_call(PyObject *name, PyObject *const *args, size_t nargs)
         else
             return PyObject_VectorcallMethod(name, args, nargs, NULL);
     }
-    return PyObject_Vectorcall(name == n_send ? m_send : m_recv, args, nargs, NULL);
+    PyObject *fn = name == n_send ? m_send : m_recv;
+    Py_INCREF(fn);  /* (a patch of the type during the call cannot free it under us) */
+    PyObject *r = PyObject_Vectorcall(fn, args, nargs, NULL);
+    Py_DECREF(fn);
+    return r;
 }
 
 /* how often each path ran (tests: the C path is the one taken) */
@@ -208,6 +212,20 @@ truth(PyObject *v)
     if (PyTuple_CheckExact(v))
         return PyTuple_GET_SIZE(v) > 0;
     return PyObject_IsTrue(v);
+}
+
+/* An empty list / dict slot (lp.pending, st.pend): 1; anything else (a missing slot
+ * too, where the Python code would raise): 0, and the Python code runs. */
+static inline int
+slot_empty(PyObject *v)
+{
+    if (v == NULL)
+        return 0;
+    if (PyList_CheckExact(v))
+        return PyList_GET_SIZE(v) == 0;
+    if (PyDict_CheckExact(v))
+        return PyDict_GET_SIZE(v) == 0;
+    return 0;
 }
 
 /* `_current.get() or _default[0]` when it is a LogicalProcess (borrowed), else NULL. */
@@ -384,7 +402,9 @@ payload_of(PyObject *lp, PyObject *item)
         PyErr_SetString(PyExc_AttributeError, "tracer");
         return NULL;
     }
+    Py_INCREF(t);
     PyObject *cap = attr(t, n_capture);
+    Py_DECREF(t);
     if (cap == NULL)
         return NULL;
     int c = truth(cap);
@@ -544,16 +564,14 @@ fast_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     PyObject *lp = current_lp();
     if (lp == NULL)
         return NULL;
-    int pend = truth(SLOT(lp, o_pending));
-    if (pend != 0) {  /* a snapshot asked of it (or an error): _put_then_safepoint */
-        PyErr_Clear();
+    if (!slot_empty(SLOT(lp, o_pending)))  /* a snapshot asked of it: _put_then_safepoint */
         return NULL;
-    }
     PyObject *qd = inst_dict(self);
     PyObject *st = qstate(self, qd);
     if (st == NULL)
         return NULL;
     Py_INCREF(lp);
+    Py_XINCREF(qd);  /* (Python code runs below: notify, st.sent, fault) */
     PyObject *ep = NULL, *mutex = NULL, *container = NULL, *result = NULL;
     int set_last = 0;
     PyObject *epb = NULL;  /* borrowed */
@@ -734,6 +752,7 @@ out:
     Py_XDECREF(container);
     Py_XDECREF(mutex);
     Py_XDECREF(ep);
+    Py_XDECREF(qd);
     Py_DECREF(st);
     Py_DECREF(lp);
     return result;
@@ -787,9 +806,7 @@ fast_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     PyObject *st = qstate(self, qd);
     if (st == NULL)
         return NULL;
-    int pend = truth(SLOT(lp, o_pending));
-    if (pend != 0) {  /* get is a safe point: the Python code starts the snapshot */
-        PyErr_Clear();
+    if (!slot_empty(SLOT(lp, o_pending))) {  /* a safe point: the Python code records */
         Py_DECREF(st);
         return NULL;
     }
@@ -800,6 +817,7 @@ fast_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     }
     Py_INCREF(lp);
     Py_INCREF(side);
+    Py_XINCREF(qd);
     PyObject *mutex = NULL, *container = NULL, *e = NULL, *head = NULL, *item = NULL,
              *result = NULL;
     mutex = attr_in(self, qd, n_mutex);
@@ -813,7 +831,7 @@ fast_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     }
     /* `if fifo and side and not st.pend`, the head entry is the head item's, and the
      * consumer knows its channel (else: st.first, in the Python code) */
-    int ok = PySequence_Size(side) > 0 && truth(SLOT(st, s_pend)) == 0;
+    int ok = PySequence_Size(side) > 0 && slot_empty(SLOT(st, s_pend));
     if (ok) {
         e = PySequence_GetItem(side, 0);
         ok = e != NULL && PyTuple_CheckExact(e) && PyTuple_GET_SIZE(e) == 4;
@@ -898,6 +916,7 @@ out:
     Py_XDECREF(container);
     Py_XDECREF(mutex);
     Py_DECREF(side);
+    Py_XDECREF(qd);
     Py_DECREF(st);
     Py_DECREF(lp);
     return result;

@@ -24,6 +24,17 @@ appended by its ``flush`` under the same mutex, with a ``notify_all`` of the
 waiting consumers, without touching ``unfinished_tasks`` or blocking on
 ``maxsize``.
 
+With the optional C extension (``integrations/_fastq.c``, built with the core's
+``tracer/_fast.c``; ``CUTSCOPE_SPEEDUPS=0`` turns both off), ``queue.Queue.put``
+and ``get`` are its method descriptors: the hot paths of the two functions below
+in C, for a FIFO queue, a producer whose endpoint is open and a consumer that
+knows the item's channel, no snapshot asked of the caller and no marker in the
+way, an item that goes in or comes out at once. The same state is read and
+written, in the same order, under the same mutex, with the same calls
+(``lp.send``/``lp.recv``, ``st.sent``, ``tracer.fault``, ``notify``). Any other
+case calls the Python function, before anything has been done: it stays the
+reference.
+
 ``get`` is a safe point at entry. It consumes markers invisibly: markers at the
 head of the side deque (every item put before them has been taken) are handed
 to the snapshot protocol outside the mutex, then ``get`` goes on waiting for an

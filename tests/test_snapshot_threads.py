@@ -58,10 +58,10 @@ def c_calls():
     return c["put"], c["get"]
 
 
-def assert_c_path_taken(before):
+def assert_c_path_taken(before, gets=True):
     if before is not None:  # with the extension, the branches' put/get ran through it
         after = c_calls()
-        assert after[0] > before[0] and after[1] > before[1], (before, after)
+        assert after[0] > before[0] and (not gets or after[1] > before[1]), (before, after)
 
 
 def test_concurrent_snapshots_from_several_auditors():
@@ -82,7 +82,9 @@ def test_concurrent_snapshots_from_several_auditors():
         finally:
             bank.finish()
         doc = rec.trace()
-    assert_c_path_taken(before)
+    # (a paced branch mostly waits in get for the next transfer: the Python get, which
+    # waits; a get through the C path needs an item already there, so it may not happen)
+    assert_c_path_taken(before, gets=False)
     assert len(out) == 3 and len({s.id for s in out}) == 3
     assert check(doc) == []
     for s in out:
