@@ -668,6 +668,17 @@ def _equivalence_scenario() -> dict:
         for name in ("C", "C2", "C", "C2", "C"):
             with cutscope.process(name):
                 a((name, outcome(u.get, block=False)))
+        with cutscope.process("P1"):  # a fault while recording (strict: tracer.fault raises)
+            keep, p1._append = p1._append, _failing_append
+            a(outcome(u.put, "faulty-send"))  # the item is in, without its metadata
+            p1._append = keep
+            a(outcome(u.put, "next"))
+        with cutscope.process("C") as c:
+            a(outcome(u.get_nowait))  # delivered untraced
+            keep, c._append = c._append, _failing_append
+            a(outcome(u.get_nowait))  # the receive's fault raises; the item was taken
+            c._append = keep
+            a(("u", u.qsize(), u.unfinished_tasks, len(u._cutscope_q.side)))
 
         class Bounded(queue.Queue):
             """maxsize is a property: the C path must read it as getattr does."""
@@ -697,6 +708,10 @@ def _equivalence_scenario() -> dict:
          e["nbytes"], e.get("payload_b64"), e.get("snapshot")) for e in doc["events"])
     return {"log": repr(log), "events": events, "channels": sorted(chans.values()),
             "states": states, "counts": c_counts()}
+
+
+def _failing_append(event):
+    raise RuntimeError("the recorder's buffer refused the event")
 
 
 def _run_scenario(speedups: str) -> dict:
