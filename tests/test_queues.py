@@ -181,7 +181,7 @@ def test_one_channel_per_producer_and_every_recv_matches_its_send(db_url):
             finish(t)
     finally:
         cutscope.stop()
-    assert_c_path_taken(before)  # (with the extension: its put/get, mostly)
+    assert_c_path_taken(before, gets=False)  # (the consumer's gets may all wait: Python)
     for k in range(3):
         assert [i for n, i in got if n == f"prod-{k}"] == list(range(20))
     doc = load(db_url)
@@ -502,7 +502,9 @@ def test_snapshot_of_threads_connected_by_queues_conserves_money(db_url):
             finish(t)
     finally:
         cutscope.stop()
-    assert_c_path_taken(before)  # the snapshots ran while the branches used the C path
+    # the snapshots ran while the branches put through the C path (their gets mostly wait
+    # for an item: the Python get; test_snapshot_threads' pipeline has C gets throughout)
+    assert_c_path_taken(before, gets=False)
     for snap in snaps:
         assert snap.status == "complete", snap.missing
         money = sum(s["balance"] for s in snap.states.values() if "balance" in s)
