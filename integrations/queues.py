@@ -24,6 +24,17 @@ appended by its ``flush`` under the same mutex, with a ``notify_all`` of the
 waiting consumers, without touching ``unfinished_tasks`` or blocking on
 ``maxsize``.
 
+With the optional C extension (``integrations/_fastq.c``, built with the core's
+``tracer/_fast.c``; ``CUTSCOPE_SPEEDUPS=0`` turns both off), ``queue.Queue.put``
+and ``get`` are its method descriptors: the hot paths of the two functions below
+in C, for a FIFO queue, a producer whose endpoint is open and a consumer that
+knows the item's channel, no snapshot asked of the caller and no marker in the
+way, an item that goes in or comes out at once. The same state is read and
+written, in the same order, under the same mutex, with the same calls
+(``lp.send``/``lp.recv``, ``st.sent``, ``tracer.fault``, ``notify``). Any other
+case calls the Python function, before anything has been done: it stays the
+reference.
+
 ``get`` is a safe point at entry. It consumes markers invisibly: markers at the
 head of the side deque (every item put before them has been taken) are handed
 to the snapshot protocol outside the mutex, then ``get`` goes on waiting for an
@@ -45,7 +56,8 @@ import weakref
 from collections import deque
 from time import monotonic as _time
 
-from cutscope.tracer.process import OutEndpoint, _current, _default
+from cutscope.tracer import process as _process
+from cutscope.tracer.process import LogicalProcess, OutEndpoint, _current, _default
 
 from ._base import Instrumentor, register
 
@@ -468,6 +480,24 @@ def get(self, block=True, timeout=None):
 
 
 _NONE = object()  # no item taken (an item may be None)
+
+
+# With the C extension (integrations/_fastq.c), put and get are its method descriptors:
+# the hot paths above (an endpoint already open, no marker, no snapshot asked, an item
+# that goes in or comes out at once), the same tests and state, in C; for anything
+# else they call the Python functions above (kept as the reference), before doing
+# anything. Off with the core's C paths (tracer/_fast.c; CUTSCOPE_SPEEDUPS=0).
+FASTQ = None
+if _process.FAST is not None:
+    try:
+        from cutscope.integrations import _fastq as FASTQ
+    except ImportError:
+        FASTQ = None
+if FASTQ is not None:
+    import _thread
+
+    put, get = FASTQ.setup(_Q, QState, LogicalProcess, OutEndpoint, deque, _thread.LockType,
+                           _current, _default, _FIFO_HOOKS["_qsize"], put, get)
 
 
 @register

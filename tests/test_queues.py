@@ -162,6 +162,7 @@ def sends_and_recvs(doc):
 def test_one_channel_per_producer_and_every_recv_matches_its_send(db_url):
     from cutscope.viewer.export import load
 
+    before = c_counts()
     cutscope.start(db=db_url, name="app")
     try:
         q = queue.Queue()
@@ -180,6 +181,7 @@ def test_one_channel_per_producer_and_every_recv_matches_its_send(db_url):
             finish(t)
     finally:
         cutscope.stop()
+    assert_c_path_taken(before, gets=False)  # (the consumer's gets may all wait: Python)
     for k in range(3):
         assert [i for n, i in got if n == f"prod-{k}"] == list(range(20))
     doc = load(db_url)
@@ -464,6 +466,7 @@ def test_snapshot_of_threads_connected_by_queues_conserves_money(db_url):
     import random
 
     n, start_balance, rounds = 3, 100, 150
+    before = c_counts()
     cutscope.start(db=db_url, name="bank")
     try:
         qs = [queue.Queue() for _ in range(n)]
@@ -499,6 +502,9 @@ def test_snapshot_of_threads_connected_by_queues_conserves_money(db_url):
             finish(t)
     finally:
         cutscope.stop()
+    # the snapshots ran while the branches put through the C path (their gets mostly wait
+    # for an item: the Python get; test_snapshot_threads' pipeline has C gets throughout)
+    assert_c_path_taken(before, gets=False)
     for snap in snaps:
         assert snap.status == "complete", snap.missing
         money = sum(s["balance"] for s in snap.states.values() if "balance" in s)
@@ -519,10 +525,12 @@ def test_racing_producers_each_send_on_their_own_channel():
     n, k = 3000, 4
     switch = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # threads interleave between any two bytecodes, often
+    before = c_counts()
     try:
         doc, got = _racing_producers(n, k)
     finally:
         sys.setswitchinterval(switch)
+    assert_c_path_taken(before)
     for j in range(k):
         assert [i for jj, i in got if jj == j] == list(range(n))
     sends, recvs = sends_and_recvs(doc)
@@ -551,3 +559,239 @@ def _racing_producers(n: int, k: int):
         for t in ts:
             finish(t)
         return rec.trace(), got
+
+
+# -- the C fast path (integrations/_fastq.c) ----------------------------------------------------
+#
+# With the extension built (and CUTSCOPE_SPEEDUPS not 0), queue.Queue.put/get are its method
+# descriptors: the common case in C, everything else through the Python put/get. These tests
+# check that it is installed, that the threaded tests above really run through it, and that
+# it records exactly what the Python functions record.
+
+def c_counts():
+    """The C module's call counts now (None when the Python functions are the wrappers)."""
+    return qint.FASTQ.counts() if qint.FASTQ is not None else None
+
+
+def assert_c_path_taken(before, puts=True, gets=True):
+    if before is None:
+        return  # pure Python (CUTSCOPE_SPEEDUPS=0, or not built)
+    after = qint.FASTQ.counts()
+    if puts:
+        assert after["put"] > before["put"], (before, after)
+    if gets:
+        assert after["get"] > before["get"], (before, after)
+
+
+def test_c_descriptors_are_installed_when_the_extension_is_built():
+    import importlib.util
+
+    from cutscope.tracer import process
+
+    built = importlib.util.find_spec("cutscope.integrations._fastq") is not None
+    if process.FAST is None:  # CUTSCOPE_SPEEDUPS=0 (or the core's extension not built)
+        assert qint.FASTQ is None
+        kind = "function"
+    else:
+        assert built, "tracer/_fast is built, integrations/_fastq is not (setup.py)"
+        assert qint.FASTQ is not None
+        kind = "method_descriptor"
+    assert type(qint.put).__name__ == type(qint.get).__name__ == kind
+    assert dict(qint.QueueInstrumentor.TARGETS) == {"put": qint.put, "get": qint.get}
+    with recording("main"):
+        assert queue.Queue.__dict__["put"] is qint.put
+        assert queue.Queue.__dict__["get"] is qint.get
+        before = c_counts()
+        with cutscope.process("p"):
+            queue.Queue().put(0)  # first put of p: the Python put (opens the endpoint)
+    assert queue.Queue.__dict__["put"] is qint._ORIG["put"]
+    assert queue.Queue.__dict__["get"] is qint._ORIG["get"]
+    if before is not None:
+        assert c_counts()["put_py"] == before["put_py"] + 1
+
+
+# One thread, several logical processes, every case the hot path tests for (and the ones it
+# hands to the Python code): run in a child interpreter with the C path and without it, the
+# application sees the same, and the trace is the same event for event.
+def _equivalence_scenario() -> dict:
+    import json
+
+    from cutscope.tracer.process import Marker
+
+    log = []
+    a = log.append
+    with recording("main", capture_payload=64) as rec:
+        q = queue.Queue(maxsize=4)
+        with cutscope.process("P1") as p1:
+            a(outcome(q.put, 1))  # first put: the endpoint
+            a(outcome(q.put, b"xy"))
+            a(outcome(q.put_nowait, (3,)))  # block=False, bounded, not full
+            a(outcome(q.put, 4, block=False, timeout=-1))  # the timeout is not looked at
+        with cutscope.process("P2") as p2:
+            a(outcome(q.put, "full", timeout=0.01))  # full: Full after the timeout
+            a(outcome(q.put, "full", True, -1))  # ValueError
+            a(outcome(q.put_nowait, "full"))  # Full
+        a(("sizes", q.qsize(), q.full(), q.unfinished_tasks))
+        with cutscope.process("C") as c:
+            a(outcome(q.get))  # first get on P1's channel
+            a(outcome(q.get, timeout=1.0))
+            a(outcome(q.get, timeout=-1))  # ValueError (an item is there, though)
+            a(outcome(q.get, True, 0))
+            a(outcome(q.get, False))
+            a(outcome(q.get_nowait))
+            a(outcome(q.get, timeout=0.01))  # empty: Empty after the timeout
+            for _ in range(4):
+                q.task_done()
+        with cutscope.process("P2"):
+            a(outcome(q.put, "p2-a"))  # P2's first put
+            a(outcome(q.put, "p2-b"))
+        with cutscope.process("P1"):
+            p1.record(1, "P1")  # a marker after P1's items, flushed into the queue
+            a(outcome(q.put, "after-mark"))
+            ep = q._cutscope_q.out[p1]
+            with p1.lock:
+                ep.pending.append(Marker(2, "P1", 0))  # as a deferred flush leaves it
+            a(outcome(q.put, "after-pending-mark"))  # the send returns the marker
+        with cutscope.process("C"):
+            for _ in range(2):
+                a(outcome(q.get, timeout=1.0))
+        with cutscope.process("P2"):
+            p2.request(3, "P2")  # P2 never receives: it records at the exit of its next put
+            a(outcome(q.put, "p2-c"))
+            a(outcome(q.put, "p2-d"))
+        with cutscope.process("C"):
+            for _ in range(4):
+                a(outcome(q.get, timeout=1.0))
+            a(outcome(q.get_nowait))
+        u = queue.Queue()  # unbounded; a second consumer; bytes
+        with cutscope.process("P1"):
+            for i in range(5):
+                a(outcome(u.put, bytes([i]) * i, False, -3))  # unbounded: not looked at
+        for name in ("C", "C2", "C", "C2", "C"):
+            with cutscope.process(name):
+                a((name, outcome(u.get, block=False)))
+        with cutscope.process("P1"):  # a fault while recording (strict: tracer.fault raises)
+            keep, p1._append = p1._append, _failing_append
+            a(outcome(u.put, "faulty-send"))  # the item is in, without its metadata
+            p1._append = keep
+            a(outcome(u.put, "next"))
+        with cutscope.process("C") as c:
+            a(outcome(u.get_nowait))  # delivered untraced
+            keep, c._append = c._append, _failing_append
+            a(outcome(u.get_nowait))  # the receive's fault raises; the item was taken
+            c._append = keep
+            a(("u", u.qsize(), u.unfinished_tasks, len(u._cutscope_q.side)))
+
+        class Bounded(queue.Queue):
+            """maxsize is a property: the C path must read it as getattr does."""
+
+            @property
+            def maxsize(self):
+                return 2
+
+            @maxsize.setter
+            def maxsize(self, v):
+                pass
+
+        b = Bounded()
+        lifo = queue.LifoQueue()
+        with cutscope.process("P1"):
+            a([outcome(b.put_nowait, i) for i in range(3)])
+            a([outcome(lifo.put, i) for i in range(3)])
+        with cutscope.process("C"):
+            a([outcome(b.get_nowait) for _ in range(3)])
+            a([outcome(lifo.get_nowait) for _ in range(4)])
+        doc = rec.trace()
+        states = {f"{k[0]}/{k[1]}": json.loads(v["state"])["_cutscope"]["seq"]
+                  for k, v in rec.tracer.store.states.items()}
+    chans = {c["id"]: (c["src"], c["dst"], c["fifo"]) for c in doc["channels"]}
+    events = sorted(
+        (e["process"], e["seq"], e["lamport"], e["kind"], chans.get(e["channel"]), e["msg"],
+         e["nbytes"], e.get("payload_b64"), e.get("snapshot")) for e in doc["events"])
+    return {"log": repr(log), "events": events, "channels": sorted(chans.values()),
+            "states": states, "counts": c_counts()}
+
+
+def _failing_append(event):
+    raise RuntimeError("the recorder's buffer refused the event")
+
+
+def _run_scenario(speedups: str) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, CUTSCOPE_SPEEDUPS=speedups, CUTSCOPE_STRICT="1")
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import test_queues; "
+            "print(json.dumps(test_queues._equivalence_scenario()))")
+    out = subprocess.run([sys.executable, "-c", code, here], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_c_path_records_exactly_what_the_python_functions_record():
+    from cutscope.tracer import process
+
+    fast = _run_scenario("1")
+    slow = _run_scenario("0")
+    assert slow["counts"] is None
+    if process.FAST is not None:  # built: the C path ran, for the common cases
+        assert fast["counts"]["put"] >= 5 and fast["counts"]["get"] >= 8, fast["counts"]
+        assert fast["counts"]["put_py"] > 0 and fast["counts"]["get_py"] > 0
+    assert fast["log"] == slow["log"]
+    assert fast["channels"] == slow["channels"]
+    assert fast["events"] == slow["events"]
+    assert fast["states"] == slow["states"]
+    assert len(fast["events"]) > 40 and len(fast["states"]) >= 3
+
+
+def test_many_producers_one_consumer_through_the_c_path():
+    """Per-producer FIFO and every recv matched to its send, with the producers racing on
+    the C path (st.last changes hands: the endpoint is found in st.out) and a snapshot
+    (markers: the Python path) in the middle."""
+    n, k = 400, 4
+    before = c_counts()
+    with recording("main") as rec:
+        q = queue.Queue(maxsize=16)
+        go = threading.Barrier(k + 1)
+
+        def producer(j):
+            with cutscope.process(f"p{j}") as lp:
+                go.wait(TIMEOUT)
+                for i in range(n):
+                    if j == 0 and i == n // 2:
+                        lp.record(1, lp.name)
+                    q.put((j, i))
+
+        ts = [run_thread(producer, j) for j in range(k)]
+        got = []
+        with cutscope.process("cons"):
+            go.wait(TIMEOUT)
+            for _ in range(n * k):
+                got.append(q.get(timeout=TIMEOUT))
+                q.task_done()
+        for t in ts:
+            finish(t)
+        q.join()
+        assert q.unfinished_tasks == 0 and q._cutscope_q.side == type(q._cutscope_q.side)()
+        doc = rec.trace()
+    assert_c_path_taken(before)
+    for j in range(k):
+        assert [i for jj, i in got if jj == j] == list(range(n))
+    sends, recvs = sends_and_recvs(doc)
+    assert len(sends) == len(recvs) == n * k
+    chans = {c["id"]: (c["src"], c["dst"]) for c in doc["channels"]}
+    assert len(chans) == k
+    for r in recvs:
+        s = sends[r["msg"]]
+        assert s["channel"] == r["channel"] and chans[r["channel"]] == (s["process"], "cons")
+        assert r["lamport"] > s["lamport"]
+    for cid in chans:
+        sent = [m for m, s in sorted(sends.items(), key=lambda kv: kv[1]["seq"])
+                if s["channel"] == cid]
+        assert [r["msg"] for r in recvs if r["channel"] == cid] == sent
+    cons = [(e["kind"], e.get("snapshot")) for e in doc["events"] if e["process"] == "cons"]
+    assert cons.count(("snapshot", 1)) == 1

@@ -1,0 +1,1072 @@
+/* cutscope.integrations._fastq: the hot paths of queue.Queue.put / get in C (optional;
+ * integrations/queues.py's put and get are the reference and the fallback).
+ *
+ * What is here, and only this: the common case of a traced FIFO queue, where
+ *   - put: the producer already has its endpoint, no snapshot is asked of it
+ *     (lp.pending empty), and the item goes in at once (unbounded, or bounded and
+ *     not full, with a plain block/timeout);
+ *   - get: no snapshot is asked of the consumer, no marker waits (st.pend empty, the
+ *     head of the side deque is the entry of the head item), and the consumer already
+ *     knows the item's channel.
+ * The tests are those of the Python hot path, in the same order, on the same state;
+ * the work done is the same, under the same lock (the queue's mutex), with the same
+ * calls (lp.send / lp.recv through the method, st.sent, tracer.fault, the
+ * condition's notify only when a thread waits on it). Whenever a test fails, the
+ * Python function replaced is called instead, before anything has been done (a test
+ * that needs the mutex releases it first): the Python code then does everything,
+ * so every other case (blocking, timeouts, markers, first put/get, no logical
+ * process, LIFO/priority queues) is the Python code's by construction.
+ *
+ * Slots of QState, LogicalProcess and OutEndpoint (__slots__) are read at their
+ * offsets (looked up once from the member descriptors); an object whose type is not
+ * exactly the configured class takes the Python path. The queue's own attributes
+ * (mutex, queue, maxsize, unfinished_tasks, not_empty, not_full) are read with the
+ * generic getattr, as the Python code does.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <string.h>
+
+/* ---- configuration (set once by setup) ---- */
+static PyTypeObject *Q_type, *QS_type, *LP_type, *EP_type, *Deque_type, *Lock_type;
+static Py_ssize_t s_fifo, s_side, s_out, s_seen, s_pend, s_last, s_rlp, s_rcid;
+static Py_ssize_t o_name, o_pending, o_tracer;
+static Py_ssize_t e_channel;
+static PyObject *C_current;     /* the ContextVar of the logical process */
+static PyObject *C_default;     /* [main logical process or None] */
+static PyObject *C_qsize;       /* queue.Queue._qsize, CPython's (len(self.queue)) */
+static PyObject *C_py_put, *C_py_get;  /* the Python functions replaced (fallbacks) */
+static PyObject *D_append, *D_popleft, *L_acquire, *L_release;  /* method descriptors */
+
+static PyObject *n_cutscope_q, *n_mutex, *n_queue, *n_maxsize, *n_qsize, *n_unfinished,
+    *n_not_empty, *n_not_full, *n_waiters, *n_notify, *n_capture, *n_send, *n_recv,
+    *n_sent, *n_fault, *n_acquire, *n_release, *n_append, *n_block, *n_timeout,
+    *w_put, *w_get, *s_hash, *s_empty;
+static PyObject *ONE, *ZERO;
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+static Py_ssize_t
+slot_offset(PyTypeObject *tp, const char *name)
+{
+    PyObject *d = PyObject_GetAttrString((PyObject *)tp, name);
+    if (d == NULL)
+        return -1;
+    if (!Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not a slot", tp->tp_name, name);
+        Py_DECREF(d);
+        return -1;
+    }
+    PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+    Py_ssize_t off = m->offset;
+    int ok = m->type == T_OBJECT_EX;
+    Py_DECREF(d);
+    if (!ok) {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not an object slot", tp->tp_name, name);
+        return -1;
+    }
+    return off;
+}
+
+/* ---- attributes of the queue, its conditions and the tracer ----
+ * `obj.name` is looked up in the instance's __dict__ directly when the type is
+ * "plain" for every name read here: generic getattr/setattr, and no data descriptor
+ * of that name on the type (so the instance's __dict__ decides, as in the generic
+ * lookup); a name missing from the __dict__ takes the generic lookup. The verdict is
+ * cached per (type, version tag): any change to the type gives it a new tag. */
+static PyObject *attr_names;  /* tuple of every name read or written on those objects */
+#define NPLAIN 8
+static struct { PyTypeObject *tp; unsigned int tag; } plain_cache[NPLAIN];
+static int plain_next;
+
+static int
+plain_type(PyTypeObject *tp)
+{
+    for (int i = 0; i < NPLAIN; i++)
+        if (plain_cache[i].tp == tp) {
+            if ((tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) && tp->tp_version_tag == plain_cache[i].tag)
+                return 1;
+            plain_cache[i].tp = NULL;
+            break;
+        }
+    if (tp->tp_getattro != PyObject_GenericGetAttr || tp->tp_setattro != PyObject_GenericSetAttr)
+        return 0;
+    Py_ssize_t n = PyTuple_GET_SIZE(attr_names);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *d = _PyType_Lookup(tp, PyTuple_GET_ITEM(attr_names, i));
+        if (d != NULL && Py_TYPE(d)->tp_descr_set != NULL)
+            return 0;
+    }
+    if (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) {
+        plain_cache[plain_next].tp = tp;
+        plain_cache[plain_next].tag = tp->tp_version_tag;
+        plain_next = (plain_next + 1) % NPLAIN;
+    }
+    return 1;
+}
+
+static inline PyObject *  /* borrowed, or NULL */
+inst_dict(PyObject *obj)
+{
+    if (!plain_type(Py_TYPE(obj)))
+        return NULL;
+    PyObject **dp = _PyObject_GetDictPtr(obj);
+    if (dp == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    return *dp != NULL && PyDict_CheckExact(*dp) ? *dp : NULL;
+}
+
+/* obj.name (new reference; NULL with an error). `d`: inst_dict(obj) or NULL. */
+static inline PyObject *
+attr_in(PyObject *obj, PyObject *d, PyObject *name)
+{
+    if (d != NULL) {
+        PyObject *v = PyDict_GetItemWithError(d, name);
+        if (v != NULL) {
+            Py_INCREF(v);
+            return v;
+        }
+        if (PyErr_Occurred())
+            return NULL;
+    }
+    return PyObject_GetAttr(obj, name);
+}
+
+static inline PyObject *
+attr(PyObject *obj, PyObject *name)
+{
+    return attr_in(obj, inst_dict(obj), name);
+}
+
+static inline int
+set_attr_in(PyObject *obj, PyObject *d, PyObject *name, PyObject *v)
+{
+    if (d != NULL)
+        return PyDict_SetItem(d, name, v);
+    return PyObject_SetAttr(obj, name, v);
+}
+
+/* lp.send(...) / lp.recv(...): LogicalProcess has __slots__ and no __dict__, so the
+ * attribute is the type's; a function or method descriptor found there is called with
+ * lp first (what the bound method does). Cached per version tag of the type (a new
+ * LogicalProcess.send, e.g. a test's patch, gives the type a new tag). */
+static PyObject *m_send, *m_recv;  /* borrowed from the type's dict while the tag holds */
+static unsigned int m_tag;
+
+static PyObject *
+lp_call(PyObject *name, PyObject *const *args, size_t nargs)
+{
+    PyTypeObject *tp = LP_type;
+    if (!((tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) && tp->tp_version_tag == m_tag &&
+          m_send != NULL)) {
+        PyObject *s = _PyType_Lookup(tp, n_send), *r = _PyType_Lookup(tp, n_recv);
+        m_send = m_recv = NULL;
+        if (s != NULL && r != NULL && (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) &&
+            (PyFunction_Check(s) || Py_IS_TYPE(s, &PyMethodDescr_Type)) &&
+            (PyFunction_Check(r) || Py_IS_TYPE(r, &PyMethodDescr_Type))) {
+            m_send = s;
+            m_recv = r;
+            m_tag = tp->tp_version_tag;
+        }
+        else
+            return PyObject_VectorcallMethod(name, args, nargs, NULL);
+    }
+    PyObject *fn = name == n_send ? m_send : m_recv;
+    Py_INCREF(fn);  /* (a patch of the type during the call cannot free it under us) */
+    PyObject *r = PyObject_Vectorcall(fn, args, nargs, NULL);
+    Py_DECREF(fn);
+    return r;
+}
+
+/* how often each path ran (tests: the C path is the one taken) */
+static unsigned long long n_put_fast, n_put_py, n_get_fast, n_get_py;
+
+static inline void
+slot_set(PyObject *obj, Py_ssize_t off, PyObject *v)  /* new reference to v taken */
+{
+    PyObject *old = SLOT(obj, off);
+    Py_INCREF(v);
+    SLOT(obj, off) = v;
+    Py_XDECREF(old);
+}
+
+/* Truth of a slot without calling Python for the exact built-in containers:
+ * 1 / 0, -1 with an error. A missing slot (never set) is "empty" (the Python code
+ * would raise AttributeError: callers take the fallback on anything but 0). */
+static inline int
+truth(PyObject *v)
+{
+    if (v == NULL)
+        return 0;
+    if (v == Py_None || v == Py_False)
+        return 0;
+    if (v == Py_True)
+        return 1;
+    if (PyList_CheckExact(v))
+        return PyList_GET_SIZE(v) > 0;
+    if (PyDict_CheckExact(v))
+        return PyDict_GET_SIZE(v) > 0;
+    if (PyTuple_CheckExact(v))
+        return PyTuple_GET_SIZE(v) > 0;
+    return PyObject_IsTrue(v);
+}
+
+/* An empty list / dict slot (lp.pending, st.pend): 1; anything else (a missing slot
+ * too, where the Python code would raise): 0, and the Python code runs. */
+static inline int
+slot_empty(PyObject *v)
+{
+    if (v == NULL)
+        return 0;
+    if (PyList_CheckExact(v))
+        return PyList_GET_SIZE(v) == 0;
+    if (PyDict_CheckExact(v))
+        return PyDict_GET_SIZE(v) == 0;
+    return 0;
+}
+
+/* `_current.get() or _default[0]` when it is a LogicalProcess (borrowed), else NULL. */
+static inline PyObject *
+current_lp(void)
+{
+    PyObject *v = NULL;
+    if (PyContextVar_Get(C_current, NULL, &v) < 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (v != NULL) {
+        Py_DECREF(v);  /* the context holds it */
+        if (v != Py_None)
+            return Py_IS_TYPE(v, LP_type) ? v : NULL;
+    }
+    if (PyList_CheckExact(C_default) && PyList_GET_SIZE(C_default) > 0) {
+        PyObject *d = PyList_GET_ITEM(C_default, 0);
+        return Py_IS_TYPE(d, LP_type) ? d : NULL;
+    }
+    return NULL;
+}
+
+static inline int
+call_void(PyObject *fn, PyObject *const *args, size_t n)
+{
+    PyObject *r = PyObject_Vectorcall(fn, args, n, NULL);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static inline int
+mutex_acquire(PyObject *m)
+{
+    if (Py_IS_TYPE(m, Lock_type))
+        return call_void(L_acquire, &m, 1);
+    PyObject *r = PyObject_CallMethodNoArgs(m, n_acquire);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static inline int
+mutex_release(PyObject *m)
+{
+    if (Py_IS_TYPE(m, Lock_type))
+        return call_void(L_release, &m, 1);
+    PyObject *r = PyObject_CallMethodNoArgs(m, n_release);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Release the mutex on an error path: the pending error stands (as a `finally`
+ * whose release succeeds; if the release fails too, its error wins, chained). */
+static void
+release_keep_error(PyObject *m)
+{
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    if (mutex_release(m) < 0) {
+        PyErr_NormalizeException(&et, &ev, &tb);
+        PyObject *et2, *ev2, *tb2;
+        PyErr_Fetch(&et2, &ev2, &tb2);
+        PyErr_NormalizeException(&et2, &ev2, &tb2);
+        if (ev != NULL && ev2 != NULL) {
+            if (tb != NULL)
+                PyException_SetTraceback(ev, tb);
+            PyException_SetContext(ev2, ev);  /* steals ev */
+            ev = NULL;
+        }
+        Py_XDECREF(et);
+        Py_XDECREF(ev);
+        Py_XDECREF(tb);
+        PyErr_Restore(et2, ev2, tb2);
+        return;
+    }
+    PyErr_Restore(et, ev, tb);
+}
+
+static inline int
+deque_append(PyObject *d, PyObject *x)
+{
+    if (Py_IS_TYPE(d, Deque_type)) {
+        PyObject *a[2] = {d, x};
+        return call_void(D_append, a, 2);
+    }
+    PyObject *r = PyObject_CallMethodOneArg(d, n_append, x);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* `cond._waiters` (AttributeError: True), then `cond.notify()` if it is true. */
+static int
+notify_if_waiting(PyObject *self, PyObject *qd, PyObject *cname)
+{
+    PyObject *cond = attr_in(self, qd, cname);
+    if (cond == NULL)
+        return -1;
+    int waiting;
+    PyObject *w = attr(cond, n_waiters);
+    if (w == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            Py_DECREF(cond);
+            return -1;
+        }
+        PyErr_Clear();
+        waiting = 1;
+    }
+    else {
+        waiting = truth(w);
+        Py_DECREF(w);
+        if (waiting < 0) {
+            Py_DECREF(cond);
+            return -1;
+        }
+    }
+    if (waiting) {
+        PyObject *r = PyObject_CallMethodNoArgs(cond, n_notify);
+        if (r == NULL) {
+            Py_DECREF(cond);
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    Py_DECREF(cond);
+    return 0;
+}
+
+/* `except Exception as exc: lp.tracer.fault(exc, where)` with the current error:
+ * 0 if swallowed, -1 with an error set if it propagates (not an Exception, or
+ * fault raised: strict mode). */
+static int
+fault_current(PyObject *lp, PyObject *where)
+{
+    if (!PyErr_ExceptionMatches(PyExc_Exception))
+        return -1;
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyErr_NormalizeException(&et, &ev, &tb);
+    if (tb != NULL && ev != NULL)
+        PyException_SetTraceback(ev, tb);
+    Py_XDECREF(et);
+    Py_XDECREF(tb);
+    PyObject *t = SLOT(lp, o_tracer);
+    if (t == NULL) {
+        Py_XDECREF(ev);
+        PyErr_SetString(PyExc_AttributeError, "tracer");
+        return -1;
+    }
+    Py_INCREF(t);
+    PyObject *a[3] = {t, ev ? ev : Py_None, where};
+    PyObject *r = PyObject_VectorcallMethod(n_fault, a, 3, NULL);
+    Py_DECREF(t);
+    Py_XDECREF(ev);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* `item if lp.tracer.capture else None` (new reference; NULL with an error). */
+static inline PyObject *
+payload_of(PyObject *lp, PyObject *item)
+{
+    PyObject *t = SLOT(lp, o_tracer);
+    if (t == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "tracer");
+        return NULL;
+    }
+    Py_INCREF(t);
+    PyObject *cap = attr(t, n_capture);
+    Py_DECREF(t);
+    if (cap == NULL)
+        return NULL;
+    int c = truth(cap);
+    Py_DECREF(cap);
+    if (c < 0)
+        return NULL;
+    PyObject *p = c ? item : Py_None;
+    Py_INCREF(p);
+    return p;
+}
+
+/* `len(item) if type(item) is bytes else 0` */
+static inline PyObject *
+nbytes_of(PyObject *item)
+{
+    if (PyBytes_CheckExact(item))
+        return PyLong_FromSsize_t(PyBytes_GET_SIZE(item));
+    Py_INCREF(ZERO);
+    return ZERO;
+}
+
+/* f"{name}#{seq}" */
+static PyObject *
+msg_id(PyObject *name, PyObject *seq)
+{
+    if (PyUnicode_CheckExact(name) && PyLong_CheckExact(seq)) {
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(seq, &overflow);
+        if (!overflow && v >= 0) {
+            char digits[24];
+            int nd = 0;
+            do {
+                digits[nd++] = (char)('0' + v % 10);
+                v /= 10;
+            } while (v);
+            Py_ssize_t ln = PyUnicode_GET_LENGTH(name);
+            PyObject *s = PyUnicode_New(ln + 1 + nd, PyUnicode_MAX_CHAR_VALUE(name));
+            if (s == NULL)
+                return NULL;
+            int kind = PyUnicode_KIND(s);
+            if (kind == PyUnicode_1BYTE_KIND)
+                memcpy(PyUnicode_DATA(s), PyUnicode_DATA(name), ln);
+            else if (PyUnicode_CopyCharacters(s, 0, name, 0, ln) < 0) {
+                Py_DECREF(s);
+                return NULL;
+            }
+            void *data = PyUnicode_DATA(s);
+            PyUnicode_WRITE(kind, data, ln, '#');
+            for (int i = 0; i < nd; i++)
+                PyUnicode_WRITE(kind, data, ln + 1 + i, (Py_UCS4)digits[nd - 1 - i]);
+            return s;
+        }
+        if (PyErr_Occurred())
+            return NULL;
+    }
+    PyObject *a = PyObject_Format(name, s_empty);
+    PyObject *b = a == NULL ? NULL : PyObject_Format(seq, s_empty);
+    PyObject *out = NULL;
+    if (b != NULL) {
+        PyObject *ab = PyUnicode_Concat(a, s_hash);
+        if (ab != NULL) {
+            out = PyUnicode_Concat(ab, b);
+            Py_DECREF(ab);
+        }
+    }
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    return out;
+}
+
+/* Call a Python function with `self` prepended to a vectorcall argument array. */
+static PyObject *
+call_with_self(PyObject *fn, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+               PyObject *kwnames)
+{
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    PyObject *small[8];
+    PyObject **stack = small;
+    if (nargs + nkw + 1 > 8) {
+        stack = PyMem_Malloc((nargs + nkw + 1) * sizeof(PyObject *));
+        if (stack == NULL)
+            return PyErr_NoMemory();
+    }
+    stack[0] = self;
+    for (Py_ssize_t i = 0; i < nargs + nkw; i++)
+        stack[i + 1] = args[i];
+    PyObject *r = PyObject_Vectorcall(fn, stack, nargs + 1, kwnames);
+    if (stack != small)
+        PyMem_Free(stack);
+    return r;
+}
+
+/* Positional-or-keyword (block, timeout) after `npos0` leading positional parameters:
+ * 1 parsed, 0 anything unusual (the Python function sorts it out). */
+static int
+parse_bt(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, Py_ssize_t npos0,
+         PyObject **block, PyObject **timeout)
+{
+    *block = Py_True;
+    *timeout = Py_None;
+    if (nargs < npos0 || nargs > npos0 + 2)
+        return 0;
+    if (nargs > npos0)
+        *block = args[npos0];
+    if (nargs > npos0 + 1)
+        *timeout = args[npos0 + 1];
+    if (kwnames != NULL) {
+        Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t i = 0; i < nkw; i++) {
+            PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+            PyObject *v = args[nargs + i];
+            if (PyUnicode_Check(k) && PyUnicode_Compare(k, n_block) == 0 && nargs <= npos0)
+                *block = v;
+            else if (PyUnicode_Check(k) && PyUnicode_Compare(k, n_timeout) == 0 &&
+                     nargs <= npos0 + 1)
+                *timeout = v;
+            else {
+                PyErr_Clear();
+                return 0;
+            }
+        }
+        /* a keyword given twice is rejected by the caller's kwnames already */
+    }
+    return 1;
+}
+
+/* The QState of queue `self` (borrowed from its __dict__ through getattr), or NULL
+ * (no error) when the Python code must run. */
+static inline PyObject *
+qstate(PyObject *self, PyObject *qd)
+{
+    PyObject *st = attr_in(self, qd, n_cutscope_q);
+    if (st == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (!Py_IS_TYPE(st, QS_type) || SLOT(st, s_fifo) != Py_True) {
+        Py_DECREF(st);
+        return NULL;
+    }
+    return st;  /* new reference */
+}
+
+/* ---- put ------------------------------------------------------------------------- */
+
+/* The fast path of put. NULL with no error and *fallback set: the Python put must run
+ * (nothing has been done). */
+static PyObject *
+fast_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+         int *fallback)
+{
+    *fallback = 1;
+    PyObject *block, *timeout;
+    if (nargs < 1 || !parse_bt(args, nargs, kwnames, 1, &block, &timeout))
+        return NULL;
+    PyObject *item = args[0];
+    PyObject *lp = current_lp();
+    if (lp == NULL)
+        return NULL;
+    if (!slot_empty(SLOT(lp, o_pending)))  /* a snapshot asked of it: _put_then_safepoint */
+        return NULL;
+    PyObject *qd = inst_dict(self);
+    PyObject *st = qstate(self, qd);
+    if (st == NULL)
+        return NULL;
+    Py_INCREF(lp);
+    Py_XINCREF(qd);  /* (Python code runs below: notify, st.sent, fault) */
+    PyObject *ep = NULL, *mutex = NULL, *container = NULL, *result = NULL;
+    int set_last = 0;
+    PyObject *epb = NULL;  /* borrowed */
+    PyObject *last = SLOT(st, s_last);
+    if (last != NULL && PyTuple_CheckExact(last) && PyTuple_GET_SIZE(last) == 2 &&
+        PyTuple_GET_ITEM(last, 0) == lp)
+        epb = PyTuple_GET_ITEM(last, 1);
+    else {
+        PyObject *out = SLOT(st, s_out);
+        if (out == NULL || !PyDict_CheckExact(out))
+            goto fallback;
+        epb = PyDict_GetItemWithError(out, lp);  /* identity-hashed: no Python code */
+        if (epb == NULL) {  /* the first put of this producer: it opens its endpoint */
+            PyErr_Clear();
+            goto fallback;
+        }
+        set_last = 1;
+    }
+    if (!Py_IS_TYPE(epb, EP_type))
+        goto fallback;
+    ep = epb;
+    Py_INCREF(ep);
+    mutex = attr_in(self, qd, n_mutex);
+    if (mutex == NULL) {
+        PyErr_Clear();
+        goto fallback;
+    }
+    if (mutex_acquire(mutex) < 0) {
+        *fallback = 0;  /* as the Python code: the acquire's error propagates */
+        goto out;
+    }
+    /* Under the mutex, as the Python code reads them: maxsize (unbounded, or bounded
+     * and not full, with a plain block: True and no timeout, or False), the container
+     * (a deque). Else: release, and the Python put waits, raises Full, or sorts it out. */
+    {
+        int ok = 0;
+        long long maxsize = 0;
+        PyObject *m = attr_in(self, qd, n_maxsize);
+        if (m != NULL && PyLong_CheckExact(m)) {
+            int overflow = 0;
+            maxsize = PyLong_AsLongLongAndOverflow(m, &overflow);
+            ok = !overflow && !(maxsize == -1 && PyErr_Occurred());
+        }
+        Py_XDECREF(m);
+        if (ok && maxsize > 0) {
+            ok = block == Py_False || (block == Py_True && timeout == Py_None);
+            if (ok && qd != NULL)  /* self._qsize is CPython's (len(self.queue)) */
+                ok = PyDict_GetItemWithError(qd, n_qsize) == NULL && !PyErr_Occurred() &&
+                     _PyType_Lookup(Py_TYPE(self), n_qsize) == C_qsize;
+            else if (ok) {
+                PyObject *qs = PyObject_GetAttr(self, n_qsize);
+                ok = qs != NULL && PyMethod_Check(qs) && PyMethod_GET_FUNCTION(qs) == C_qsize &&
+                     PyMethod_GET_SELF(qs) == self;
+                Py_XDECREF(qs);
+            }
+        }
+        if (ok) {
+            container = attr_in(self, qd, n_queue);
+            ok = container != NULL && Py_IS_TYPE(container, Deque_type) &&
+                 !(maxsize > 0 && PySequence_Size(container) >= maxsize);
+        }
+        if (!ok) {
+            PyErr_Clear();
+            if (mutex_release(mutex) < 0) {
+                *fallback = 0;
+                goto out;
+            }
+            goto fallback;
+        }
+    }
+    /* From here the put is ours. */
+    *fallback = 0;
+    if (set_last) {  /* st.last = (lp, ep) */
+        PyObject *t = PyTuple_Pack(2, lp, ep);
+        if (t == NULL)
+            goto unlock_fail;
+        slot_set(st, s_last, t);
+        Py_DECREF(t);
+    }
+    if (deque_append(container, item) < 0)
+        goto unlock_fail;
+    {  /* self.unfinished_tasks += 1 */
+        PyObject *u = attr_in(self, qd, n_unfinished);
+        if (u == NULL)
+            goto unlock_fail;
+        PyObject *u1 = PyNumber_InPlaceAdd(u, ONE);
+        Py_DECREF(u);
+        if (u1 == NULL)
+            goto unlock_fail;
+        int r = set_attr_in(self, qd, n_unfinished, u1);
+        Py_DECREF(u1);
+        if (r < 0)
+            goto unlock_fail;
+    }
+    {  /* try: the send event, the side deque; except Exception: tracer.fault */
+        PyObject *nb = NULL, *pl = NULL, *r = NULL, *msg = NULL;
+        int err = 1;
+        nb = nbytes_of(item);
+        if (nb == NULL)
+            goto send_done;
+        pl = payload_of(lp, item);
+        if (pl == NULL)
+            goto send_done;
+        {
+            PyObject *a[4] = {lp, ep, nb, pl};
+            r = lp_call(n_send, a, 4);
+        }
+        if (r == NULL)
+            goto send_done;
+        if (!(PyTuple_CheckExact(r) && PyTuple_GET_SIZE(r) == 3)) {
+            PyObject *t = PySequence_Tuple(r);
+            Py_SETREF(r, t);
+            if (r == NULL)
+                goto send_done;
+            if (PyTuple_GET_SIZE(r) != 3) {
+                PyErr_Format(PyExc_ValueError, "expected 3 values to unpack (got %zd)",
+                             PyTuple_GET_SIZE(r));
+                goto send_done;
+            }
+        }
+        PyObject *seq = PyTuple_GET_ITEM(r, 0), *lam = PyTuple_GET_ITEM(r, 1),
+                 *markers = PyTuple_GET_ITEM(r, 2);
+        int has = truth(markers);
+        if (has < 0)
+            goto send_done;
+        PyObject *name = SLOT(lp, o_name);
+        if (name == NULL) {
+            PyErr_SetString(PyExc_AttributeError, "name");
+            goto send_done;
+        }
+        msg = msg_id(name, seq);
+        if (msg == NULL)
+            goto send_done;
+        if (!has) {  /* st.side.append((item, ep.channel, msg, lam)) */
+            PyObject *side = SLOT(st, s_side), *cid = SLOT(ep, e_channel);
+            if (side == NULL || cid == NULL) {
+                PyErr_SetString(PyExc_AttributeError, side == NULL ? "side" : "channel");
+                goto send_done;
+            }
+            PyObject *e = PyTuple_Pack(4, item, cid, msg, lam);
+            if (e == NULL)
+                goto send_done;
+            int rc = deque_append(side, e);
+            Py_DECREF(e);
+            if (rc < 0)
+                goto send_done;
+        }
+        else {  /* st.sent(item, ep, msg, lam, markers) */
+            PyObject *a[6] = {st, item, ep, msg, lam, markers};
+            PyObject *x = PyObject_VectorcallMethod(n_sent, a, 6, NULL);
+            if (x == NULL)
+                goto send_done;
+            Py_DECREF(x);
+        }
+        err = 0;
+    send_done:
+        Py_XDECREF(nb);
+        Py_XDECREF(pl);
+        Py_XDECREF(r);
+        Py_XDECREF(msg);
+        if (err && fault_current(lp, w_put) < 0)
+            goto unlock_fail;
+    }
+    if (notify_if_waiting(self, qd, n_not_empty) < 0)
+        goto unlock_fail;
+    if (mutex_release(mutex) < 0)
+        goto out;
+    Py_INCREF(Py_None);
+    result = Py_None;
+    goto out;
+
+unlock_fail:
+    release_keep_error(mutex);
+    goto out;
+fallback:
+    *fallback = 1;
+out:
+    Py_XDECREF(container);
+    Py_XDECREF(mutex);
+    Py_XDECREF(ep);
+    Py_XDECREF(qd);
+    Py_DECREF(st);
+    Py_DECREF(lp);
+    return result;
+}
+
+static PyObject *
+q_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    int fb;
+    PyObject *r = fast_put(self, args, nargs, kwnames, &fb);
+    if (r == NULL && fb && !PyErr_Occurred()) {
+        n_put_py++;
+        return call_with_self(C_py_put, self, args, nargs, kwnames);
+    }
+    n_put_fast += !fb;
+    return r;
+}
+
+/* ---- get ------------------------------------------------------------------------- */
+
+static PyObject *
+fast_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+         int *fallback)
+{
+    *fallback = 1;
+    PyObject *block, *timeout;
+    if (!parse_bt(args, nargs, kwnames, 0, &block, &timeout))
+        return NULL;
+    /* `not block`, `timeout < 0` without Python code: plain bools, and a timeout that is
+     * None or a non-negative int or float (a negative one raises ValueError there) */
+    if (block != Py_True && block != Py_False)
+        return NULL;
+    if (block == Py_True && timeout != Py_None) {
+        if (PyFloat_CheckExact(timeout)) {
+            if (PyFloat_AS_DOUBLE(timeout) < 0.0)
+                return NULL;
+        }
+        else if (PyLong_CheckExact(timeout)) {
+            if (PyObject_RichCompareBool(timeout, ZERO, Py_LT) != 0) {
+                PyErr_Clear();
+                return NULL;
+            }
+        }
+        else
+            return NULL;
+    }
+    PyObject *lp = current_lp();
+    if (lp == NULL)
+        return NULL;
+    PyObject *qd = inst_dict(self);
+    PyObject *st = qstate(self, qd);
+    if (st == NULL)
+        return NULL;
+    if (!slot_empty(SLOT(lp, o_pending))) {  /* a safe point: the Python code records */
+        Py_DECREF(st);
+        return NULL;
+    }
+    PyObject *side = SLOT(st, s_side);
+    if (side == NULL || !Py_IS_TYPE(side, Deque_type)) {
+        Py_DECREF(st);
+        return NULL;
+    }
+    Py_INCREF(lp);
+    Py_INCREF(side);
+    Py_XINCREF(qd);
+    PyObject *mutex = NULL, *container = NULL, *e = NULL, *head = NULL, *item = NULL,
+             *result = NULL;
+    mutex = attr_in(self, qd, n_mutex);
+    if (mutex == NULL) {
+        PyErr_Clear();
+        goto fallback;
+    }
+    if (mutex_acquire(mutex) < 0) {
+        *fallback = 0;
+        goto out;
+    }
+    /* `if fifo and side and not st.pend`, the head entry is the head item's, and the
+     * consumer knows its channel (else: st.first, in the Python code) */
+    int ok = PySequence_Size(side) > 0 && slot_empty(SLOT(st, s_pend));
+    if (ok) {
+        e = PySequence_GetItem(side, 0);
+        ok = e != NULL && PyTuple_CheckExact(e) && PyTuple_GET_SIZE(e) == 4;
+    }
+    if (ok) {
+        container = attr_in(self, qd, n_queue);
+        ok = container != NULL && Py_IS_TYPE(container, Deque_type) &&
+             PySequence_Size(container) > 0;
+    }
+    if (ok) {
+        head = PySequence_GetItem(container, 0);
+        ok = head != NULL && head == PyTuple_GET_ITEM(e, 0);
+    }
+    PyObject *cid = ok ? PyTuple_GET_ITEM(e, 1) : NULL;
+    int known = 0;  /* st.rlp is lp and st.rcid is cid */
+    if (ok) {
+        known = SLOT(st, s_rlp) == lp && SLOT(st, s_rcid) == cid;
+        if (!known) {
+            PyObject *seen = SLOT(st, s_seen);
+            ok = seen != NULL && PyDict_CheckExact(seen) && PyUnicode_CheckExact(cid);
+            PyObject *s = ok ? PyDict_GetItemWithError(seen, cid) : NULL;
+            ok = s != NULL && PyAnySet_CheckExact(s) && PySet_Contains(s, lp) == 1;
+        }
+    }
+    if (!ok) {
+        PyErr_Clear();
+        if (mutex_release(mutex) < 0) {
+            *fallback = 0;
+            goto out;
+        }
+        goto fallback;
+    }
+    /* From here the get is ours. */
+    *fallback = 0;
+    {
+        PyObject *x = PyObject_Vectorcall(D_popleft, &container, 1, NULL);
+        if (x == NULL)
+            goto unlock_fail;
+        item = x;
+        x = PyObject_Vectorcall(D_popleft, &side, 1, NULL);
+        if (x == NULL)
+            goto unlock_fail;
+        Py_DECREF(x);
+    }
+    if (notify_if_waiting(self, qd, n_not_full) < 0)
+        goto unlock_fail;
+    {  /* try: the receive event; except Exception: tracer.fault */
+        PyObject *nb = NULL, *pl = NULL, *r = NULL;
+        if (!known) {  /* st.rlp, st.rcid = lp, cid */
+            slot_set(st, s_rlp, lp);
+            slot_set(st, s_rcid, cid);
+        }
+        nb = nbytes_of(item);
+        pl = nb == NULL ? NULL : payload_of(lp, item);
+        if (pl != NULL) {
+            PyObject *a[7] = {lp, cid, PyTuple_GET_ITEM(e, 2), PyTuple_GET_ITEM(e, 3), nb, pl,
+                              item};
+            r = lp_call(n_recv, a, 7);
+        }
+        Py_XDECREF(nb);
+        Py_XDECREF(pl);
+        if (r != NULL)
+            Py_DECREF(r);
+        else if (fault_current(lp, w_get) < 0)
+            goto unlock_fail;
+    }
+    if (mutex_release(mutex) < 0)
+        goto out;
+    result = item;
+    item = NULL;
+    goto out;
+
+unlock_fail:
+    release_keep_error(mutex);
+    goto out;
+fallback:
+    *fallback = 1;
+out:
+    Py_XDECREF(item);
+    Py_XDECREF(head);
+    Py_XDECREF(e);
+    Py_XDECREF(container);
+    Py_XDECREF(mutex);
+    Py_DECREF(side);
+    Py_XDECREF(qd);
+    Py_DECREF(st);
+    Py_DECREF(lp);
+    return result;
+}
+
+static PyObject *
+q_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    int fb;
+    PyObject *r = fast_get(self, args, nargs, kwnames, &fb);
+    if (r == NULL && fb && !PyErr_Occurred()) {
+        n_get_py++;
+        return call_with_self(C_py_get, self, args, nargs, kwnames);
+    }
+    n_get_fast += !fb;
+    return r;
+}
+
+static PyMethodDef q_put_def = {"put", (PyCFunction)(void (*)(void))q_put,
+                                METH_FASTCALL | METH_KEYWORDS,
+                                "Queue.put, traced (cutscope; C fast path of "
+                                "integrations/queues.py's put)"};
+static PyMethodDef q_get_def = {"get", (PyCFunction)(void (*)(void))q_get,
+                                METH_FASTCALL | METH_KEYWORDS,
+                                "Queue.get, traced (cutscope; C fast path of "
+                                "integrations/queues.py's get)"};
+
+/* ---- module -------------------------------------------------------------------- */
+
+static int
+method_of(PyTypeObject *tp, const char *name, PyObject **dst)
+{
+    PyObject *d = PyObject_GetAttrString((PyObject *)tp, name);
+    if (d == NULL)
+        return -1;
+    if (!PyObject_TypeCheck(d, &PyMethodDescr_Type)) {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not a method descriptor", tp->tp_name, name);
+        Py_DECREF(d);
+        return -1;
+    }
+    Py_XSETREF(*dst, d);
+    return 0;
+}
+
+static PyObject *
+setup(PyObject *mod, PyObject *args)
+{
+    PyObject *qt, *qst, *lpt, *ept, *dqt, *lkt, *cur, *dflt, *qsize, *pput, *pget;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!OO!OOO:setup", &PyType_Type, &qt, &PyType_Type,
+                          &qst, &PyType_Type, &lpt, &PyType_Type, &ept, &PyType_Type, &dqt,
+                          &PyType_Type, &lkt, &cur, &PyList_Type, &dflt, &qsize, &pput, &pget))
+        return NULL;
+    if (!PyContextVar_CheckExact(cur)) {
+        PyErr_SetString(PyExc_TypeError, "not a ContextVar");
+        return NULL;
+    }
+    PyTypeObject *qs = (PyTypeObject *)qst, *lt = (PyTypeObject *)lpt, *et = (PyTypeObject *)ept;
+#define OFF(var, tp, name) if ((var = slot_offset(tp, name)) < 0) return NULL
+    OFF(s_fifo, qs, "fifo");
+    OFF(s_side, qs, "side");
+    OFF(s_out, qs, "out");
+    OFF(s_seen, qs, "seen");
+    OFF(s_pend, qs, "pend");
+    OFF(s_last, qs, "last");
+    OFF(s_rlp, qs, "rlp");
+    OFF(s_rcid, qs, "rcid");
+    OFF(o_name, lt, "name");
+    OFF(o_pending, lt, "pending");
+    OFF(o_tracer, lt, "tracer");
+    OFF(e_channel, et, "channel");
+#undef OFF
+    if (method_of((PyTypeObject *)dqt, "append", &D_append) < 0 ||
+        method_of((PyTypeObject *)dqt, "popleft", &D_popleft) < 0 ||
+        method_of((PyTypeObject *)lkt, "acquire", &L_acquire) < 0 ||
+        method_of((PyTypeObject *)lkt, "release", &L_release) < 0)
+        return NULL;
+    PyObject **dst[] = {(PyObject **)&Q_type, (PyObject **)&QS_type, (PyObject **)&LP_type,
+                        (PyObject **)&EP_type, (PyObject **)&Deque_type, (PyObject **)&Lock_type,
+                        &C_current, &C_default, &C_qsize, &C_py_put, &C_py_get};
+    PyObject *src[] = {qt, qst, lpt, ept, dqt, lkt, cur, dflt, qsize, pput, pget};
+    for (int i = 0; i < 11; i++) {
+        Py_INCREF(src[i]);
+        Py_XSETREF(*dst[i], src[i]);
+    }
+    PyObject *p = PyDescr_NewMethod((PyTypeObject *)qt, &q_put_def);
+    PyObject *g = PyDescr_NewMethod((PyTypeObject *)qt, &q_get_def);
+    if (p == NULL || g == NULL) {
+        Py_XDECREF(p);
+        Py_XDECREF(g);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", p, g);
+}
+
+static PyObject *
+counts(PyObject *mod, PyObject *unused)
+{
+    return Py_BuildValue("{sKsKsKsK}", "put", n_put_fast, "put_py", n_put_py, "get", n_get_fast,
+                         "get_py", n_get_py);
+}
+
+static PyMethodDef methods[] = {
+    {"counts", counts, METH_NOARGS,
+     "counts() -> {'put', 'put_py', 'get', 'get_py'}: calls that took the C path / the "
+     "Python functions, since the module was loaded (for the tests)."},
+    {"setup", setup, METH_VARARGS,
+     "setup(queue.Queue, QState, LogicalProcess, OutEndpoint, collections.deque, "
+     "_thread.LockType, _current, _default, Queue._qsize, py_put, py_get) -> (put, get): "
+     "method descriptors for queue.Queue."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_fastq",
+                                    "cutscope's queue.Queue hot paths in C (optional).", -1,
+                                    methods};
+
+PyMODINIT_FUNC
+PyInit__fastq(void)
+{
+#define INTERN(var, s) if ((var = PyUnicode_InternFromString(s)) == NULL) return NULL
+    INTERN(n_cutscope_q, "_cutscope_q");
+    INTERN(n_mutex, "mutex");
+    INTERN(n_queue, "queue");
+    INTERN(n_maxsize, "maxsize");
+    INTERN(n_qsize, "_qsize");
+    INTERN(n_unfinished, "unfinished_tasks");
+    INTERN(n_not_empty, "not_empty");
+    INTERN(n_not_full, "not_full");
+    INTERN(n_waiters, "_waiters");
+    INTERN(n_notify, "notify");
+    INTERN(n_capture, "capture");
+    INTERN(n_send, "send");
+    INTERN(n_recv, "recv");
+    INTERN(n_sent, "sent");
+    INTERN(n_fault, "fault");
+    INTERN(n_acquire, "acquire");
+    INTERN(n_release, "release");
+    INTERN(n_append, "append");
+    INTERN(n_block, "block");
+    INTERN(n_timeout, "timeout");
+    INTERN(w_put, "queue.put");
+    INTERN(w_get, "queue.get");
+    INTERN(s_hash, "#");
+    INTERN(s_empty, "");
+#undef INTERN
+    attr_names = PyTuple_Pack(10, n_cutscope_q, n_mutex, n_queue, n_maxsize, n_unfinished,
+                              n_not_empty, n_not_full, n_waiters, n_capture, n_qsize);
+    if (attr_names == NULL)
+        return NULL;
+    if ((ONE = PyLong_FromLong(1)) == NULL || (ZERO = PyLong_FromLong(0)) == NULL)
+        return NULL;
+    return PyModule_Create(&moddef);
+}
