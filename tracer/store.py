@@ -675,13 +675,17 @@ class SqlStore:
     def _write_other(self, conn, item: tuple) -> None:
         kind = item[0]
         if kind == "process":
-            _, name, pid, host, parent, started, argv = item
-            old = conn.execute(select(Process.pid, Process.host, Process.heartbeat_ns, Process.ended_ns)
-                               .where(Process.name == name)).first()
-            if old is not None and (old[0], old[1]) != (pid, host) and old[3] is None \
-                    and started - old[2] < LIVE_NS:
-                # The events of two live processes with one name collide (same seqs):
-                # the export keeps the first written of each; say so where it is seen.
+            _, name, pid, host, parent, started, argv, *rest = item
+            seq0 = rest[0] if rest else None  # the seq this process started from
+            old = conn.execute(select(Process.pid, Process.host, Process.heartbeat_ns, Process.ended_ns,
+                                      Process.last_seq).where(Process.name == name)).first()
+            if old is not None and (old[0], old[1]) != (pid, host) and (
+                    (old[3] is None and started - old[2] < LIVE_NS)
+                    or (seq0 is not None and (old[4] or 0) > seq0)):
+                # The events of two processes with one name collide (same seqs): both
+                # live, or the other stored seqs past where this one started (it read
+                # the last seq before they were stored). The export keeps the first
+                # written of each; say so where it is seen.
                 conn.execute(insert(Fault).values(
                     wall_ns=started, process=name, location="store.write",
                     detail=f"two live processes share the name {name!r} ({old[1]}:{old[0]} and "
@@ -1067,7 +1071,7 @@ class MemoryStore:
     def _write_other(self, item: tuple) -> None:
         kind = item[0]
         if kind == "process":
-            _, name, pid, host, parent, started, argv = item
+            _, name, pid, host, parent, started, argv, *_ = item
             p = self.processes_.setdefault(name, dict(name=name, parent=parent, started_ns=started,
                                                       argv=argv))
             p.update(pid=pid, host=host, heartbeat_ns=started, ended_ns=None)

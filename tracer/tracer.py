@@ -86,7 +86,8 @@ class Tracer:
         seq, clock0 = self._resume(name) if resume else (0, 0)
         lp = LogicalProcess(self, name, seq=seq, clock=max(clock, clock0))
         self.processes[name] = lp
-        self.recorder.other(("process", name, os.getpid(), self.host, parent, time.time_ns(), argv))
+        self.recorder.other(("process", name, os.getpid(), self.host, parent, time.time_ns(), argv,
+                             seq))
         return lp
 
     def _marks(self) -> dict[str, tuple[int, int]]:
