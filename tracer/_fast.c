@@ -248,6 +248,14 @@ event_tuple(PyObject *lp, PyObject *s, PyObject *c, PyObject *kind, PyObject *ch
             Py_INCREF(items[i]);
         PyTuple_SET_ITEM(ev, i, items[i]);
     }
+    /* A tuple of strs, ints, bytes and None can never be part of a cycle: untracked
+     * now (CPython would untrack it at its first collection), the events waiting in
+     * the recorder's buffer add nothing to the collector's passes over the heap. */
+    if (PyUnicode_CheckExact(items[0]) && PyLong_CheckExact(nbytes) &&
+        (channel == Py_None || PyUnicode_CheckExact(channel)) &&
+        (msg == Py_None || PyUnicode_CheckExact(msg)) &&
+        (payload == Py_None || PyBytes_CheckExact(payload)))
+        PyObject_GC_UnTrack(ev);
     return ev;
 }
 
