@@ -6,7 +6,10 @@ cutscope runs its pure-Python hot paths (the same behaviour, slower).
 
 from setuptools import Extension, setup
 
+# tracer/_fast.h: helpers both extensions include.
 setup(ext_modules=[Extension("cutscope.tracer._fast", ["tracer/_fast.c"], optional=True,
+                             include_dirs=["tracer"], depends=["tracer/_fast.h"],
                              extra_compile_args=["-O2"]),
                    Extension("cutscope.integrations._fastq", ["integrations/_fastq.c"],
-                             optional=True, extra_compile_args=["-O2"])])
+                             optional=True, include_dirs=["tracer"], depends=["tracer/_fast.h"],
+                             extra_compile_args=["-O2"])])

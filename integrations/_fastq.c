@@ -26,6 +26,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include "_fast.h"
 #include <string.h>
 
 /* ---- configuration (set once by setup) ---- */
@@ -45,29 +46,7 @@ static PyObject *n_cutscope_q, *n_mutex, *n_queue, *n_maxsize, *n_qsize, *n_unfi
     *w_put, *w_get, *s_hash, *s_empty;
 static PyObject *ONE, *ZERO;
 
-#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
-static Py_ssize_t
-slot_offset(PyTypeObject *tp, const char *name)
-{
-    PyObject *d = PyObject_GetAttrString((PyObject *)tp, name);
-    if (d == NULL)
-        return -1;
-    if (!Py_IS_TYPE(d, &PyMemberDescr_Type)) {
-        PyErr_Format(PyExc_TypeError, "%s.%s is not a slot", tp->tp_name, name);
-        Py_DECREF(d);
-        return -1;
-    }
-    PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
-    Py_ssize_t off = m->offset;
-    int ok = m->type == T_OBJECT_EX;
-    Py_DECREF(d);
-    if (!ok) {
-        PyErr_Format(PyExc_TypeError, "%s.%s is not an object slot", tp->tp_name, name);
-        return -1;
-    }
-    return off;
-}
 
 /* ---- attributes of the queue, its conditions and the tracer ----
  * `obj.name` is looked up in the instance's __dict__ directly when the type is
@@ -475,27 +454,6 @@ msg_id(PyObject *name, PyObject *seq)
     return out;
 }
 
-/* Call a Python function with `self` prepended to a vectorcall argument array. */
-static PyObject *
-call_with_self(PyObject *fn, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-               PyObject *kwnames)
-{
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    PyObject *small[8];
-    PyObject **stack = small;
-    if (nargs + nkw + 1 > 8) {
-        stack = PyMem_Malloc((nargs + nkw + 1) * sizeof(PyObject *));
-        if (stack == NULL)
-            return PyErr_NoMemory();
-    }
-    stack[0] = self;
-    for (Py_ssize_t i = 0; i < nargs + nkw; i++)
-        stack[i + 1] = args[i];
-    PyObject *r = PyObject_Vectorcall(fn, stack, nargs + 1, kwnames);
-    if (stack != small)
-        PyMem_Free(stack);
-    return r;
-}
 
 /* Positional-or-keyword (block, timeout) after `npos0` leading positional parameters:
  * 1 parsed, 0 anything unusual (the Python function sorts it out). */
