@@ -35,8 +35,8 @@
 /* ---- configuration (set once by setup / setup_sockets) ---- */
 static PyTypeObject *LP_type, *EP_type;
 static Py_ssize_t o_name, o_lock, o_clock, o_seq, o_pending, o_incoming, o_snaps,
-    o_append, o_check, o_tracer;
-static Py_ssize_t e_channel, e_pending, e_process;
+    o_append, o_check;
+static Py_ssize_t e_channel, e_pending;
 static PyObject *K_SEND, *K_RECV;       /* the event kinds, the core's own str objects */
 static PyObject *py_send, *py_recv;     /* the Python methods replaced */
 static PyTypeObject *LockType;          /* _thread.LockType */
@@ -55,7 +55,6 @@ static PyTypeObject *S_conn;      /* sockets.Conn: its hot attributes are slots 
 static Py_ssize_t c_fast_lp, c_fast_in, c_stok, c_rtok, c_ep, c_out_left, c_out_pending,
     c_in_left, c_in_buf, c_in_cid, c_in_name;
 static PyObject *S_gettimeout;    /* _socket.socket.gettimeout */
-static int sockets_ready = 0;
 
 /* interned attribute names */
 static PyObject *n_acquire, *n_release, *n_gettimeout, *n_fast_lp, *n_stok, *n_rtok,
@@ -1480,10 +1479,8 @@ setup(PyObject *mod, PyObject *args)
     OFF(o_snaps, lt, "snaps");
     OFF(o_append, lt, "_append");
     OFF(o_check, lt, "_check");
-    OFF(o_tracer, lt, "tracer");
     OFF(e_channel, et, "channel");
     OFF(e_pending, et, "pending");
-    OFF(e_process, et, "process");
 #undef OFF
     PyObject *thread = PyImport_ImportModule("_thread");
     if (thread == NULL)
@@ -1577,7 +1574,6 @@ setup_sockets(PyObject *mod, PyObject *args)
         Py_XDECREF(c);
         return NULL;
     }
-    sockets_ready = 1;
     return Py_BuildValue("(NNN)", a, b, c);
 }
 
