@@ -16,6 +16,8 @@ import sys
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hst
 
 from cutscope.testing import recording
 from cutscope.tracer import process
@@ -252,3 +254,73 @@ def test_snapshots_stay_consistent_while_threads_of_one_process_send_through_c()
     assert not errors, errors
     for snap in snaps:
         assert_snapshot_is_its_cut(doc, snap)
+
+
+# -- packed events (chunks) in the recorder's buffer -------------------------------------
+
+_OPS = hst.lists(hst.one_of(
+    hst.tuples(hst.just("send"), hst.integers(0, 2**40), hst.none() | hst.binary(max_size=8)),
+    hst.tuples(hst.just("recv"), hst.integers(0, 300), hst.none() | hst.text(max_size=4)),
+    hst.tuples(hst.just("local"), hst.integers(0, 3)),           # a tuple, Python path
+    hst.tuples(hst.just("take"), hst.integers(0, 5), hst.integers(-1, 200)),  # writer batch
+    hst.tuples(hst.just("putback")),                             # a failed batch goes back
+    hst.tuples(hst.just("pop")),                                 # drop mode: the newest item
+    hst.tuples(hst.just("many"), hst.integers(60, 140)),         # fill chunks past 64
+), max_size=60)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=_OPS, cap=hst.sampled_from([0, 4]))
+def test_every_event_is_in_exactly_one_item_whatever_the_writer_does(ops, cap):
+    """The C paths write events into chunks in the buffer; the writer takes items,
+    puts a failed batch back, drop mode pops the newest. Whatever the order: every
+    event is in exactly one of the batches written, the items dropped and the buffer,
+    in order of seq within the buffer's items, counted right by ``events``, and a
+    batch's block decodes to the stored form of its events."""
+    import collections
+    import types
+
+    from cutscope.tracer import store as S
+
+    FAST = process.FAST
+    buf = collections.deque()
+    rec = types.SimpleNamespace(push=buf.append, check=lambda: None)
+    lp = process.LogicalProcess(types.SimpleNamespace(recorder=rec), "p")
+    ep = process.OutEndpoint(lp, "c1")
+    made, written, dropped, last = [], [], [], []
+    for op in ops:
+        kind = op[0]
+        if kind == "send":
+            made.append(lp.send(ep, op[1], op[2])[0])
+        elif kind == "recv":
+            made.append(lp.recv("c2", op[2], op[1], op[1]))
+        elif kind == "local":
+            made.append(lp.local("l", {"i": op[1]}))
+        elif kind == "many":
+            made.extend(lp.send(ep, 1)[0] for _ in range(op[1]))
+        elif kind == "take":
+            batch = FAST.take(buf, op[1], op[2])
+            if batch:
+                rows = FAST.expand(batch)
+                assert len(rows) == FAST.events(batch)
+                data, n, wall = S.encode_block(batch, cap)
+                assert (n, wall) == (len(rows), rows[-1][3])
+                assert S.decode_block(1, S.BLOCK_ENCODING, data) == [S.event_row(r, cap) for r in rows]
+                written.extend(r[1] for r in rows)
+                last = batch
+        elif kind == "putback" and last:
+            buf.extendleft(reversed(last))
+            for _ in FAST.expand(last):
+                written.pop()
+            last = []
+        elif kind == "pop" and buf:
+            dropped.extend(r[1] for r in FAST.expand([buf.pop()]))
+            last = []
+        if kind != "take":
+            last = [] if kind != "putback" else last
+    left = [r[1] for r in FAST.expand(buf)]
+    assert FAST.events(buf) == len(left)
+    assert sorted(written + dropped + left) == sorted(made) == list(range(1, len(made) + 1))
+    assert left == sorted(left)
+    chunks = [x for x in buf if type(x) is FAST.Chunk]
+    assert all(0 < len(c) <= 64 for c in chunks)

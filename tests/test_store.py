@@ -450,11 +450,13 @@ def test_event_blocks_round_trip_in_every_encoding(rows, cap):
     from cutscope.tracer.process import FAST
 
     want = [S.event_row(r, cap) for r in rows]
-    assert S.decode_block(1, S.BLOCK_ENCODING, S.encode_block(list(rows), cap)) == want
+    data, n, wall = S.encode_block(list(rows), cap)
+    assert S.decode_block(1, S.BLOCK_ENCODING, data) == want
+    assert n == len(rows) and (not rows or wall == rows[-1][3])
     raw = zlib.compress(marshal.dumps(want, 4), 1)  # what a build without C writes
     assert S.decode_block(1, "marshal4+zlib", raw) == want
     if FAST is not None:
-        cs1 = FAST.encode(list(rows), S.event_row, cap)
+        cs1 = FAST.encode(list(rows), S.event_row, cap)[0]
         assert FAST.decode(cs1) == want
         assert S.decode_cs1(cs1) == want
 
@@ -468,8 +470,8 @@ def test_a_damaged_cs1_block_is_an_error_or_rows_never_a_crash(rows, cut, flip):
     from cutscope.tracer.process import FAST
 
     if FAST is None:
-        pytehst.skip("no C extension")
-    data = bytearray(FAST.encode(list(rows), S.event_row, 0))
+        pytest.skip("no C extension")
+    data = bytearray(FAST.encode(list(rows), S.event_row, 0)[0])
     if flip < len(data):
         data[flip] ^= 0x5A
     data = bytes(data[:max(4, len(data) - cut % (len(data) + 1))])
@@ -479,3 +481,44 @@ def test_a_damaged_cs1_block_is_an_error_or_rows_never_a_crash(rows, cut, flip):
         except (ValueError, IndexError, EOFError, TypeError):  # decode_block: a StoreError
             continue
         assert type(got) is list and all(type(r) is tuple and len(r) == 10 for r in got)
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_the_buffer_bound_counts_the_events_of_the_c_paths(drop):
+    """The C paths pack events into chunks (one buffer item, up to 64 events): the
+    bound is in events all the same. Drop mode keeps at most the limit and counts every
+    event it drops; without it the application waits and nothing is lost."""
+    from cutscope.tracer import process
+    from cutscope.tracer.store import MemoryStore
+
+    class SlowStore(MemoryStore):
+        def write(self, rows, others):
+            time.sleep(0.002)
+            super().write(rows, others)
+
+    t = Tracer(name="p", store=SlowStore(), strict=True, drop=drop)
+    t.recorder.limit = 1000
+    t.recorder._reset()
+    t.main._append, t.main._check = t.recorder.push, t.recorder.check
+    ep = process.OutEndpoint(t.main, "c")
+    if not drop:
+        t.start()
+    try:
+        for _ in range(20_000):
+            t.main.send(ep, 1)
+            assert t.recorder.buffered() <= 1000 + 256  # checked every 256 events
+        if drop:
+            kept = t.recorder.buffered()
+            assert kept <= 1000 and t.recorder.dropped + kept == 20_000
+            if process.FAST is not None:
+                assert any(type(x) is process.FAST.Chunk for x in t.recorder._buf)
+    finally:
+        if drop:
+            t.recorder.close()
+        else:
+            t.stop()
+    seqs = [e[1] for e in t.store.events]
+    if drop:
+        assert len(seqs) == kept and seqs == sorted(seqs)
+    else:
+        assert seqs == list(range(1, 20_001)) and t.recorder.dropped == 0

@@ -133,6 +133,193 @@ slot_set(PyObject *obj, Py_ssize_t off, PyObject *v)  /* steals v */
     Py_XDECREF(old);
 }
 
+static inline long long
+now_ll(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* ---- packed events ------------------------------------------------------------------
+ *
+ * The C paths do not build an event tuple (and three ints) per event: they write the
+ * event's fields into a Chunk, an array of CHUNK_CAP records that sits in the
+ * recorder's buffer (a deque) like one item. Retained until the writer's next batch,
+ * the tuples cost the application more than building them (fresh memory for each,
+ * freed by another thread on another CPU): a chunk is written in place, one cache line
+ * and a bit per event. A record holds references to the process name, kind, channel,
+ * msg, nbytes and payload objects, as the tuple did; `encode` writes a record exactly
+ * as it writes the tuple, and `rows()` gives the tuples back.
+ *
+ * Events go into the current chunk while it is the last item of the deque that
+ * lp._append appends to; anything else (the writer took it, another item came after
+ * it, drop mode popped it, the deque was cleared after a fork, another deque) starts a
+ * new chunk. All of it under the GIL with no Python code in between: atomic. */
+
+#define CHUNK_CAP 64
+
+typedef struct {
+    PyObject *name, *kind, *channel, *msg, *nbytes, *payload;
+    long long seq, lam, wall;
+} evrec;
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t n;
+    evrec r[CHUNK_CAP];
+} Chunk;
+
+static PyTypeObject ChunkType;
+static PyCFunction deque_append_fn;  /* the C function of deque.append */
+static PyTypeObject *DequeType;
+static PyObject *cur_deque;          /* the deque cur_chunk was appended to */
+static Chunk *cur_chunk;
+
+static void
+chunk_dealloc(Chunk *c)
+{
+    for (Py_ssize_t i = 0; i < c->n; i++) {
+        evrec *e = &c->r[i];
+        Py_XDECREF(e->name);
+        Py_XDECREF(e->kind);
+        Py_XDECREF(e->channel);
+        Py_XDECREF(e->msg);
+        Py_XDECREF(e->nbytes);
+        Py_XDECREF(e->payload);
+    }
+    Py_TYPE(c)->tp_free((PyObject *)c);
+}
+
+static Py_ssize_t
+chunk_len(Chunk *c)
+{
+    return c->n;
+}
+
+/* The event tuple of a record: (name, seq, lamport, wall_ns, kind, channel, msg, nbytes,
+ * payload, None). */
+static PyObject *
+rec_tuple(const evrec *e)
+{
+    PyObject *s = PyLong_FromLongLong(e->seq), *c = PyLong_FromLongLong(e->lam),
+             *w = PyLong_FromLongLong(e->wall);
+    if (s == NULL || c == NULL || w == NULL) {
+        Py_XDECREF(s);
+        Py_XDECREF(c);
+        Py_XDECREF(w);
+        return NULL;
+    }
+    return Py_BuildValue("(ONNNOOOOOO)", e->name, s, c, w, e->kind, e->channel, e->msg,
+                         e->nbytes, e->payload, Py_None);
+}
+
+static PyObject *
+chunk_rows(Chunk *c, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *out = PyList_New(c->n);
+    for (Py_ssize_t i = 0; out != NULL && i < c->n; i++) {
+        PyObject *t = rec_tuple(&c->r[i]);
+        if (t == NULL)
+            Py_CLEAR(out);
+        else
+            PyList_SET_ITEM(out, i, t);
+    }
+    return out;
+}
+
+static PyMethodDef chunk_methods[] = {
+    {"rows", (PyCFunction)chunk_rows, METH_NOARGS, "rows() -> list of the event tuples."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PySequenceMethods chunk_as_seq = {.sq_length = (lenfunc)chunk_len};
+
+static PyTypeObject ChunkType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "cutscope.tracer._fast.Chunk",
+    .tp_basicsize = sizeof(Chunk),
+    .tp_dealloc = (destructor)chunk_dealloc,
+    .tp_as_sequence = &chunk_as_seq,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Up to 64 events of the C paths, packed (see _fast.c).",
+    .tp_methods = chunk_methods,
+};
+
+/* Whether ch is the last item of the deque dq (O(1) for the last index). */
+static inline int
+last_of(PyObject *dq, PyObject *ch)
+{
+    if (Py_SIZE(dq) <= 0)
+        return 0;
+    PyObject *last = PySequence_GetItem(dq, Py_SIZE(dq) - 1);
+    if (last == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_DECREF(last);
+    return last == ch;
+}
+
+static int append_event(PyObject *lp, long long seq, PyObject *ev);
+static PyObject *event_tuple(PyObject *lp, PyObject *s, PyObject *c, PyObject *kind,
+                             PyObject *channel, PyObject *msg, PyObject *nbytes,
+                             PyObject *payload);
+
+/* Record the event: in a chunk when lp._append is a deque's own append, else as the
+ * tuple passed to lp._append. Borrowed arguments. */
+static int
+put_event(PyObject *lp, PyObject *s, PyObject *c, long long seq, long long clk,
+          PyObject *kind, PyObject *channel, PyObject *msg, PyObject *nbytes,
+          PyObject *payload)
+{
+    PyObject *app = SLOT(lp, o_append), *name = SLOT(lp, o_name), *dq;
+    if (app == NULL || deque_append_fn == NULL || !PyCFunction_Check(app) ||
+        PyCFunction_GET_FUNCTION(app) != deque_append_fn ||
+        (dq = PyCFunction_GET_SELF(app)) == NULL || !Py_IS_TYPE(dq, DequeType))
+        return append_event(lp, seq, event_tuple(lp, s, c, kind, channel, msg, nbytes, payload));
+    Chunk *ch = cur_chunk;
+    if (ch == NULL || ch->n >= CHUNK_CAP || cur_deque != dq || !last_of(dq, (PyObject *)ch)) {
+        ch = PyObject_New(Chunk, &ChunkType);
+        if (ch == NULL)
+            return -1;
+        ch->n = 0;
+        PyObject *r = PyObject_CallOneArg(app, (PyObject *)ch);
+        if (r == NULL) {
+            Py_DECREF(ch);
+            return -1;
+        }
+        Py_DECREF(r);
+        Py_INCREF(dq);
+        Py_XSETREF(cur_deque, dq);
+        Py_XSETREF(cur_chunk, ch);  /* our reference */
+    }
+    evrec *e = &ch->r[ch->n];
+    PyObject *objs[6] = {name, kind, channel, msg, nbytes, payload};
+    for (int i = 0; i < 6; i++)
+        Py_INCREF(objs[i]);
+    e->name = name;
+    e->kind = kind;
+    e->channel = channel;
+    e->msg = msg;
+    e->nbytes = nbytes;
+    e->payload = payload;
+    e->seq = seq;
+    e->lam = clk;
+    e->wall = now_ll();
+    ch->n++;
+    if (!(seq & CHECK_MASK)) {
+        PyObject *chk = SLOT(lp, o_check);
+        if (chk != NULL) {
+            PyObject *r = PyObject_CallNoArgs(chk);
+            if (r == NULL)
+                return -1;
+            Py_DECREF(r);
+        }
+    }
+    return 0;
+}
+
 /* After the event: the buffer bound check and the safe point of a process that never
  * receives (LogicalProcess.send's tail). */
 static int
@@ -307,9 +494,9 @@ again:
     Py_XDECREF(fresh);
     fresh = NULL;
 
-    PyObject *ev = event_tuple(lp, s, c, K_SEND, channel, Py_None, nbytes, payload);
+    int rc = put_event(lp, s, c, seq, clk, K_SEND, channel, Py_None, nbytes, payload);
     Py_DECREF(channel);
-    if (ev == NULL || append_event(lp, seq, ev) < 0)
+    if (rc < 0)
         goto fail;
     /* A process that never receives starts an asked-for snapshot at the exit of its send. */
     int pending = nonempty(SLOT(lp, o_pending));
@@ -451,10 +638,10 @@ core_recv(PyObject *lp, PyObject *channel, PyObject *msg, PyObject *stamp, PyObj
         goto fail;
     Py_CLEAR(lock);
 
-    PyObject *ev = event_tuple(lp, s, c, K_RECV, channel, msg, nbytes, payload);
+    int rc = put_event(lp, s, c, seq, clk, K_RECV, channel, msg, nbytes, payload);
     Py_DECREF(c);
     c = NULL;
-    if (ev == NULL || append_event(lp, seq, ev) < 0)
+    if (rc < 0)
         goto fail;
     return s;
 
@@ -1013,20 +1200,28 @@ static PyMethodDef sock_recv_def = {"recv", (PyCFunction)(void (*)(void))sock_re
 
 /* ---- the recorder ------------------------------------------------------------------ */
 
-/* take(deque, n) -> list: the first n items of the deque, popped (the recorder's
- * batch; what `[buf.popleft() for _ in range(n)]` does, in one call). */
+/* The events an item of the recorder's buffer holds: a chunk's count, else 1. */
+static inline Py_ssize_t
+item_events(PyObject *x)
+{
+    return Py_IS_TYPE(x, &ChunkType) ? ((Chunk *)x)->n : 1;
+}
+
+/* take(deque, n, max_events=-1) -> list: the first items of the deque, popped, up to n
+ * items and (when >= 0) until they hold max_events events (the recorder's batch; what
+ * `[buf.popleft() for _ in range(n)]` does, in one call). */
 static PyObject *
 take(PyObject *mod, PyObject *args)
 {
     PyObject *dq;
-    Py_ssize_t n;
-    if (!PyArg_ParseTuple(args, "On:take", &dq, &n))
+    Py_ssize_t n, most = -1, got = 0;
+    if (!PyArg_ParseTuple(args, "On|n:take", &dq, &n, &most))
         return NULL;
     PyObject *pop = PyObject_GetAttrString(dq, "popleft");
     if (pop == NULL)
         return NULL;
     PyObject *out = PyList_New(0);
-    for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+    for (Py_ssize_t i = 0; out != NULL && i < n && (most < 0 || got < most); i++) {
         PyObject *x = PyObject_CallNoArgs(pop);
         if (x == NULL) {
             if (PyErr_ExceptionMatches(PyExc_IndexError)) {
@@ -1036,12 +1231,59 @@ take(PyObject *mod, PyObject *args)
             Py_CLEAR(out);
             break;
         }
+        got += item_events(x);
         int r = PyList_Append(out, x);
         Py_DECREF(x);
         if (r < 0)
             Py_CLEAR(out);
     }
     Py_DECREF(pop);
+    return out;
+}
+
+/* events(items) -> int: the events the items hold (chunks count their records). */
+static PyObject *
+events(PyObject *mod, PyObject *items)
+{
+    PyObject *it = PyObject_GetIter(items), *x;
+    if (it == NULL)
+        return NULL;
+    Py_ssize_t total = 0;
+    while ((x = PyIter_Next(it)) != NULL) {
+        total += item_events(x);
+        Py_DECREF(x);
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return NULL;
+    return PyLong_FromSsize_t(total);
+}
+
+/* expand(items) -> list of event tuples: the chunks' records as tuples, in place. */
+static PyObject *
+expand(PyObject *mod, PyObject *items)
+{
+    PyObject *it = PyObject_GetIter(items), *x;
+    if (it == NULL)
+        return NULL;
+    PyObject *out = PyList_New(0);
+    while (out != NULL && (x = PyIter_Next(it)) != NULL) {
+        if (Py_IS_TYPE(x, &ChunkType)) {
+            Chunk *c = (Chunk *)x;
+            for (Py_ssize_t i = 0; out != NULL && i < c->n; i++) {
+                PyObject *t = rec_tuple(&c->r[i]);
+                if (t == NULL || PyList_Append(out, t) < 0)
+                    Py_CLEAR(out);
+                Py_XDECREF(t);
+            }
+        }
+        else if (PyList_Append(out, x) < 0)
+            Py_CLEAR(out);
+        Py_DECREF(x);
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        Py_CLEAR(out);
     return out;
 }
 
@@ -1208,8 +1450,93 @@ small_uint(PyObject *v, unsigned long long *out)
     return 1;
 }
 
-/* encode(rows, event_row, cap) -> bytes (not compressed): the cs1 block of the rows;
- * a row with a payload or data goes as marshal(event_row(row, cap)). */
+/* A compact row (0x00 ...); 1: written, 0: not compact (a str that is not UTF-8), -1:
+ * error. ch and msg are None or exact strs; name and kind exact strs. */
+static int
+enc_compact(strtab *t, wbuf *b, long long *prev, PyObject *name, unsigned long long seq,
+            unsigned long long lam, unsigned long long wall, PyObject *kind, PyObject *ch,
+            PyObject *msg, unsigned long long nb)
+{
+    Py_ssize_t ip, ik = -2, ic = -1, im = -1;
+    /* -1: error (set), -2: not UTF-8 (a marshal row); None stays -1 for ic/im */
+    ip = st_index(t, name);
+    if (ip >= 0)
+        ik = st_index(t, kind);
+    if (ik >= 0 && ch != Py_None && (ic = st_index(t, ch)) < 0)
+        ik = ic;
+    if (ik >= 0 && msg != Py_None && (im = st_index(t, msg)) < 0)
+        ik = im;
+    if (PyErr_Occurred())
+        return -1;
+    if (ip < 0 || ik < 0)
+        return 0;
+    long long d = (long long)wall - *prev;
+    *prev = (long long)wall;
+    unsigned long long zz = ((unsigned long long)d << 1) ^ (unsigned long long)(d >> 63);
+    if (wb_grow(b, 1) < 0)
+        return -1;
+    b->buf[b->len++] = 0;
+    if (wb_varint(b, ip) < 0 || wb_varint(b, seq) < 0 || wb_varint(b, lam) < 0 ||
+        wb_varint(b, zz) < 0 || wb_varint(b, ik) < 0 ||
+        wb_varint(b, (unsigned long long)(ic + 1)) < 0 ||
+        wb_varint(b, (unsigned long long)(im + 1)) < 0 || wb_varint(b, nb) < 0)
+        return -1;
+    return 1;
+}
+
+static inline int
+str_or_none(PyObject *v)
+{
+    return v == Py_None || PyUnicode_CheckExact(v);
+}
+
+/* A tuple row: compact when it can be, else 0x01 and marshal(event_row(row, cap)) when it
+ * has a payload or data, marshal(row) otherwise. 0 or -1. */
+static int
+enc_tuple(strtab *t, wbuf *b, long long *prev, PyObject *r, PyObject *event_row,
+          PyObject *cap)
+{
+    unsigned long long seq, lam, wall, nb;
+    if (PyTuple_CheckExact(r) && PyTuple_GET_SIZE(r) == 10 &&
+        PyTuple_GET_ITEM(r, 8) == Py_None && PyTuple_GET_ITEM(r, 9) == Py_None &&
+        PyUnicode_CheckExact(PyTuple_GET_ITEM(r, 0)) &&
+        PyUnicode_CheckExact(PyTuple_GET_ITEM(r, 4)) &&
+        str_or_none(PyTuple_GET_ITEM(r, 5)) && str_or_none(PyTuple_GET_ITEM(r, 6)) &&
+        small_uint(PyTuple_GET_ITEM(r, 1), &seq) && small_uint(PyTuple_GET_ITEM(r, 2), &lam) &&
+        small_uint(PyTuple_GET_ITEM(r, 3), &wall) && small_uint(PyTuple_GET_ITEM(r, 7), &nb)) {
+        int w = enc_compact(t, b, prev, PyTuple_GET_ITEM(r, 0), seq, lam, wall,
+                            PyTuple_GET_ITEM(r, 4), PyTuple_GET_ITEM(r, 5),
+                            PyTuple_GET_ITEM(r, 6), nb);
+        if (w != 0)
+            return w < 0 ? -1 : 0;
+    }
+    PyObject *stored;
+    if (PyTuple_CheckExact(r) && PyTuple_GET_SIZE(r) == 10 &&
+        (PyTuple_GET_ITEM(r, 8) != Py_None || PyTuple_GET_ITEM(r, 9) != Py_None))
+        stored = PyObject_CallFunctionObjArgs(event_row, r, cap, NULL);
+    else {
+        Py_INCREF(r);
+        stored = r;
+    }
+    if (stored == NULL)
+        return -1;
+    PyObject *m = PyMarshal_WriteObjectToString(stored, 4);
+    Py_DECREF(stored);
+    if (m == NULL)
+        return -1;
+    int bad = wb_grow(b, 1) < 0;
+    if (!bad) {
+        b->buf[b->len++] = 1;
+        bad = wb_varint(b, (unsigned long long)PyBytes_GET_SIZE(m)) < 0 ||
+            wb_bytes(b, PyBytes_AS_STRING(m), PyBytes_GET_SIZE(m)) < 0;
+    }
+    Py_DECREF(m);
+    return bad ? -1 : 0;
+}
+
+/* encode(rows, event_row, cap) -> (bytes, n, wall_ns): the cs1 block of the rows (not
+ * compressed; event tuples and chunks), the number of events and the wall clock of the
+ * last. A row with a payload or data goes as marshal(event_row(row, cap)). */
 static PyObject *
 encode(PyObject *mod, PyObject *args)
 {
@@ -1217,6 +1544,8 @@ encode(PyObject *mod, PyObject *args)
     if (!PyArg_ParseTuple(args, "O!OO:encode", &PyList_Type, &rows, &event_row, &cap))
         return NULL;
     Py_ssize_t nrows = 0;  /* rows written */
+    long long last = 0;    /* wall_ns of the last: from a chunk, */
+    PyObject *lastw = NULL;  /* or (borrowed) a tuple's */
     strtab t;
     wbuf b = {NULL, 0, 0};
     PyObject *result = NULL;
@@ -1225,72 +1554,34 @@ encode(PyObject *mod, PyObject *args)
     long long prev = 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rows); i++) {
         PyObject *r = PyList_GET_ITEM(rows, i);
-        unsigned long long seq, lam, wall, nb;
-        Py_ssize_t ip = -2, ik = -2, ic = -1, im = -1;
-        int compact = PyTuple_CheckExact(r) && PyTuple_GET_SIZE(r) == 10 &&
-            PyTuple_GET_ITEM(r, 8) == Py_None && PyTuple_GET_ITEM(r, 9) == Py_None &&
-            PyUnicode_CheckExact(PyTuple_GET_ITEM(r, 0)) &&
-            PyUnicode_CheckExact(PyTuple_GET_ITEM(r, 4)) &&
-            small_uint(PyTuple_GET_ITEM(r, 1), &seq) && small_uint(PyTuple_GET_ITEM(r, 2), &lam) &&
-            small_uint(PyTuple_GET_ITEM(r, 3), &wall) && small_uint(PyTuple_GET_ITEM(r, 7), &nb);
-        if (compact) {
-            PyObject *ch = PyTuple_GET_ITEM(r, 5), *msg = PyTuple_GET_ITEM(r, 6);
-            compact = (ch == Py_None || PyUnicode_CheckExact(ch)) &&
-                (msg == Py_None || PyUnicode_CheckExact(msg));
-            if (compact) {
-                /* -1: error (set), -2: not UTF-8 (marshal row); None stays -1 for ic/im */
-                ip = st_index(&t, PyTuple_GET_ITEM(r, 0));
-                if (ip >= 0)
-                    ik = st_index(&t, PyTuple_GET_ITEM(r, 4));
-                if (ik >= 0 && ch != Py_None && (ic = st_index(&t, ch)) < 0)
-                    ik = ic;
-                if (ik >= 0 && msg != Py_None && (im = st_index(&t, msg)) < 0)
-                    ik = im;
-                if (PyErr_Occurred())
-                    goto done;
-                compact = ip >= 0 && ik >= 0;
-            }
-        }
-        if (compact) {
-            long long d = (long long)wall - prev;
-            prev = (long long)wall;
-            unsigned long long zz = ((unsigned long long)d << 1) ^ (unsigned long long)(d >> 63);
-            if (wb_grow(&b, 1) < 0)
-                goto done;
-            b.buf[b.len++] = 0;
-            if (wb_varint(&b, ip) < 0 || wb_varint(&b, seq) < 0 || wb_varint(&b, lam) < 0 ||
-                wb_varint(&b, zz) < 0 || wb_varint(&b, ik) < 0 ||
-                wb_varint(&b, (unsigned long long)(ic + 1)) < 0 ||
-                wb_varint(&b, (unsigned long long)(im + 1)) < 0 || wb_varint(&b, nb) < 0)
+        if (!Py_IS_TYPE(r, &ChunkType)) {
+            if (enc_tuple(&t, &b, &prev, r, event_row, cap) < 0)
                 goto done;
             nrows++;
+            lastw = PyTuple_Check(r) && PyTuple_GET_SIZE(r) > 3 ? PyTuple_GET_ITEM(r, 3) : Py_None;
             continue;
         }
-        /* anything else: the stored form, marshal'd */
-        PyObject *stored;
-        if (PyTuple_CheckExact(r) && PyTuple_GET_SIZE(r) == 10 &&
-            (PyTuple_GET_ITEM(r, 8) != Py_None || PyTuple_GET_ITEM(r, 9) != Py_None))
-            stored = PyObject_CallFunctionObjArgs(event_row, r, cap, NULL);
-        else {
-            Py_INCREF(r);
-            stored = r;
+        Chunk *c = (Chunk *)r;
+        for (Py_ssize_t k = 0; k < c->n; k++) {
+            const evrec *e = &c->r[k];
+            unsigned long long nb;
+            int w = 0;
+            if (e->payload == Py_None && e->seq >= 0 && e->lam >= 0 && e->wall >= 0 &&
+                PyUnicode_CheckExact(e->name) && PyUnicode_CheckExact(e->kind) &&
+                str_or_none(e->channel) && str_or_none(e->msg) && small_uint(e->nbytes, &nb))
+                w = enc_compact(&t, &b, &prev, e->name, e->seq, e->lam, e->wall, e->kind,
+                                e->channel, e->msg, nb);
+            if (w == 0) {  /* as its tuple */
+                PyObject *tup = rec_tuple(e);
+                w = tup == NULL ? -1 : enc_tuple(&t, &b, &prev, tup, event_row, cap);
+                Py_XDECREF(tup);
+            }
+            if (w < 0)
+                goto done;
+            nrows++;
+            last = e->wall;
+            lastw = NULL;
         }
-        if (stored == NULL)
-            goto done;
-        PyObject *m = PyMarshal_WriteObjectToString(stored, 4);
-        Py_DECREF(stored);
-        if (m == NULL)
-            goto done;
-        int bad = wb_grow(&b, 1) < 0;
-        if (!bad) {
-            b.buf[b.len++] = 1;
-            bad = wb_varint(&b, (unsigned long long)PyBytes_GET_SIZE(m)) < 0 ||
-                wb_bytes(&b, PyBytes_AS_STRING(m), PyBytes_GET_SIZE(m)) < 0;
-        }
-        Py_DECREF(m);
-        if (bad)
-            goto done;
-        nrows++;
     }
     {
         wbuf head = {NULL, 0, 0};
@@ -1300,11 +1591,13 @@ encode(PyObject *mod, PyObject *args)
             PyMem_Free(head.buf);
             goto done;
         }
-        result = PyBytes_FromStringAndSize(NULL, head.len + b.len);
-        if (result != NULL) {
-            memcpy(PyBytes_AS_STRING(result), head.buf, head.len);
+        PyObject *data = PyBytes_FromStringAndSize(NULL, head.len + b.len);
+        if (data != NULL) {
+            memcpy(PyBytes_AS_STRING(data), head.buf, head.len);
             if (b.len)
-                memcpy(PyBytes_AS_STRING(result) + head.len, b.buf, b.len);
+                memcpy(PyBytes_AS_STRING(data) + head.len, b.buf, b.len);
+            result = lastw != NULL ? Py_BuildValue("(NnO)", data, nrows, lastw)
+                                   : Py_BuildValue("(NnL)", data, nrows, last);
         }
         PyMem_Free(head.buf);
     }
@@ -1585,9 +1878,14 @@ static PyMethodDef methods[] = {
      "setup_sockets(socket.socket, Conn, _objs, _current, _default, _tracer, _fault, "
      "marker_prefix, real_sendall, real_recv, py_send, py_sendall, py_recv) -> "
      "(send, sendall, recv): method descriptors for socket.socket."},
-    {"take", take, METH_VARARGS, "take(deque, n) -> list of the first n items, popped."},
+    {"take", take, METH_VARARGS,
+     "take(deque, n, max_events=-1) -> list of the first items (up to n, and up to "
+     "max_events events), popped."},
+    {"events", events, METH_O, "events(items) -> the number of events the items hold."},
+    {"expand", expand, METH_O, "expand(items) -> list of event tuples (chunks expanded)."},
     {"encode", encode, METH_VARARGS,
-     "encode(rows, event_row, cap) -> bytes: the rows as a cs1 event block (uncompressed)."},
+     "encode(rows, event_row, cap) -> (bytes, n, wall_ns): the rows as a cs1 event block "
+     "(uncompressed), the number of events, the wall clock of the last."},
     {"decode", decode, METH_O, "decode(data) -> list of event tuples of a cs1 block."},
     {NULL, NULL, 0, NULL},
 };
@@ -1629,5 +1927,36 @@ PyInit__fast(void)
         return NULL;
     if ((kw_block = PyTuple_Pack(1, n_block)) == NULL)
         return NULL;
-    return PyModule_Create(&moddef);
+    if (PyType_Ready(&ChunkType) < 0)
+        return NULL;
+    /* deque.append's C function: put_event recognises lp._append by it */
+    PyObject *coll = PyImport_ImportModule("collections");
+    if (coll == NULL)
+        return NULL;
+    PyObject *dqt = PyObject_GetAttrString(coll, "deque");
+    Py_DECREF(coll);
+    if (dqt == NULL)
+        return NULL;
+    PyObject *d = PyObject_CallNoArgs(dqt), *bound = d ? PyObject_GetAttrString(d, "append") : NULL;
+    if (bound == NULL || !PyCFunction_Check(bound)) {
+        Py_XDECREF(bound);
+        Py_XDECREF(d);
+        Py_DECREF(dqt);
+        PyErr_SetString(PyExc_ImportError, "collections.deque.append is not a C method");
+        return NULL;
+    }
+    deque_append_fn = PyCFunction_GET_FUNCTION(bound);
+    DequeType = (PyTypeObject *)dqt;  /* keeps the reference */
+    Py_DECREF(bound);
+    Py_DECREF(d);
+    PyObject *mod = PyModule_Create(&moddef);
+    if (mod == NULL)
+        return NULL;
+    Py_INCREF(&ChunkType);
+    if (PyModule_AddObject(mod, "Chunk", (PyObject *)&ChunkType) < 0) {
+        Py_DECREF(&ChunkType);
+        Py_DECREF(mod);
+        return NULL;
+    }
+    return mod;
 }

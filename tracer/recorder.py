@@ -1,7 +1,8 @@
 """The recorder: a bounded in-memory buffer and one background writer thread.
 
-Application threads append event tuples (``LogicalProcess._append``); the writer
-thread drains them in batches into the store. A full buffer slows the
+Application threads append event tuples (``LogicalProcess._append``), or, on the
+C paths, fill chunks of packed events that sit in the buffer as one item each
+(tracer/_fast.c); the writer thread drains them in batches into the store. A full buffer slows the
 application down (the appending thread waits for the writer) rather than losing
 events, unless drop mode is on, where the overflow is counted and reported.
 
@@ -23,8 +24,13 @@ from cutscope.tracer.process import FAST  # the C extension, or None
 
 log = logging.getLogger("cutscope")
 
+_events = FAST.events if FAST is not None else len  # the events held by buffer items
+
 BUFFER_LIMIT = 200_000  # events held in memory before the application waits
-BATCH = 20_000  # events per store transaction
+BATCH = 20_000  # events per store transaction (at most)
+# The buffer holds event tuples and, from the C paths, chunks of up to CHUNK events
+# (tracer/_fast.c): its length in items is a lower bound of its events.
+CHUNK = 64
 INTERVAL = 0.05  # seconds between writer wake-ups when idle
 RETRIES = 8  # attempts at one batch before it goes back to the buffer
 
@@ -57,17 +63,19 @@ class Recorder:
         self._forking = False
         # The hot path appends with the deque's own (C) method and calls ``check``
         # every few hundred events (LogicalProcess); ``append`` checks every time.
+        # The events are counted only when the items alone might exceed the limit.
         buf = self._buf
         limit = self.limit
+        few = limit // CHUNK if FAST is not None else limit
         push = self.push = buf.append
 
         def append(row, _len=len):
             push(row)
-            if _len(buf) > limit:
+            if _len(buf) > few and _events(buf) > limit:
                 self._overflow()
 
         def check(_len=len):
-            if _len(buf) > limit:
+            if _len(buf) > few and _events(buf) > limit:
                 self._overflow()
 
         self.append = append
@@ -82,21 +90,27 @@ class Recorder:
 
     def _overflow(self) -> None:
         if self.drop:
-            while len(self._buf) > self.limit:
+            over = _events(self._buf) - self.limit
+            while over > 0:
                 try:
-                    self._buf.pop()
+                    n = _events((self._buf.pop(),))
                 except IndexError:
                     break
-                self.dropped += 1
+                self.dropped += n
+                over -= n
             return
         if not self.running or threading.current_thread() is self._thread:
             return
         self._wake.set()
         deadline = time.monotonic() + 30.0
-        while len(self._buf) > self.limit // 2 and self.running:
+        while _events(self._buf) > self.limit // 2 and self.running:
             time.sleep(0.0005)
             if time.monotonic() > deadline:  # a writer that cannot keep up at all
                 break
+
+    def buffered(self) -> int:
+        """The events waiting in the buffer."""
+        return _events(self._buf)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -188,11 +202,11 @@ class Recorder:
     def _write_batch(self, left: int) -> int:
         buf, others = self._buf, self._others
         items = [others.popleft() for _ in range(len(others))]
-        n = min(len(buf), BATCH) if left < 0 else min(len(buf), BATCH, left)
-        rows = FAST.take(buf, n) if FAST is not None else [buf.popleft() for _ in range(n)]
+        n = len(buf) if left < 0 else min(len(buf), left)
+        rows = FAST.take(buf, n, BATCH) if FAST is not None else [buf.popleft() for _ in range(min(n, BATCH))]
         if rows or items:
             self._write(rows, items)
-        return left - n if left >= 0 else -1
+        return left - len(rows) if left >= 0 else -1
 
     def _write(self, rows: list, items: list) -> None:
         """Write one batch, retrying transient failures (a locked SQLite file, a

@@ -134,17 +134,6 @@ class SnapshotRequest(Base):
     taken: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
-# Polled by every interpreter's recorder thread about every 50 ms: built once (a
-# statement built per call cost most of an idle tracer's CPU).
-_REQUESTS = (
-    select(SnapshotRequest.snapshot_id, SnapshotRequest.process, SnapshotRequest.initiator)
-    .join(Snapshot, Snapshot.id == SnapshotRequest.snapshot_id)
-    .where(SnapshotRequest.taken.is_(False),
-           SnapshotRequest.process.in_(bindparam("procs", expanding=True)),
-           Snapshot.status == "running")
-)
-
-
 # Every event block in the order written (load, event_blocks).
 _BLOCKS = select(EventBlock.id, EventBlock.encoding, EventBlock.data).order_by(EventBlock.id)
 
@@ -181,16 +170,18 @@ EVENT_COLUMNS = ("process", "seq", "lamport", "wall_ns", "kind", "channel", "msg
                  "payload", "data")  # the fields of an event tuple, in order
 
 
-def encode_block(rows: list[tuple], cap: int) -> bytes:
-    """The ``data`` of an event block (encoding ``BLOCK_ENCODING``): the stored form of
-    each tuple (``event_row``), as cs1 (below) or marshal'd, then zlib level 1 (5x
-    smaller, at no cost in time: the write shrinks as much as the compression
-    costs, and zlib lets the application's threads run meanwhile)."""
+def encode_block(rows: list, cap: int) -> tuple[bytes, int, int]:
+    """The ``data`` of an event block (encoding ``BLOCK_ENCODING``), its number of events
+    and the wall clock of the last. ``rows``: event tuples and, from the C paths, chunks
+    of them. The stored form of each event (``event_row``), as cs1 (below) or marshal'd,
+    then zlib level 1 (5x smaller, at no cost in time: the write shrinks as much as the
+    compression costs, and zlib lets the application's threads run meanwhile)."""
     if FAST is not None:
-        return zlib.compress(FAST.encode(rows, event_row, cap), 1)
+        raw, n, wall = FAST.encode(rows, event_row, cap)
+        return zlib.compress(raw, 1), n, wall
     if not all(r[8] is None and r[9] is None for r in rows):
         rows = [r if r[8] is None and r[9] is None else event_row(r, cap) for r in rows]
-    return zlib.compress(marshal.dumps(rows, 4), 1)
+    return zlib.compress(marshal.dumps(rows, 4), 1), len(rows), rows[-1][3]
 
 
 def decode_block(block_id: int, encoding: str, data: bytes) -> list[tuple]:
@@ -500,6 +491,31 @@ class SqlStore:
                            f"VALUES ({ph}, {ph}, {ph}, {ph}, {ph})")
         self._set_last = (f"UPDATE processes SET last_seq = {ph}, last_lamport = {ph} "
                           f"WHERE name = {ph}")
+        # The records of every process's start, connections and heartbeats, as driver
+        # SQL built once: SQLAlchemy's first compile of each ORM statement held the
+        # recorder thread (and the GIL) for tens of milliseconds, and every later
+        # call still cost a cache-key walk. Both dialects take ON CONFLICT ... excluded.
+        self._sql = dict(
+            process_old=f"SELECT pid, host, heartbeat_ns, ended_ns, last_seq FROM processes "
+                        f"WHERE name = {ph}",
+            process=(f"INSERT INTO processes (name, pid, host, parent, started_ns, heartbeat_ns, "
+                     f"ended_ns, argv) VALUES ({ph}, {ph}, {ph}, {ph}, {ph}, {ph}, NULL, {ph}) "
+                     f"ON CONFLICT (name) DO UPDATE SET pid = excluded.pid, host = excluded.host, "
+                     f"heartbeat_ns = excluded.heartbeat_ns, ended_ns = NULL"),
+            heartbeat=f"UPDATE processes SET heartbeat_ns = {ph} WHERE name = {ph}",
+            ended=f"UPDATE processes SET ended_ns = {ph} WHERE name = {ph}",
+            channel=(f"INSERT INTO channels (id, src, dst, transport, endpoint, framed, fifo) "
+                     f"VALUES ({ph}, {ph}, {ph}, {ph}, {ph}, {ph}, {ph}) ON CONFLICT (id) DO UPDATE "
+                     f"SET src = COALESCE(excluded.src, channels.src), "
+                     f"dst = COALESCE(excluded.dst, channels.dst), "
+                     f"endpoint = COALESCE(excluded.endpoint, channels.endpoint)"),
+            fault=f"INSERT INTO faults (wall_ns, process, location, detail) VALUES ({ph}, {ph}, {ph}, {ph})",
+            # polled by every interpreter's recorder (snapshot_requests); ends "IN (" + places
+            requests=(f"SELECT r.snapshot_id, r.process, r.initiator FROM snapshot_requests r "
+                      f"JOIN snapshots s ON s.id = r.snapshot_id WHERE r.taken = {ph} "
+                      f"AND s.status = {ph} AND r.process IN ("),
+            ph=ph,
+        )
         # Set by the tracer: () -> {process: (seq, clock)} of its logical processes,
         # stored with each batch so that a later process of the same name continues.
         self.marks = None
@@ -643,14 +659,15 @@ class SqlStore:
         with self._writing(), self.engine.begin() as conn:
             # Channel rows first, in id order: processes that upsert the same
             # channels then lock them in one order (PostgreSQL deadlocked otherwise).
-            for item in sorted((i for i in others if i[0] == "channel"), key=lambda i: i[1]):
-                self._write_other(conn, item)
+            chans = sorted((i[1:] for i in others if i[0] == "channel"), key=lambda c: c[0])
+            if chans:
+                conn.exec_driver_sql(self._sql["channel"], chans)
             for item in others:
                 if item[0] != "channel":
                     self._write_other(conn, item)
             if rows:
-                conn.exec_driver_sql(self._ins_block, (self.writer, len(rows), rows[-1][3],
-                                                       BLOCK_ENCODING, encode_block(rows, cap)))
+                data, n, wall = encode_block(rows, cap)
+                conn.exec_driver_sql(self._ins_block, (self.writer, n, wall, BLOCK_ENCODING, data))
             marks = self.marks() if self.marks is not None else {}
             changed = [(s, c, p) for p, (s, c) in marks.items()
                        if self._marked.get(p) != (s, c) and p in self._rows]
@@ -674,11 +691,11 @@ class SqlStore:
 
     def _write_other(self, conn, item: tuple) -> None:
         kind = item[0]
+        sql = self._sql
         if kind == "process":
             _, name, pid, host, parent, started, argv, *rest = item
             seq0 = rest[0] if rest else None  # the seq this process started from
-            old = conn.execute(select(Process.pid, Process.host, Process.heartbeat_ns, Process.ended_ns,
-                                      Process.last_seq).where(Process.name == name)).first()
+            old = conn.exec_driver_sql(sql["process_old"], (name,)).first()
             if old is not None and (old[0], old[1]) != (pid, host) and (
                     (old[3] is None and started - old[2] < LIVE_NS)
                     or (seq0 is not None and (old[4] or 0) > seq0)):
@@ -686,33 +703,23 @@ class SqlStore:
                 # live, or the other stored seqs past where this one started (it read
                 # the last seq before they were stored). The export keeps the first
                 # written of each; say so where it is seen.
-                conn.execute(insert(Fault).values(
-                    wall_ns=started, process=name, location="store.write",
-                    detail=f"two live processes share the name {name!r} ({old[1]}:{old[0]} and "
-                           f"{host}:{pid}): their events collide; give each its own --name"))
-            self._upsert(conn, Process, dict(name=name, pid=pid, host=host, parent=parent,
-                                             started_ns=started, heartbeat_ns=started, ended_ns=None,
-                                             argv=argv),
-                         ["name"], [])
-            conn.execute(update(Process).where(Process.name == name).values(
-                pid=pid, host=host, heartbeat_ns=started, ended_ns=None))
+                conn.exec_driver_sql(sql["fault"], (
+                    started, name, "store.write",
+                    f"two live processes share the name {name!r} ({old[1]}:{old[0]} and "
+                    f"{host}:{pid}): their events collide; give each its own --name"))
+            conn.exec_driver_sql(sql["process"], (name, pid, host, parent, started, started, argv))
             self._rows.add(name)
         elif kind == "heartbeat":
             _, names, ns = item
             if names:
-                conn.execute(update(Process).where(Process.name.in_(names)).values(heartbeat_ns=ns))
+                conn.exec_driver_sql(sql["heartbeat"], [(ns, n) for n in names])
         elif kind == "ended":
             _, name, ns = item
-            conn.execute(update(Process).where(Process.name == name).values(ended_ns=ns))
+            conn.exec_driver_sql(sql["ended"], (ns, name))
         elif kind == "channel":
-            _, cid, src, dst, transport, endpoint, framed, fifo = item
-            self._upsert(conn, Channel, dict(id=cid, src=src, dst=dst, transport=transport,
-                                             endpoint=endpoint, framed=framed, fifo=fifo),
-                         ["id"], ["src", "dst", "endpoint"])
+            conn.exec_driver_sql(sql["channel"], item[1:])
         elif kind == "fault":
-            _, ns, process, location, detail = item
-            conn.execute(insert(Fault).values(wall_ns=ns, process=process, location=location,
-                                              detail=detail))
+            conn.exec_driver_sql(sql["fault"], item[1:])
         elif kind == "snap_state":
             _, sid, process, seq, state, out, _initiator = item
             if self._snap_status(conn, sid) in (None, "running"):
@@ -844,8 +851,11 @@ class SqlStore:
         thread of each interpreter polls it; it remembers what it took)."""
         if not processes:
             return []
+        ph = self._sql["ph"]
         with self.engine.connect() as conn:
-            rows = conn.execute(_REQUESTS, {"procs": processes}).all()
+            rows = conn.exec_driver_sql(
+                self._sql["requests"] + ", ".join([ph] * len(processes)) + ")",
+                (False, "running", *processes)).all()
         return [(int(r[0]), r[1], r[2]) for r in rows]
 
     def snapshot_progress(self, sid: int, unwritten: bool = False) -> dict | None:
@@ -1066,6 +1076,8 @@ class MemoryStore:
         with self._lock:
             for item in others:
                 self._write_other(item)
+            if FAST is not None:
+                rows = FAST.expand(rows)  # the C paths' chunks
             self.events.extend(event_row(r, self.capture) for r in rows)
 
     def _write_other(self, item: tuple) -> None:

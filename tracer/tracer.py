@@ -193,7 +193,7 @@ class Tracer:
             if _active[0] is self:
                 _active[0] = None
                 _process._default[0] = None
-            self.fault(exc, f"flushing {len(self.recorder._buf)} events at stop")
+            self.fault(exc, f"flushing {self.recorder.buffered()} events at stop")
         if _active[0] is self:
             _active[0] = None
             _process._default[0] = None
