@@ -147,6 +147,7 @@ class Coordinator:
         self._store_states: dict[str, dict] = {}
         self._create = None  # (initiator, requested_ns) while the snapshot's row is not written
         self._ended_asked = False  # ended processes asked to record (_ask_ended)
+        self._newcomers_for: set[str] | None = None  # expected when _newcomers last read
         self.timings: list[tuple[str, float]] = []  # (step, seconds since start()): where the time goes
 
     # -- start --------------------------------------------------------------------------
@@ -157,16 +158,16 @@ class Coordinator:
     def start(self) -> int:
         now = time.time_ns()
         self._m0 = time.monotonic()
-        info = getattr(self.store, "live_process_info", None)
-        if info is not None:  # (with their pids: one read for both)
-            self._live_rows = info(now - LIVE_NS)
+        both = getattr(self.store, "live_and_ends", None)
+        if both is not None:  # (the live processes with their pids, and the channels: one read)
+            self._live_rows, ends = both(now - LIVE_NS)
             live = {r["name"] for r in self._live_rows}
         else:
             self._live_rows = []
             live = set(self.store.live_processes(now - LIVE_NS))
+            ends = self.store.channel_ends()
         local = self._local_names()
         live |= local  # this interpreter's processes are alive, whatever the last beat says
-        ends = self.store.channel_ends()
         self._chan_info = {c["id"]: c for c in ends}
         participants = {p for c in ends for p in (c["src"], c["dst"]) if p in live}
         initiator = self.initiator
@@ -195,10 +196,15 @@ class Coordinator:
         self.deadline = self.t0 + self.timeout
         self.grace = self.t0 + min(0.5, self.timeout / 4)
         self._open_inbox(live)
-        self._mark("informed")
         # Markers reach what the FIFO channels lead to from the initiator; the rest
         # (a process nothing leads into, another system sharing the store) is asked.
-        self._request({initiator} | (self.expected - reachable(initiator, ends)))
+        ask = {initiator} | (self.expected - reachable(initiator, ends))
+        # Every other local interpreter first learns where to report (before the
+        # markers come: a process that records before it hears from us keeps its
+        # records until it does); those asked learn it with the request.
+        self._inform(sorted(set(self._pids.values()) - {self._pids.get(n) for n in ask}))
+        self._mark("informed")
+        self._request(ask)
         self._ended_asked = False
         self._mark("requested")
         return self.id
@@ -210,8 +216,8 @@ class Coordinator:
         from . import control
 
         sid = self.id
-        info = getattr(self.store, "live_process_info", None)
-        d = control.control_dir() if info is not None and self.store.url != "memory:" else None
+        sql = getattr(self.store, "live_and_ends", None) is not None
+        d = control.control_dir() if sql and self.store.url != "memory:" else None
         if d is not None and os.environ.get("CUTSCOPE_CONTROL", "1") not in ("0", "no", "false"):
             try:
                 self.inbox = control.Inbox(d, sid)
@@ -228,10 +234,17 @@ class Coordinator:
         rows = self._live_rows
         self._pids = {r["name"]: r["pid"] for r in rows
                       if r["host"] == host and r["pid"] and r["pid"] != me and r["name"] in live}
-        # Everyone local learns where to report first (the initiator is asked below).
+
+    def _inform(self, pids: list[int]) -> None:
+        """Tell these interpreters' control sockets where to report (a request that
+        starts no process)."""
+        if not pids or self._ctl_dir is None:
+            return
+        from . import control
+
         conn = control.Connector()
         try:
-            for pid in sorted(set(self._pids.values())):
+            for pid in pids:
                 if conn.send(control.process_path(self._ctl_dir, pid), self._msg("req", start=[])):
                     self._informed.add(pid)
         finally:
@@ -321,8 +334,14 @@ class Coordinator:
         recorded = set(states)
         self.expected |= recorded
         unrecorded, unfinished, open_, uncovered = self._progress(states)
+        if not unrecorded and self._newcomers_for != self.expected:
+            # Every expected process has recorded; what is left is markers on their
+            # way. Look for newcomers now, while those come in, not after the last.
+            self._newcomers(recorded)  # (adds them to expected and asks them)
+            self._newcomers_for = set(self.expected)
+            unrecorded = self.expected - recorded
         now = time.monotonic()
-        if not unrecorded and not unfinished and not open_ and not self._newcomers(recorded):
+        if not unrecorded and not unfinished and not open_:
             if not uncovered:
                 self._end("complete", [])
             else:
@@ -413,14 +432,18 @@ class Coordinator:
                 conn.close()
 
     def _newcomers(self, recorded: set[str]) -> bool:
-        """Before calling it complete: live processes with channels that the store did
-        not show at the start (their first channel was still being written) and that
-        no marker reached. They are asked to start; the snapshot waits for them."""
+        """Once every expected process has recorded (before it is called complete):
+        live processes with channels that the store did not show at the start (their
+        first channel was still being written) and that no marker reached. They are
+        asked to start; the snapshot waits for them."""
         both = getattr(self.store, "live_and_ends", None)  # (one read of the store)
         if both is not None:
-            live, ends = both(time.time_ns() - LIVE_NS)
+            rows, ends = both(time.time_ns() - LIVE_NS)
+            live = [r["name"] for r in rows]
         else:
             live, ends = self.store.live_processes(time.time_ns() - LIVE_NS), self.store.channel_ends()
+        if len(self.timings) < 64:
+            self._mark("newcomers read")
         live = set(live) | self._local_names()
         self._chan_info.update({c["id"]: c for c in ends})
         new = {p for c in ends for p in (c["src"], c["dst"]) if p in live} - recorded - self.expected

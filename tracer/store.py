@@ -27,7 +27,7 @@ from cutscope.tracer.process import FAST  # the C extension, or None
 from sqlalchemy import (
     Boolean, Integer, BigInteger, LargeBinary, String, Text, case, create_engine,
     event,
-    bindparam, func, insert, select, update, delete,
+    func, insert, select, update, delete,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError, ArgumentError
@@ -160,11 +160,6 @@ class SnapshotMessage(Base):
     value: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON
     truncated: Mapped[bool] = mapped_column(Boolean, default=False)
 
-
-# Statements the snapshot coordinator runs on a busy store, built once.
-_ENDS = select(Channel.id, Channel.src, Channel.dst, Channel.fifo)
-_LIVE = select(Process.name).where(Process.ended_ns.is_(None),
-                                   Process.heartbeat_ns >= bindparam("since"))
 
 EVENT_COLUMNS = ("process", "seq", "lamport", "wall_ns", "kind", "channel", "msg", "nbytes",
                  "payload", "data")  # the fields of an event tuple, in order
@@ -514,6 +509,9 @@ class SqlStore:
             requests=(f"SELECT r.snapshot_id, r.process, r.initiator FROM snapshot_requests r "
                       f"JOIN snapshots s ON s.id = r.snapshot_id WHERE r.taken = {ph} "
                       f"AND s.status = {ph} AND r.process IN ("),
+            live=(f"SELECT name, pid, host FROM processes WHERE ended_ns IS NULL "
+                  f"AND heartbeat_ns >= {ph}"),
+            ends="SELECT id, src, dst, fifo FROM channels",
             ph=ph,
         )
         # Set by the tracer: () -> {process: (seq, clock)} of its logical processes,
@@ -913,20 +911,15 @@ class SqlStore:
         for item in rest:  # records of a process whose state went to the store
             self._write_other(conn, item)
 
-    def live_process_info(self, since_ns: int) -> list[dict]:
-        """``[{name, pid, host}]`` of the live processes (as ``live_processes``)."""
-        with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(
-                select(Process.name, Process.pid, Process.host).where(
-                    Process.ended_ns.is_(None), Process.heartbeat_ns >= since_ns))]
-
     def snapshot_statuses(self, sids: Iterable[int]) -> dict[int, str]:
         sids = list(sids)
         if not sids:
             return {}
-        with self.engine.connect() as conn:
-            return {int(i): s for i, s in conn.execute(
-                select(Snapshot.id, Snapshot.status).where(Snapshot.id.in_(sids)))}
+        ph = self._sql["ph"]
+        with self.engine.connect() as conn:  # (every interpreter's recorder polls it)
+            return {int(i): s for i, s in conn.exec_driver_sql(
+                f"SELECT id, status FROM snapshots WHERE id IN ({', '.join([ph] * len(sids))})",
+                tuple(sids))}
 
     def snapshot_entry(self, sid: int) -> dict | None:
         """Snapshot ``sid`` as the interchange document shows it (SPEC 7); None if unknown."""
@@ -950,14 +943,19 @@ class SqlStore:
     def channel_ends(self) -> list[dict]:
         """``[{id, src, dst, fifo}]`` of every channel."""
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(_ENDS)]
+            return [dict(id=r[0], src=r[1], dst=r[2], fifo=bool(r[3]))
+                    for r in conn.exec_driver_sql(self._sql["ends"])]
 
-    def live_and_ends(self, since_ns: int) -> tuple[list[str], list[dict]]:
-        """``live_processes(since_ns)`` and ``channel_ends()`` in one read (a snapshot's
-        last check before it is called complete)."""
+    def live_and_ends(self, since_ns: int) -> tuple[list[dict], list[dict]]:
+        """``[{name, pid, host}]`` of the live processes (as ``live_processes``) and
+        ``channel_ends()``, in one read: a snapshot's start and its last check before
+        it is called complete, on a store that every recorder is writing."""
+        sql = self._sql
         with self.engine.connect() as conn:
-            live = [r[0] for r in conn.execute(_LIVE, {"since": since_ns})]
-            return live, [dict(id=r[0], src=r[1], dst=r[2], fifo=r[3]) for r in conn.execute(_ENDS)]
+            live = [dict(name=r[0], pid=r[1], host=r[2])
+                    for r in conn.exec_driver_sql(sql["live"], (since_ns,))]
+            return live, [dict(id=r[0], src=r[1], dst=r[2], fifo=bool(r[3]))
+                          for r in conn.exec_driver_sql(sql["ends"])]
 
     # -- listeners: direct, synchronous (a client connecting right after listen() must see it)
 
@@ -1206,12 +1204,6 @@ class MemoryStore:
                 self._write_other(item)
             s.update(status=status, missing=json.dumps(missing), finished_ns=finished_ns)
             return True
-
-    def live_process_info(self, since_ns: int) -> list[dict]:
-        with self._lock:
-            return [dict(name=p["name"], pid=p.get("pid"), host=p.get("host"))
-                    for p in self.processes_.values()
-                    if p.get("ended_ns") is None and p.get("heartbeat_ns", 0) >= since_ns]
 
     def snapshot_statuses(self, sids: Iterable[int]) -> dict[int, str]:
         with self._lock:
