@@ -8,7 +8,10 @@ from cutscope.viewer.analysis import Trace
 def assert_snapshot_is_its_cut(doc, snap) -> Trace:
     """The snapshot is complete, its cut consistent, and each channel state is
     exactly the messages in transit across that cut (same ids, same order)."""
-    assert snap.status == "complete", snap.missing
+    # (on failure, also how far each process got: stuck, or only slow?)
+    assert snap.status == "complete", (snap.missing, {
+        p: max((e["seq"] for e in doc["events"] if e["process"] == p), default=None)
+        for p in sorted({e["process"] for e in doc["events"]})})
     t = Trace(doc)
     cut = t.snapshot_cut(snap.id)
     assert t.consistent(cut), [m.id for m in t.orphans(cut)]

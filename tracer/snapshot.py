@@ -308,10 +308,11 @@ class Coordinator:
         self._caller_safepoint()
         self._take_inbox()
         now = time.monotonic()
-        # The store: every STORE_POLL_S while some expected process has not
-        # reported directly (it may report to the store), else every 50 ms (to see
-        # an end decided elsewhere).
-        every = STORE_POLL_S if not self.expected <= set(self._direct) else 0.05
+        # The store: every STORE_POLL_S while some expected process that was not
+        # told where to report has not reported directly (it reports to the store),
+        # else every 50 ms (an end decided elsewhere; a process that recorded before
+        # it heard from us and stopped waiting, Tracer.snap_sink).
+        every = STORE_POLL_S if self.expected - set(self._direct) - self._told() else 0.05
         # Not when the direct reports alone complete it: that read would only delay
         # the end (on a store that many recorders write, by milliseconds); an end
         # decided elsewhere still shows in finish_snapshot's answer.
@@ -380,6 +381,11 @@ class Coordinator:
         unrecorded = self.expected - set(states)
         unfinished = {p for p, info in states.items() if not info["done"]}
         return unrecorded, unfinished, wait - closed, uncovered
+
+    def _told(self) -> set[str]:
+        """The processes that report to us directly: this interpreter's, and those of
+        the interpreters whose control socket took our word."""
+        return self._local_names() | {n for n, pid in self._pids.items() if pid in self._informed}
 
     def _direct_complete(self) -> bool:
         """Every expected process reported directly, and those reports end the snapshot."""
