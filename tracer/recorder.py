@@ -2,9 +2,10 @@
 
 Application threads append event tuples (``LogicalProcess._append``), or, on the
 C paths, fill chunks of packed events that sit in the buffer as one item each
-(tracer/_fast.c); the writer thread drains them in batches into the store. A full buffer slows the
-application down (the appending thread waits for the writer) rather than losing
-events, unless drop mode is on, where the overflow is counted and reported.
+(tracer/_fast.c); the writer thread drains them in batches into the store. A
+full buffer slows the application down (the appending thread waits for the
+writer) rather than losing events, unless drop mode is on, where the overflow is
+counted and reported.
 
 Fork safety: ``os.register_at_fork`` flushes before a fork and gives the child a
 fresh buffer, lock and writer thread (the locks the parent's writer held would
@@ -203,7 +204,10 @@ class Recorder:
         buf, others = self._buf, self._others
         items = [others.popleft() for _ in range(len(others))]
         n = len(buf) if left < 0 else min(len(buf), left)
-        rows = FAST.take(buf, n, BATCH) if FAST is not None else [buf.popleft() for _ in range(min(n, BATCH))]
+        if FAST is not None:  # up to n items, up to BATCH events
+            rows = FAST.take(buf, n, BATCH)
+        else:
+            rows = [buf.popleft() for _ in range(min(n, BATCH))]
         if rows or items:
             self._write(rows, items)
         return left - len(rows) if left >= 0 else -1
