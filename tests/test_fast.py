@@ -319,7 +319,7 @@ def test_every_event_is_in_exactly_one_item_whatever_the_writer_does(ops, cap):
         if kind != "take":
             last = [] if kind != "putback" else last
     left = [r[1] for r in FAST.expand(buf)]
-    assert FAST.events(buf) == len(left)
+    assert FAST.events(buf) == len(left) <= FAST.held(buf)  # (the bound's O(1) count)
     assert sorted(written + dropped + left) == sorted(made) == list(range(1, len(made) + 1))
     assert left == sorted(left)
     chunks = [x for x in buf if type(x) is FAST.Chunk]

@@ -175,10 +175,13 @@ static PyCFunction deque_append_fn;  /* the C function of deque.append */
 static PyTypeObject *DequeType;
 static PyObject *cur_deque;          /* the deque cur_chunk was appended to */
 static Chunk *cur_chunk;
+static Py_ssize_t live_chunks, live_events;  /* chunks alive, and the events they hold */
 
 static void
 chunk_dealloc(Chunk *c)
 {
+    live_chunks--;
+    live_events -= c->n;
     for (Py_ssize_t i = 0; i < c->n; i++) {
         evrec *e = &c->r[i];
         Py_XDECREF(e->name);
@@ -284,6 +287,7 @@ put_event(PyObject *lp, PyObject *s, PyObject *c, long long seq, long long clk,
         if (ch == NULL)
             return -1;
         ch->n = 0;
+        live_chunks++;
         PyObject *r = PyObject_CallOneArg(app, (PyObject *)ch);
         if (r == NULL) {
             Py_DECREF(ch);
@@ -308,6 +312,7 @@ put_event(PyObject *lp, PyObject *s, PyObject *c, long long seq, long long clk,
     e->lam = clk;
     e->wall = now_ll();
     ch->n++;
+    live_events++;
     if (!(seq & CHECK_MASK)) {
         PyObject *chk = SLOT(lp, o_check);
         if (chk != NULL) {
@@ -1259,6 +1264,18 @@ events(PyObject *mod, PyObject *items)
     return PyLong_FromSsize_t(total);
 }
 
+/* held(buffer) -> int, in O(1): the buffer's items, counting every chunk alive as the
+ * events it holds. At least the events in the buffer (chunks still being written by
+ * the writer count too: the memory the tracer holds), for the buffer's bound. */
+static PyObject *
+held(PyObject *mod, PyObject *buf)
+{
+    Py_ssize_t n = PyObject_Length(buf);
+    if (n < 0)
+        return NULL;
+    return PyLong_FromSsize_t(n - live_chunks + live_events);
+}
+
 /* expand(items) -> list of event tuples: the chunks' records as tuples, in place. */
 static PyObject *
 expand(PyObject *mod, PyObject *items)
@@ -1882,6 +1899,8 @@ static PyMethodDef methods[] = {
      "take(deque, n, max_events=-1) -> list of the first items (up to n, and up to "
      "max_events events), popped."},
     {"events", events, METH_O, "events(items) -> the number of events the items hold."},
+    {"held", held, METH_O,
+     "held(buffer) -> its items, every chunk alive counted as its events (O(1))."},
     {"expand", expand, METH_O, "expand(items) -> list of event tuples (chunks expanded)."},
     {"encode", encode, METH_VARARGS,
      "encode(rows, event_row, cap) -> (bytes, n, wall_ns): the rows as a cs1 event block "

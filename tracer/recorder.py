@@ -26,12 +26,11 @@ from cutscope.tracer.process import FAST  # the C extension, or None
 log = logging.getLogger("cutscope")
 
 _events = FAST.events if FAST is not None else len  # the events held by buffer items
+# The bound's count, in O(1): at least the events in the buffer (FAST.held).
+_held = FAST.held if FAST is not None else len
 
 BUFFER_LIMIT = 200_000  # events held in memory before the application waits
 BATCH = 20_000  # events per store transaction (at most)
-# The buffer holds event tuples and, from the C paths, chunks of up to CHUNK events
-# (tracer/_fast.c): its length in items is a lower bound of its events.
-CHUNK = 64
 INTERVAL = 0.05  # seconds between writer wake-ups when idle
 RETRIES = 8  # attempts at one batch before it goes back to the buffer
 
@@ -64,19 +63,17 @@ class Recorder:
         self._forking = False
         # The hot path appends with the deque's own (C) method and calls ``check``
         # every few hundred events (LogicalProcess); ``append`` checks every time.
-        # The events are counted only when the items alone might exceed the limit.
         buf = self._buf
         limit = self.limit
-        few = limit // CHUNK if FAST is not None else limit
         push = self.push = buf.append
 
-        def append(row, _len=len):
+        def append(row):
             push(row)
-            if _len(buf) > few and _events(buf) > limit:
+            if _held(buf) > limit:
                 self._overflow()
 
-        def check(_len=len):
-            if _len(buf) > few and _events(buf) > limit:
+        def check():
+            if _held(buf) > limit:
                 self._overflow()
 
         self.append = append
@@ -104,7 +101,7 @@ class Recorder:
             return
         self._wake.set()
         deadline = time.monotonic() + 30.0
-        while _events(self._buf) > self.limit // 2 and self.running:
+        while _held(self._buf) > self.limit // 2 and self.running:
             time.sleep(0.0005)
             if time.monotonic() > deadline:  # a writer that cannot keep up at all
                 break
