@@ -147,7 +147,6 @@ class Coordinator:
         self._store_states: dict[str, dict] = {}
         self._create = None  # (initiator, requested_ns) while the snapshot's row is not written
         self._ended_asked = False  # ended processes asked to record (_ask_ended)
-        self._newcomers_for: set[str] | None = None  # expected when _newcomers last read
         self.timings: list[tuple[str, float]] = []  # (step, seconds since start()): where the time goes
 
     # -- start --------------------------------------------------------------------------
@@ -308,11 +307,10 @@ class Coordinator:
         self._caller_safepoint()
         self._take_inbox()
         now = time.monotonic()
-        # The store: every STORE_POLL_S while some expected process that was not
-        # told where to report has not reported directly (it reports to the store),
-        # else every 50 ms (an end decided elsewhere; a process that recorded before
-        # it heard from us and stopped waiting, Tracer.snap_sink).
-        every = STORE_POLL_S if self.expected - set(self._direct) - self._told() else 0.05
+        # The store: every STORE_POLL_S while some expected process has not
+        # reported directly (it may report to the store), else every 50 ms (to see
+        # an end decided elsewhere).
+        every = STORE_POLL_S if not self.expected <= set(self._direct) else 0.05
         # Not when the direct reports alone complete it: that read would only delay
         # the end (on a store that many recorders write, by milliseconds); an end
         # decided elsewhere still shows in finish_snapshot's answer.
@@ -335,14 +333,8 @@ class Coordinator:
         recorded = set(states)
         self.expected |= recorded
         unrecorded, unfinished, open_, uncovered = self._progress(states)
-        if not unrecorded and self._newcomers_for != self.expected:
-            # Every expected process has recorded; what is left is markers on their
-            # way. Look for newcomers now, while those come in, not after the last.
-            self._newcomers(recorded)  # (adds them to expected and asks them)
-            self._newcomers_for = set(self.expected)
-            unrecorded = self.expected - recorded
         now = time.monotonic()
-        if not unrecorded and not unfinished and not open_:
+        if not unrecorded and not unfinished and not open_ and not self._newcomers(recorded):
             if not uncovered:
                 self._end("complete", [])
             else:
@@ -381,11 +373,6 @@ class Coordinator:
         unrecorded = self.expected - set(states)
         unfinished = {p for p, info in states.items() if not info["done"]}
         return unrecorded, unfinished, wait - closed, uncovered
-
-    def _told(self) -> set[str]:
-        """The processes that report to us directly: this interpreter's, and those of
-        the interpreters whose control socket took our word."""
-        return self._local_names() | {n for n, pid in self._pids.items() if pid in self._informed}
 
     def _direct_complete(self) -> bool:
         """Every expected process reported directly, and those reports end the snapshot."""
@@ -438,10 +425,9 @@ class Coordinator:
                 conn.close()
 
     def _newcomers(self, recorded: set[str]) -> bool:
-        """Once every expected process has recorded (before it is called complete):
-        live processes with channels that the store did not show at the start (their
-        first channel was still being written) and that no marker reached. They are
-        asked to start; the snapshot waits for them."""
+        """Before calling it complete: live processes with channels that the store did
+        not show at the start (their first channel was still being written) and that
+        no marker reached. They are asked to start; the snapshot waits for them."""
         both = getattr(self.store, "live_and_ends", None)  # (one read of the store)
         if both is not None:
             rows, ends = both(time.time_ns() - LIVE_NS)
