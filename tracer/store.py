@@ -849,11 +849,9 @@ class SqlStore:
         thread of each interpreter polls it; it remembers what it took)."""
         if not processes:
             return []
-        ph = self._sql["ph"]
         with self.engine.connect() as conn:
-            rows = conn.exec_driver_sql(
-                self._sql["requests"] + ", ".join([ph] * len(processes)) + ")",
-                (False, "running", *processes)).all()
+            rows = conn.exec_driver_sql(self._sql["requests"] + self._places(len(processes)) + ")",
+                                        (False, "running", *processes)).all()
         return [(int(r[0]), r[1], r[2]) for r in rows]
 
     def snapshot_progress(self, sid: int, unwritten: bool = False) -> dict | None:
@@ -915,10 +913,9 @@ class SqlStore:
         sids = list(sids)
         if not sids:
             return {}
-        ph = self._sql["ph"]
         with self.engine.connect() as conn:  # (every interpreter's recorder polls it)
             return {int(i): s for i, s in conn.exec_driver_sql(
-                f"SELECT id, status FROM snapshots WHERE id IN ({', '.join([ph] * len(sids))})",
+                f"SELECT id, status FROM snapshots WHERE id IN ({self._places(len(sids))})",
                 tuple(sids))}
 
     def snapshot_entry(self, sid: int) -> dict | None:
@@ -937,25 +934,31 @@ class SqlStore:
     def live_processes(self, since_ns: int) -> list[str]:
         """Processes that have not ended and whose recorder beat at or after ``since_ns``."""
         with self.engine.connect() as conn:
-            return sorted(r[0] for r in conn.execute(select(Process.name).where(
-                Process.ended_ns.is_(None), Process.heartbeat_ns >= since_ns)))
+            return sorted(r["name"] for r in self._live(conn, since_ns))
 
     def channel_ends(self) -> list[dict]:
         """``[{id, src, dst, fifo}]`` of every channel."""
         with self.engine.connect() as conn:
-            return [dict(id=r[0], src=r[1], dst=r[2], fifo=bool(r[3]))
-                    for r in conn.exec_driver_sql(self._sql["ends"])]
+            return self._ends(conn)
 
     def live_and_ends(self, since_ns: int) -> tuple[list[dict], list[dict]]:
         """``[{name, pid, host}]`` of the live processes (as ``live_processes``) and
         ``channel_ends()``, in one read: a snapshot's start and its last check before
         it is called complete, on a store that every recorder is writing."""
-        sql = self._sql
         with self.engine.connect() as conn:
-            live = [dict(name=r[0], pid=r[1], host=r[2])
-                    for r in conn.exec_driver_sql(sql["live"], (since_ns,))]
-            return live, [dict(id=r[0], src=r[1], dst=r[2], fifo=bool(r[3]))
-                          for r in conn.exec_driver_sql(sql["ends"])]
+            return self._live(conn, since_ns), self._ends(conn)
+
+    def _live(self, conn, since_ns: int) -> list[dict]:
+        return [dict(name=r[0], pid=r[1], host=r[2])
+                for r in conn.exec_driver_sql(self._sql["live"], (since_ns,))]
+
+    def _ends(self, conn) -> list[dict]:
+        return [dict(id=r[0], src=r[1], dst=r[2], fifo=bool(r[3]))
+                for r in conn.exec_driver_sql(self._sql["ends"])]
+
+    def _places(self, n: int) -> str:
+        """``n`` parameter places, comma-separated (an IN list)."""
+        return ", ".join([self._sql["ph"]] * n)
 
     # -- listeners: direct, synchronous (a client connecting right after listen() must see it)
 
