@@ -445,7 +445,7 @@ _rows = hst.lists(hst.tuples(
 def test_event_blocks_round_trip_in_every_encoding(rows, cap):
     """What a block gives back is each row's stored form (payload capped, data as JSON),
     in order, whichever encoding wrote it and whichever reader reads it: the C encoder
-    and decoder, the Python reader of cs1 (the reference), and marshal (no C)."""
+    and decoder, the Python reader of cs2 (the reference), and marshal (no C)."""
     from cutscope.tracer import store as S
     from cutscope.tracer.process import FAST
 
@@ -456,15 +456,75 @@ def test_event_blocks_round_trip_in_every_encoding(rows, cap):
     raw = zlib.compress(marshal.dumps(want, 4), 1)  # what a build without C writes
     assert S.decode_block(1, "marshal4+zlib", raw) == want
     if FAST is not None:
-        cs1 = FAST.encode(list(rows), S.event_row, cap)[0]
+        cs2 = FAST.encode(list(rows), S.event_row, cap)[0]
+        assert FAST.decode(cs2) == want
+        assert S.decode_cs(cs2) == want
+
+
+# Message ids as the integrations make them ("<sender>#<seq>"), and strings that only
+# look like them: the first go as (sender, number), the others as strings, and every one
+# comes back as it was.
+_ids = hst.builds(lambda name, n: f"{name}#{n}", hst.sampled_from(["p", "q/12", "", "a#b", "ünï"]),
+                  hst.integers(0, 2**64)) | hst.sampled_from(
+    ["p#007", "p#", "#", "p#12a", "p#-1", "p# 1", "p#0", "#0", "p#999999999999999999",
+     "p#1000000000000000000", "p##3"])
+_proc = hst.sampled_from(["p", "q/12", "ünï"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=hst.lists(hst.tuples(_proc, hst.integers(0, 2**63 - 1), hst.integers(0, 2**63 - 1),
+                                 hst.integers(0, 2**63 - 1), hst.sampled_from(["send", "recv"]),
+                                 hst.none() | hst.just("c1"), hst.none() | _ids,
+                                 hst.integers(0, 100), hst.none(), hst.none()), max_size=40),
+       steps=hst.booleans())
+def test_cs2_differences_and_message_ids_round_trip(rows, steps):
+    """cs2 writes seq and lamport as differences per process and a message id as its
+    sender's name and a difference of numbers: whatever the values (in order or not,
+    far apart, ids with a name or number that is not the usual), both readers give
+    back the rows exactly."""
+    from cutscope.tracer import store as S
+    from cutscope.tracer.process import FAST
+
+    if FAST is None:
+        pytest.skip("no C extension")
+    if steps:  # the usual shape: each process counts up by one
+        count: dict = {}
+        rows = [(r[0], count.setdefault(r[0], [r[1] // 2]).append(0) or r[1] // 2 + len(count[r[0]]),
+                 *r[2:]) for r in rows]
+    cs2 = FAST.encode(list(rows), S.event_row, 0)[0]
+    assert cs2[:4] == b"CS2\0"
+    assert FAST.decode(cs2) == rows
+    assert S.decode_cs(cs2) == rows
+
+
+def test_blocks_of_session_4_cs1_are_still_read():
+    """A cs1 block as session 4's writer wrote it (compact rows, a marshal'd row with
+    data, one with a payload and a non-ASCII name): both readers read it."""
+    from cutscope.tracer import store as S
+    from cutscope.tracer.process import FAST
+
+    cs1 = (b'CS1\x00\x06\x01p\x04send\x02c1\x01q\x04recv\x03p#1\x04\x00\x00\x01\x01\xd0\x0f'
+           b'\x01\x03\x00@\x00\x03\x01\x02\xe8\x07\x04\x03\x06@\x013)\n\xda\x01q\xe9\x02\x00\x00'
+           b'\x00\xe9\x03\x00\x00\x00\xe9x\x05\x00\x00\xda\x05localNN\xe9\x00\x00\x00\x00Nz\x0e'
+           b'{"label": "x"}\x018)\n\xf5\x05\x00\x00\x00\xc3\xbcn\xc3\xaf\xe9\x07\x00\x00\x00\xe9\t'
+           b'\x00\x00\x00\xe9\xd0\x07\x00\x00\xda\x04recv\xda\x02c2\xfa\x03q#2\xe9\x03\x00\x00\x00'
+           b'\xf3\x03\x00\x00\x00abcN')
+    want = [("p", 1, 1, 1000, "send", "c1", None, 64, None, None),
+            ("q", 1, 2, 1500, "recv", "c1", "p#1", 64, None, None),
+            ("q", 2, 3, 1400, "local", None, None, 0, None, '{"label": "x"}'),
+            ("ünï", 7, 9, 2000, "recv", "c2", "q#2", 3, b"abc", None)]
+    assert S.decode_cs(cs1) == want
+    assert S.decode_block(1, "cs1+zlib", zlib.compress(cs1)) == want
+    if FAST is not None:
         assert FAST.decode(cs1) == want
-        assert S.decode_cs1(cs1) == want
+    with pytest.raises(S.StoreError):  # the name says cs2, the bytes are cs1
+        S.decode_block(1, "cs2+zlib", zlib.compress(cs1))
 
 
 @settings(max_examples=300, deadline=None)
 @given(rows=_rows, cut=hst.integers(0, 10_000), flip=hst.integers(0, 10_000))
-def test_a_damaged_cs1_block_is_an_error_or_rows_never_a_crash(rows, cut, flip):
-    """Truncated or altered cs1 bytes: both readers raise one of the errors that
+def test_a_damaged_cs2_block_is_an_error_or_rows_never_a_crash(rows, cut, flip):
+    """Truncated or altered cs2 bytes: both readers raise one of the errors that
     decode_block turns into a StoreError, or return tuples; never a crash."""
     from cutscope.tracer import store as S
     from cutscope.tracer.process import FAST
@@ -475,7 +535,7 @@ def test_a_damaged_cs1_block_is_an_error_or_rows_never_a_crash(rows, cut, flip):
     if flip < len(data):
         data[flip] ^= 0x5A
     data = bytes(data[:max(4, len(data) - cut % (len(data) + 1))])
-    for reader in (FAST.decode, S.decode_cs1):
+    for reader in (FAST.decode, S.decode_cs):
         try:
             got = reader(data)
         except (ValueError, IndexError, EOFError, TypeError):  # decode_block: a StoreError

@@ -1304,15 +1304,24 @@ expand(PyObject *mod, PyObject *items)
     return out;
 }
 
-/* ---- event blocks: the "cs1" encoding (store.encode_block / decode_block) ---------------
+/* ---- event blocks: the "cs2" encoding (store.encode_block / decode_block) ---------------
  *
- * cs1 := "CS1\0" varint(nstrings) { varint(len) utf-8 }* varint(nrows) row*
- * row := 0x00 varint(process) varint(seq) varint(lamport) zigzag(wall - previous wall)
- *             varint(kind) opt(channel) opt(msg) varint(nbytes)      (payload, data: None)
+ * cs2 := "CS2\0" varint(nstrings) { varint(len) utf-8 }* varint(nrows) row*
+ * row := 0x02 varint(process) zz(seq - seq') zz(lamport - lamport') zz(wall - wall')
+ *             varint(kind) opt(channel) msg varint(nbytes)           (payload, data: None)
  *      | 0x01 varint(len) marshal(version 4) of the stored tuple      (anything else)
- * process and kind are string indexes, opt() is 0 for None or index + 1. A string is
- * written once per block for each distinct object (identity); ints in [0, 2**63).
- * The Python reader (store._decode_cs1) is the reference for the format. */
+ * msg := varint(0)                         None
+ *      | varint(2 i + 1)                   string i
+ *      | varint(2 i + 2) zz(n - n'_i)      "<string i>#<n>" (a message id: n in decimal)
+ * process, kind and channel are string indexes, opt() is 0 for None or index + 1; zz()
+ * is the zigzag varint of a difference. seq' and lamport' are one more than the
+ * previous 0x02 row's of the same process (0 at first): consecutive events of a process
+ * cost a byte each; wall' is the previous 0x02 row's (0 at first), n'_i one more than
+ * the previous n of a message id on string i (0 at first). A string is written once per block for each distinct
+ * object (identity), or for each distinct sender name of a message id (content); ints
+ * in [0, 2**63). cs1 (session 4, still read) is the same with 0x00 rows: varint(process)
+ * varint(seq) varint(lamport) zz(wall - wall') varint(kind) opt(channel) opt(msg)
+ * varint(nbytes). The Python reader (store.decode_cs) is the reference for both. */
 
 typedef struct {
     char *buf;
@@ -1360,12 +1369,25 @@ wb_bytes(wbuf *b, const char *p, Py_ssize_t n)
     return 0;
 }
 
-/* The string table: str object (identity) -> index, open addressing on the pointer. */
+/* A message id's sender name in the string table, by content (a slice of the id). */
+typedef struct {
+    const char *p;
+    Py_ssize_t len, idx;
+    size_t h;
+} centry;
+
+/* The string table: str object (identity) -> index, open addressing on the pointer;
+ * sender names of message ids (content) -> index; and, by index, the previous seq and
+ * lamport of a process and the previous number of a message id (the deltas of 0x02). */
 typedef struct {
     PyObject **keys;
     Py_ssize_t *vals;
     Py_ssize_t mask, n;
     wbuf out;  /* the table as written */
+    centry *ce;
+    Py_ssize_t cmask, cn;
+    long long *last;  /* 3 per index: seq, lamport, message number (each + 1) */
+    Py_ssize_t lcap;
 } strtab;
 
 static int
@@ -1380,7 +1402,12 @@ st_init(strtab *t, Py_ssize_t hint)
     t->n = 0;
     t->out.buf = NULL;
     t->out.len = t->out.cap = 0;
-    if (t->keys == NULL || t->vals == NULL) {
+    t->ce = PyMem_Calloc(64, sizeof(centry));
+    t->cmask = 63;
+    t->cn = 0;
+    t->last = NULL;
+    t->lcap = 0;
+    if (t->keys == NULL || t->vals == NULL || t->ce == NULL) {
         PyErr_NoMemory();
         return -1;
     }
@@ -1393,6 +1420,29 @@ st_free(strtab *t)
     PyMem_Free(t->keys);
     PyMem_Free(t->vals);
     PyMem_Free(t->out.buf);
+    PyMem_Free(t->ce);
+    PyMem_Free(t->last);
+}
+
+/* Write string bytes into the table as index t->n (its delta state zeroed); the index,
+ * or -1 with an error. */
+static Py_ssize_t
+st_add(strtab *t, const char *u, Py_ssize_t n)
+{
+    if (wb_varint(&t->out, (unsigned long long)n) < 0 || wb_bytes(&t->out, u, n) < 0)
+        return -1;
+    if (t->n >= t->lcap) {
+        Py_ssize_t cap = t->lcap ? t->lcap * 2 : 64;
+        long long *l = PyMem_Realloc(t->last, (size_t)cap * 3 * sizeof(long long));
+        if (l == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        t->last = l;
+        t->lcap = cap;
+    }
+    memset(t->last + 3 * t->n, 0, 3 * sizeof(long long));
+    return t->n++;
 }
 
 static int
@@ -1442,14 +1492,86 @@ st_index(strtab *t, PyObject *s)
         PyErr_Clear();
         return -2;
     }
-    if (wb_varint(&t->out, (unsigned long long)n) < 0 || wb_bytes(&t->out, u, n) < 0)
+    Py_ssize_t i = st_add(t, u, n);
+    if (i < 0)
         return -1;
     t->keys[h] = s;
-    t->vals[h] = t->n;
-    t->n++;
+    t->vals[h] = i;
     if (t->n * 2 > t->mask && st_rehash(t) < 0)
         return -1;
-    return t->n - 1;
+    return i;
+}
+
+/* The index of the sender name u[0:n] (ASCII, inside a message id that the rows hold
+ * alive), added if new; -1 with an error. */
+static Py_ssize_t
+st_name(strtab *t, const char *u, Py_ssize_t n)
+{
+    size_t h = 1469598103934665603ULL;  /* FNV-1a */
+    for (Py_ssize_t k = 0; k < n; k++)
+        h = (h ^ (unsigned char)u[k]) * 1099511628211ULL;
+    size_t j = h & t->cmask;
+    while (t->ce[j].p != NULL) {
+        centry *e = &t->ce[j];
+        if (e->h == h && e->len == n && memcmp(e->p, u, n) == 0)
+            return e->idx;
+        j = (j + 1) & t->cmask;
+    }
+    Py_ssize_t i = st_add(t, u, n);
+    if (i < 0)
+        return -1;
+    t->ce[j] = (centry){u, n, i, h};
+    if (++t->cn * 2 > t->cmask) {
+        Py_ssize_t size = (t->cmask + 1) * 2;
+        centry *ce = PyMem_Calloc(size, sizeof(centry));
+        if (ce == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t k = 0; k <= t->cmask; k++) {
+            if (t->ce[k].p == NULL)
+                continue;
+            size_t m = t->ce[k].h & (size - 1);
+            while (ce[m].p != NULL)
+                m = (m + 1) & (size - 1);
+            ce[m] = t->ce[k];
+        }
+        PyMem_Free(t->ce);
+        t->ce = ce;
+        t->cmask = size - 1;
+    }
+    return i;
+}
+
+/* A message id "<name>#<n>" with an ASCII name and n in canonical decimal (no leading
+ * zero, at most 18 digits): 1, with the name's bytes and n; else 0. */
+static inline int
+msg_split(PyObject *msg, const char **name, Py_ssize_t *nlen, long long *num)
+{
+    if (!PyUnicode_IS_COMPACT_ASCII(msg))
+        return 0;
+    const char *u = (const char *)PyUnicode_1BYTE_DATA(msg);
+    Py_ssize_t len = PyUnicode_GET_LENGTH(msg), k = len;
+    while (k > 0 && u[k - 1] >= '0' && u[k - 1] <= '9')
+        k--;
+    Py_ssize_t digits = len - k;
+    if (digits == 0 || digits > 18 || k == 0 || u[k - 1] != '#' || (u[k] == '0' && digits > 1))
+        return 0;
+    long long v = 0;
+    for (Py_ssize_t j = k; j < len; j++)
+        v = v * 10 + (u[j] - '0');
+    *name = u;
+    *nlen = k - 1;
+    *num = v;
+    return 1;
+}
+
+/* The zigzag varint of a - b (wrapping: the reader adds it back the same way). */
+static inline int
+wb_delta(wbuf *b, long long a, long long b0)
+{
+    long long d = (long long)((unsigned long long)a - (unsigned long long)b0);
+    return wb_varint(b, ((unsigned long long)d << 1) ^ (unsigned long long)(d >> 63));
 }
 
 static inline int  /* an exact int in [0, 2**63) */
@@ -1467,38 +1589,61 @@ small_uint(PyObject *v, unsigned long long *out)
     return 1;
 }
 
-/* A compact row (0x00 ...); 1: written, 0: not compact (a str that is not UTF-8), -1:
- * error. ch and msg are None or exact strs; name and kind exact strs. */
+/* A compact row (0x02 ...); 1: written, 0: not compact (a str that is not UTF-8), -1:
+ * error. ch and msg are None or exact strs; name and kind exact strs; the ints in
+ * [0, 2**63). */
 static int
-enc_compact(strtab *t, wbuf *b, long long *prev, PyObject *name, unsigned long long seq,
-            unsigned long long lam, unsigned long long wall, PyObject *kind, PyObject *ch,
+enc_compact(strtab *t, wbuf *b, long long *prev, PyObject *name, long long seq,
+            long long lam, long long wall, PyObject *kind, PyObject *ch,
             PyObject *msg, unsigned long long nb)
 {
     Py_ssize_t ip, ik = -2, ic = -1, im = -1;
+    const char *mname = NULL;
+    Py_ssize_t mlen = 0;
+    long long mnum = 0;
+    int split = 0;
     /* -1: error (set), -2: not UTF-8 (a marshal row); None stays -1 for ic/im */
     ip = st_index(t, name);
     if (ip >= 0)
         ik = st_index(t, kind);
     if (ik >= 0 && ch != Py_None && (ic = st_index(t, ch)) < 0)
         ik = ic;
-    if (ik >= 0 && msg != Py_None && (im = st_index(t, msg)) < 0)
-        ik = im;
+    if (ik >= 0 && msg != Py_None) {
+        split = msg_split(msg, &mname, &mlen, &mnum);
+        im = split ? st_name(t, mname, mlen) : st_index(t, msg);
+        if (im < 0)
+            ik = im;
+    }
     if (PyErr_Occurred())
         return -1;
     if (ip < 0 || ik < 0)
         return 0;
-    long long d = (long long)wall - *prev;
-    *prev = (long long)wall;
-    unsigned long long zz = ((unsigned long long)d << 1) ^ (unsigned long long)(d >> 63);
+    long long *lp = t->last + 3 * ip;
     if (wb_grow(b, 1) < 0)
         return -1;
-    b->buf[b->len++] = 0;
-    if (wb_varint(b, ip) < 0 || wb_varint(b, seq) < 0 || wb_varint(b, lam) < 0 ||
-        wb_varint(b, zz) < 0 || wb_varint(b, ik) < 0 ||
-        wb_varint(b, (unsigned long long)(ic + 1)) < 0 ||
-        wb_varint(b, (unsigned long long)(im + 1)) < 0 || wb_varint(b, nb) < 0)
+    b->buf[b->len++] = 2;
+    if (wb_varint(b, ip) < 0 || wb_delta(b, seq, lp[0]) < 0 || wb_delta(b, lam, lp[1]) < 0 ||
+        wb_delta(b, wall, *prev) < 0 || wb_varint(b, ik) < 0 ||
+        wb_varint(b, (unsigned long long)(ic + 1)) < 0)
         return -1;
-    return 1;
+    lp[0] = seq + 1;
+    lp[1] = lam + 1;
+    *prev = wall;
+    if (msg == Py_None) {
+        if (wb_varint(b, 0) < 0)
+            return -1;
+    }
+    else if (!split) {
+        if (wb_varint(b, 2 * (unsigned long long)im + 1) < 0)
+            return -1;
+    }
+    else {
+        long long *lm = t->last + 3 * im + 2;
+        if (wb_varint(b, 2 * (unsigned long long)im + 2) < 0 || wb_delta(b, mnum, *lm) < 0)
+            return -1;
+        *lm = mnum + 1;
+    }
+    return wb_varint(b, nb) < 0 ? -1 : 1;
 }
 
 static inline int
@@ -1602,7 +1747,7 @@ encode(PyObject *mod, PyObject *args)
     }
     {
         wbuf head = {NULL, 0, 0};
-        if (wb_bytes(&head, "CS1\0", 4) < 0 || wb_varint(&head, (unsigned long long)t.n) < 0 ||
+        if (wb_bytes(&head, "CS2\0", 4) < 0 || wb_varint(&head, (unsigned long long)t.n) < 0 ||
             wb_bytes(&head, t.out.buf, t.out.len) < 0 ||
             wb_varint(&head, (unsigned long long)nrows) < 0) {
             PyMem_Free(head.buf);
@@ -1646,6 +1791,13 @@ rb_varint(rbuf *r, unsigned long long *out)
     return -1;
 }
 
+/* The signed difference of a zigzag varint, as an unsigned to add (wrapping). */
+static inline unsigned long long
+unzz(unsigned long long z)
+{
+    return (z >> 1) ^ (0ULL - (z & 1));
+}
+
 /* decode(data) -> list of 10-tuples (the inverse of encode, payload and data as stored). */
 static PyObject *
 decode(PyObject *mod, PyObject *arg)
@@ -1655,9 +1807,12 @@ decode(PyObject *mod, PyObject *arg)
         return NULL;
     rbuf r = {(const unsigned char *)view.buf, (const unsigned char *)view.buf + view.len};
     PyObject *strs = NULL, *out = NULL;
+    long long *last = NULL;  /* cs2: 3 per string index, as the encoder keeps them */
     unsigned long long ns, nrows;
-    if (view.len < 4 || memcmp(view.buf, "CS1\0", 4) != 0)
+    int v2;
+    if (view.len < 4 || (memcmp(view.buf, "CS1\0", 4) != 0 && memcmp(view.buf, "CS2\0", 4) != 0))
         goto bad;
+    v2 = ((const char *)view.buf)[2] == '2';
     r.p += 4;
     if (rb_varint(&r, &ns) < 0 || ns > (unsigned long long)view.len)
         goto bad;
@@ -1676,6 +1831,10 @@ decode(PyObject *mod, PyObject *arg)
     }
     if (rb_varint(&r, &nrows) < 0 || nrows > (unsigned long long)view.len)
         goto bad;
+    if (v2 && (last = PyMem_Calloc(ns ? 3 * (size_t)ns : 1, sizeof(long long))) == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
     out = PyList_New(0);
     if (out == NULL)
         goto fail;
@@ -1685,16 +1844,48 @@ decode(PyObject *mod, PyObject *arg)
             goto bad;
         unsigned char tag = *r.p++;
         PyObject *row;
-        if (tag == 0) {
+        if ((tag == 0 && !v2) || (tag == 2 && v2)) {
             unsigned long long ip, seq, lam, zz, ik, ic, im, nb;
+            PyObject *msg = NULL;
             if (rb_varint(&r, &ip) < 0 || rb_varint(&r, &seq) < 0 || rb_varint(&r, &lam) < 0 ||
                 rb_varint(&r, &zz) < 0 || rb_varint(&r, &ik) < 0 || rb_varint(&r, &ic) < 0 ||
-                rb_varint(&r, &im) < 0 || rb_varint(&r, &nb) < 0)
+                rb_varint(&r, &im) < 0)
                 goto bad;
-            if (ip >= ns || ik >= ns || ic > ns || im > ns)
+            if (ip >= ns || ik >= ns || ic > ns)
                 goto bad;
-            long long d = (long long)(zz >> 1) ^ -(long long)(zz & 1);
-            prev = (long long)((unsigned long long)prev + (unsigned long long)d);
+            if (v2) {  /* seq and lamport are differences; msg is None, a string or an id */
+                long long *lp = last + 3 * ip;
+                seq = (unsigned long long)lp[0] + unzz(seq);
+                lam = (unsigned long long)lp[1] + unzz(lam);
+                if (seq >= (1ULL << 63) || lam >= (1ULL << 63))
+                    goto bad;
+                lp[0] = (long long)seq + 1;
+                lp[1] = (long long)lam + 1;
+                if (im && (im - 1) / 2 >= ns)
+                    goto bad;
+                if (im && !(im & 1)) {  /* "<string>#<n>" */
+                    unsigned long long dn;
+                    long long *lm = last + 3 * ((im - 2) / 2) + 2;
+                    if (rb_varint(&r, &dn) < 0)
+                        goto bad;
+                    unsigned long long num = (unsigned long long)*lm + unzz(dn);
+                    if (num >= (1ULL << 63))
+                        goto bad;
+                    *lm = (long long)num + 1;
+                    msg = msg_id(PyList_GET_ITEM(strs, (im - 2) / 2), num);
+                    if (msg == NULL)
+                        goto fail;
+                }
+                else if (im)
+                    im = (im - 1) / 2 + 1;  /* as opt(): index + 1 */
+            }
+            else if (im > ns)
+                goto bad;
+            if (rb_varint(&r, &nb) < 0) {
+                Py_XDECREF(msg);
+                goto bad;
+            }
+            prev = (long long)((unsigned long long)prev + unzz(zz));
             PyObject *items[10];
             items[0] = PyList_GET_ITEM(strs, ip);
             Py_INCREF(items[0]);
@@ -1705,8 +1896,11 @@ decode(PyObject *mod, PyObject *arg)
             Py_INCREF(items[4]);
             items[5] = ic ? PyList_GET_ITEM(strs, ic - 1) : Py_None;
             Py_INCREF(items[5]);
-            items[6] = im ? PyList_GET_ITEM(strs, im - 1) : Py_None;
-            Py_INCREF(items[6]);
+            if (msg == NULL) {
+                msg = im ? PyList_GET_ITEM(strs, im - 1) : Py_None;
+                Py_INCREF(msg);
+            }
+            items[6] = msg;
             items[7] = PyLong_FromUnsignedLongLong(nb);
             items[8] = Py_None;
             Py_INCREF(Py_None);
@@ -1748,21 +1942,23 @@ decode(PyObject *mod, PyObject *arg)
     if (r.p != r.end)
         goto bad;
     Py_DECREF(strs);
+    PyMem_Free(last);
     PyBuffer_Release(&view);
     return out;
 bad:
     if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_ValueError) ||
         PyErr_ExceptionMatches(PyExc_EOFError) || PyErr_ExceptionMatches(PyExc_TypeError)) {
         PyErr_Clear();
-        PyErr_SetString(PyExc_ValueError, "not a cs1 event block");
+        PyErr_SetString(PyExc_ValueError, "not a cs1/cs2 event block");
     }
 fail:
     if (PyErr_Occurred() && (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError) ||
                              PyErr_ExceptionMatches(PyExc_EOFError) ||
                              PyErr_ExceptionMatches(PyExc_TypeError))) {
         PyErr_Clear();
-        PyErr_SetString(PyExc_ValueError, "not a cs1 event block");
+        PyErr_SetString(PyExc_ValueError, "not a cs1/cs2 event block");
     }
+    PyMem_Free(last);
     Py_XDECREF(strs);
     Py_XDECREF(out);
     PyBuffer_Release(&view);

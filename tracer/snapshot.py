@@ -11,15 +11,14 @@ snapshot`` command, in the viewer, or in a traced process's recorder thread
 A snapshot, step by step (docs/snapshots.md tells why each step is right):
 
 1. An id (``store.new_snapshot``; the ``snapshots`` row, status ``running``,
-   comes with the first write on SQLite). The coordinator opens its inbox and
-   tells every live local process, through its control socket, where to
-   report.
+   comes with the first write on SQLite). The coordinator opens its inbox.
 2. Requests go to the initiator and to every live process that no channel
    leads into (no marker can ever reach it): through its control socket, where
    a thread that does nothing else sets ``lp.pending`` at once, else as a
    ``snapshot_requests`` row that the interpreter's recorder thread polls
    (``tick``, about every 50 ms). Logical processes of the coordinator's own
-   interpreter are told directly. The process starts the snapshot at its next
+   interpreter are told directly. Then every other live local process learns,
+   through its control socket, where to report. The process starts the snapshot at its next
    safe point. Ended logical processes record their final state when channels
    are still open after the grace period (``record_ended``).
 3. Every process records its state (with the channels it marked) and, per
@@ -198,14 +197,15 @@ class Coordinator:
         # Markers reach what the FIFO channels lead to from the initiator; the rest
         # (a process nothing leads into, another system sharing the store) is asked.
         ask = {initiator} | (self.expected - reachable(initiator, ends))
-        # Every other local interpreter first learns where to report (before the
-        # markers come: a process that records before it hears from us keeps its
-        # records until it does); those asked learn it with the request.
-        self._inform(sorted(set(self._pids.values()) - {self._pids.get(n) for n in ask}))
-        self._mark("informed")
+        # Those asked learn where to report with the request; every other local
+        # interpreter learns it right after (off the initiator's path to its safe
+        # point: a process that a marker reaches first keeps its records until it
+        # hears from us, Tracer.snap_sink).
         self._request(ask)
         self._ended_asked = False
         self._mark("requested")
+        self._inform(sorted(set(self._pids.values()) - {self._pids.get(n) for n in ask}))
+        self._mark("informed")
         return self.id
 
     def _open_inbox(self, live: set[str]) -> None:

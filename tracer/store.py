@@ -34,10 +34,11 @@ from sqlalchemy.exc import SQLAlchemyError, ArgumentError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA_VERSION = 2
-# event_blocks.encoding of what this version writes: "cs1+zlib" with the C extension
-# (tracer/_fast.c encodes; a tenth of marshal's time), else "marshal4+zlib"; both read.
-BLOCK_ENCODING = "cs1+zlib" if FAST is not None else "marshal4+zlib"
-BLOCK_ENCODINGS = ("cs1+zlib", "marshal4+zlib")
+# event_blocks.encoding of what this version writes: "cs2+zlib" with the C extension
+# (tracer/_fast.c encodes; a tenth of marshal's time), else "marshal4+zlib"; all read
+# (and "cs1+zlib", session 4's).
+BLOCK_ENCODING = "cs2+zlib" if FAST is not None else "marshal4+zlib"
+BLOCK_ENCODINGS = ("cs2+zlib", "cs1+zlib", "marshal4+zlib")
 DEFAULT_URL = "sqlite:///cutscope.db"
 SNAPSHOT_PAYLOAD_CAP = 64 * 1024
 LIVE_NS = 3_000_000_000  # a process whose heartbeat is younger than this is alive  # bytes kept per in-transit message in a snapshot
@@ -188,8 +189,10 @@ def decode_block(block_id: int, encoding: str, data: bytes) -> list[tuple]:
         raw = zlib.decompress(data)
         if encoding == "marshal4+zlib":
             rows = marshal.loads(raw)
+        elif raw[:4] != encoding[:3].upper().encode() + b"\0":
+            raise ValueError(f"not a {encoding[:3]} event block")
         else:
-            rows = FAST.decode(raw) if FAST is not None else decode_cs1(raw)
+            rows = FAST.decode(raw) if FAST is not None else decode_cs(raw)
         if type(rows) is not list or not all(type(r) is tuple and len(r) == 10 for r in rows):
             raise ValueError("not a list of event tuples")
     except (ValueError, EOFError, TypeError, IndexError, zlib.error) as exc:
@@ -197,18 +200,20 @@ def decode_block(block_id: int, encoding: str, data: bytes) -> list[tuple]:
     return rows
 
 
-def decode_cs1(raw: bytes) -> list[tuple]:
-    """The reference reader of a cs1 block (the C extension's ``decode`` is the fast one).
+def decode_cs(raw: bytes) -> list[tuple]:
+    """The reference reader of a cs2 (or cs1) block; the C extension's ``decode`` is the
+    fast one. The format is in docs/schema.md and tracer/_fast.c.
 
-    ``"CS1\0"``, the string table (varint count, then varint length + UTF-8 each), the
-    row count, then each row: ``0`` and the varints process, seq, lamport, wall (as
-    the zigzag difference from the previous compact row's), kind, channel + 1 (0:
-    None), msg + 1, nbytes (payload and data None); or ``1``, a varint length and the
-    marshal'd stored tuple."""
+    ``"CS2\0"``, the string table (varint count, then varint length + UTF-8 each), the
+    row count, then each row: ``2`` and process, seq, lamport, wall as differences (see
+    below), kind, channel + 1 (0: None), msg, nbytes (payload and data None); or ``1``,
+    a varint length and the marshal'd stored tuple. cs1 (``"CS1\0"``) has ``0`` rows
+    instead: seq and lamport whole, msg + 1."""
     mv = memoryview(raw)
     pos = 4
-    if bytes(mv[:4]) != b"CS1\0":
-        raise ValueError("not a cs1 event block")
+    v2 = bytes(mv[:4]) == b"CS2\0"
+    if not v2 and bytes(mv[:4]) != b"CS1\0":
+        raise ValueError("not a cs1/cs2 event block")
 
     def varint() -> int:
         nonlocal pos
@@ -223,6 +228,10 @@ def decode_cs1(raw: bytes) -> list[tuple]:
             if shift >= 64:
                 raise ValueError("bad varint")
 
+    def delta() -> int:  # a zigzag difference
+        z = varint()
+        return (z >> 1) ^ -(z & 1)
+
     strs = []
     for _ in range(varint()):
         n = varint()
@@ -233,10 +242,32 @@ def decode_cs1(raw: bytes) -> list[tuple]:
     rows = []
     prev = 0
     opt = [None] + strs
+    # cs2: by string index, the previous seq + 1 and lamport + 1 of a process, and the
+    # previous number + 1 of a message id "<string>#<n>"
+    last: dict[tuple[int, int], int] = {}
     for _ in range(varint()):
         tag = raw[pos]
         pos += 1
-        if tag == 0:
+        if tag == 2 and v2:
+            p = varint()
+            seq = last.get((p, 0), 0) + delta()
+            lam = last.get((p, 1), 0) + delta()
+            prev += delta()
+            k, ch, m = varint(), varint(), varint()
+            if not (0 <= seq < 2**63 and 0 <= lam < 2**63):
+                raise ValueError("seq or lamport out of range")
+            last[p, 0], last[p, 1] = seq + 1, lam + 1
+            if m and not m & 1:
+                i = (m - 2) // 2
+                num = last.get((i, 2), 0) + delta()
+                if not 0 <= num < 2**63:
+                    raise ValueError("message number out of range")
+                last[i, 2] = num + 1
+                msg = f"{strs[i]}#{num}"
+            else:
+                msg = opt[(m + 1) // 2]
+            rows.append((strs[p], seq, lam, prev, strs[k], opt[ch], msg, varint(), None, None))
+        elif tag == 0 and not v2:
             p, seq, lam, zz, k, ch, msg, nb = (varint() for _ in range(8))
             prev += (zz >> 1) ^ -(zz & 1)
             rows.append((strs[p], seq, lam, prev, strs[k], opt[ch], opt[msg], nb, None, None))
