@@ -146,6 +146,7 @@ class Coordinator:
         self._store_states: dict[str, dict] = {}
         self._create = None  # (initiator, requested_ns) while the snapshot's row is not written
         self._ended_asked = False  # ended processes asked to record (_ask_ended)
+        self._newcomers_for: set[str] | None = None  # expected when _newcomers last read
         self.timings: list[tuple[str, float]] = []  # (step, seconds since start()): where the time goes
 
     # -- start --------------------------------------------------------------------------
@@ -333,8 +334,14 @@ class Coordinator:
         recorded = set(states)
         self.expected |= recorded
         unrecorded, unfinished, open_, uncovered = self._progress(states)
+        if not unrecorded and self._newcomers_for != self.expected:
+            # Every expected process has recorded; what is left is markers on their
+            # way. Look for newcomers now, while those come in, not after the last.
+            self._newcomers(recorded)  # (adds them to expected and asks them)
+            self._newcomers_for = set(self.expected)
+            unrecorded = self.expected - recorded
         now = time.monotonic()
-        if not unrecorded and not unfinished and not open_ and not self._newcomers(recorded):
+        if not unrecorded and not unfinished and not open_:
             if not uncovered:
                 self._end("complete", [])
             else:
@@ -425,9 +432,12 @@ class Coordinator:
                 conn.close()
 
     def _newcomers(self, recorded: set[str]) -> bool:
-        """Before calling it complete: live processes with channels that the store did
-        not show at the start (their first channel was still being written) and that
-        no marker reached. They are asked to start; the snapshot waits for them."""
+        """Once every expected process has recorded: live processes with channels that
+        the store did not show at the start (their first channel was still being
+        written) and that no marker reached. They are asked to start; the snapshot
+        waits for them. (A process that a recorded one received from before it
+        recorded is waited for whatever this read shows: that channel is in the
+        receiver's state, and its marker must come.)"""
         both = getattr(self.store, "live_and_ends", None)  # (one read of the store)
         if both is not None:
             rows, ends = both(time.time_ns() - LIVE_NS)
