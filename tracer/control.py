@@ -11,10 +11,12 @@ traced processes of a machine share. Here:
   from a thread of its own that does nothing else (``ControlServer``): a
   request sets ``lp.pending`` about a millisecond after it was sent, whatever
   the recorder is doing;
-- a coordinator listens on a socket of its own (``Inbox``) and tells every
-  local process where to report; a process then sends its snapshot records
-  (state, closed channels, done) straight to it, and the coordinator writes
-  them to the store in one transaction, together with the snapshot's end.
+- a coordinator listens on a socket of its own (``Inbox``), at a path that
+  every local process of the same store derives from the store and the
+  snapshot's id (``inbox_path``): nobody needs telling where to report. A
+  process sends its snapshot records (state, closed channels, done) straight
+  to it, and the coordinator writes them to the store in one transaction,
+  together with the snapshot's end.
 
 ``<dir>`` is ``$CUTSCOPE_CONTROL_DIR`` or ``/tmp/cutscope-<uid>``, a directory
 of mode 0700 owned by the user (anything else, and the control sockets are not
@@ -29,10 +31,10 @@ them (they are cutscope's own traffic, not the application's).
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import os
-import secrets
 import stat
 import struct
 import threading
@@ -65,6 +67,14 @@ def control_dir() -> str | None:
 
 def process_path(d: str, pid: int) -> str:
     return os.path.join(d, f"p{pid}.sock")
+
+
+def inbox_path(d: str, store_url: str, sid: int) -> str:
+    """The inbox of the coordinator of snapshot ``sid`` of the store at ``store_url``
+    (while it runs): a process that records for that snapshot reports there if the
+    socket exists, else to the store (the coordinator is on another host)."""
+    key = hashlib.sha1(store_url.encode()).hexdigest()[:12]
+    return os.path.join(d, f"s{key}-{sid}.sock")
 
 
 # -- frames ---------------------------------------------------------------------------
@@ -247,10 +257,11 @@ class _Listener:
 
 
 class ControlServer(_Listener):
-    """An interpreter's control socket: snapshot requests, where to report, the end."""
+    """An interpreter's control socket: snapshot requests, the end."""
 
     def __init__(self, tracer, d: str):
         self.tracer = tracer
+        self.dir = d
         super().__init__(process_path(d, os.getpid()), "cutscope-control")
 
     def handle(self, msg: dict) -> None:
@@ -297,12 +308,12 @@ class Records:
 
 
 class Inbox(_Listener, Records):
-    """An inbox on a control socket: the other interpreters of this host report to it."""
+    """An inbox on a control socket (``inbox_path``): the other interpreters of this
+    host report to it."""
 
-    def __init__(self, d: str, sid: int):
+    def __init__(self, d: str, store_url: str, sid: int):
         Records.__init__(self)
-        _Listener.__init__(self, os.path.join(d, f"c{os.getpid()}-{sid}-{secrets.token_hex(3)}.sock"),
-                         f"cutscope-inbox-{sid}")
+        _Listener.__init__(self, inbox_path(d, store_url, sid), f"cutscope-inbox-{sid}")
 
     def handle(self, msg: dict) -> None:
         if msg.get("op") == "rec":

@@ -31,10 +31,6 @@ RECV = "recv"
 LOCAL = "local"
 SNAPSHOT = "snapshot"
 
-# SnapState.sink while this process does not know yet where to report (a marker
-# came before the coordinator's word): the records wait (Tracer.resolve_sink).
-UNKNOWN = "?"
-
 # How many ended incoming channels a process remembers for its snapshot states.
 ENDED_KEPT = 128
 
@@ -417,8 +413,8 @@ class LogicalProcess:
             return
         with self.lock:
             sink = s.sink
-            if sink is UNKNOWN or (sink is not None and not now):
-                s.outbox.extend(items)  # (Tracer.resolve_sink sends them if UNKNOWN)
+            if sink is not None and not now:
+                s.outbox.extend(items)
                 return
             items = s.outbox + items
             s.outbox = []

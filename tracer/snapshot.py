@@ -11,20 +11,22 @@ snapshot`` command, in the viewer, or in a traced process's recorder thread
 A snapshot, step by step (docs/snapshots.md tells why each step is right):
 
 1. An id (``store.new_snapshot``; the ``snapshots`` row, status ``running``,
-   comes with the first write on SQLite). The coordinator opens its inbox.
+   comes with the first write on SQLite). The coordinator opens its inbox, at
+   a path that the processes of this host derive from the store and the id
+   (``control.inbox_path``), before it asks anyone.
 2. Requests go to the initiator and to every live process that no channel
    leads into (no marker can ever reach it): through its control socket, where
    a thread that does nothing else sets ``lp.pending`` at once, else as a
    ``snapshot_requests`` row that the interpreter's recorder thread polls
    (``tick``, about every 50 ms). Logical processes of the coordinator's own
-   interpreter are told directly. Then every other live local process learns,
-   through its control socket, where to report. The process starts the snapshot at its next
+   interpreter are told directly. The process starts the snapshot at its next
    safe point. Ended logical processes record their final state when channels
    are still open after the grace period (``record_ended``).
 3. Every process records its state (with the channels it marked) and, per
    incoming channel, the messages that arrived before that channel's marker;
-   it reports them to the coordinator (its inbox) or, failing that, to the
-   store (``snapshot_states``, ``snapshot_messages``).
+   it reports them to the coordinator (its inbox, if there is one on this
+   host) or, failing that, to the store (``snapshot_states``,
+   ``snapshot_messages``).
 4. The snapshot is complete when every expected process (the live ones that
    have channels, and any that recorded) has recorded and finished, and every
    channel that can hold in-transit messages is closed at its receiver: each
@@ -140,7 +142,6 @@ class Coordinator:
         self._direct: dict[str, dict] = {}  # process -> progress row, from the inbox
         self._records: list[tuple] = []  # the inbox's records, written with the end
         self._pids: dict[str, int] = {}  # live process -> pid, on this host
-        self._informed: set[int] = set()  # pids whose control socket took our request
         self._ctl_dir: str | None = None
         self._store_read = 0.0
         self._store_states: dict[str, dict] = {}
@@ -198,21 +199,16 @@ class Coordinator:
         # Markers reach what the FIFO channels lead to from the initiator; the rest
         # (a process nothing leads into, another system sharing the store) is asked.
         ask = {initiator} | (self.expected - reachable(initiator, ends))
-        # Those asked learn where to report with the request; every other local
-        # interpreter learns it right after (off the initiator's path to its safe
-        # point: a process that a marker reaches first keeps its records until it
-        # hears from us, Tracer.snap_sink).
         self._request(ask)
         self._ended_asked = False
         self._mark("requested")
-        self._inform(sorted(set(self._pids.values()) - {self._pids.get(n) for n in ask}))
-        self._mark("informed")
         return self.id
 
     def _open_inbox(self, live: set[str]) -> None:
         """Where the processes report to us directly: this interpreter's processes
         through a callable, the other local interpreters through a control socket
-        (tracer/control.py), each of which is told where to report at once."""
+        at a path they derive from the store and the snapshot id (control.inbox_path:
+        open before anyone is asked, so no process needs telling)."""
         from . import control
 
         sid = self.id
@@ -220,7 +216,7 @@ class Coordinator:
         d = control.control_dir() if sql and self.store.url != "memory:" else None
         if d is not None and os.environ.get("CUTSCOPE_CONTROL", "1") not in ("0", "no", "false"):
             try:
-                self.inbox = control.Inbox(d, sid)
+                self.inbox = control.Inbox(d, self.store.url, sid)
                 self._ctl_dir = d
             except OSError:
                 self.inbox = None
@@ -234,21 +230,6 @@ class Coordinator:
         rows = self._live_rows
         self._pids = {r["name"]: r["pid"] for r in rows
                       if r["host"] == host and r["pid"] and r["pid"] != me and r["name"] in live}
-
-    def _inform(self, pids: list[int]) -> None:
-        """Tell these interpreters' control sockets where to report (a request that
-        starts no process)."""
-        if not pids or self._ctl_dir is None:
-            return
-        from . import control
-
-        conn = control.Connector()
-        try:
-            for pid in pids:
-                if conn.send(control.process_path(self._ctl_dir, pid), self._msg("req", start=[])):
-                    self._informed.add(pid)
-        finally:
-            conn.close()
 
     def _msg(self, op: str, **kw) -> dict:
         return {"op": op, "store": self.store.url, "sid": self.id, "initiator": self.initiator,
@@ -282,7 +263,6 @@ class Coordinator:
                 for pid, ns in sorted(by_pid.items()):
                     if conn.send(control.process_path(self._ctl_dir, pid),
                                  self._msg("req", start=sorted(ns))):
-                        self._informed.add(pid)
                         taken.update(ns)
             finally:
                 conn.close()
@@ -421,15 +401,7 @@ class Coordinator:
         self._ended_asked = True
         if self.tracer is not None:
             record_ended(self.tracer, self.id, self.initiator)
-        if self._informed and self._ctl_dir is not None:
-            from . import control
-
-            conn = control.Connector()
-            try:
-                for pid in sorted(self._informed):
-                    conn.send(control.process_path(self._ctl_dir, pid), self._msg("ended"))
-            finally:
-                conn.close()
+        self._tell_local("ended")
 
     def _newcomers(self, recorded: set[str]) -> bool:
         """Once every expected process has recorded: live processes with channels that
@@ -492,16 +464,20 @@ class Coordinator:
         self._mark("written")
         self._finish_local()
         self._close_inbox()
-        if self._informed and self._ctl_dir is not None:  # the others stop recording for it
-            from . import control
+        self._tell_local("end", status=self.status)  # the others stop recording for it
 
-            conn = control.Connector()
-            try:
-                for pid in sorted(self._informed):
-                    conn.send(control.process_path(self._ctl_dir, pid),
-                              self._msg("end", status=self.status))
-            finally:
-                conn.close()
+    def _tell_local(self, op: str, **kw) -> None:
+        """Send ``op`` to the control socket of every live interpreter of this host."""
+        if not self._pids or self._ctl_dir is None:
+            return
+        from . import control
+
+        conn = control.Connector()
+        try:
+            for pid in sorted(set(self._pids.values())):
+                conn.send(control.process_path(self._ctl_dir, pid), self._msg(op, **kw))
+        finally:
+            conn.close()
 
     def _close_inbox(self) -> None:
         if self.tracer is not None:
@@ -615,9 +591,6 @@ def take(store, initiator: str | None = None, timeout: float = 10.0, tracer=None
 
 # -- the recorder thread's part (Tracer.tick_hooks) -----------------------------------------
 
-UNSURE_S = 0.1  # records wait this long for a coordinator's word, then go to the store
-
-
 def tick(tracer) -> None:
     """Called by each interpreter's recorder thread, about every 50 ms.
 
@@ -630,11 +603,6 @@ def tick(tracer) -> None:
         ep = dq.pop(0)
         if ep.pending and not ep.closed and ep.flush is not None:
             tracer.guard(ep.flush, ep)
-    if tracer.snap_unsure:
-        now = time.monotonic()
-        for sid, (since, _) in list(tracer.snap_unsure.items()):
-            if now - since >= UNSURE_S:
-                tracer.resolve_sink(sid, None)
     if tracer.snapshot_signals:
         n, tracer.snapshot_signals = tracer.snapshot_signals, 0
         for _ in range(min(n, 4)):

@@ -63,8 +63,6 @@ class Tracer:
         # control socket path, or a coordinator of this interpreter (a callable).
         self.snap_sinks: dict[int, object] = {}
         self.control = None  # the control socket server (tracer/control.py), once started
-        # snapshot id -> (since, [processes that recorded before they knew the sink])
-        self.snap_unsure: dict[int, tuple[float, list]] = {}
         self._sink_lock = threading.Lock()
         from .snapshot import tick as snapshot_tick  # polls requests, ends snapshots, flushes markers
 
@@ -183,7 +181,6 @@ class Tracer:
             return
         self.running = False
         self._stop_control()
-        self._unsure_to_store()
         for lp in list(self.processes.values()):
             if not lp.ended:
                 self.recorder.other(("ended", lp.name, time.time_ns()))
@@ -204,13 +201,7 @@ class Tracer:
         self.store.close()
 
     def flush(self) -> None:
-        self._unsure_to_store()
         self.recorder.flush()
-
-    def _unsure_to_store(self) -> None:
-        """Snapshot records still waiting to learn their coordinator go to the store."""
-        for sid in list(self.snap_unsure):
-            self.resolve_sink(sid, None)
 
     def _atexit(self) -> None:
         try:
@@ -240,41 +231,29 @@ class Tracer:
             c.close()
 
     def snap_sink(self, sid: int, lp: LogicalProcess):
-        """Where ``lp``'s records of snapshot ``sid`` go (``LogicalProcess.record``).
-
-        Not known yet while this interpreter serves a control socket and no
-        coordinator has said where (a marker outran its word): ``UNKNOWN``; the
-        records wait until ``resolve_sink``, or go to the store after
-        ``UNSURE_S`` (a coordinator that reaches us through the store only)."""
+        """Where ``lp``'s records of snapshot ``sid`` go (``LogicalProcess.record``):
+        the coordinator that said so (a request, or one of this interpreter); else,
+        while this interpreter serves a control socket, the inbox of a coordinator of
+        this host if it exists (``control.inbox_path``: a coordinator opens it before
+        it asks anyone, so a marker cannot outrun it); else the store (None)."""
         with self._sink_lock:
             sink = self.snap_sinks.get(sid)
-            if sink is not None or self.control is None:
-                return sink
-            since, lps = self.snap_unsure.setdefault(sid, (time.monotonic(), []))
-            lps.append(lp)
-            return _process.UNKNOWN
+        c = self.control
+        if sink is not None or c is None:
+            return sink
+        from .control import inbox_path
+
+        path = inbox_path(c.dir, self.store.url, sid)
+        if not os.path.exists(path):
+            return None
+        with self._sink_lock:
+            return self.snap_sinks.setdefault(sid, path)
 
     def resolve_sink(self, sid: int, sink) -> None:
-        """Snapshot ``sid``'s records go to ``sink`` (None: the store); the records
-        that waited for it are sent now."""
+        """Snapshot ``sid``'s records go to ``sink`` (a coordinator's inbox path, or a
+        callable of a coordinator of this interpreter)."""
         with self._sink_lock:
-            if sink is not None:
-                self.snap_sinks.setdefault(sid, sink)
-            _, lps = self.snap_unsure.pop(sid, (0.0, []))
-        for lp in lps:
-            # lp.lock: record() holds it from snap_sink until the SnapState is in lp.snaps.
-            with lp.lock:
-                s = lp.snaps.get(sid)
-                if s is None or s.sink is not _process.UNKNOWN:
-                    continue
-                s.sink = sink
-                items, s.outbox = s.outbox, []
-                if sink is None:  # in order, before any later report of lp's
-                    for it in items:
-                        self.recorder.other(it)
-                    continue
-            if items:
-                self.snap_send(sink, items)
+            self.snap_sinks.setdefault(sid, sink)
 
     def snap_send(self, sink, items: list[tuple]) -> None:
         """Snapshot records to the coordinator that asked for them (``SnapState.sink``);
@@ -322,7 +301,6 @@ class Tracer:
         self.finished_snaps = {}
         self.deferred_flush = []
         self.snap_sinks = {}
-        self.snap_unsure = {}
         self._sink_lock = threading.Lock()
         if self.control is not None:  # the parent's; the child serves a socket of its own
             self.control.running = False
