@@ -716,7 +716,9 @@ class Conn(RawEnds):
                 if block:
                     _wait(sock, True, deadline)
                     n = _send(sock, bytes(pend))
-                elif _ready(sock, True):
+                elif sock.gettimeout() in (None, 0.0) or _ready(sock, True):
+                    # (with a timeout, CPython waits for the socket before it sends,
+                    # MSG_DONTWAIT or not: ask first; without one, the send says)
                     n = _send(sock, bytes(pend), _DONTWAIT)
                 else:
                     return
