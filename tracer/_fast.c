@@ -162,6 +162,8 @@ now_ll(void)
 typedef struct {
     PyObject *name, *kind, *channel, *msg, *nbytes, *payload;
     long long seq, lam, wall;
+    long long mnum;  /* -1: msg is the message id (or None); else msg is the sender's name
+                      * and the id "<msg>#<mnum>" (a framed receive makes no string) */
 } evrec;
 
 typedef struct {
@@ -200,20 +202,34 @@ chunk_len(Chunk *c)
     return c->n;
 }
 
+static PyObject *msg_id(PyObject *name, unsigned long long seq);
+
+/* A message id: msg itself when mnum < 0, else "<msg>#<mnum>" (new references). */
+static inline PyObject *
+msg_of(PyObject *msg, long long mnum)
+{
+    if (mnum < 0) {
+        Py_INCREF(msg);
+        return msg;
+    }
+    return msg_id(msg, (unsigned long long)mnum);
+}
+
 /* The event tuple of a record: (name, seq, lamport, wall_ns, kind, channel, msg, nbytes,
  * payload, None). */
 static PyObject *
 rec_tuple(const evrec *e)
 {
     PyObject *s = PyLong_FromLongLong(e->seq), *c = PyLong_FromLongLong(e->lam),
-             *w = PyLong_FromLongLong(e->wall);
-    if (s == NULL || c == NULL || w == NULL) {
+             *w = PyLong_FromLongLong(e->wall), *m = msg_of(e->msg, e->mnum);
+    if (s == NULL || c == NULL || w == NULL || m == NULL) {
         Py_XDECREF(s);
         Py_XDECREF(c);
         Py_XDECREF(w);
+        Py_XDECREF(m);
         return NULL;
     }
-    return Py_BuildValue("(ONNNOOOOOO)", e->name, s, c, w, e->kind, e->channel, e->msg,
+    return Py_BuildValue("(ONNNOONOOO)", e->name, s, c, w, e->kind, e->channel, m,
                          e->nbytes, e->payload, Py_None);
 }
 
@@ -270,17 +286,23 @@ static PyObject *event_tuple(PyObject *lp, PyObject *s, PyObject *c, PyObject *k
                              PyObject *payload);
 
 /* Record the event: in a chunk when lp._append is a deque's own append, else as the
- * tuple passed to lp._append. Borrowed arguments. */
+ * tuple passed to lp._append. Borrowed arguments; the message id is msg_of(msg, mnum). */
 static int
 put_event(PyObject *lp, PyObject *s, PyObject *c, long long seq, long long clk,
-          PyObject *kind, PyObject *channel, PyObject *msg, PyObject *nbytes,
+          PyObject *kind, PyObject *channel, PyObject *msg, long long mnum, PyObject *nbytes,
           PyObject *payload)
 {
     PyObject *app = SLOT(lp, o_append), *name = SLOT(lp, o_name), *dq;
     if (app == NULL || deque_append_fn == NULL || !PyCFunction_Check(app) ||
         PyCFunction_GET_FUNCTION(app) != deque_append_fn ||
-        (dq = PyCFunction_GET_SELF(app)) == NULL || !Py_IS_TYPE(dq, DequeType))
-        return append_event(lp, seq, event_tuple(lp, s, c, kind, channel, msg, nbytes, payload));
+        (dq = PyCFunction_GET_SELF(app)) == NULL || !Py_IS_TYPE(dq, DequeType)) {
+        PyObject *m = msg_of(msg, mnum);
+        if (m == NULL)
+            return -1;
+        int r = append_event(lp, seq, event_tuple(lp, s, c, kind, channel, m, nbytes, payload));
+        Py_DECREF(m);
+        return r;
+    }
     Chunk *ch = cur_chunk;
     if (ch == NULL || ch->n >= CHUNK_CAP || cur_deque != dq || !last_of(dq, (PyObject *)ch)) {
         ch = PyObject_New(Chunk, &ChunkType);
@@ -311,6 +333,7 @@ put_event(PyObject *lp, PyObject *s, PyObject *c, long long seq, long long clk,
     e->seq = seq;
     e->lam = clk;
     e->wall = now_ll();
+    e->mnum = mnum;
     ch->n++;
     live_events++;
     if (!(seq & CHECK_MASK)) {
@@ -499,7 +522,7 @@ again:
     Py_XDECREF(fresh);
     fresh = NULL;
 
-    int rc = put_event(lp, s, c, seq, clk, K_SEND, channel, Py_None, nbytes, payload);
+    int rc = put_event(lp, s, c, seq, clk, K_SEND, channel, Py_None, -1, nbytes, payload);
     Py_DECREF(channel);
     if (rc < 0)
         goto fail;
@@ -584,10 +607,10 @@ recv_into_snaps(PyObject *snaps, PyObject *channel, PyObject *msg, PyObject *nby
 
 /* LogicalProcess.recv(channel, msg, stamp, nbytes, payload, value) -> seq (a new int
  * reference), or NULL with an error. `channel` is None or an exact str; `stamp` is
- * None or an int that fits (st, has). */
+ * None or an int that fits (st, has); the message id is msg_of(msg, mnum). */
 static PyObject *
-core_recv(PyObject *lp, PyObject *channel, PyObject *msg, PyObject *stamp, PyObject *nbytes,
-          PyObject *payload, PyObject *value, long long st, int has_stamp)
+core_recv(PyObject *lp, PyObject *channel, PyObject *msg, long long mnum, PyObject *stamp,
+          PyObject *nbytes, PyObject *payload, PyObject *value, long long st, int has_stamp)
 {
     long long seq, clk;
     PyObject *lock = SLOT(lp, o_lock), *s = NULL, *c = NULL;
@@ -635,7 +658,12 @@ core_recv(PyObject *lp, PyObject *channel, PyObject *msg, PyObject *stamp, PyObj
             if (fifo == NULL && PyErr_Occurred())
                 goto fail_in;
             int t = fifo == NULL ? 0 : PyObject_IsTrue(fifo);
-            if (t < 0 || (t && recv_into_snaps(snaps, channel, msg, nbytes, payload, value) < 0))
+            if (t > 0) {
+                PyObject *m = msg_of(msg, mnum);
+                t = m == NULL ? -1 : recv_into_snaps(snaps, channel, m, nbytes, payload, value);
+                Py_XDECREF(m);
+            }
+            if (t < 0)
                 goto fail_in;
         }
     }
@@ -643,7 +671,7 @@ core_recv(PyObject *lp, PyObject *channel, PyObject *msg, PyObject *stamp, PyObj
         goto fail;
     Py_CLEAR(lock);
 
-    int rc = put_event(lp, s, c, seq, clk, K_RECV, channel, msg, nbytes, payload);
+    int rc = put_event(lp, s, c, seq, clk, K_RECV, channel, msg, mnum, nbytes, payload);
     Py_DECREF(c);
     c = NULL;
     if (rc < 0)
@@ -704,7 +732,7 @@ lp_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnam
     if (kwnames == NULL && nargs >= 4 && nargs <= 6 && Py_IS_TYPE(self, LP_type) &&
         (args[0] == Py_None || PyUnicode_CheckExact(args[0])) &&
         stamp_value(args[2], &st, &has))
-        return core_recv(self, args[0], args[1], args[2], args[3],
+        return core_recv(self, args[0], args[1], -1, args[2], args[3],
                          nargs > 4 ? args[4] : Py_None, nargs > 5 ? args[5] : Py_None,
                          st, has);
     return call_with_self(py_recv, self, args, nargs, kwnames);
@@ -1079,21 +1107,27 @@ framed_piece(PyObject *c, PyObject *lp, const unsigned char *p, Py_ssize_t len)
     if (piece == NULL)
         return NULL;
     PyObject *cid = NULL, *msg = NULL, *nb = NULL, *stamp = NULL, *r = NULL;
+    long long mnum = -1;  /* the message id is msg_of(msg, mnum): no string made here */
     cid = cattr(c, c_in_cid, n_in_cid);
     if (cid == NULL) {
         PyErr_SetString(PyExc_AttributeError, "in_cid");
         goto recorded;
     }
     if (seq) {
-        PyObject *name = cattr(c, c_in_name, n_in_name);
-        if (name == NULL) {
+        msg = cattr(c, c_in_name, n_in_name);  /* the sender's name */
+        if (msg == NULL) {
             PyErr_SetString(PyExc_AttributeError, "in_name");
             goto recorded;
         }
-        msg = msg_id(name, seq);
-        Py_DECREF(name);
-        if (msg == NULL)
-            goto recorded;
+        if (seq < (1ULL << 63) && PyUnicode_CheckExact(msg))
+            mnum = (long long)seq;
+        else {
+            PyObject *name = msg;
+            msg = msg_id(name, seq);
+            Py_DECREF(name);
+            if (msg == NULL)
+                goto recorded;
+        }
     }
     else {
         Py_INCREF(Py_None);
@@ -1109,10 +1143,14 @@ framed_piece(PyObject *c, PyObject *lp, const unsigned char *p, Py_ssize_t len)
     long long stv;
     int has;
     if ((cid == Py_None || PyUnicode_CheckExact(cid)) && stamp_value(stamp, &stv, &has))
-        r = core_recv(lp, cid, msg, stamp, nb, wp ? piece : Py_None, Py_None, stv, has);
+        r = core_recv(lp, cid, msg, mnum, stamp, nb, wp ? piece : Py_None, Py_None, stv, has);
     else {
-        PyObject *a[5] = {cid, msg, stamp, nb, wp ? piece : Py_None};
-        r = call_with_self(py_recv, lp, a, 5, NULL);
+        PyObject *m = msg_of(msg, mnum);
+        if (m != NULL) {
+            PyObject *a[5] = {cid, m, stamp, nb, wp ? piece : Py_None};
+            r = call_with_self(py_recv, lp, a, 5, NULL);
+            Py_DECREF(m);
+        }
     }
 recorded:
     Py_XDECREF(cid);
@@ -1591,16 +1629,16 @@ small_uint(PyObject *v, unsigned long long *out)
 
 /* A compact row (0x02 ...); 1: written, 0: not compact (a str that is not UTF-8), -1:
  * error. ch and msg are None or exact strs; name and kind exact strs; the ints in
- * [0, 2**63). */
+ * [0, 2**63). The message id is msg (mnum < 0) or "<msg>#<mnum>" (a chunk's record of
+ * a framed receive: msg is the sender's name, indexed by identity). */
 static int
 enc_compact(strtab *t, wbuf *b, long long *prev, PyObject *name, long long seq,
             long long lam, long long wall, PyObject *kind, PyObject *ch,
-            PyObject *msg, unsigned long long nb)
+            PyObject *msg, long long mnum, unsigned long long nb)
 {
     Py_ssize_t ip, ik = -2, ic = -1, im = -1;
     const char *mname = NULL;
     Py_ssize_t mlen = 0;
-    long long mnum = 0;
     int split = 0;
     /* -1: error (set), -2: not UTF-8 (a marshal row); None stays -1 for ic/im */
     ip = st_index(t, name);
@@ -1609,8 +1647,14 @@ enc_compact(strtab *t, wbuf *b, long long *prev, PyObject *name, long long seq,
     if (ik >= 0 && ch != Py_None && (ic = st_index(t, ch)) < 0)
         ik = ic;
     if (ik >= 0 && msg != Py_None) {
-        split = msg_split(msg, &mname, &mlen, &mnum);
-        im = split ? st_name(t, mname, mlen) : st_index(t, msg);
+        if (mnum >= 0) {  /* the name object and the number, as they came */
+            split = 1;
+            im = st_index(t, msg);
+        }
+        else {
+            split = msg_split(msg, &mname, &mlen, &mnum);
+            im = split ? st_name(t, mname, mlen) : st_index(t, msg);
+        }
         if (im < 0)
             ik = im;
     }
@@ -1668,7 +1712,7 @@ enc_tuple(strtab *t, wbuf *b, long long *prev, PyObject *r, PyObject *event_row,
         small_uint(PyTuple_GET_ITEM(r, 3), &wall) && small_uint(PyTuple_GET_ITEM(r, 7), &nb)) {
         int w = enc_compact(t, b, prev, PyTuple_GET_ITEM(r, 0), seq, lam, wall,
                             PyTuple_GET_ITEM(r, 4), PyTuple_GET_ITEM(r, 5),
-                            PyTuple_GET_ITEM(r, 6), nb);
+                            PyTuple_GET_ITEM(r, 6), -1, nb);
         if (w != 0)
             return w < 0 ? -1 : 0;
     }
@@ -1732,7 +1776,7 @@ encode(PyObject *mod, PyObject *args)
                 PyUnicode_CheckExact(e->name) && PyUnicode_CheckExact(e->kind) &&
                 str_or_none(e->channel) && str_or_none(e->msg) && small_uint(e->nbytes, &nb))
                 w = enc_compact(&t, &b, &prev, e->name, e->seq, e->lam, e->wall, e->kind,
-                                e->channel, e->msg, nb);
+                                e->channel, e->msg, e->mnum, nb);
             if (w == 0) {  /* as its tuple */
                 PyObject *tup = rec_tuple(e);
                 w = tup == NULL ? -1 : enc_tuple(&t, &b, &prev, tup, event_row, cap);
