@@ -767,9 +767,30 @@ current_lp(void)
     return NULL;
 }
 
+#if PY_VERSION_HEX < 0x030C0000
+/* The last Conns found, by socket object, and the version of _objs they were found in.
+ * A dict's ma_version_tag (CPython 3.11) changes with every change of the dict, so while
+ * it is the same the entry is too: the Conn is still in it (a borrowed reference is
+ * safe), and the socket object is alive (its death removes its entry). It saves the
+ * key int and the lookup of every traced call. */
+#define CONN_CACHE 16
+static struct {
+    PyObject *sock, *conn;
+    uint64_t ver;
+} conn_cache[CONN_CACHE];
+#endif
+
 static inline PyObject *  /* new reference or NULL (no error) */
 conn_of(PyObject *sock)
 {
+#if PY_VERSION_HEX < 0x030C0000
+    uint64_t ver = PyDict_CheckExact(S_objs) ? ((PyDictObject *)S_objs)->ma_version_tag : 0;
+    size_t h = ((size_t)sock >> 4) & (CONN_CACHE - 1);
+    if (ver && conn_cache[h].sock == sock && conn_cache[h].ver == ver) {
+        Py_INCREF(conn_cache[h].conn);
+        return conn_cache[h].conn;
+    }
+#endif
     PyObject *key = PyLong_FromVoidPtr(sock);
     if (key == NULL) {
         PyErr_Clear();
@@ -781,6 +802,11 @@ conn_of(PyObject *sock)
         PyErr_Clear();
         return NULL;
     }
+#if PY_VERSION_HEX < 0x030C0000
+    conn_cache[h].sock = sock;
+    conn_cache[h].conn = c;
+    conn_cache[h].ver = ver;
+#endif
     Py_INCREF(c);
     return c;
 }
