@@ -864,7 +864,9 @@ zero_or_empty(PyObject *v)
     return z;
 }
 
-/* Take the token of a direction (the single item of a list): 1 taken, 0 not. */
+/* Take the token of a direction (the single item of a list, as the Python code's
+ * tok.pop()): 1 taken, 0 not. The list's own storage, without the slice machinery: the
+ * size shrinks by one, the capacity stays (give_token puts it back in place). */
 static inline int
 take_token(PyObject *tok)
 {
@@ -873,18 +875,24 @@ take_token(PyObject *tok)
     Py_ssize_t n = PyList_GET_SIZE(tok);
     if (n == 0)
         return 0;
-    if (PyList_SetSlice(tok, n - 1, n, NULL) < 0) {
-        PyErr_Clear();
-        return 0;
-    }
+    PyObject *item = PyList_GET_ITEM(tok, n - 1);
+    Py_SET_SIZE(tok, n - 1);
+    Py_DECREF(item);  /* (True: never the last reference) */
     return 1;
 }
 
-/* Give the token back, keeping a pending error; if the append itself fails, *result
- * is dropped and that error stands. */
+/* Give the token back (tok.append(True)), keeping a pending error; if the append itself
+ * fails, *result is dropped and that error stands. */
 static inline void
 give_token(PyObject *tok, PyObject **result)
 {
+    Py_ssize_t n = PyList_GET_SIZE(tok);
+    if (n < ((PyListObject *)tok)->allocated) {  /* room: the common case */
+        Py_INCREF(Py_True);
+        PyList_SET_ITEM(tok, n, Py_True);
+        Py_SET_SIZE(tok, n + 1);
+        return;
+    }
     PyObject *et, *ev, *tb;
     PyErr_Fetch(&et, &ev, &tb);
     if (PyList_Append(tok, Py_True) < 0) {
