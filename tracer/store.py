@@ -967,15 +967,16 @@ class SqlStore:
         with self.engine.connect() as conn:
             return sorted(r["name"] for r in self._live(conn, since_ns))
 
-    def channel_ends(self) -> list[dict]:
-        """``[{id, src, dst, fifo}]`` of every channel."""
+    def channel_ends(self, among: Iterable[str] | None = None) -> list[dict]:
+        """``[{id, src, dst, fifo}]`` of every channel (``among``: of the channels that
+        one of these processes sends or receives on)."""
         with self.engine.connect() as conn:
-            return self._ends(conn)
+            return self._ends(conn, among)
 
     def live_and_ends(self, since_ns: int) -> tuple[list[dict], list[dict]]:
         """``[{name, pid, host}]`` of the live processes (as ``live_processes``) and
-        ``channel_ends()``, in one read: a snapshot's start and its last check before
-        it is called complete, on a store that every recorder is writing."""
+        ``channel_ends()``, in one read: a snapshot's start, on a store that every
+        recorder is writing."""
         with self.engine.connect() as conn:
             return self._live(conn, since_ns), self._ends(conn)
 
@@ -983,9 +984,17 @@ class SqlStore:
         return [dict(name=r[0], pid=r[1], host=r[2])
                 for r in conn.exec_driver_sql(self._sql["live"], (since_ns,))]
 
-    def _ends(self, conn) -> list[dict]:
+    def _ends(self, conn, among: Iterable[str] | None = None) -> list[dict]:
+        sql, args = self._sql["ends"], ()
+        if among is not None:
+            args = tuple(sorted(set(among)))
+            if not args:
+                return []
+            places = self._places(len(args))
+            sql += f" WHERE src IN ({places}) OR dst IN ({places})"
+            args += args
         return [dict(id=r[0], src=r[1], dst=r[2], fifo=bool(r[3]))
-                for r in conn.exec_driver_sql(self._sql["ends"])]
+                for r in conn.exec_driver_sql(sql, args)]
 
     def _places(self, n: int) -> str:
         """``n`` parameter places, comma-separated (an IN list)."""
@@ -1256,10 +1265,12 @@ class MemoryStore:
             return sorted(p["name"] for p in self.processes_.values()
                           if p.get("ended_ns") is None and p.get("heartbeat_ns", 0) >= since_ns)
 
-    def channel_ends(self) -> list[dict]:
+    def channel_ends(self, among: Iterable[str] | None = None) -> list[dict]:
+        among = None if among is None else set(among)
         with self._lock:
             return [dict(id=c["id"], src=c["src"], dst=c["dst"], fifo=c["fifo"])
-                    for c in self.channels.values()]
+                    for c in self.channels.values()
+                    if among is None or c["src"] in among or c["dst"] in among]
 
     def load(self, events: bool = True) -> dict:
         with self._lock:
