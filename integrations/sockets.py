@@ -911,7 +911,15 @@ class Conn(RawEnds):
                 want = bufsize - ngot
                 left = self.in_left
                 held = len(self.in_buf)
-                n = want if left >= want else want + _HDR_SIZE - held
+                if left >= want:
+                    n = want
+                elif left and want == self.in_n:
+                    # The reader takes frame-sized reads and is mid-frame (its first
+                    # read also took a HELLO): finish this frame only, and the next
+                    # read starts at a frame's start, where recv's hot path serves it.
+                    n = left
+                else:
+                    n = want + _HDR_SIZE - held
                 if held:
                     need = self._need()
                     if n < need:

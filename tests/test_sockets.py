@@ -854,3 +854,26 @@ def test_hello_owed_is_forgotten_once_sent_or_closed():
         assert sockets._hello_owed == {}
         a.close()
         srv.close()
+
+
+def test_frame_sized_reads_fall_back_into_step_after_the_hello():
+    """A reader that takes frame-sized reads (recv(64) for 64-byte messages) while the
+    writer is ahead: its first read also takes the HELLO, so it ends mid-frame. The next
+    read finishes that frame only, and from then on each read is one whole message
+    (where recv's C hot path serves it), instead of every read straddling two frames
+    for the life of the connection. The bytes are the application's either way."""
+    with recording("p") as rec:
+        c, s = pair()
+        msgs = [bytes([65 + i]) * 64 for i in range(10)]
+        for m in msgs:
+            c.sendall(m)
+        time.sleep(0.05)  # all of them wait in the reader's socket
+        chunks = []
+        while sum(map(len, chunks)) < 640:
+            chunks.append(s.recv(64))
+        assert b"".join(chunks) == b"".join(msgs)
+        assert chunks[-9:] == msgs[1:], [len(x) for x in chunks]
+        c.close()
+        s.close()
+        doc = rec.trace()
+    assert_matched(doc, min_framed=1)
