@@ -294,6 +294,7 @@ class LogicalProcess:
         if sid in self.snaps or sid in self.tracer.finished_snaps.get(self.name, ()):
             return False
         state = self.local_state()  # the application's code runs outside our lock
+        sink = self.tracer.snap_sink(sid)  # (a file system lookup: outside it too)
         with self.lock:
             if sid in self.snaps:
                 return False
@@ -316,7 +317,7 @@ class LogicalProcess:
             # received on them after it: empty in the cut, whoever marks them later).
             own = {"clock": lamport, "seq": seq, "incoming": sorted(c for c, f in inc.items() if f),
                    "outgoing": out, "uncovered": sorted(uncovered), "ended": list(self.ended_in)}
-            s = SnapState(sid, initiator, seq, out, self.tracer.snap_sink(sid, self))
+            s = SnapState(sid, initiator, seq, out, sink)
             if via is not None:
                 s.closed.add(via)
             self.snaps[sid] = s

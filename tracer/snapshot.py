@@ -403,7 +403,7 @@ class Coordinator:
             record_ended(self.tracer, self.id, self.initiator)
         self._tell_local("ended")
 
-    def _newcomers(self, recorded: set[str]) -> bool:
+    def _newcomers(self, recorded: set[str]) -> None:
         """Once every expected process has recorded: live processes with channels that
         the store did not show at the start (their first channel was still being
         written) and that no marker reached. They are asked to start; the snapshot
@@ -419,11 +419,9 @@ class Coordinator:
             self._mark("newcomers read")
         self._chan_info.update({c["id"]: c for c in ends})
         new = {p for c in ends for p in (c["src"], c["dst"]) if p in candidates}
-        if not new:
-            return False
-        self.expected |= new
-        self._request(new)
-        return True
+        if new:
+            self.expected |= new
+            self._request(new)
 
     def _describe(self, unrecorded, unfinished, open_, uncovered) -> list[dict]:
         if open_ or uncovered:

@@ -268,8 +268,9 @@ def decode_cs(raw: bytes) -> list[tuple]:
                 msg = opt[(m + 1) // 2]
             rows.append((strs[p], seq, lam, prev, strs[k], opt[ch], msg, varint(), None, None))
         elif tag == 0 and not v2:
-            p, seq, lam, zz, k, ch, msg, nb = (varint() for _ in range(8))
-            prev += (zz >> 1) ^ -(zz & 1)
+            p, seq, lam = varint(), varint(), varint()
+            prev += delta()
+            k, ch, msg, nb = (varint() for _ in range(4))
             rows.append((strs[p], seq, lam, prev, strs[k], opt[ch], opt[msg], nb, None, None))
         elif tag == 1:
             n = varint()

@@ -230,8 +230,8 @@ class Tracer:
         if c is not None:
             c.close()
 
-    def snap_sink(self, sid: int, lp: LogicalProcess):
-        """Where ``lp``'s records of snapshot ``sid`` go (``LogicalProcess.record``):
+    def snap_sink(self, sid: int):
+        """Where this interpreter's records of snapshot ``sid`` go (``LogicalProcess.record``):
         the coordinator that said so (a request, or one of this interpreter); else,
         while this interpreter serves a control socket, the inbox of a coordinator of
         this host if it exists (``control.inbox_path``: a coordinator opens it before
