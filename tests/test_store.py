@@ -497,8 +497,8 @@ def test_cs2_differences_and_message_ids_round_trip(rows, steps):
     assert S.decode_cs(cs2) == rows
 
 
-def test_blocks_of_session_4_cs1_are_still_read():
-    """A cs1 block as session 4's writer wrote it (compact rows, a marshal'd row with
+def test_cs1_blocks_are_still_read():
+    """A cs1 block as its writer wrote it (compact rows, a marshal'd row with
     data, one with a payload and a non-ASCII name): both readers read it."""
     from cutscope.tracer import store as S
     from cutscope.tracer.process import FAST

@@ -1391,7 +1391,7 @@ expand(PyObject *mod, PyObject *items)
  * cost a byte each; wall' is the previous 0x02 row's (0 at first), n'_i one more than
  * the previous n of a message id on string i (0 at first). A string is written once per block for each distinct
  * object (identity), or for each distinct sender name of a message id (content); ints
- * in [0, 2**63). cs1 (session 4, still read) is the same with 0x00 rows: varint(process)
+ * in [0, 2**63). cs1 (still read) is the same with 0x00 rows: varint(process)
  * varint(seq) varint(lamport) zz(wall - wall') varint(kind) opt(channel) opt(msg)
  * varint(nbytes). The Python reader (store.decode_cs) is the reference for both. */
 

@@ -36,7 +36,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 SCHEMA_VERSION = 2
 # event_blocks.encoding of what this version writes: "cs2+zlib" with the C extension
 # (tracer/_fast.c encodes; a tenth of marshal's time), else "marshal4+zlib"; all read
-# (and "cs1+zlib", session 4's).
+# (and "cs1+zlib", the older compact encoding).
 BLOCK_ENCODING = "cs2+zlib" if FAST is not None else "marshal4+zlib"
 BLOCK_ENCODINGS = ("cs2+zlib", "cs1+zlib", "marshal4+zlib")
 DEFAULT_URL = "sqlite:///cutscope.db"
