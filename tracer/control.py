@@ -1,7 +1,7 @@
 """Local control sockets: snapshot requests and reports without the store's write lock.
 
-SPEC 5 lets a coordinator reach a process "through the store or a local control
-socket that only the owner can use". Through the store alone, a request waits
+A coordinator reaches a process through the store or through a local control
+socket that only the owner can use. Through the store alone, a request waits
 for the process's recorder thread to poll it (every 50 ms, and not at all while
 that thread is blocked in a write), and every record of the snapshot (a state,
 a closed channel, "done") waits for a write turn on the store, which all the

@@ -1,6 +1,6 @@
 """Logical processes: the Lamport clock, the event sequence, and the snapshot state.
 
-A logical process is the unit that has a clock and a local state (SPEC 3). By
+A logical process is the unit that has a clock and a local state. By
 default there is one per OS process; a thread or an asyncio task becomes its own
 logical process inside ``cutscope.process(name)``, carried in a ``contextvars``
 variable.
@@ -9,7 +9,7 @@ The hot path is ``send`` / ``recv``: one lock, two integer increments, one
 tuple appended to the recorder's buffer. Everything else (formatting, I/O)
 happens in the recorder thread.
 
-Snapshot rules (Chandy-Lamport, SPEC 5) live here too because they need the
+Snapshot rules (Chandy-Lamport, docs/snapshots.md) live here too because they need the
 process lock: recording the local state and queueing a marker on every outgoing
 endpoint happen under it, so no send of this process can fall between the two.
 """

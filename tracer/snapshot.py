@@ -86,7 +86,7 @@ class Snapshot:
     event_seqs: dict[str, int] = field(default_factory=dict)
     complete_channels: set[str] = field(default_factory=set)
     elapsed: float | None = None  # seconds from request to end (None while running)
-    entry: dict | None = None  # the interchange form (SPEC 7)
+    entry: dict | None = None  # the interchange form (docs/format.md)
 
     @property
     def complete(self) -> bool:

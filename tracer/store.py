@@ -329,7 +329,7 @@ def message_record(msg, nbytes, payload, value) -> dict:
 # -- the interchange document ------------------------------------------------
 
 def event_doc(p, seq, lam, wall, kind, ch, msg, n, payload, data) -> dict:
-    """One stored event row as the interchange document writes it (SPEC 7)."""
+    """One stored event row as the interchange document writes it (docs/format.md)."""
     if not msg:  # None: a send's own id, derived here; "": unframed, no id
         msg = f"{p}#{seq}" if msg is None and kind == "send" else None
     e = {"process": p, "seq": seq, "lamport": lam, "kind": kind, "channel": ch, "msg": msg,
@@ -348,7 +348,7 @@ def event_doc(p, seq, lam, wall, kind, ch, msg, n, payload, data) -> dict:
 def build_trace(processes: Iterable[dict], channels: Iterable[dict], events: Iterable[tuple],
                 snapshots: Iterable[dict], states: Iterable[dict],
                 messages: Iterable[dict]) -> dict:
-    """Assemble the ``cutscope-trace`` document (SPEC 7) from stored records."""
+    """Assemble the ``cutscope-trace`` document (docs/format.md) from stored records."""
     doc: dict = {"format": "cutscope-trace", "version": 1}
     doc["processes"] = [
         {"name": p["name"], "pid": p["pid"], "host": p["host"], "parent": p.get("parent")}
@@ -951,7 +951,7 @@ class SqlStore:
                 tuple(sids))}
 
     def snapshot_entry(self, sid: int) -> dict | None:
-        """Snapshot ``sid`` as the interchange document shows it (SPEC 7); None if unknown."""
+        """Snapshot ``sid`` as the interchange document shows it (docs/format.md); None if unknown."""
         with self.engine.connect() as conn:
             snaps = [dict(r._mapping) for r in conn.execute(
                 select(Snapshot.__table__).where(Snapshot.id == sid))]

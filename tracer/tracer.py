@@ -31,7 +31,7 @@ def strict_default() -> bool:
 
 
 def default_name() -> str:
-    """This OS process's logical-process name (SPEC 3).
+    """This OS process's logical-process name.
 
     ``CUTSCOPE_NAME`` if set, else ``<parent>/<pid>`` when a traced parent
     launched us (``CUTSCOPE_PARENT``), else ``host:pid``.
@@ -165,7 +165,7 @@ class Tracer:
         if self.running:
             return self
         self.running = True
-        # Children we launch name themselves after us (SPEC 3), not after our name.
+        # Children we launch name themselves after us, not after our name.
         os.environ.pop("CUTSCOPE_NAME", None)
         os.environ["CUTSCOPE_PARENT"] = self.main.name
         _active[0] = self

@@ -1,6 +1,6 @@
-"""Causality analysis of a recorded trace, from its events alone (SPEC 8).
+"""Causality analysis of a recorded trace, from its events alone (docs/cuts.md).
 
-Pure: it works on the interchange document (SPEC 7, ``store.load()`` or
+Pure: it works on the interchange document (docs/format.md, ``store.load()`` or
 ``cutscope.viewer.export.load(db)``) and never touches a store, so the
 snapshot protocol's tests, ``cutscope check``, the renderer and the viewer all
 share it.

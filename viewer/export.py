@@ -1,4 +1,4 @@
-"""Reading a trace out of the store: the interchange document (SPEC 7)."""
+"""Reading a trace out of the store: the interchange document (docs/format.md)."""
 
 from __future__ import annotations
 

@@ -345,7 +345,7 @@ def add_snapshot(sub) -> None:
     p.add_argument("--timeout", default="10", metavar="S",
                    help="seconds to wait before storing it as partial (default 10)")
     p.add_argument("--json", action="store_true",
-                   help="print the snapshot as the interchange format has it (SPEC 7)")
+                   help="print the snapshot as the interchange format has it (docs/format.md)")
     p.set_defaults(func=cmd_snapshot)
 
 
