@@ -430,6 +430,9 @@ def _open_out(conn, st: _CS, lp) -> OutEndpoint:
 def c_send_bytes(self, buf):
     st = self.__dict__.get("_cutscope_c")
     if st is SKIP:
+        hs = self.__dict__.get(_HS)
+        if hs is not None:
+            return _hs_send(self, hs, buf)
         return _ORIG["Connection._send_bytes"](self, buf)
     lp = _lp()
     if lp is None:
@@ -486,6 +489,9 @@ def c_recv_bytes(self, maxsize=None):
     st = self.__dict__.get("_cutscope_c")
     recv = _ORIG["Connection._recv_bytes"]
     if st is SKIP:
+        hs = self.__dict__.get(_HS)
+        if hs is not None:
+            return _hs_recv(self, hs, maxsize)
         return recv(self, maxsize)
     lp = _lp()
     if lp is None:
@@ -650,47 +656,130 @@ def reduce_connection(conn):
 
 
 # -- Listener / Client: the authentication handshake says who traces ------------------------
+#
+# multiprocessing's own deliver_challenge / answer_challenge run; the wrappers only mark the
+# connection, and the Connection wrappers act on the handshake's messages:
+# - delivering: the challenge goes out with MAGIC appended (the peer learns that we trace).
+#   A challenge without a digest prefix (3.11's bare 20 bytes) also gets the prefix
+#   b"{md5}", because 3.12+ answers an unprefixed challenge only at its legacy length.
+#   The peer answers with a MAC over the challenge it received; when that MAC is valid
+#   for the authkey, the stdlib's check receives the MAC over its own challenge (a bare
+#   HMAC-MD5 for a bare challenge, else the same kind as the peer's answer), so it accepts
+#   exactly the answers it would accept without cutscope. An invalid answer is handed on
+#   unchanged and fails as before.
+# - answering: a challenge that ends with MAGIC comes from a traced peer; it is answered
+#   unchanged (the MAC covers the magic).
+# The MAC formats are the protocol's: a bare HMAC-MD5 (3.11 and 3.12+'s legacy mode), or
+# b"{digest}" + HMAC (3.12+).
 
-def deliver_challenge(connection, authkey):
+class _Deliver:
+    __slots__ = ("authkey", "challenge", "sent", "answered")
+
+    def __init__(self, authkey: bytes):
+        self.authkey = authkey
+        self.challenge = None  # the challenge as the stdlib made it
+        self.sent = None  # the challenge as it went out
+        self.answered = False
+
+
+class _Answer:
+    __slots__ = ("peer",)
+
+    def __init__(self):
+        self.peer = False
+
+
+_HS = "_cutscope_hs"
+CHALLENGE = b"#CHALLENGE#"  # how the challenge message starts (every version's protocol)
+
+
+def _mac_for(authkey: bytes, response: bytes, signed: bytes, bare: bytes):
+    """``response`` is a valid MAC over ``signed``: the MAC over ``bare`` that the stdlib's
+    check of ``bare`` accepts, else None."""
     import hmac
 
-    from multiprocessing.connection import AuthenticationError, CHALLENGE, FAILURE, \
-        MESSAGE_LENGTH, WELCOME
+    name, mac, prefix = "md5", response, b""
+    if response[:1] == b"{":
+        end = response.find(b"}", 1, 22)
+        if end < 0:
+            return None
+        try:
+            name = response[1:end].decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        mac, prefix = response[end + 1:], response[:end + 1]
+    try:
+        expected = hmac.new(authkey, signed, name).digest()
+    except ValueError:
+        return None
+    if len(expected) != len(mac) or not hmac.compare_digest(expected, mac):
+        return None
+    if bare[:1] != b"{":
+        return hmac.new(authkey, bare, "md5").digest()
+    return prefix + hmac.new(authkey, bare, name).digest()
 
-    if not isinstance(authkey, bytes):
-        raise ValueError("Authkey must be bytes, not {0!s}".format(type(authkey)))
+
+def _hs_send(conn, hs, buf):
+    """A handshake message going out (the connection is SKIP)."""
+    if type(hs) is _Deliver and hs.challenge is None:
+        b = bytes(buf)
+        if b.startswith(CHALLENGE):
+            hs.challenge = b[len(CHALLENGE):]
+            hs.sent = (hs.challenge if hs.challenge[:1] == b"{" else
+                       b"{md5}" + hs.challenge) + MAGIC
+            return _ORIG["Connection._send_bytes"](conn, CHALLENGE + hs.sent)
+    return _ORIG["Connection._send_bytes"](conn, buf)
+
+
+def _hs_recv(conn, hs, maxsize):
+    """A handshake message coming in (the connection is SKIP)."""
+    buf = _ORIG["Connection._recv_bytes"](conn, maxsize)
+    if buf is None:
+        return buf
+    if type(hs) is _Deliver:
+        if hs.challenge is not None and not hs.answered:
+            hs.answered = True
+            mac = _mac_for(hs.authkey, buf.getvalue(), hs.sent, hs.challenge)
+            if mac is not None:
+                return io.BytesIO(mac)
+    elif type(hs) is _Answer:
+        with buf.getbuffer() as view:
+            if len(view) >= len(CHALLENGE) + 16 and view[-16:] == MAGIC and \
+                    view[:len(CHALLENGE)] == CHALLENGE:
+                hs.peer = True
+    return buf
+
+
+def deliver_challenge(connection, authkey, *a, **kw):
+    orig = _ORIG["deliver_challenge"]
+    if not isinstance(authkey, bytes) or _active[0] is None:
+        return orig(connection, authkey, *a, **kw)
     _in_handshake(connection)
-    message = os.urandom(MESSAGE_LENGTH) + MAGIC  # the magic says: this side traces
-    connection.send_bytes(CHALLENGE + message)
-    digest = hmac.new(authkey, message, "md5").digest()
-    response = connection.recv_bytes(256)
-    if response == digest:
-        connection.send_bytes(WELCOME)
-    else:
-        connection.send_bytes(FAILURE)
-        raise AuthenticationError("digest received was wrong")
+    d = connection.__dict__
+    d[_HS] = _Deliver(authkey)
+    try:
+        r = orig(connection, authkey, *a, **kw)
+    finally:
+        d.pop(_HS, None)
     _handshake_step(connection, "_cutscope_delivered", "_cutscope_answered")
+    return r
 
 
-def answer_challenge(connection, authkey):
-    import hmac
-
-    from multiprocessing.connection import AuthenticationError, CHALLENGE, WELCOME
-
-    if not isinstance(authkey, bytes):
-        raise ValueError("Authkey must be bytes, not {0!s}".format(type(authkey)))
+def answer_challenge(connection, authkey, *a, **kw):
+    orig = _ORIG["answer_challenge"]
+    if not isinstance(authkey, bytes) or _active[0] is None:
+        return orig(connection, authkey, *a, **kw)
     _in_handshake(connection)
-    message = connection.recv_bytes(256)
-    assert message[:len(CHALLENGE)] == CHALLENGE, "message = %r" % message
-    message = message[len(CHALLENGE):]
-    digest = hmac.new(authkey, message, "md5").digest()
-    connection.send_bytes(digest)
-    response = connection.recv_bytes(256)
-    if response != WELCOME:
-        raise AuthenticationError("digest sent was rejected")
-    if message.endswith(MAGIC):
-        connection.__dict__["_cutscope_peer"] = True  # the peer traces
+    d = connection.__dict__
+    hs = d[_HS] = _Answer()
+    try:
+        r = orig(connection, authkey, *a, **kw)
+    finally:
+        d.pop(_HS, None)
+    if hs.peer:
+        d["_cutscope_peer"] = True  # the peer traces
     _handshake_step(connection, "_cutscope_answered", "_cutscope_delivered")
+    return r
 
 
 def _handshake_step(c, mine: str, other: str) -> None:
@@ -920,9 +1009,8 @@ def _patch_connection(module=None) -> None:
     _set(C, "wait", "wait", wait)
     _set(C, "Client", "Client", Client)
     _set(C.Listener, "accept", "Listener.accept", accept)
-    if sys.version_info[:2] == (3, 11):  # the handshake this code knows
-        _set(C, "deliver_challenge", "deliver_challenge", deliver_challenge)
-        _set(C, "answer_challenge", "answer_challenge", answer_challenge)
+    _set(C, "deliver_challenge", "deliver_challenge", deliver_challenge)
+    _set(C, "answer_challenge", "answer_challenge", answer_challenge)
     red = ForkingPickler._extra_reducers
     if red.get(C.Connection) is C.reduce_connection:
         _ORIG["reduce_connection"] = C.reduce_connection

@@ -363,6 +363,89 @@ def test_listener_client_with_an_untraced_peer_process(db_path):
     assert all(e["msg"] is None for e in server_ev if e["kind"] == "recv")
 
 
+WRONG_KEY_CLIENT = textwrap.dedent("""
+    import sys
+    from multiprocessing.connection import AuthenticationError, Client
+    try:
+        Client(("127.0.0.1", int(sys.argv[1])), authkey=b"wrong")
+    except AuthenticationError as exc:
+        print("AuthenticationError", exc, flush=True)
+""")
+
+
+def test_listener_with_a_wrong_authkey_fails_as_without_cutscope(db_path):
+    """The handshake's answers are checked as by multiprocessing: a wrong key fails both ends."""
+    from multiprocessing.connection import AuthenticationError, Listener
+
+    def attempt():
+        with Listener(("127.0.0.1", 0), authkey=b"secret") as listener:
+            proc = subprocess.Popen([sys.executable, "-c", WRONG_KEY_CLIENT,
+                                     str(listener.address[1])], env=untraced_env(),
+                                    stdout=subprocess.PIPE, text=True)
+            with pytest.raises(AuthenticationError) as info:
+                listener.accept()
+            out = proc.communicate(timeout=TIMEOUT)[0]
+        return str(info.value), out
+
+    untraced = attempt()
+    cutscope.start(db=db_path, name="server")
+    try:
+        traced = attempt()
+    finally:
+        cutscope.stop()
+    assert traced == untraced
+    assert traced[1].startswith("AuthenticationError")
+
+
+def other_pythons():
+    """Interpreters of other versions on this machine (untraced peers that speak their
+    version's handshake: 3.11 answers with a bare HMAC-MD5, 3.12+ with a digest prefix)."""
+    import glob
+    import shutil
+
+    found = {}
+    for exe in [shutil.which("python3.11"), "/usr/bin/python3",
+                *glob.glob("/root/.pyenv/versions/3.1*/bin/python3")]:
+        if not exe or not os.access(exe, os.X_OK):
+            continue
+        ver = subprocess.run([exe, "-c", "import sys; print(sys.version_info[:2])"],
+                             capture_output=True, text=True).stdout.strip()
+        if ver and ver != str(sys.version_info[:2]):
+            found.setdefault(ver, exe)
+    return sorted(found.items())
+
+
+@pytest.mark.parametrize("peer", [p[1] for p in other_pythons()] or
+                         [pytest.param(None, marks=pytest.mark.skip("no other Python here"))])
+def test_listener_client_with_an_untraced_peer_of_another_version(peer, db_path):
+    from multiprocessing.connection import Client, Listener
+
+    cutscope.start(db=db_path, name="server")
+    try:
+        with Listener(("127.0.0.1", 0), authkey=b"secret") as listener:
+            proc = subprocess.Popen([peer, "-c", UNTRACED_CLIENT, str(listener.address[1])],
+                                    env=untraced_env())
+            with listener.accept() as c:
+                assert c.recv() == "hi"
+                c.send("back")
+                assert c.recv() == "back!"
+                assert c.recv_bytes() == b"plain"
+            assert proc.wait(TIMEOUT) == 0
+        srv = subprocess.Popen([peer, "-c", UNTRACED_SERVER], env=untraced_env(),
+                               stdout=subprocess.PIPE, text=True)
+        port = int(srv.stdout.readline())
+        with Client(("127.0.0.1", port), authkey=b"secret") as c:
+            c.send("x")
+            assert c.recv() == ("got", "x")
+        srv.kill()
+        srv.wait(TIMEOUT)
+        srv.stdout.close()
+    finally:
+        cutscope.stop()
+    chans = [c for c in load(db_path)["channels"] if c["transport"] == "mp.connection"]
+    assert chans and not any(c["framed"] for c in chans)
+
+
 def test_pipe_with_an_untraced_parent(db_path):
     """The parent does not trace; its child starts cutscope: the pipe stays raw."""
     ctx = mp.get_context("spawn")
