@@ -78,23 +78,37 @@ def test_public_api_is_pinned():
         assert hasattr(cutscope, name), name
 
 
-def test_rooms_do_not_cross():
-    """tracer imports neither integrations nor viewer; viewer never imports integrations."""
-    import re
+def _installed_layout(dest):
+    """The package tree as an install lays it out (pyproject's package-dir mapping),
+    made of symbolic links to this checkout: import-linter reads a package from one
+    directory tree, which the editable install does not have."""
+    import tomllib
 
-    def imports(folder):
-        out = []
-        for dirpath, _, files in os.walk(os.path.join(ROOT, folder)):
-            for f in files:
-                if f.endswith(".py"):
-                    text = open(os.path.join(dirpath, f), encoding="utf-8").read()
-                    out += [(f, m) for m in re.findall(r"^\s*(?:from|import)\s+([\w.]+)", text, re.M)]
-        return out
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        conf = tomllib.load(f)["tool"]["setuptools"]
+    folders = dict(conf["package-dir"])
+    for package in sorted(conf["packages"]):
+        parent, _, last = package.rpartition(".")
+        folder = folders.setdefault(package, os.path.join(folders.get(parent, parent), last))
+        target = os.path.join(dest, *package.split("."))
+        os.makedirs(target, exist_ok=True)
+        src = os.path.join(ROOT, folder)
+        for name in os.listdir(src):
+            if name.endswith(".py") and not os.path.exists(os.path.join(target, name)):
+                os.symlink(os.path.join(src, name), os.path.join(target, name))
 
-    bad = [(f, m) for f, m in imports("tracer") if m.startswith(("cutscope.integrations", "cutscope.viewer", "cutscope.cli"))]
-    bad += [(f, m) for f, m in imports("viewer") if m.startswith("cutscope.integrations")]
-    bad += [(f, m) for f, m in imports("integrations") if m.startswith("cutscope.viewer")]
-    assert not bad, bad
+
+def test_the_rooms_keep_their_contracts(tmp_path):
+    """import-linter's contracts of pyproject.toml: the tracer imports neither the
+    integrations nor the viewer, those two do not import each other, no room imports
+    the front door, and no room has an import cycle."""
+    _installed_layout(str(tmp_path))
+    lint = os.path.join(os.path.dirname(sys.executable), "lint-imports")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    r = subprocess.run([lint, os.path.join(ROOT, "pyproject.toml")], cwd=str(tmp_path), env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "Contracts: 4 kept" in r.stdout, r.stdout[-2000:]
 
 
 def test_the_tracer_room_is_reachable_by_its_dotted_name():

@@ -259,25 +259,18 @@ class _Listener:
 class ControlServer(_Listener):
     """An interpreter's control socket: snapshot requests, the end."""
 
-    def __init__(self, tracer, d: str):
+    def __init__(self, tracer, d: str, on_message):
+        """``on_message(tracer, msg)`` handles each request (the snapshot protocol's
+        ``snapshot.on_control``); this module only carries the messages."""
         self.tracer = tracer
         self.dir = d
+        self.on_message = on_message
         super().__init__(process_path(d, os.getpid()), "cutscope-control")
 
     def handle(self, msg: dict) -> None:
-        from . import snapshot
-
-        t = self.tracer
-        if msg.get("store") != t.store.url:  # a stale socket name reused by another trace
+        if msg.get("store") != self.tracer.store.url:  # a stale socket name reused by another trace
             return
-        op = msg.get("op")
-        if op == "req":
-            snapshot.on_request(t, int(msg["sid"]), msg["initiator"], msg.get("start") or [],
-                                msg.get("reply"))
-        elif op == "ended":
-            snapshot.record_ended(t, int(msg["sid"]), msg["initiator"])
-        elif op == "end":
-            snapshot.on_end(t, int(msg["sid"]), msg.get("status") == "complete")
+        self.on_message(self.tracer, msg)
 
     def error(self, exc: BaseException) -> None:
         self.tracer._writer_error(exc)

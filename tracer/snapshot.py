@@ -585,6 +585,18 @@ def take(store, initiator: str | None = None, timeout: float = 10.0, tracer=None
     return c.wait()
 
 
+def on_control(tracer, msg: dict) -> None:
+    """A message that reached this interpreter's control socket (``control.ControlServer``)."""
+    op = msg.get("op")
+    if op == "req":
+        on_request(tracer, int(msg["sid"]), msg["initiator"], msg.get("start") or [],
+                   msg.get("reply"))
+    elif op == "ended":
+        record_ended(tracer, int(msg["sid"]), msg["initiator"])
+    elif op == "end":
+        on_end(tracer, int(msg["sid"]), msg.get("status") == "complete")
+
+
 # -- the recorder thread's part (Tracer.tick_hooks) -----------------------------------------
 
 def tick(tracer) -> None:
@@ -663,5 +675,5 @@ def _start_from_signal(tracer, timeout: float = 10.0) -> None:
     threading.Thread(target=run, name=f"cutscope-snapshot-{c.id}", daemon=True).start()
 
 
-__all__ = ["Snapshot", "SnapshotError", "Coordinator", "take", "tick", "LIVE_NS", "on_request",
+__all__ = ["Snapshot", "SnapshotError", "Coordinator", "take", "tick", "LIVE_NS", "on_request", "on_control",
            "on_end", "record_ended"]

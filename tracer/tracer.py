@@ -216,12 +216,13 @@ class Tracer:
                 "CUTSCOPE_CONTROL", "1") in ("0", "no", "false"):
             return
         from .control import ControlServer, control_dir
+        from .snapshot import on_control
 
         d = control_dir()
         if d is None:
             return
         try:
-            self.control = ControlServer(self, d)
+            self.control = ControlServer(self, d, on_control)
         except OSError as exc:  # no Unix sockets here: the store alone reaches us
             log.debug("cutscope: no control socket: %s", exc)
 
