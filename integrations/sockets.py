@@ -19,9 +19,13 @@ cannot be traced are described in ``docs/protocol.md``.
 
 from __future__ import annotations
 
+import atexit
+import base64
 import contextlib
 import errno
 import ipaddress
+import itertools
+import json
 import os
 import select
 import selectors
@@ -32,12 +36,13 @@ import time
 import weakref
 import _socket
 
+from cutscope.tracer import control as _control
 from cutscope.tracer import wire
 from cutscope.tracer.process import FAST, OutEndpoint, _current, _default
 
 from ._base import Instrumentor, register
 
-__all__ = ["SocketInstrumentor", "HELLO_WAIT"]
+__all__ = ["SocketInstrumentor"]
 
 _Socket = socket.socket
 _ss = _socket.socket
@@ -57,15 +62,20 @@ _WAITALL = int(getattr(socket, "MSG_WAITALL", 0))
 _NOT_STREAM_FLAGS = ~(_DONTWAIT | _WAITALL)
 _INET = (socket.AF_INET, socket.AF_INET6)
 
-# How long a traced server that speaks first waits for a traced client's HELLO
-# before it sends raw (seconds; CUTSCOPE_HELLO_WAIT).
-HELLO_WAIT = float(os.environ.get("CUTSCOPE_HELLO_WAIT", "0.05") or 0.05)
+# The longest a traced end waits for a connect in progress towards its own address
+# to register (seconds): the gap between a client's connect() returning and its
+# registration, microseconds normally.
+RESOLVE_WAIT = 0.5
+# The longest a receiver waits for the rest of a HELLO's 16-byte magic once its first
+# bytes are there (they leave in one syscall: normally no wait at all).
+PREFIX_WAIT = 0.2
 # How long a registry answer is trusted (seconds).
 LOOKUP_TTL = 0.5
 # Modules whose listeners hand the descriptor to code that reads it with
 # os.read (multiprocessing.connection): never registered, so never framed.
 _NO_REGISTER = ("multiprocessing.connection",)
 
+# Modes of a direction. HELLO_PENDING: framed, the HELLO goes in front of the first frame.
 RAW, FRAMED, UNDECIDED, HELLO_PENDING = 0, 1, 2, 3
 
 _real = {n: getattr(_ss, n) for n in (
@@ -260,6 +270,188 @@ def _traced_peer(transport: str, ip: str, port: int) -> bool:
     return traced
 
 
+# -- the connection registry (docs/protocol.md, "Negotiation") -----------------------------
+#
+# Each traced end of a TCP connection to or from a registered listener has an entry
+# named by its own 4-tuple (local address first) in the control directory's ``c/``:
+# "<pid> w" (it reads through the wrappers) or "<pid> r" (its descriptor was detached:
+# something else reads it). Its peer looks it up under the reversed 4-tuple. A client
+# registers an intent ("i/<ip>,<port>,<pid>,<n>") before it connects and replaces it
+# with its entry as soon as connect() returns, so a server that finds no entry for
+# its peer but an intent towards its own address knows to wait for it. Ends in this
+# process are found in memory first.
+
+_local_conns: dict = {}  # key of one end (its own 4-tuple) -> Conn, ends in this process
+_local_intents: dict = {}  # "<ip>,<port>," -> connects in progress from this process
+_intent_lock = threading.Lock()
+_intent_seq = itertools.count()
+
+
+def _norm(host) -> str:
+    h = str(host).split("%")[0]
+    if h.startswith("::ffff:") and "." in h:
+        h = h[7:]  # an IPv4 peer of a dual-stack socket
+    return h
+
+
+def _end_key(here, there) -> str:
+    return f"{_norm(here[0])},{here[1]},{_norm(there[0])},{there[1]}"
+
+
+def _set_ends(c, here, there) -> None:
+    c.laddr, c.raddr = here, there
+    c.key = _end_key(here, there)
+    c.peer_key = _end_key(there, here)
+
+
+def _publish(c, mode: str = "w") -> None:
+    """Register this end of ``c`` (``w``: it reads through the wrappers; ``r``: it does not)."""
+    if c.key is None:
+        return
+    _local_conns[c.key] = c
+    _control.put_entry("c", c.key, f"{os.getpid()} {mode}")
+
+
+def _withdraw(c) -> None:
+    key = c.key
+    if key is None:
+        return
+    if _local_conns.get(key) is c:
+        del _local_conns[key]
+    _control.drop_entry("c", key, f"{os.getpid()} ")
+
+
+def _peer_mode(c) -> str | None:
+    """The other end's registration: ``"w"``, ``"r"``, or None (none, or of a dead process)."""
+    p = _local_conns.get(c.peer_key)
+    if p is not None and not p.ended:
+        return "r" if p.detached else "w"
+    v = _control.get_entry("c", c.peer_key)
+    if v:
+        pid, _, mode = v.partition(" ")
+        try:
+            if _control.pid_alive(int(pid)):
+                return mode[:1] or "w"
+        except ValueError:
+            pass
+    return None
+
+
+def _intent(ip: str, port: int) -> str:
+    pre = f"{_norm(ip)},{port},"
+    with _intent_lock:
+        _local_intents[pre] = _local_intents.get(pre, 0) + 1
+    name = f"{pre}{os.getpid()},{next(_intent_seq)}"
+    _control.put_entry("i", name, str(os.getpid()))
+    return name
+
+
+def _intent_done(name: str) -> None:
+    pre = name.rsplit(",", 2)[0] + ","
+    with _intent_lock:
+        n = _local_intents.get(pre, 0) - 1
+        if n > 0:
+            _local_intents[pre] = n
+        else:
+            _local_intents.pop(pre, None)
+    _control.drop_entry("i", name)
+
+
+def _connecting_to(here) -> bool:
+    """Is a traced client (of this host) connecting to ``here`` right now?"""
+    pre = f"{_norm(here[0])},{here[1]},"
+    if _local_intents.get(pre):
+        return True
+    me = os.getpid()
+    for n in _control.entry_names("i", pre):
+        try:
+            pid = int(n.rsplit(",", 2)[1])
+        except (ValueError, IndexError):
+            continue
+        if pid != me and _control.pid_alive(pid):
+            return True
+    return False
+
+
+# -- handing a connection to another process -----------------------------------------------
+#
+# A descriptor that leaves this process (multiprocessing.reduction.DupFd: a socket
+# pickled for a child or a Pool worker; sendmsg with SCM_RIGHTS: socket.send_fds,
+# multiprocessing's send_handle) takes its connection's framing state with it: the
+# state is written to the control directory's ``h/`` under the kernel socket's inode,
+# and the process that next sees a socket object of that inode (``_attach``) adopts it.
+
+_STATE = ("out_mode", "out_cid", "out_name", "out_left", "in_mode", "in_hello", "in_left",
+          "in_msg", "in_stamp", "in_n", "in_first", "in_name", "in_cid", "accepted",
+          "dest_traced", "key", "peer_key")
+
+
+def _export(c) -> None:
+    """Write ``c``'s state for the process that receives its descriptor; this process
+    stops covering it in snapshots (its frames now come from the receiver)."""
+    if c.key is None or c.ended:
+        return
+    st = {k: getattr(c, k) for k in _STATE}
+    st["out_pending"] = base64.b64encode(bytes(c.out_pending)).decode()
+    st["in_buf"] = base64.b64encode(bytes(c.in_buf)).decode()
+    _control.put_file("h", str(c.ino), json.dumps(st).encode())
+    ep, c.ep = c.ep, None
+    c._fast()
+    _framed.discard(c)
+    if ep is not None:
+        ep.process.remove_out(ep)
+    if c.in_cid is not None and c.in_lp is not None and not c.in_eof:
+        c.in_lp.remove_in(c.in_cid)
+        c.in_lp = None
+
+
+def _handover_fd(fd) -> None:
+    """``fd`` is about to be handed to another process: export its connection's state."""
+    try:
+        fd = int(fd)
+        c = _inos.get(os.fstat(fd).st_ino)
+        if c is not None and not c.ended:
+            with _HANDOVER_LOCK:
+                _export(c)
+    except (OSError, TypeError, ValueError):
+        pass
+    except Exception as exc:
+        _fault(exc, "handing a connection over")
+
+
+_HANDOVER_LOCK = threading.Lock()
+
+
+def _adopt(sock, ino: int):
+    """The Conn handed over with this descriptor by another process, or None."""
+    raw = _control.take_file("h", str(ino))
+    if raw is None:
+        return None
+    st = json.loads(raw)
+    here, there = sock.getsockname(), sock.getpeername()
+    if _end_key(here, there) != st["key"]:
+        return None  # an old entry of an inode since reused
+    c = Conn(ino, st["out_mode"], st["in_mode"], st["accepted"])
+    for k in _STATE:
+        setattr(c, k, st[k])
+    c.laddr, c.raddr = here, there
+    c.out_pending = bytearray(base64.b64decode(st["out_pending"]))
+    c.in_buf = base64.b64decode(st["in_buf"])
+    lp = _lp()
+    if c.out_mode == FRAMED and c.out_cid is not None and lp is not None:
+        c.ep = OutEndpoint(lp, c.out_cid, c._flush, True)
+        lp.add_out(c.ep)
+        _framed.add(c)
+    if c.in_mode == FRAMED and c.in_cid is not None and lp is not None:
+        c.in_lp = lp
+        lp.add_in(c.in_cid, True)
+        _framed.add(c)
+    if c.out_mode != RAW or c.in_mode != RAW:
+        _publish(c)
+    c._fast()
+    return c
+
+
 # -- connections ----------------------------------------------------------------------------
 
 class _Gate:
@@ -428,7 +620,7 @@ class Conn(RawEnds):
         self.rtok = self.rlock.tok
         # The hot paths' tests, recomputed by _fast() at every change of mode:
         # fast_lp: the logical process whose frames may go out on the fast path
-        # (the out direction is framed, its HELLO decided, and it is the current
+        # (the out direction is framed, its HELLO sent, and it is the current
         # sender); fast_in: the in direction is framed and past its HELLO.
         self.fast_lp = None
         self.fast_in = False
@@ -436,6 +628,11 @@ class Conn(RawEnds):
         self.nobjs = 0
         self.detached = False
         self.ended = False
+        # the registry (see "the connection registry" above)
+        self.key: str | None = None  # this end's 4-tuple
+        self.peer_key: str | None = None  # the other end's
+        self.dest_traced = False  # a client whose destination is a traced listener
+        self.probe_until = 0.0  # a non-blocking reader waiting for the rest of a HELLO's magic
         # out direction
         self.ep: OutEndpoint | None = None
         self.out_cid: str | None = None
@@ -463,8 +660,7 @@ class Conn(RawEnds):
         self.fast_lp = ep.process if (self.out_mode == FRAMED and ep is not None and
                                       self.out_name == ep.process.name and not self.ended) \
             else None
-        self.fast_in = self.in_mode == FRAMED and not self.in_hello and \
-            self.out_mode != HELLO_PENDING and not self.ended
+        self.fast_in = self.in_mode == FRAMED and not self.in_hello and not self.ended
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -492,7 +688,10 @@ class Conn(RawEnds):
         self.ended = True
         self.fast_lp = None
         self.fast_in = False
-        _hello_owed.pop(id(self), None)
+        try:
+            _withdraw(self)
+        except Exception as exc:
+            _fault(exc, "unregistering a connection")
         if _inos.get(self.ino) is self:
             del _inos[self.ino]
         _framed.discard(self)
@@ -514,76 +713,100 @@ class Conn(RawEnds):
 
     # -- negotiation -----------------------------------------------------------
 
-    def decide_out(self, sock) -> None:
-        """A traced server about to send first: framed only if the client's HELLO is there.
+    def _peer(self, sock) -> str | None:
+        """What the registry says of the other end: ``"w"`` (traced, reads through the
+        wrappers), ``"r"`` (traced, its descriptor detached), ``"?"`` (a traced client
+        connecting to this address has not registered within RESOLVE_WAIT), or None
+        (not traced, as far as anyone can know)."""
+        if self.peer_key is None:
+            try:
+                _set_ends(self, sock.getsockname(), sock.getpeername())
+            except OSError:
+                return None
+        m = _peer_mode(self)
+        if m is not None:
+            return m
+        if not self.accepted:
+            # The server registers when it accepts, which may not have happened yet;
+            # its listener is registered (or not).
+            return "w" if self.dest_traced else None
+        # A traced client registers an intent before connect() and its entry as soon
+        # as connect() returns: while one towards this address is in progress, wait.
+        deadline = None
+        delay = 0.00002
+        while _connecting_to(self.laddr):
+            m = _peer_mode(self)
+            if m is not None:
+                return m
+            now = _mono()
+            if deadline is None:
+                deadline = now + RESOLVE_WAIT
+            elif now > deadline:
+                return "?"
+            time.sleep(delay)
+            if delay < 0.002:
+                delay *= 2
+        return _peer_mode(self)
 
-        Decided once, under slock (two threads sending first must not decide apart: raw
-        bytes from one and a HELLO from the other would be foreign bytes). The peek at
-        the incoming direction happens under rlock, never waiting for it: a reader that
-        holds it is deciding the incoming direction itself, and its decision is awaited
-        (HELLO_WAIT at most)."""
+    def decide_out(self, sock) -> None:
+        """At the first send of this direction: framed if the other end is registered as
+        traced and reading through the wrappers, else raw. Decided once, under slock
+        (two threads sending first decide together). Nothing is sent here: the HELLO
+        goes out in front of the first frame, in the same syscall."""
         with self.slock:
             if self.out_mode != UNDECIDED:
                 return
-            if self.in_mode == UNDECIDED:
-                if self.rlock.try_acquire():
-                    try:
-                        if self.in_mode == UNDECIDED:
-                            self._probe(sock, HELLO_WAIT, wait_for_data=False)
-                    finally:
-                        self.rlock.release()
-                else:
-                    deadline = _mono() + HELLO_WAIT
-                    while self.in_mode == UNDECIDED and _mono() < deadline:
-                        time.sleep(0.001)
-            if self.in_mode == FRAMED:
-                self.out_mode = HELLO_PENDING
-            else:
-                self.out_mode = RAW
+            try:
+                m = self._peer(sock)
+            except Exception as exc:
+                _fault(exc, "looking up a peer")
+                m = None
+            self.out_mode = HELLO_PENDING if m == "w" else RAW
             self._fast()
 
     def decide_in(self, sock, flags: int) -> None:
-        """Look at the first bytes of the incoming direction: a HELLO, or raw. Under rlock,
-        decided once: a second reader that peeked after the first had consumed the HELLO
-        would see frames and call them raw."""
+        """At the first receive of this direction: raw if the other end is not traced;
+        else the first bytes say (a HELLO: framed; anything else: raw, what a traced
+        sender that decided raw sends). Under rlock, decided once: a second reader that
+        peeked after the first had consumed the HELLO would see frames and call them raw."""
         with self.rlock:
-            if self.in_mode == UNDECIDED:
-                self._probe(sock, HELLO_WAIT, wait_for_data=True, flags=flags)
-
-    def _probe(self, sock, wait: float, wait_for_data: bool, flags: int = 0) -> None:
-        """Peek at the head of the stream. ``wait_for_data``: block as the caller's receive
-        would (its timeout, its non-blocking mode) for the first byte."""
-        timeout = sock.gettimeout()
-        nonblock = timeout == 0.0 or flags & _DONTWAIT
-        if wait_for_data:
-            head = _recv(sock, 16, _PEEK | (flags & _DONTWAIT))  # may raise, as the call would
-        else:
-            if timeout:
-                wait = min(wait, timeout)
-            if nonblock or not _ready_within(sock, wait):
-                try:
-                    head = _recv(sock, 16, _PEEK | _DONTWAIT) if _ready(sock, False) else b""
-                except OSError:
-                    head = b""
-                if not head:
-                    return  # nothing yet: the caller decides raw for its own direction only
-            else:
-                head = _recv(sock, 16, _PEEK | _DONTWAIT)
-        if not head:
-            self.in_mode = RAW  # end of stream before anything
-            return
-        deadline = _mono() + wait
-        while len(head) < 16 and _MAGIC.startswith(head):
-            # A prefix of the magic: wait a little for the rest (never past `wait`).
-            if nonblock or _mono() > deadline:
-                break
-            time.sleep(0.001)
+            if self.in_mode != UNDECIDED:
+                return
             try:
-                head = _recv(sock, 16, _PEEK | _DONTWAIT)
-            except BlockingIOError:
-                pass
-            except OSError:
-                break
+                m = self._peer(sock)
+            except Exception as exc:
+                _fault(exc, "looking up a peer")
+                m = "?"
+            if m is None:
+                self.in_mode = RAW
+                self._fast()
+                return
+            self._probe(sock, flags)
+
+    def _probe(self, sock, flags: int) -> None:
+        """Peek at the head of the stream, blocking as the caller's receive would (its
+        timeout, its non-blocking mode) for the first byte: a HELLO or not."""
+        nonblock = sock.gettimeout() == 0.0 or bool(flags & _DONTWAIT)
+        head = _recv(sock, 16, _PEEK | (flags & _DONTWAIT))  # may raise, as the call would
+        if head and len(head) < 16 and _MAGIC.startswith(head):
+            # The start of a HELLO's magic (it leaves in one syscall with its frame: its
+            # rest is on the way), or raw bytes that look like it: wait a little.
+            if nonblock:
+                now = _mono()
+                if not self.probe_until:
+                    self.probe_until = now + PREFIX_WAIT
+                if now < self.probe_until:
+                    raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+            else:
+                deadline = _mono() + PREFIX_WAIT
+                while len(head) < 16 and _MAGIC.startswith(head) and _mono() < deadline:
+                    time.sleep(0.001)
+                    try:
+                        head = _recv(sock, 16, _PEEK | _DONTWAIT)
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        break
         self.in_mode = FRAMED if head == _MAGIC else RAW
         if self.in_mode == FRAMED:
             _framed.add(self)
@@ -599,7 +822,6 @@ class Conn(RawEnds):
         self.out_pending += wire.hello(cid, lp.name)
         self.out_name = lp.name
         self.out_mode = FRAMED
-        _hello_owed.pop(id(self), None)
         _framed.add(self)
         ep = OutEndpoint(lp, cid, self._flush, True)
         self.ep = ep
@@ -756,18 +978,7 @@ class Conn(RawEnds):
             with self.slock:
                 if self.out_mode == HELLO_PENDING and not self.out_pending:
                     self.out_mode = RAW
-                    _hello_owed.pop(id(self), None)
                     self._fast()
-
-    def send_hello_now(self, sock) -> None:
-        """A traced client that reads first: its HELLO goes out before it waits."""
-        with self.slock:
-            if self.out_mode != HELLO_PENDING:
-                return
-            self._open_out(sock, _lp())
-            self._markers_after()
-            self._push(sock, block=sock.gettimeout() != 0.0,
-                       deadline=None if not sock.gettimeout() else _mono() + sock.gettimeout())
 
     # -- receiving (framed) ------------------------------------------------------
 
@@ -1088,12 +1299,6 @@ class Conn(RawEnds):
             self.rlock.release()
 
 
-def _ready_within(sock, wait: float) -> bool:
-    p = select.poll()
-    p.register(sock.fileno(), select.POLLIN)
-    return bool(p.poll(wait * 1000.0))
-
-
 class UdpConn:
     """Per-socket UDP state: channel ids per destination and per source."""
 
@@ -1263,6 +1468,18 @@ def _attach(sock) -> tuple:
     if typ != socket.SOCK_STREAM:
         return _bind_obj(sock, PASS)
     ino = _ino(sock)
+    c = None
+    if ino and _tracer[0] is not None:
+        try:
+            c = _adopt(sock, ino)  # handed over by another process (or by this one, before a fork)
+        except Exception as exc:
+            _fault(exc, "adopting a connection handed over")
+        if c is not None:
+            old = _inos.get(ino)
+            if old is not None and old is not c:
+                old.end()
+            _inos[ino] = c
+            return _bind_obj(sock, c)
     c = _inos.get(ino) if ino else None
     if c is not None and c.detached:
         # A descriptor we saw detached: the same connection if the addresses agree.
@@ -1275,6 +1492,8 @@ def _attach(sock) -> tuple:
         else:
             c.detached = False
             _detached.discard(c)
+            if c.key is not None:
+                _publish(c)  # read through the wrappers again
     if c is None:
         c = Conn(ino, RAW, RAW)
         if ino:
@@ -1318,60 +1537,67 @@ def _new_tcp(sock, out_mode: int, in_mode: int, accepted: bool = False) -> "Conn
     return c
 
 
-# Client connections to a traced server that owe their HELLO (nothing written yet):
-# id -> Conn. Left when the HELLO goes (_open_out), the direction turns raw, or the
-# connection ends. A dict, so that list() of it is atomic against other threads.
-_hello_owed: dict[int, "Conn"] = {}
-
-
-def hello_before_wait(selector) -> None:
-    """A selector is about to wait (integrations/waits.py): a traced client connection
-    registered in it for reading that still owes its HELLO sends it now. The client
-    waits for the server to speak first; a traced blocking server waits HELLO_WAIT for
-    the HELLO before it speaks, and so frames its own direction too. (A blocking
-    client sends it at its first read, which comes before it waits; an asyncio
-    client reads only once the server has spoken: too late without this.)"""
-    try:
-        for c in list(_hello_owed.values()):
-            if c.out_mode != HELLO_PENDING or c.ended or c.detached:
-                _hello_owed.pop(id(c), None)
-                continue
-            sock = c.sock()
-            if sock is None:  # its socket objects are closed or gone
-                _hello_owed.pop(id(c), None)
-                continue
-            try:
-                if not selector.get_key(sock).events & selectors.EVENT_READ:
-                    continue
-                sock.getpeername()  # connected (a connect in progress waits for writing)
-            except Exception:  # not registered here, not connected, a closed selector
-                continue
-            c.send_hello_now(sock)
-    except Exception as exc:
-        _fault(exc, "HELLO before a wait")
-
-
 # -- the wrappers ----------------------------------------------------------------------------
 
 def connect(self, address):
+    pre = _before_connect(self, address)
     try:
         r = _real["connect"](self, address)
     except (BlockingIOError, InterruptedError) as exc:
         if exc.errno in (errno.EINPROGRESS, errno.EAGAIN, errno.EINTR):
-            _after_connect(self, address)
+            _after_connect(self, address, pre)
+        elif pre is not None:
+            _connect_failed(pre)
         raise
-    _after_connect(self, address)
+    except BaseException:
+        if pre is not None:
+            _connect_failed(pre)
+        raise
+    _after_connect(self, address, pre)
     return r
 
 
 def connect_ex(self, address):
-    r = _real["connect_ex"](self, address)
+    pre = _before_connect(self, address)
+    try:
+        r = _real["connect_ex"](self, address)
+    except BaseException:
+        if pre is not None:
+            _connect_failed(pre)
+        raise
     if r in (0, errno.EINPROGRESS, errno.EAGAIN, errno.EINTR):
-        _after_connect(self, address)
+        _after_connect(self, address, pre)
+    elif pre is not None:
+        _connect_failed(pre)
     return r
 
 
-def _after_connect(sock, address) -> None:
+def _before_connect(sock, address):
+    """A TCP connect about to start: ``(ip, destination traced, intent)``, or None for
+    anything else. Towards a traced listener, an intent is registered first (so the
+    server, if it speaks at once, waits for this client's entry rather than sending raw)."""
+    if type(sock) is not _Socket and _is_ssl(sock):
+        return None
+    try:
+        if sock.family not in _INET or sock.type != socket.SOCK_STREAM:
+            return None
+        ip = _resolve(address[0])
+        traced = ip is not None and _traced_peer("tcp", ip, address[1])
+        return (ip, traced, _intent(ip, address[1]) if traced else None)
+    except Exception as exc:
+        _fault(exc, "before connect")
+        return None
+
+
+def _connect_failed(pre) -> None:
+    try:
+        if pre[2] is not None:
+            _intent_done(pre[2])
+    except Exception as exc:
+        _fault(exc, "after a failed connect")
+
+
+def _after_connect(sock, address, pre=None) -> None:
     if type(sock) is not _Socket and _is_ssl(sock):
         return
     try:
@@ -1383,13 +1609,19 @@ def _after_connect(sock, address) -> None:
             if isinstance(c, UdpConn):
                 c.peer = address
             return
-        if typ != socket.SOCK_STREAM:
+        if typ != socket.SOCK_STREAM or pre is None:
             return
-        ip = _resolve(address[0])
-        traced = ip is not None and _traced_peer("tcp", ip, address[1])
-        c = _new_tcp(sock, HELLO_PENDING if traced else RAW, UNDECIDED if traced else RAW)
-        if traced:
-            _hello_owed[id(c)] = c
+        ip, traced, intent = pre
+        try:
+            c = _new_tcp(sock, UNDECIDED if traced else RAW, UNDECIDED if traced else RAW)
+            if traced:
+                c.dest_traced = True
+                # (a connect in progress has its local address already, not yet its peer's)
+                _set_ends(c, sock.getsockname(), (ip, address[1]) + tuple(address[2:]))
+                _publish(c)
+        finally:
+            if intent is not None:
+                _intent_done(intent)
     except Exception as exc:
         _fault(exc, "after connect")
 
@@ -1400,7 +1632,9 @@ def accept(self):
         try:
             if self.family in _INET:
                 if id(self) in _listeners:
-                    _new_tcp(sock, UNDECIDED, UNDECIDED, accepted=True)
+                    c = _new_tcp(sock, UNDECIDED, UNDECIDED, accepted=True)
+                    _set_ends(c, sock.getsockname(), addr)
+                    _publish(c)
                 else:
                     _new_tcp(sock, RAW, RAW, accepted=True)
         except Exception as exc:
@@ -1501,12 +1735,12 @@ def _send_general(self, c, data, flags):
             return n
         if m == UNDECIDED:
             c.decide_out(self)
-            if c.out_mode == RAW:
-                return send(self, data, flags)
-        elif m == HELLO_PENDING:
+            m = c.out_mode
+        if m == HELLO_PENDING:
             c.raw_if_tls(data)
-            if c.out_mode == RAW:
-                return send(self, data, flags)
+            m = c.out_mode
+        if m == RAW:
+            return send(self, data, flags)
         return c.send_framed(self, data, flags, False)
     if k == "udp" and c.peer is not None:
         return c.sendto(self, data, flags, c.peer, lambda b: _send(self, b, flags))
@@ -1522,12 +1756,12 @@ def _sendall_general(self, c, data, flags):
             return r
         if m == UNDECIDED:
             c.decide_out(self)
-            if c.out_mode == RAW:
-                return sendall(self, data, flags)
-        elif m == HELLO_PENDING:
+            m = c.out_mode
+        if m == HELLO_PENDING:
             c.raw_if_tls(data)
-            if c.out_mode == RAW:
-                return sendall(self, data, flags)
+            m = c.out_mode
+        if m == RAW:
+            return sendall(self, data, flags)
         c.send_framed(self, data, flags, True)
         return None
     if c.kind == "udp" and c.peer is not None:
@@ -1548,7 +1782,7 @@ def sendmsg(self, buffers, ancdata=(), flags=0, address=None):
         data = b"".join(bytes(b) if not isinstance(b, bytes) else b for b in buffers)
         if c.out_mode == UNDECIDED:
             c.decide_out(self)
-        elif c.out_mode == HELLO_PENDING:
+        if c.out_mode == HELLO_PENDING:
             c.raw_if_tls(data)
         if c.out_mode == RAW:
             return sendmsg(self, [data], ancdata, flags, address)
@@ -1561,6 +1795,8 @@ def sendmsg(self, buffers, ancdata=(), flags=0, address=None):
                 return c.sendto(self, data, flags, dest, lambda b: _real["sendmsg"](self, [b], (), flags))
             return c.sendto(self, data, flags, dest,
                             lambda b: _real["sendmsg"](self, [b], (), flags, address))
+    if ancdata and c.kind == "pass" and _inos:
+        _handover_anc(ancdata)
     if address is None:
         n = _real["sendmsg"](self, buffers, ancdata, flags)
     else:
@@ -1569,6 +1805,68 @@ def sendmsg(self, buffers, ancdata=(), flags=0, address=None):
         c.raw_sent(self, n, b"".join(bytes(b) for b in buffers) if _tracer[0] and _tracer[0].capture
                    else b"")
     return n
+
+
+def _handover_anc(ancdata) -> None:
+    """Descriptors leaving with SCM_RIGHTS (socket.send_fds, multiprocessing's
+    send_handle): hand their connections' state over with them."""
+    import array
+
+    try:
+        for level, typ, data in ancdata:
+            if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                mv = memoryview(data).cast("B")
+                fds.frombytes(bytes(mv[:len(mv) - len(mv) % fds.itemsize]))
+                for fd in fds:
+                    _handover_fd(fd)
+    except Exception as exc:
+        _fault(exc, "handing descriptors over")
+
+
+def _dupfd(original):
+    """multiprocessing.reduction.DupFd: a socket pickled for another process (a child
+    started by spawn or forkserver, a Pool worker through the resource sharer)."""
+    def DupFd(fd):
+        if _inos:
+            _handover_fd(fd)
+        return original(fd)
+
+    DupFd.__wrapped__ = original
+    return DupFd
+
+
+_dupfd_saved: list = []
+
+
+def _patch_reduction(module=None) -> None:
+    mod = module or sys.modules.get("multiprocessing.reduction")
+    if mod is None or _tracer[0] is None or _dupfd_saved:
+        return
+    orig = mod.__dict__.get("DupFd")
+    if orig is None or getattr(orig, "__wrapped__", None) is not None:
+        return
+    mod.DupFd = _dupfd(orig)
+    _dupfd_saved.append((mod, orig))
+
+
+def _unpatch_reduction() -> None:
+    while _dupfd_saved:
+        mod, orig = _dupfd_saved.pop()
+        if getattr(mod.DupFd, "__wrapped__", None) is orig:
+            mod.DupFd = orig
+
+
+_reduction_hooked = [False]
+
+
+def _withdraw_all() -> None:
+    """At exit: this process's entries go (a peer ignores those of a dead pid anyway)."""
+    for c in list(_local_conns.values()):
+        try:
+            _withdraw(c)
+        except Exception:
+            pass
 
 
 def sendto(self, data, flags_or_addr, addr=None):
@@ -1634,8 +1932,6 @@ def _recv_general(self, c, bufsize, flags):
             if not flags & _PEEK:
                 c.raw_received(self, data)
             return data
-        if c.out_mode == HELLO_PENDING and not flags & _PEEK:
-            c.send_hello_now(self)
         if m == UNDECIDED:
             c.decide_in(self, flags)
             if c.in_mode == RAW:
@@ -1770,6 +2066,8 @@ def detach(self):
                     except OSError:
                         c.fd = -1
                     _detached.add(c)
+                    if c.key is not None:
+                        _publish(c, "r")  # something else reads it now (ssl, C code)
     except Exception as exc:
         _fault(exc, "detach")
     return _orig["detach"](self)
@@ -1833,9 +2131,21 @@ class SocketInstrumentor(Instrumentor):
                 _orig["_inherited_" + name] = True
             setattr(_Socket, name, fn)
         tracer.tick_hooks.append(_tick)
+        if not _reduction_hooked[0]:
+            import wrapt
+
+            _reduction_hooked[0] = True
+            wrapt.register_post_import_hook(_patch_reduction, "multiprocessing.reduction")
+        _patch_reduction()
+        atexit.register(_withdraw_all)
 
     def _uninstrument(self) -> None:
         t = _tracer[0]
+        _unpatch_reduction()
+        try:
+            atexit.unregister(_withdraw_all)
+        except Exception:
+            pass
         for sid in list(_listeners):
             _unregister(sid, _listeners)
         for sid in list(_udp_bound):
@@ -1857,7 +2167,12 @@ class SocketInstrumentor(Instrumentor):
         _objs.clear()
         _refs.clear()
         _inos.clear()
-        _hello_owed.clear()
+        for c in list(_local_conns.values()):
+            try:
+                _withdraw(c)
+            except Exception:
+                pass
+        _local_conns.clear()
         _framed.clear()
         _detached.clear()
         _lookups.clear()

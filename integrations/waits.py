@@ -10,9 +10,7 @@ selects between callbacks): without it an idle server never reaches a safe
 point and a snapshot it should start ends ``partial``.
 
 Nothing is recorded here; the wrapper costs one context-variable read per
-``select()`` call. It also sends the HELLO a traced client connection still
-owes when the client is about to wait to read from it (a server that speaks
-first: ``sockets.hello_before_wait``).
+``select()`` call.
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ import selectors
 from cutscope.tracer import current
 
 from ._base import Instrumentor, register
-from .sockets import _hello_owed, hello_before_wait
 
 
 def _defining_classes() -> list[type]:
@@ -48,8 +45,6 @@ def _wrap(original):
         lp = current()
         if lp is not None and lp.pending:
             lp.safepoint()
-        if _hello_owed:  # (empty but for traced client connections that owe their HELLO)
-            hello_before_wait(self)
         return original(self, timeout)
 
     select.__wrapped__ = original

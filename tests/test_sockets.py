@@ -391,12 +391,9 @@ def _assert_framed_both_ways(doc):
     assert pairs == {("client", "server"), ("server", "client")}
 
 
-def test_server_speaks_first_traced_pair_is_framed_both_ways(monkeypatch):
-    """The client's HELLO goes out when it first reads; the server, about to speak
-    first, waits for it (CUTSCOPE_HELLO_WAIT) and frames its own direction."""
-    from cutscope.integrations import sockets
-
-    monkeypatch.setattr(sockets, "HELLO_WAIT", 10.0)  # a loaded machine: no flaky race
+def test_server_speaks_first_traced_pair_is_framed_both_ways():
+    """The server, about to speak first, finds the client's registration (out of band)
+    and frames its own direction; the client frames its own at its first send."""
     with recording("main") as rec:
         srv = socket.create_server(("127.0.0.1", 0))
         out = {}
@@ -422,16 +419,11 @@ def test_server_speaks_first_traced_pair_is_framed_both_ways(monkeypatch):
     _assert_framed_both_ways(doc)
 
 
-def test_server_speaks_first_to_an_asyncio_client_is_framed_both_ways(monkeypatch):
-    """An asyncio client reads only once the server has spoken, too late for the
-    server's wait; it sends its HELLO when its event loop is about to wait for the
-    connection to become readable (sockets.hello_before_wait), so a blocking traced
-    server that speaks first frames its own direction too."""
+def test_server_speaks_first_to_an_asyncio_client_is_framed_both_ways():
+    """An asyncio client (non-blocking connect) registers before its connect completes:
+    a blocking traced server that speaks first frames its own direction too."""
     import asyncio
 
-    from cutscope.integrations import sockets
-
-    monkeypatch.setattr(sockets, "HELLO_WAIT", 10.0)  # a loaded machine: no flaky race
     with recording("main") as rec:
         srv = socket.create_server(("127.0.0.1", 0))
 
@@ -838,21 +830,34 @@ def test_first_write_that_is_a_tls_record_stays_raw():
     assert not any(e["channel"] in framed for e in sends)
 
 
-def test_hello_owed_is_forgotten_once_sent_or_closed():
-    """The connections that owe a HELLO are kept only until it goes or they end, so a
-    selector's wait does nothing for a client that has spoken or closed."""
+def test_registry_entries_live_as_long_as_their_connection():
+    """Each end of a connection to a traced listener is registered (control directory,
+    named by its 4-tuple) from connect/accept to close; the client's intent is gone once
+    connect() returned; a detached end is registered as not reading through the wrappers."""
     from cutscope.integrations import sockets
+    from cutscope.tracer import control
 
+    me = f"{os.getpid()} "
     with recording("main"):
         srv = socket.create_server(("127.0.0.1", 0))
-        a = socket.create_connection(srv.getsockname())
-        b = socket.create_connection(srv.getsockname())
-        assert len(sockets._hello_owed) == 2
-        a.sendall(b"x")  # the HELLO goes in front of it
-        assert len(sockets._hello_owed) == 1
-        b.close()
-        assert sockets._hello_owed == {}
-        a.close()
+        port = srv.getsockname()[1]
+        c = socket.create_connection(srv.getsockname())
+        s, _ = srv.accept()
+        ck, sk = sockets._conn_of(c).key, sockets._conn_of(s).key
+        assert ck == sockets._conn_of(s).peer_key and sk == sockets._conn_of(c).peer_key
+        assert control.get_entry("c", ck) == me + "w"
+        assert control.get_entry("c", sk) == me + "w"
+        assert control.entry_names("i", f"127.0.0.1,{port},") == []
+        fd = s.detach()
+        assert control.get_entry("c", sk) == me + "r"
+        s = socket.socket(fileno=fd)
+        with pytest.raises(BlockingIOError):
+            s.recv(1, socket.MSG_DONTWAIT)  # its first call through the wrappers
+        assert control.get_entry("c", sk) == me + "w"
+        c.close()
+        assert control.get_entry("c", ck) is None
+        s.close()
+        assert control.get_entry("c", sk) is None
         srv.close()
 
 

@@ -77,6 +77,138 @@ def inbox_path(d: str, store_url: str, sid: int) -> str:
     return os.path.join(d, f"s{key}-{sid}.sock")
 
 
+# -- the registry: small entries named by a key, one directory per kind -------------------
+
+_reg_dirs: dict = {}  # (pid, kind) -> directory, or None where it cannot be private
+
+
+def registry_dir(kind: str) -> str | None:
+    """``<control dir>/<kind>`` (created 0700), or None. Cached per process."""
+    k = (os.getpid(), kind)
+    if k in _reg_dirs:
+        return _reg_dirs[k]
+    base = control_dir()
+    d = None
+    if base is not None:
+        d = os.path.join(base, kind)
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            pass
+        except OSError:
+            d = None
+    _reg_dirs[k] = d
+    return d
+
+
+def put_entry(kind: str, name: str, value: str) -> bool:
+    """Write entry ``name`` = ``value`` atomically (a symbolic link whose target is the
+    value, renamed into place: a reader sees the old value, the new one, or none)."""
+    d = registry_dir(kind)
+    if d is None:
+        return False
+    path = os.path.join(d, name)
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        try:
+            os.symlink(value, tmp)
+        except FileExistsError:
+            os.unlink(tmp)
+            os.symlink(value, tmp)
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        return False
+
+
+def get_entry(kind: str, name: str) -> str | None:
+    d = registry_dir(kind)
+    if d is None:
+        return None
+    try:
+        return os.readlink(os.path.join(d, name))
+    except OSError:
+        return None
+
+
+def drop_entry(kind: str, name: str, prefix: str = "") -> None:
+    """Remove entry ``name`` if its value starts with ``prefix`` (an owner's pid)."""
+    d = registry_dir(kind)
+    if d is None:
+        return
+    path = os.path.join(d, name)
+    try:
+        if prefix and not os.readlink(path).startswith(prefix):
+            return
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def entry_names(kind: str, prefix: str) -> list[str]:
+    """The names of the entries of ``kind`` that start with ``prefix``."""
+    d = registry_dir(kind)
+    if d is None:
+        return []
+    try:
+        return [n for n in os.listdir(d) if n.startswith(prefix) and not n.endswith((".tmp", ".take"))]
+    except OSError:
+        return []
+
+
+def put_file(kind: str, name: str, data: bytes) -> bool:
+    """Write entry ``name`` as a file (for values too long for ``put_entry``), atomically."""
+    d = registry_dir(kind)
+    if d is None:
+        return False
+    path = os.path.join(d, name)
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        return False
+
+
+def take_file(kind: str, name: str) -> bytes | None:
+    """Read and remove the file entry ``name``: its bytes, or None if there is none (or
+    another process took it first)."""
+    d = registry_dir(kind)
+    if d is None:
+        return None
+    path = os.path.join(d, name)
+    mine = f"{path}.{os.getpid()}.{threading.get_ident()}.take"
+    try:
+        os.rename(path, mine)  # one taker wins
+    except OSError:
+        return None
+    try:
+        with open(mine, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+    finally:
+        try:
+            os.unlink(mine)
+        except OSError:
+            pass
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0
+    return True
+
+
 # -- frames ---------------------------------------------------------------------------
 
 def _recv_exact(s, n: int) -> bytes | None:
@@ -315,4 +447,5 @@ class Inbox(_Listener, Records):
 
 
 __all__ = ["control_dir", "process_path", "ControlServer", "Inbox", "Connector", "send",
-           "encode_records", "decode_records"]
+           "encode_records", "decode_records", "registry_dir", "put_entry", "get_entry",
+           "drop_entry", "entry_names", "put_file", "take_file", "pid_alive"]
