@@ -177,7 +177,7 @@ def encode_block(rows: list, cap: int) -> tuple[bytes, int, int]:
         return zlib.compress(raw, 1), n, wall
     if not all(r[8] is None and r[9] is None for r in rows):
         rows = [r if r[8] is None and r[9] is None else event_row(r, cap) for r in rows]
-    return zlib.compress(marshal.dumps(rows, 4), 1), len(rows), rows[-1][3]
+    return zlib.compress(marshal.dumps(rows, 4), 1), len(rows), rows[-1][3] if rows else 0
 
 
 def decode_block(block_id: int, encoding: str, data: bytes) -> list[tuple]:
