@@ -10,16 +10,44 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT    := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -y -q -o Dpkg::Use-Pty=0
 
-.PHONY: demo test bench venv system-deps test-deps clean
+# The other supported Pythons: pyenv's newest 3.12.x and 3.13.x builds, when present.
+# Each gets its own venv (.venv-3.12, .venv-3.13) made the same way as .venv.
+PYENV_ROOT   ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)
+find_python   = $(shell ls -d $(PYENV_ROOT)/versions/$(1).*/bin/python3 2>/dev/null | sort -V | tail -n 1)
+PYTHON_3.12  ?= $(call find_python,3.12)
+PYTHON_3.13  ?= $(call find_python,3.13)
+OTHER_PYTHONS := $(foreach v,3.12 3.13,$(if $(PYTHON_$(v)),$(v)))
+STAMP_NAME   := $(notdir $(STAMP))
+OTHER_STAMPS := $(foreach v,$(OTHER_PYTHONS),.venv-$(v)/$(STAMP_NAME))
+
+.PHONY: demo test test-pythons conformance bench venv $(foreach v,3.12 3.13,venv-$(v)) \
+        system-deps test-deps clean
+
+# make_venv DIR, INTERPRETER: the venv, cutscope in it (editable, with its test extras;
+# setup.py builds the C extension when a compiler is there, and goes without it otherwise).
+define make_venv
+	@test -x $(1)/bin/python || $(2) -m venv $(1)
+	$(1)/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+	$(1)/bin/python -m pip install -q -e '.[test]'
+	@rm -f $(1)/.installed-*
+	@touch $(1)/$(STAMP_NAME)
+endef
 
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-	$(BIN)/python -m pip install -q -e '.[test]'
-	@rm -f $(VENV)/.installed-*
-	@touch $@
+	$(call make_venv,$(VENV),$(PYTHON))
 
 venv: $(STAMP)
+
+.venv-3.12/$(STAMP_NAME): pyproject.toml
+	@test -n "$(PYTHON_3.12)" || { echo "make: no Python 3.12 (looked in $(PYENV_ROOT)/versions)"; exit 1; }
+	$(call make_venv,.venv-3.12,$(PYTHON_3.12))
+
+.venv-3.13/$(STAMP_NAME): pyproject.toml
+	@test -n "$(PYTHON_3.13)" || { echo "make: no Python 3.13 (looked in $(PYENV_ROOT)/versions)"; exit 1; }
+	$(call make_venv,.venv-3.13,$(PYTHON_3.13))
+
+venv-3.12: .venv-3.12/$(STAMP_NAME)
+venv-3.13: .venv-3.13/$(STAMP_NAME)
 
 # Debian's graphviz gives `dot`. For the tests: tmux (the viewer in a real terminal),
 # postgresql (the tests start their own server), curl and openssl (real clients, TLS).
@@ -37,6 +65,29 @@ test-deps: system-deps
 test: venv test-deps
 	$(BIN)/pytest
 
+# The project's suite on every Python present (.venv's, then pyenv's 3.12 and 3.13), each
+# with the C extension and with CUTSCOPE_SPEEDUPS=0 (the pure-Python paths). Every run
+# happens; the target fails at the end if any failed, and says which.
+test-pythons: venv $(OTHER_STAMPS) test-deps
+	@$(foreach v,3.12 3.13,$(if $(PYTHON_$(v)),,echo "test-pythons: no Python $(v) in $(PYENV_ROOT)/versions: skipping it";))
+	@failed=""; \
+	for bin in $(BIN) $(foreach v,$(OTHER_PYTHONS),.venv-$(v)/bin); do \
+	  ver=$$($$bin/python -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])'); \
+	  for speedups in 1 0; do \
+	    echo "== Python $$ver, CUTSCOPE_SPEEDUPS=$$speedups: $$bin/pytest"; \
+	    CUTSCOPE_SPEEDUPS=$$speedups $$bin/pytest || failed="$$failed $$ver/speedups=$$speedups"; \
+	  done; \
+	done; \
+	if [ -n "$$failed" ]; then echo "test-pythons: FAILED:$$failed"; exit 1; fi; \
+	echo "test-pythons: all passed"
+
+# CPython's own socket, asyncio, TLS, HTTP, mail, logging and queue suites, without and
+# under `cutscope run`, compared test by test (docs/conformance.md). CONFORMANCE_PYTHON
+# picks another interpreter, e.g. `make conformance CONFORMANCE_PYTHON=.venv-3.12/bin/python`.
+CONFORMANCE_PYTHON ?= $(BIN)/python
+conformance: venv
+	nice $(BIN)/python conformance/run.py --python $(CONFORMANCE_PYTHON)
+
 demo: venv system-deps
 	$(BIN)/python examples/demo.py
 
@@ -44,4 +95,4 @@ bench: venv
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-3.12 .venv-3.13 build dist *.egg-info .pytest_cache .hypothesis
