@@ -50,7 +50,8 @@ venv-3.12: .venv-3.12/$(STAMP_NAME)
 venv-3.13: .venv-3.13/$(STAMP_NAME)
 
 # Debian's graphviz gives `dot`. For the tests: tmux (the viewer in a real terminal),
-# postgresql (the tests start their own server), curl and openssl (real clients, TLS).
+# postgresql (the tests start their own server), curl and openssl (real clients, TLS),
+# iproute2 (simulated hosts: network namespaces, tests/hosts.py).
 system-deps:
 	@command -v dot >/dev/null 2>&1 || { $(APT) update >/dev/null && $(APT) install graphviz >/dev/null; }
 	@command -v dot >/dev/null 2>&1 || { echo "make: could not install graphviz (dot)"; exit 1; }
@@ -61,6 +62,7 @@ test-deps: system-deps
 	  { $(APT) update >/dev/null && $(APT) install postgresql >/dev/null; }
 	@command -v curl >/dev/null 2>&1 || { $(APT) update >/dev/null && $(APT) install curl >/dev/null; }
 	@command -v openssl >/dev/null 2>&1 || { $(APT) update >/dev/null && $(APT) install openssl >/dev/null; }
+	@command -v ip >/dev/null 2>&1 || { $(APT) update >/dev/null && $(APT) install iproute2 >/dev/null; }
 
 test: venv test-deps
 	$(BIN)/pytest

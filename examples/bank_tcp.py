@@ -42,7 +42,8 @@ RECORD = struct.Struct("!qq")  # amount, sender index
 
 # -- a branch (one OS process) ------------------------------------------------------------
 
-def branch(index: int, seconds: float, rate: float, seed: int, work: float = 0.0) -> int:
+def branch(index: int, seconds: float, rate: float, seed: int, work: float = 0.0,
+           bind: str = "127.0.0.1") -> int:
     balance = INITIAL
     partial: dict = {}  # connection -> the start of a record (rare: a record split in two)
     if cutscope is not None:
@@ -50,12 +51,14 @@ def branch(index: int, seconds: float, rate: float, seed: int, work: float = 0.0
         cutscope.state(lambda: {"balance": balance, "half_read": sum(map(len, partial.values()))})
     rng = random.Random(seed * 1000 + index)
     lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
+    lsock.bind((bind, 0))
     lsock.listen(64)
     print(lsock.getsockname()[1], flush=True)
-    ports: list[int] = json.loads(sys.stdin.readline())
-    n = len(ports)
-    outs = {j: socket.create_connection(("127.0.0.1", p)) for j, p in enumerate(ports) if j != index}
+    # The others' ports (on 127.0.0.1), or their [address, port] (branches on several hosts).
+    ends = [tuple(e) if isinstance(e, list) else ("127.0.0.1", e)
+            for e in json.loads(sys.stdin.readline())]
+    n = len(ends)
+    outs = {j: socket.create_connection(e) for j, e in enumerate(ends) if j != index}
     sel = selectors.DefaultSelector()
     ins: list[socket.socket] = []
     while len(ins) < n - 1:  # every other branch connects to us once
@@ -226,9 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=float, default=0.0,
                     help="seconds a branch spends on each transfer it receives")
+    ap.add_argument("--bind", default="127.0.0.1", help="a branch's listening address")
     args = ap.parse_args(argv)
     if args.role == "branch":
-        return branch(args.index, args.seconds, args.rate, args.seed, args.work)
+        return branch(args.index, args.seconds, args.rate, args.seed, args.work, args.bind)
     if args.branches < 2:
         ap.error("a bank needs at least 2 branches")
     return parent(args)
