@@ -30,6 +30,7 @@ import os
 import select
 import selectors
 import socket
+import stat
 import sys
 import threading
 import time
@@ -867,68 +868,75 @@ class Conn(RawEnds):
         ``out_pending``, the payload count in ``out_left``; the application's next
         bytes continue that frame before anything else.
         """
-        timeout = sock.gettimeout()
-        mv = data if isinstance(data, bytes) else memoryview(data).cast("B")
-        total = len(mv)
-        if not total:
-            return _send(sock, b"", flags)
-        nonblock = timeout == 0.0 or bool(flags & _DONTWAIT)
-        deadline = None if (timeout is None or nonblock) else _mono() + timeout
-        use_sendall = whole and timeout is None and not nonblock
-        sent = 0
-        first = True
-        with self.slock:
-            while True:
-                if not self.out_left:
+        try:
+            timeout = sock.gettimeout()
+            mv = data if isinstance(data, bytes) else memoryview(data).cast("B")
+            total = len(mv)
+            if not total:
+                return _send(sock, b"", flags)
+            nonblock = timeout == 0.0 or bool(flags & _DONTWAIT)
+            deadline = None if (timeout is None or nonblock) else _mono() + timeout
+            use_sendall = whole and timeout is None and not nonblock
+            sent = 0
+            first = True
+            with self.slock:
+                while True:
+                    if not self.out_left:
+                        if sent >= total:
+                            break
+                        self._begin_frame(sock, min(total - sent, wire.MAX_PAYLOAD), mv[sent:])
+                    take = min(total - sent, self.out_left)
+                    pend = self.out_pending
+                    np_ = len(pend)
+                    if np_:
+                        buf = bytes(pend) + mv[sent:sent + take]
+                    elif sent == 0 and take == total:
+                        buf = mv
+                    else:
+                        buf = mv[sent:sent + take]
+                    if not first and deadline is not None:
+                        _wait(sock, True, deadline)
+                    first = False
+                    try:
+                        if use_sendall:
+                            _sendall(sock, buf, flags)
+                            n = len(buf)
+                        else:
+                            n = _send(sock, buf, flags)
+                    except (BlockingIOError, InterruptedError):
+                        if sent and not whole:
+                            break
+                        raise  # sendall: as the plain call, which cannot say how much went
+                    except TimeoutError:
+                        if sent and not whole:
+                            break
+                        raise
+                    if n <= np_:
+                        del pend[:n]
+                    else:
+                        if np_:
+                            pend.clear()
+                        k = n - np_
+                        sent += k
+                        self.out_left -= k
+                        if not self.out_left:
+                            self._markers_after()
                     if sent >= total:
                         break
-                    self._begin_frame(sock, min(total - sent, wire.MAX_PAYLOAD), mv[sent:])
-                take = min(total - sent, self.out_left)
-                pend = self.out_pending
-                np_ = len(pend)
-                if np_:
-                    buf = bytes(pend) + mv[sent:sent + take]
-                elif sent == 0 and take == total:
-                    buf = mv
-                else:
-                    buf = mv[sent:sent + take]
-                if not first and deadline is not None:
-                    _wait(sock, True, deadline)
-                first = False
-                try:
-                    if use_sendall:
-                        _sendall(sock, buf, flags)
-                        n = len(buf)
-                    else:
-                        n = _send(sock, buf, flags)
-                except (BlockingIOError, InterruptedError):
-                    if sent and not whole:
+                    if nonblock and sent and not whole:
                         break
-                    raise  # sendall: as the plain call, which cannot say how much went
-                except TimeoutError:
-                    if sent and not whole:
-                        break
-                    raise
-                if n <= np_:
-                    del pend[:n]
-                else:
-                    if np_:
-                        pend.clear()
-                    k = n - np_
-                    sent += k
-                    self.out_left -= k
-                    if not self.out_left:
-                        self._markers_after()
-                if sent >= total:
-                    break
-                if nonblock and sent and not whole:
-                    break
-            if self.out_pending and not self.out_left:
-                try:
-                    self._push(sock, block=not nonblock, deadline=deadline)
-                except (OSError, TimeoutError):
-                    pass  # owed control bytes stay pending; the next send writes them first
-        return sent
+                if self.out_pending and not self.out_left:
+                    try:
+                        self._push(sock, block=not nonblock, deadline=deadline)
+                    except (OSError, TimeoutError):
+                        pass  # owed control bytes stay pending; the next send writes them first
+            return sent
+        except BaseException:
+            # The traceback keeps this frame: no view of the caller's buffer may stay in
+            # it (a bytearray with an export cannot be resized: asyncio clears its write
+            # buffer after a failed send).
+            mv = buf = None  # noqa: F841
+            raise
 
     def _push(self, sock, block: bool = False, deadline=None) -> None:
         """Write the control bytes owed (markers after a frame). Under slock."""
@@ -947,6 +955,50 @@ class Conn(RawEnds):
             except (BlockingIOError, InterruptedError):
                 return
             del pend[:n]
+
+    def sendfile(self, sock, out_fd: int, in_fd: int, offset, count: int, real) -> int:
+        """``os.sendfile(out_fd, in_fd, offset, count)`` on this framed direction: the
+        bytes are read from ``in_fd`` (``os.pread``, at ``offset``, or at its position when
+        ``offset`` is None, which then moves by what was sent) and sent framed, one frame per
+        chunk read. ``out_fd``'s own blocking mode decides, as it does for the real call: a
+        blocking descriptor sends everything (to the file's end), a non-blocking one what
+        the kernel takes now, ``BlockingIOError`` if nothing. Returns the bytes sent."""
+        nonblock = not os.get_blocking(out_fd)
+        pos = offset
+        if offset is None:
+            try:
+                pos = os.lseek(in_fd, 0, os.SEEK_CUR)
+            except OSError:
+                raise _PassRaw from None  # not a file: the real call fails on it
+        if nonblock and sock.gettimeout() and not _ready(sock, True):
+            # (a socket with a timeout would wait in send; the descriptor does not)
+            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+        total = 0
+        while total < count:
+            try:
+                data = os.pread(in_fd, min(count - total, _SENDFILE_CHUNK), pos + total)
+            except OSError:
+                if total:
+                    break
+                raise _PassRaw from None  # (ESPIPE, EBADF...: the real call's error)
+            if not data:
+                break  # the end of the file
+            try:
+                n = self.send_framed(sock, data, _DONTWAIT if nonblock else 0, not nonblock)
+            except (BlockingIOError, InterruptedError, TimeoutError):
+                if total:
+                    break
+                raise
+            except OSError:
+                if total:
+                    break  # what went is counted; the next call meets the error again
+                raise
+            total += n
+            if nonblock or n < len(data):
+                break
+        if offset is None and total:
+            os.lseek(in_fd, pos + total, os.SEEK_SET)
+        return total
 
     def _flush(self, ep) -> None:
         """Write the markers queued on an idle outgoing direction (never blocks)."""
@@ -1968,7 +2020,11 @@ def recv_into(self, buffer, nbytes=0, flags=0):
     size = nbytes or len(mv)
     if size > len(mv):
         raise ValueError("buffer too small for requested bytes")
-    data = recv(self, size, flags)
+    try:
+        data = recv(self, size, flags)
+    except BaseException:
+        mv = None  # (no view of the caller's buffer left in the traceback's frame)
+        raise
     k = len(data)
     mv[:k] = data
     return k
@@ -2023,12 +2079,68 @@ def sendfile(self, file, offset=0, count=None):
     if c.kind == "tcp":
         if c.out_mode == UNDECIDED:
             c.decide_out(self)
-        if c.out_mode != RAW:
+        if c.out_mode != RAW or c.out_pending:
             return self._sendfile_use_send(file, offset, count)  # through send: framed
-        n = _orig["sendfile"](self, file, offset, count)
-        c.raw_sent(self, n, b"")
-        return n
+    # Raw: the real socket.sendfile, whose os.sendfile calls os_sendfile records.
     return _orig["sendfile"](self, file, offset, count)
+
+
+# os.sendfile writes a file into a descriptor in the kernel, bypassing the socket
+# methods (asyncio's loop.sock_sendfile and transports' sendfile, socket.sendfile,
+# user code). Wrapped so that a framed direction stays framed; everything else keeps
+# the real call.
+_SENDFILE_CHUNK = 1 << 20  # bytes read from the file per frame
+_os_sendfile = [None]  # the os.sendfile that os_sendfile replaced
+
+
+def _tcp_conn_of_fd(fd):
+    """The Conn of the TCP connection behind descriptor ``fd``, or None (not a socket,
+    not a connection cutscope knows, a bad descriptor: the real call says)."""
+    if type(fd) is not int or not _inos:
+        return None
+    try:
+        st = os.fstat(fd)
+    except (OSError, ValueError, OverflowError):
+        return None
+    if not stat.S_ISSOCK(st.st_mode):
+        return None
+    c = _inos.get(st.st_ino)
+    return None if c is None or c.ended else c
+
+
+def os_sendfile(out_fd, in_fd, offset, count):
+    """``os.sendfile``: the real call, unless ``out_fd`` is a traced TCP connection's
+    descriptor whose outgoing direction is framed (or undecided, or owes its HELLO):
+    then the file's bytes are read with ``os.pread`` and sent framed (``Conn.sendfile``),
+    with os.sendfile's return value, partial counts, ``EAGAIN`` and offset semantics.
+    A raw direction keeps the real call and records one raw send per call."""
+    real = _os_sendfile[0]
+    c = _tcp_conn_of_fd(out_fd)
+    if c is None or type(count) is not int or count <= 0 or not (
+            offset is None or (type(offset) is int and offset >= 0)):
+        return real(out_fd, in_fd, offset, count)  # (its errors, as they are)
+    try:
+        if c.out_mode != RAW or c.out_pending:
+            sock = c.sock()
+            if sock is not None:
+                if c.out_mode == UNDECIDED:
+                    c.decide_out(sock)
+                if c.out_mode != RAW or c.out_pending:
+                    return c.sendfile(sock, out_fd, in_fd, offset, count, real)
+            else:
+                _fault(RuntimeError("os.sendfile on a framed connection that has no socket "
+                                    "object left: sent raw"), "os.sendfile")
+    except _PassRaw:
+        pass
+    n = real(out_fd, in_fd, offset, count)
+    sock = c.sock()
+    if sock is not None:
+        c.raw_sent(sock, n, b"")
+    return n
+
+
+class _PassRaw(Exception):
+    """Conn.sendfile: nothing was sent; the real os.sendfile is right (or says why not)."""
 
 
 def _real_close(self, *args, **kw):
@@ -2130,6 +2242,9 @@ class SocketInstrumentor(Instrumentor):
                 _orig[name] = getattr(_Socket, name)  # inherited C method, called directly
                 _orig["_inherited_" + name] = True
             setattr(_Socket, name, fn)
+        if hasattr(os, "sendfile") and os.sendfile is not os_sendfile:
+            _os_sendfile[0] = os.sendfile
+            os.sendfile = os_sendfile
         tracer.tick_hooks.append(_tick)
         if not _reduction_hooked[0]:
             import wrapt
@@ -2157,6 +2272,8 @@ class SocketInstrumentor(Instrumentor):
                 delattr(_Socket, name)
             else:
                 setattr(_Socket, name, _orig[name])
+        if getattr(os, "sendfile", None) is os_sendfile:
+            os.sendfile = _os_sendfile[0]  # (someone who patched over us keeps theirs)
         if t is not None:
             try:
                 t.tick_hooks.remove(_tick)
