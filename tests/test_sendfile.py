@@ -45,8 +45,9 @@ def _framed_sent(doc):
     return sum(e["nbytes"] for e in doc["events"] if e["kind"] == "send" and e["channel"] in framed)
 
 
-async def _serve_and_collect(port_box, got, done):
+async def _serve_and_collect(port_box, got, done, accepted):
     async def handle(r, w):
+        accepted.set()
         while True:
             b = await r.read(65536)
             if not b:
@@ -68,18 +69,20 @@ def test_asyncio_sendfile_into_a_framed_connection(blob, how, real_sendfile):
     offset, count = 1000, 2_500_000
 
     async def main():
-        got, done, port = bytearray(), asyncio.Event(), []
-        srv = await _serve_and_collect(port, got, done)
+        got, done, accepted, port = bytearray(), asyncio.Event(), asyncio.Event(), []
+        srv = await _serve_and_collect(port, got, done, accepted)
         loop = asyncio.get_running_loop()
         with open(path, "rb") as f:
             if how == "sock_sendfile":
                 s = socket.create_connection(("127.0.0.1", port[0]))
                 s.setblocking(False)
+                await asyncio.wait_for(accepted.wait(), 30)
                 n = await loop.sock_sendfile(s, f, offset, count)
                 pos = f.tell()
                 s.close()
             else:
                 r, w = await asyncio.open_connection("127.0.0.1", port[0])
+                await asyncio.wait_for(accepted.wait(), 30)
                 w.write(b"head")
                 n = await loop.sendfile(w.transport, f, offset, count)
                 pos = f.tell()
