@@ -766,32 +766,24 @@ class Conn(RawEnds):
             self._fast()
 
     def decide_in(self, sock, flags: int) -> None:
-        """At the first receive of this direction: raw if the other end is not traced;
-        else the first bytes say (a HELLO: framed; anything else: raw, what a traced
-        sender that decided raw sends). Under rlock, decided once: a second reader that
-        peeked after the first had consumed the HELLO would see frames and call them raw."""
+        """At the first receive of this direction (of a connection to or from a traced
+        listener): the first bytes say (a HELLO: framed; anything else: raw). The
+        registry is not asked first: the other end may have sent everything and closed
+        (and withdrawn its entry) before this end reads. Under rlock, decided once: a
+        second reader that peeked after the first had consumed the HELLO would see
+        frames and call them raw."""
         with self.rlock:
-            if self.in_mode != UNDECIDED:
-                return
-            try:
-                m = self._peer(sock)
-            except Exception as exc:
-                _fault(exc, "looking up a peer")
-                m = "?"
-            if m is None:
-                self.in_mode = RAW
-                self._fast()
-                return
-            self._probe(sock, flags)
+            if self.in_mode == UNDECIDED:
+                self._probe(sock, flags)
 
     def _probe(self, sock, flags: int) -> None:
         """Peek at the head of the stream, blocking as the caller's receive would (its
         timeout, its non-blocking mode) for the first byte: a HELLO or not."""
         nonblock = sock.gettimeout() == 0.0 or bool(flags & _DONTWAIT)
         head = _recv(sock, 16, _PEEK | (flags & _DONTWAIT))  # may raise, as the call would
-        if head and len(head) < 16 and _MAGIC.startswith(head):
-            # The start of a HELLO's magic (it leaves in one syscall with its frame: its
-            # rest is on the way), or raw bytes that look like it: wait a little.
+        if head and len(head) < 16 and _MAGIC.startswith(head) and self._peer(sock) is not None:
+            # The start of a HELLO's magic from a traced end (a HELLO leaves in one syscall
+            # with its frame: its rest is on the way), or raw bytes that look like it.
             if nonblock:
                 now = _mono()
                 if not self.probe_until:

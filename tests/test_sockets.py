@@ -882,3 +882,29 @@ def test_frame_sized_reads_fall_back_into_step_after_the_hello():
         s.close()
         doc = rec.trace()
     assert_matched(doc, min_framed=1)
+
+
+def test_peer_that_sent_everything_and_closed_before_the_first_read():
+    """ftplib's storbinary: the client sends its data and closes (its registration goes)
+    before the server's first read. The server still finds the HELLO and unframes."""
+    data = bytes(range(256)) * 67
+    with recording("p") as rec:
+        c, s = pair()
+        c.sendall(data)
+        c.close()
+        s.setblocking(False)
+        time.sleep(0.05)
+        got = bytearray()
+        while True:
+            try:
+                d = s.recv(1024)
+            except BlockingIOError:
+                time.sleep(0.01)
+                continue
+            if not d:
+                break
+            got += d
+        assert bytes(got) == data
+        s.close()
+        doc = rec.trace()
+    assert_matched(doc, min_framed=1)

@@ -23,6 +23,11 @@ of mode 0700 owned by the user (anything else, and the control sockets are not
 used: the store path still works). Processes on another host, or without a
 socket, are reached through the store as before.
 
+The same directory holds the socket integration's registry (``registry_dir``):
+small entries written atomically, one subdirectory per kind: ``c/`` the traced
+ends of TCP connections, ``i/`` connects in progress, ``h/`` connection states
+handed to another process (docs/protocol.md, "Negotiation").
+
 Messages are frames: a 4-byte big-endian length, then a JSON object. The
 sockets are ``_socket.socket`` objects, so the socket integration never sees
 them (they are cutscope's own traffic, not the application's).
