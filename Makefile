@@ -64,24 +64,25 @@ test-deps: system-deps
 	@command -v openssl >/dev/null 2>&1 || { $(APT) update >/dev/null && $(APT) install openssl >/dev/null; }
 	@command -v ip >/dev/null 2>&1 || { $(APT) update >/dev/null && $(APT) install iproute2 >/dev/null; }
 
-test: venv test-deps
-	$(BIN)/pytest
-
 # The project's suite on every Python present (.venv's, then pyenv's 3.12 and 3.13), each
 # with the C extension and with CUTSCOPE_SPEEDUPS=0 (the pure-Python paths). Every run
 # happens; the target fails at the end if any failed, and says which.
-test-pythons: venv $(OTHER_STAMPS) test-deps
-	@$(foreach v,3.12 3.13,$(if $(PYTHON_$(v)),,echo "test-pythons: no Python $(v) in $(PYENV_ROOT)/versions: skipping it";))
-	@failed=""; \
-	for bin in $(BIN) $(foreach v,$(OTHER_PYTHONS),.venv-$(v)/bin); do \
+SKIPPED_PYTHONS = $(foreach v,3.12 3.13,$(if $(PYTHON_$(v)),,echo "make: no Python $(v) in $(PYENV_ROOT)/versions: skipping it";))
+RUN_SUITES = for bin in $(BIN) $(foreach v,$(OTHER_PYTHONS),.venv-$(v)/bin); do \
 	  ver=$$($$bin/python -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])'); \
 	  for speedups in 1 0; do \
 	    echo "== Python $$ver, CUTSCOPE_SPEEDUPS=$$speedups: $$bin/pytest"; \
-	    CUTSCOPE_SPEEDUPS=$$speedups $$bin/pytest || failed="$$failed $$ver/speedups=$$speedups"; \
+	    CUTSCOPE_SPEEDUPS=$$speedups $$bin/pytest || failed="$$failed pytest/$$ver/speedups=$$speedups"; \
 	  done; \
-	done; \
-	if [ -n "$$failed" ]; then echo "test-pythons: FAILED:$$failed"; exit 1; fi; \
-	echo "test-pythons: all passed"
+	done
+REPORT = if [ -n "$$failed" ]; then echo "make: FAILED:$$failed"; exit 1; fi; echo "make: all passed"
+
+test: venv test-deps
+	$(BIN)/pytest
+
+test-pythons: venv $(OTHER_STAMPS) test-deps
+	@$(SKIPPED_PYTHONS)
+	@failed=""; $(RUN_SUITES); $(REPORT)
 
 # CPython's own socket, asyncio, TLS, HTTP, mail, logging and queue suites, without and
 # under `cutscope run`, compared test by test (docs/conformance.md). CONFORMANCE_PYTHON

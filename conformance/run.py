@@ -71,9 +71,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     "suites without and with cutscope and list the tests cutscope breaks.")
     p.add_argument("--python", default=sys.executable,
                    help="interpreter to test, with cutscope installed (default: this one)")
-    p.add_argument("--timeout", type=float, default=900.0,
-                   help="regrtest's timeout per test file, seconds (default 900): a hang "
-                        "becomes a failure of that file")
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="regrtest's timeout per test file, seconds (default 600, ten times the "
+                        "slowest file untraced): a hang becomes a failure of that file")
     p.add_argument("-j", "--jobs", type=int, default=2,
                    help="regrtest worker processes (default 2)")
     p.add_argument("--json", dest="json_path", default=None,
@@ -153,6 +153,7 @@ def run_pass(label: str, cmd: list[str], env: dict, cwd: str, log_path: str) -> 
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
+            log.flush()
             m = _PROGRESS.search(line.rstrip("\n"))
             if m:
                 outcomes[m.group(1)] = m.group(2)
@@ -293,8 +294,7 @@ def print_report(info: dict, result: dict, expected: dict[str, str], times: dict
         else:
             used.add(pat)
         note = f"  (expected: {expected[pat]})" if pat else ""
-        detail = f" {r['detail']}" if r.get("detail") else ""
-        print(f"  {r['id']}: {r['with']}{detail}{note}")
+        print(f"  {r['id']}: {r.get('detail') or r['with']}{note}")
     stale = [p for p in expected if p not in used]
     if stale:
         print("\nin expected.txt but not a regression in this run (review the list):")
