@@ -151,9 +151,11 @@ def _ready(sock, writing: bool) -> bool:
     return bool(p.poll(0))
 
 
-def _resolve(host) -> str | None:
-    """An IP literal for ``host`` (cached); None if it cannot be resolved quickly."""
-    r = _addr_cache.get(host)
+def _resolve(host, family: int = 0) -> str | None:
+    """An IP literal for ``host`` (of ``family``, as a socket of that family connects to
+    it; cached); None if it cannot be resolved quickly."""
+    k = (host, family) if family else host
+    r = _addr_cache.get(k)
     if r is not None:
         return r
     try:
@@ -161,12 +163,12 @@ def _resolve(host) -> str | None:
         r = host
     except ValueError:
         try:
-            r = socket.getaddrinfo(host, None)[0][4][0]
+            r = socket.getaddrinfo(host, None, family, socket.SOCK_STREAM if family else 0)[0][4][0]
         except (OSError, UnicodeError):
             return None
     if len(_addr_cache) > 4096:
         _addr_cache.clear()
-    _addr_cache[host] = r
+    _addr_cache[k] = r
     return r
 
 
@@ -1625,7 +1627,7 @@ def _before_connect(sock, address):
     try:
         if sock.family not in _INET or sock.type != socket.SOCK_STREAM:
             return None
-        ip = _resolve(address[0])
+        ip = _resolve(address[0], sock.family)
         traced = ip is not None and _traced_peer("tcp", ip, address[1])
         return (ip, traced, _intent(ip, address[1]) if traced else None)
     except Exception as exc:
@@ -1660,8 +1662,11 @@ def _after_connect(sock, address, pre=None) -> None:
             c = _new_tcp(sock, UNDECIDED if traced else RAW, UNDECIDED if traced else RAW)
             if traced:
                 c.dest_traced = True
-                # (a connect in progress has its local address already, not yet its peer's)
-                _set_ends(c, sock.getsockname(), (ip, address[1]) + tuple(address[2:]))
+                try:
+                    there = sock.getpeername()
+                except OSError:  # a connect in progress: its local address is known already
+                    there = (ip, address[1]) + tuple(address[2:])
+                _set_ends(c, sock.getsockname(), there)
                 _publish(c)
         finally:
             if intent is not None:

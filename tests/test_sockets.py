@@ -908,3 +908,21 @@ def test_peer_that_sent_everything_and_closed_before_the_first_read():
         s.close()
         doc = rec.trace()
     assert_matched(doc, min_framed=1)
+
+
+def test_client_connecting_by_host_name_is_found_by_a_server_that_speaks_first():
+    """A client that connects to "localhost" (not an IP literal) is registered under the
+    address it really reached, so the server that speaks first frames its direction."""
+    with recording("main") as rec:
+        srv = socket.create_server(("127.0.0.1", 0))
+        c = socket.create_connection(("localhost", srv.getsockname()[1]), timeout=10)
+        s, _ = srv.accept()
+        s.sendall(b"220 ready\r\n")
+        assert c.recv(100) == b"220 ready\r\n"
+        c.sendall(b"quit\r\n")
+        assert s.recv(100) == b"quit\r\n"
+        c.close()
+        s.close()
+        srv.close()
+        doc = rec.trace()
+    assert_matched(doc, min_framed=2)
