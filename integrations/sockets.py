@@ -26,6 +26,7 @@ import errno
 import ipaddress
 import itertools
 import json
+import operator
 import os
 import select
 import selectors
@@ -60,7 +61,10 @@ _MAGIC = wire.MAGIC
 _PEEK = int(socket.MSG_PEEK)
 _DONTWAIT = int(getattr(socket, "MSG_DONTWAIT", 0))
 _WAITALL = int(getattr(socket, "MSG_WAITALL", 0))
-_NOT_STREAM_FLAGS = ~(_DONTWAIT | _WAITALL)
+_TRUNC = int(getattr(socket, "MSG_TRUNC", 0))
+# Flags a framed receive handles itself; any other (MSG_OOB, MSG_ERRQUEUE) goes to the
+# kernel untouched. (MSG_PEEK is handled apart.)
+_NOT_STREAM_FLAGS = ~(_DONTWAIT | _WAITALL | _TRUNC)
 _INET = (socket.AF_INET, socket.AF_INET6)
 
 # The longest a traced end waits for a connect in progress towards its own address
@@ -81,7 +85,7 @@ RAW, FRAMED, UNDECIDED, HELLO_PENDING = 0, 1, 2, 3
 
 _real = {n: getattr(_ss, n) for n in (
     "connect", "connect_ex", "listen", "bind", "send", "sendall", "sendto", "sendmsg", "recv",
-    "recv_into", "recvfrom", "recvfrom_into", "recvmsg")}
+    "recv_into", "recvfrom", "recvfrom_into", "recvmsg", "recvmsg_into")}
 _send = _ss.send
 _sendall = _ss.sendall
 _recv = _ss.recv
@@ -89,6 +93,7 @@ _recv_into = _ss.recv_into
 _sendto = _ss.sendto
 _recvfrom = _ss.recvfrom
 
+_NOARG = object()  # an argument not given (the C method then raises its own error)
 _tracer = [None]  # the tracer the wrappers record into
 # id(socket object) -> its Conn. An entry lives exactly as long as its socket object:
 # the weak reference in _refs removes it when the object dies (CPython calls the
@@ -653,6 +658,9 @@ class Conn(RawEnds):
         self.in_name = ""
         self.in_cid: str | None = None
         self.in_lp = None
+        # The peer sent bytes that are not frames: the WireError until a receive has
+        # raised the reset for it, then True (reads give end of stream). See _bad_frames.
+        self.in_err = None
 
     def __repr__(self):
         return f"<Conn out={self.out_mode} in={self.in_mode} ino={self.ino}>"
@@ -663,7 +671,8 @@ class Conn(RawEnds):
         self.fast_lp = ep.process if (self.out_mode == FRAMED and ep is not None and
                                       self.out_name == ep.process.name and not self.ended) \
             else None
-        self.fast_in = self.in_mode == FRAMED and not self.in_hello and not self.ended
+        self.fast_in = self.in_mode == FRAMED and not self.in_hello and not self.ended and \
+            self.in_err is None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -855,12 +864,15 @@ class Conn(RawEnds):
             for m in ep.take_markers():
                 self.out_pending += wire.marker(m.snapshot, m.initiator)
 
-    def send_framed(self, sock, data, flags: int, whole: bool) -> int:
+    def send_framed(self, sock, data, flags: int, whole: bool, anc=()) -> int:
         """Send ``data`` framed (``whole``: sendall). Returns the payload bytes accepted.
 
         A partial send keeps the rest of the frame owed: the control bytes in
         ``out_pending``, the payload count in ``out_left``; the application's next
-        bytes continue that frame before anything else.
+        bytes continue that frame before anything else. A timeout or a full buffer
+        after some payload went out ends the call with the count sent (``send``); before
+        any, it raises as the plain call does. ``anc``: sendmsg's ancillary data, given
+        to the kernel with the call's first syscall.
         """
         try:
             timeout = sock.gettimeout()
@@ -888,13 +900,16 @@ class Conn(RawEnds):
                         buf = mv
                     else:
                         buf = mv[sent:sent + take]
-                    if not first and deadline is not None:
-                        _wait(sock, True, deadline)
-                    first = False
                     try:
+                        if not first and deadline is not None:
+                            _wait(sock, True, deadline)
+                        first = False
                         if use_sendall:
                             _sendall(sock, buf, flags)
                             n = len(buf)
+                        elif anc:
+                            n = _ss.sendmsg(sock, [buf], anc, flags)
+                            anc = ()
                         else:
                             n = _send(sock, buf, flags)
                     except (BlockingIOError, InterruptedError):
@@ -1029,7 +1044,9 @@ class Conn(RawEnds):
     # -- receiving (framed) ------------------------------------------------------
 
     def _feed(self, buf, recs: list) -> list:
-        """Parse ``buf`` (held bytes + new bytes): payload pieces out, events into ``recs``."""
+        """Parse ``buf`` (held bytes + new bytes): payload pieces out, events into ``recs``.
+        Bytes that are not frames stop the parse: the pieces before them come out, and
+        ``in_err`` is set (the caller fails the connection, see ``_bad_frames``)."""
         pos = 0
         end = len(buf)
         out = []
@@ -1042,48 +1059,54 @@ class Conn(RawEnds):
             if not self.in_first:
                 self.in_first = True
                 recs.append((1, self.in_msg, self.in_stamp, self.in_n, buf[:take]))
-        while pos < end:
-            if self.in_hello:
-                h = wire.parse_hello(buf, pos)
-                if h is None:
-                    break
-                cid, name, pos = h
-                self.in_hello = False
-                self._fast()
-                recs.append((3, cid, name))
-                self.in_name = name
-                continue
-            t = buf[pos]
-            if t == _DATA:
-                if end - pos < _HDR_SIZE:
-                    break
-                _, n, seq, lam = _HDR.unpack_from(buf, pos)
-                pos += _HDR_SIZE
-                self.in_msg = f"{self.in_name}#{seq}" if seq else None
-                self.in_stamp = lam
-                self.in_n = n
-                left = n
-                take = end - pos
-                if take > n:
-                    take = n
-                if take:
-                    piece = buf[pos:pos + take]
-                    out.append(piece)
-                    pos += take
-                    left -= take
-                    self.in_first = True
-                    recs.append((1, self.in_msg, lam, n, piece))
+        try:
+            while pos < end:
+                if self.in_hello:
+                    h = wire.parse_hello(buf, pos)
+                    if h is None:
+                        break
+                    cid, name, pos = h
+                    self.in_hello = False
+                    self._fast()
+                    recs.append((3, cid, name))
+                    self.in_name = name
+                    continue
+                t = buf[pos]
+                if t == _DATA:
+                    if end - pos < _HDR_SIZE:
+                        break
+                    _, n, seq, lam = _HDR.unpack_from(buf, pos)
+                    pos += _HDR_SIZE
+                    self.in_msg = f"{self.in_name}#{seq}" if seq else None
+                    self.in_stamp = lam
+                    self.in_n = n
+                    left = n
+                    take = end - pos
+                    if take > n:
+                        take = n
+                    if take:
+                        piece = buf[pos:pos + take]
+                        out.append(piece)
+                        pos += take
+                        left -= take
+                        self.in_first = True
+                        recs.append((1, self.in_msg, lam, n, piece))
+                    else:
+                        self.in_first = False
                 else:
-                    self.in_first = False
-            else:
-                c = wire.parse_control(buf, pos)
-                if c is None:
-                    break
-                kind, val, pos = c
-                if kind == wire.MARKER:
-                    recs.append((2, val[0], val[1]))
-                else:
-                    self.in_name = val
+                    c = wire.parse_control(buf, pos)
+                    if c is None:
+                        break
+                    kind, val, pos = c
+                    if kind == wire.MARKER:
+                        recs.append((2, val[0], val[1]))
+                    else:
+                        self.in_name = val
+        except wire.WireError as exc:
+            self.in_err = exc
+            self._fast()
+            left = 0
+            pos = end
         self.in_left = left
         self.in_buf = bytes(buf[pos:]) if pos < end else b""
         return out
@@ -1145,29 +1168,77 @@ class Conn(RawEnds):
         except Exception as exc:
             _fault(exc, "recording a receive")
 
+    def _bad_frames(self, sock) -> None:
+        """The peer sent bytes that are not frames (``in_err``): the connection fails as
+        a reset one does. Its reading side is shut down (select and the event loops see
+        it readable; the next receive raises the reset, see ``_after_reset``), the
+        incoming channel ends, and a fault is recorded (the peer's: never raised, strict
+        mode or not)."""
+        exc = self.in_err
+        self.in_left = 0
+        self.in_buf = b""
+        self._fast()
+        _framed.discard(self)
+        try:
+            _ss.shutdown(sock, socket.SHUT_RD)
+        except OSError:
+            pass
+        t = _tracer[0]
+        if t is not None:
+            try:
+                t.fault(exc, f"sockets: bytes that are not frames from the peer of "
+                        f"{self.endpoint(sock, False)}; connection reset", peer=True)
+            except Exception:
+                pass
+            try:
+                self._end_in()
+            except Exception as e:
+                _fault(e, "closing a connection")
+
+    def _after_reset(self, sock) -> bytes:
+        """A receive on a connection failed by ``_bad_frames``: the first raises
+        ConnectionResetError and shuts the writing side down too (sends fail with EPIPE
+        from then on), the later ones read end of stream: as on a reset socket."""
+        if self.in_err is True:
+            return b""
+        self.in_err = True
+        try:
+            _ss.shutdown(sock, socket.SHUT_WR)
+        except OSError:
+            pass
+        raise ConnectionResetError(errno.ECONNRESET, os.strerror(errno.ECONNRESET))
+
     def recv_framed(self, sock, bufsize: int, flags: int, pre: bytes | None = None,
-                    owned: bool = False) -> bytes:
+                    owned: bool = False, anc: list | None = None) -> bytes:
         """Receive on a framed direction. ``pre``: bytes that recv's hot path read already,
         ``owned``: its caller holds rlock's token (the hot path: between its read and this
         call no other reader may touch the stream, or it would take a header's rest for
-        a frame's start)."""
+        a frame's start). ``anc``: ``[ancbufsize, items, msg_flags]`` to read with
+        ``recvmsg`` and collect the kernel's ancillary data and flags (recvmsg on TCP).
+        ``bufsize`` and ``flags`` are the caller's, already checked (ints, bufsize >= 0).
+
+        A read that filled its request (the kernel may hold more) but brought fewer
+        payload bytes than asked, because control bytes took part of it, reads on
+        without waiting: the application gets what an untraced receive would."""
+        if self.in_err is not None:
+            return self._after_reset(sock)
         if bufsize <= 0:
-            if bufsize < 0:
-                raise ValueError("negative buffersize in recv")
             return b""
         timeout = sock.gettimeout()
         nonblock = timeout == 0.0 or bool(flags & _DONTWAIT)
         deadline = None if (timeout is None or nonblock) else _mono() + timeout
-        rflags = flags & ~_WAITALL
+        rflags = flags & ~(_WAITALL | _TRUNC)
         waitall = bool(flags & _WAITALL) and not nonblock
         got = []
         ngot = 0
         first = True
+        more = False  # the last read filled its request: the kernel may hold more
         with _HELD if owned else self.rlock:
             while True:
                 want = bufsize - ngot
                 left = self.in_left
                 held = len(self.in_buf)
+                step = False
                 if left >= want:
                     n = want
                 elif left and want == self.in_n:
@@ -1175,6 +1246,7 @@ class Conn(RawEnds):
                     # read also took a HELLO): finish this frame only, and the next
                     # read starts at a frame's start, where recv's hot path serves it.
                     n = left
+                    step = True
                 else:
                     n = want + _HDR_SIZE - held
                 if held:
@@ -1188,16 +1260,36 @@ class Conn(RawEnds):
                     held = 0
                     left = 0
                     first = False
+                    more = len(data) >= bufsize + _HDR_SIZE
                 else:
-                    if not first and deadline is not None:
-                        _wait(sock, False, deadline)
+                    rf = rflags
+                    if more and ngot:
+                        # Topping up: only what is there already. (With a timeout, CPython
+                        # waits for readability before the syscall, MSG_DONTWAIT or not.)
+                        if timeout and not _ready(sock, False):
+                            break
+                        rf |= _DONTWAIT
+                    elif not first and deadline is not None:
+                        try:
+                            _wait(sock, False, deadline)
+                        except TimeoutError:
+                            if ngot:
+                                break
+                            raise
                     first = False
                     try:
-                        data = _recv(sock, n, rflags)
+                        if anc is None:
+                            data = _recv(sock, n, rf)
+                        else:
+                            data, items, mflags, _ = _ss.recvmsg(sock, n, anc[0], rf)
+                            if items:
+                                anc[1].extend(items)
+                            anc[2] |= mflags
                     except (BlockingIOError, InterruptedError, TimeoutError):
                         if ngot:
                             break
                         raise
+                    more = len(data) >= n and not step
                 if not data:
                     self._end_in()
                     break
@@ -1221,7 +1313,7 @@ class Conn(RawEnds):
                             ngot += k
                         else:
                             self.in_first = False
-                        if ngot >= bufsize or (ngot and not waitall):
+                        if ngot >= bufsize or (ngot and not waitall and not more):
                             break
                         continue
                 recs = []
@@ -1231,7 +1323,12 @@ class Conn(RawEnds):
                 for p in pieces:
                     got.append(p)
                     ngot += len(p)
-                if ngot >= bufsize or (ngot and not waitall):
+                if self.in_err is not None:
+                    self._bad_frames(sock)
+                    if ngot:
+                        break  # what came before the bad bytes; the next receive fails
+                    return self._after_reset(sock)
+                if ngot >= bufsize or (ngot and not waitall and not more):
                     break
                 # Only control bytes (a marker, a HELLO, part of a header): as if nothing
                 # had arrived. A blocking socket reads on; a non-blocking one reads again
@@ -1243,6 +1340,8 @@ class Conn(RawEnds):
 
     def peek_framed(self, sock, bufsize: int, flags: int) -> bytes:
         """MSG_PEEK on a framed direction: payload bytes only, nothing recorded."""
+        if self.in_err is not None:
+            return b""  # a reset socket peeks end of stream (the reset is a receive's)
         timeout = sock.gettimeout()
         nonblock = timeout == 0.0 or bool(flags & _DONTWAIT)
         deadline = None if (timeout is None or nonblock) else _mono() + timeout
@@ -1255,38 +1354,16 @@ class Conn(RawEnds):
                 if not data:
                     return b""
                 buf = held + data
-                # parse without touching the state
-                pos = 0
                 out = []
-                nout = 0
-                hello = self.in_hello
-                ctrl_end = 0  # control frames at the head, before any payload
-                while pos < len(buf) and nout < bufsize:
-                    if hello:
-                        h = wire.parse_hello(buf, pos)
-                        if h is None:
-                            break
-                        pos = h[2]
-                        hello = False
-                    elif buf[pos] == _DATA:
-                        if len(buf) - pos < _HDR_SIZE:
-                            break
-                        _, n, _s, _l = _HDR.unpack_from(buf, pos)
-                        pos += _HDR_SIZE
-                        take = min(n, len(buf) - pos, bufsize - nout)
-                        out.append(buf[pos:pos + take])
-                        nout += take
-                        pos += take
-                        if take < n:
-                            break
-                        continue
-                    else:
-                        c = wire.parse_control(buf, pos)
-                        if c is None:
-                            break
-                        pos = c[2]
-                    if not out:
-                        ctrl_end = pos
+                try:
+                    ctrl_end = self._peek_parse(buf, bufsize, out)
+                except wire.WireError as exc:
+                    if out:
+                        return b"".join(out)  # what comes before the bad bytes
+                    # Bad bytes at the head: consume what is held and fail as a receive would.
+                    self.in_err = exc
+                    self._bad_frames(sock)
+                    return self._after_reset(sock)
                 if out:
                     return b"".join(out)
                 if ctrl_end > len(held):
@@ -1301,6 +1378,42 @@ class Conn(RawEnds):
                 if deadline is not None and _mono() > deadline:
                     raise _timeout_error()
                 time.sleep(0.001)  # part of a header: its rest is on the way
+
+    def _peek_parse(self, buf, bufsize: int, out: list) -> int:
+        """Parse ``buf`` without touching the state: payload pieces (at most ``bufsize``
+        bytes) into ``out``; returns the end of the control frames at its head. Raises
+        WireError on bytes that are not frames."""
+        pos = 0
+        nout = 0
+        hello = self.in_hello
+        ctrl_end = 0
+        while pos < len(buf) and nout < bufsize:
+            if hello:
+                h = wire.parse_hello(buf, pos)
+                if h is None:
+                    break
+                pos = h[2]
+                hello = False
+            elif buf[pos] == _DATA:
+                if len(buf) - pos < _HDR_SIZE:
+                    break
+                _, n, _s, _l = _HDR.unpack_from(buf, pos)
+                pos += _HDR_SIZE
+                take = min(n, len(buf) - pos, bufsize - nout)
+                out.append(buf[pos:pos + take])
+                nout += take
+                pos += take
+                if take < n:
+                    break
+                continue
+            else:
+                c = wire.parse_control(buf, pos)
+                if c is None:
+                    break
+                pos = c[2]
+            if not out:
+                ctrl_end = pos
+        return ctrl_end
 
     def idle_markers(self) -> None:
         """SPEC 5: once its process has recorded, a marker at the head of an idle incoming
@@ -1413,16 +1526,17 @@ class UdpConn:
         return f"{a}->{b}" if outgoing else f"{b}->{a}"
 
     def received(self, sock, data, addr, bufsize: int, peek: bool):
-        """Strip an envelope; record the receive. Returns the payload (at most bufsize)."""
+        """Strip an envelope; record the receive. Returns the payload (at most bufsize)
+        and the length of the whole payload that ``data`` holds."""
         env = wire.parse_envelope(data) if data[:2] == _MAGIC[:2] else None
         if env is None:
             if not peek:
                 self._raw_in(sock, data[:bufsize], addr)
-            return data[:bufsize]
+            return data[:bufsize], len(data)
         cid, name, seq, lam, off = env
         payload = data[off:off + bufsize]
         if peek:
-            return payload
+            return payload, len(data) - off
         t = _tracer[0]
         lp = _lp()
         try:
@@ -1436,7 +1550,7 @@ class UdpConn:
                     bytes(payload) if (t.capture or lp.snaps) else None)
         except Exception as exc:
             _fault(exc, "recording a UDP receive")
-        return payload
+        return payload, len(data) - off
 
     def _raw_in(self, sock, data, addr):
         t = _tracer[0]
@@ -1723,7 +1837,11 @@ def bind(self, address):
 # helper would cost a Python call per message).
 
 def _fast_sender(name, general, ret_n):
-    def fast(self, data, flags=0):
+    real = _real[name]
+
+    def fast(self, data=_NOARG, flags=0, /, *more):
+        if data is _NOARG or more:  # the C method's own error
+            return real(self, *(() if data is _NOARG else (data, flags)), *more)
         c = _objs.get(id(self))
         if c is None:
             c = _attach(self)[1]
@@ -1775,6 +1893,9 @@ def _marker_prefix(c, markers) -> bytes:
 
 
 def _send_general(self, c, data, flags):
+    if not _usual_buf(data) or type(flags) is not int:
+        _check("send", self, (data, flags))
+        flags = _index(flags)
     k = c.kind
     if k == "tcp":
         m = c.out_mode
@@ -1797,6 +1918,9 @@ def _send_general(self, c, data, flags):
 
 
 def _sendall_general(self, c, data, flags):
+    if not _usual_buf(data) or type(flags) is not int:
+        _check("sendall", self, (data, flags))
+        flags = _index(flags)
     if c.kind == "tcp":
         m = c.out_mode
         if m == RAW:
@@ -1823,23 +1947,44 @@ send = _fast_sender("send", _send_general, True)
 sendall = _fast_sender("sendall", _sendall_general, False)
 
 
-def sendmsg(self, buffers, ancdata=(), flags=0, address=None):
+def sendmsg(self, *args, **kw):
+    if kw or not 1 <= len(args) <= 4:
+        return _real["sendmsg"](self, *args, **kw)  # (bad arguments: the C method's error)
     c = _conn_of(self)
+    buffers = args[0]
+    ancdata = args[1] if len(args) > 1 else ()
+    flags = args[2] if len(args) > 2 else 0
+    address = args[3] if len(args) > 3 else None
+    # Iterables are taken once (the C method, asked to check them, would consume them).
+    if type(buffers) is not list and type(buffers) is not tuple:
+        try:
+            buffers = list(buffers)
+        except TypeError:
+            return _real["sendmsg"](self, *args)
+    if type(ancdata) is not list and type(ancdata) is not tuple:
+        try:
+            ancdata = list(ancdata)
+        except TypeError:
+            return _real["sendmsg"](self, *args)
+    if ancdata or type(flags) is not int or address is not None or \
+            any(type(b) is not bytes for b in buffers):
+        _check("sendmsg", self, (buffers, ancdata, flags, address))
+        flags = _index(flags)
     if c.kind == "tcp" and c.out_mode != RAW:
-        if ancdata:
-            _fault(RuntimeError("ancillary data on a framed TCP connection dropped"), "sendmsg")
-        data = b"".join(bytes(b) if not isinstance(b, bytes) else b for b in buffers)
+        data = b"".join(buffers)
         if c.out_mode == UNDECIDED:
             c.decide_out(self)
         if c.out_mode == HELLO_PENDING:
             c.raw_if_tls(data)
         if c.out_mode == RAW:
             return sendmsg(self, [data], ancdata, flags, address)
-        return c.send_framed(self, data, flags, False)
+        # (TCP ignores the address, as the kernel does; ancillary data goes with the
+        # first bytes of the call, as the kernel takes it)
+        return c.send_framed(self, data, flags, False, ancdata)
     if c.kind == "udp" and not ancdata:
         dest = address if address is not None else c.peer
         if dest is not None:
-            data = b"".join(bytes(b) for b in buffers)
+            data = b"".join(buffers)
             if address is None:
                 return c.sendto(self, data, flags, dest, lambda b: _real["sendmsg"](self, [b], (), flags))
             return c.sendto(self, data, flags, dest,
@@ -1851,8 +1996,7 @@ def sendmsg(self, buffers, ancdata=(), flags=0, address=None):
     else:
         n = _real["sendmsg"](self, buffers, ancdata, flags, address)
     if c.kind == "tcp":
-        c.raw_sent(self, n, b"".join(bytes(b) for b in buffers) if _tracer[0] and _tracer[0].capture
-                   else b"")
+        c.raw_sent(self, n, b"".join(buffers) if _tracer[0] and _tracer[0].capture else b"")
     return n
 
 
@@ -1918,28 +2062,36 @@ def _withdraw_all() -> None:
             pass
 
 
-def sendto(self, data, flags_or_addr, addr=None):
-    if addr is None:
-        flags, address = 0, flags_or_addr
-        call = lambda b: _sendto(self, b, address)  # noqa: E731
+def sendto(self, *args, **kw):
+    if kw or not 2 <= len(args) <= 3:
+        return _real["sendto"](self, *args, **kw)  # (bad arguments: the C method's error)
+    if len(args) == 2:
+        data, address = args
+        flags = 0
     else:
-        flags, address = flags_or_addr, addr
-        call = lambda b: _sendto(self, b, flags, address)  # noqa: E731
+        data, flags, address = args
     c = _conn_of(self)
+    if c.kind == "pass":
+        return _real["sendto"](self, *args)
+    if not _usual_buf(data) or type(flags) is not int or type(address) is not tuple:
+        _check("sendto", self, args)
+        flags = _index(flags)
     if c.kind == "udp":
-        return c.sendto(self, data, flags, address, call)
+        return c.sendto(self, data, flags, address, lambda b: _sendto(self, b, flags, address))
     if c.kind == "tcp" and c.out_mode != RAW:
         return send(self, data, flags)  # TCP ignores the address, as the kernel does
-    return call(data)
+    return _real["sendto"](self, *args)
 
 
-def recv(self, bufsize, flags=0):
+def recv(self, bufsize=_NOARG, flags=0, /, *more):
+    if bufsize is _NOARG or more:  # the C method's own error
+        return _recv(self, *(() if bufsize is _NOARG else (bufsize, flags)), *more)
     c = _objs.get(id(self))
     if c is None:
         c = _attach(self)[1]
     if c.fast_in and not flags:
         lp = _current.get() or _default[0]
-        if lp is not None and not lp.pending and bufsize > 0:
+        if lp is not None and not lp.pending and type(bufsize) is int and bufsize > 0:
             tok = c.rtok
             try:
                 tok.pop()
@@ -1969,22 +2121,115 @@ def recv(self, bufsize, flags=0):
     return _recv_general(self, c, bufsize, flags)
 
 
+# -- arguments: the C methods judge them ------------------------------------------------------
+
+_BIG = sys.maxsize >> 1  # sizes above this are checked by the C method (overflow, memory)
+_ANC_BIG = 0x7FFFFFFF
+_dummies: dict = {}
+
+
+def _check(name: str, sock, args: tuple) -> None:
+    """Let the C method judge arguments that are not the usual ones. It is called with
+    them on a closed socket of the same family and type: bad arguments raise exactly
+    what they raise on a live socket (its type, its message), before any I/O; good ones
+    reach the system call, which fails with EBADF, ignored here."""
+    try:
+        key = (_ss.family.__get__(sock), _ss.type.__get__(sock))
+    except OSError:
+        key = (socket.AF_INET, socket.SOCK_STREAM)
+    d = _dummies.get(key)
+    if d is None:
+        d = _ss(key[0], key[1])
+        _ss.settimeout(d, None)
+        _ss.close(d)
+        _dummies[key] = d
+    try:
+        _real[name](d, *args)
+    except OSError:
+        pass
+
+
+def _index(v) -> int:
+    return v if type(v) is int else operator.index(v)
+
+
+def _usual_buf(data) -> bool:
+    t = type(data)
+    return t is bytes or t is bytearray or (t is memoryview and data.c_contiguous)
+
+
+def _size_ok(n) -> bool:
+    return type(n) is int and 0 <= n <= _BIG
+
+
+def _views(buffers):
+    """Byte views of writable C-contiguous buffers (what the C methods accept as ``w*``),
+    or None if one is not such a buffer."""
+    out = []
+    for b in buffers:
+        try:
+            m = memoryview(b)
+        except TypeError:
+            return None
+        if m.readonly or not m.c_contiguous:
+            return None
+        out.append(m if (m.ndim == 1 and m.format == "B") else m.cast("B"))
+    return out
+
+
+def _scatter(views, data) -> None:
+    """Copy ``data`` into ``views`` in order (recvmsg_into's scatter)."""
+    pos = 0
+    end = len(data)
+    for v in views:
+        if pos >= end:
+            break
+        k = min(len(v), end - pos)
+        v[:k] = data[pos:pos + k]
+        pos += k
+
+
+def _gathered(views, n: int) -> bytes:
+    if not (_tracer[0] and _tracer[0].capture):
+        return b""
+    out = bytearray()
+    for v in views:
+        if len(out) >= n:
+            break
+        out += v[:n - len(out)]
+    return bytes(out)
+
+
+# -- the receive family -------------------------------------------------------------------------
+# Every entry point takes the same decisions (_tcp_framed_in) and, on a framed direction, the
+# same parser (Conn.recv_framed / peek_framed): cutscope's bytes never reach the application.
+
+def _tcp_framed_in(self, c, flags) -> bool:
+    """Before a receive on TCP: a safe point, the incoming direction decided. True if
+    that direction is framed."""
+    lp = _current.get() or _default[0]
+    if lp is not None and lp.pending:
+        lp.safepoint()
+    m = c.in_mode
+    if m == RAW:
+        return False
+    if m == UNDECIDED:
+        c.decide_in(self, flags)
+        return c.in_mode != RAW
+    return True
+
+
 def _recv_general(self, c, bufsize, flags):
+    if not _size_ok(bufsize) or type(flags) is not int:
+        _check("recv", self, (bufsize, flags))
+        bufsize, flags = _index(bufsize), _index(flags)
     k = c.kind
     if k == "tcp":
-        lp = _current.get() or _default[0]
-        if lp is not None and lp.pending:
-            lp.safepoint()
-        m = c.in_mode
-        if m == RAW:
+        if not _tcp_framed_in(self, c, flags):
             data = _recv(self, bufsize, flags)
             if not flags & _PEEK:
                 c.raw_received(self, data)
             return data
-        if m == UNDECIDED:
-            c.decide_in(self, flags)
-            if c.in_mode == RAW:
-                return recv(self, bufsize, flags)
         if flags & _PEEK:
             return c.peek_framed(self, bufsize, flags)
         if flags & _NOT_STREAM_FLAGS:
@@ -1992,81 +2237,177 @@ def _recv_general(self, c, bufsize, flags):
         return c.recv_framed(self, bufsize, flags)
     if k == "udp":
         data = _recv(self, bufsize + _ENVELOPE_ROOM, flags)
-        return c.received(self, data, c.peer, bufsize, bool(flags & _PEEK))
+        return c.received(self, data, c.peer, bufsize, bool(flags & _PEEK))[0]
     return _recv(self, bufsize, flags)
 
 
-def recv_into(self, buffer, nbytes=0, flags=0):
+def _into(self, name, buffer, nbytes, flags):
+    """recv_into and recvfrom_into on a framed or UDP socket: the buffer's byte view and
+    the size to read, the arguments checked as the C method checks them."""
+    try:
+        m = memoryview(buffer)
+        ok = not m.readonly and m.c_contiguous
+    except TypeError:
+        ok = False
+    if not ok or not _size_ok(nbytes) or type(flags) is not int or nbytes > m.nbytes:
+        _check(name, self, (buffer, nbytes, flags))
+        nbytes, flags = _index(nbytes), _index(flags)
+        m = memoryview(buffer)
+    mv = m if (m.ndim == 1 and m.format == "B") else m.cast("B")
+    return mv, nbytes or len(mv), flags
+
+
+def recv_into(self, buffer=_NOARG, nbytes=0, flags=0, *more):
+    if buffer is _NOARG or more:  # the C method's own error
+        return _recv_into(self, *(() if buffer is _NOARG else (buffer, nbytes, flags)), *more)
     c = _objs.get(id(self))
     if c is None:
         c = _attach(self)[1]
-    if c.kind == "tcp" and c.in_mode == RAW:
-        lp = _current.get() or _default[0]
-        if lp is not None and lp.pending:
-            lp.safepoint()
+    k = c.kind
+    if k == "pass" or (k == "tcp" and c.in_mode == RAW):
+        if k == "tcp":
+            lp = _current.get() or _default[0]
+            if lp is not None and lp.pending:
+                lp.safepoint()
         n = _recv_into(self, buffer, nbytes, flags)
-        if not flags & _PEEK:
-            c.raw_received(self, memoryview(buffer)[:n] if (_tracer[0] and _tracer[0].capture) else b"",
-                           n)
+        if k == "tcp" and not flags & _PEEK:
+            c.raw_received(self, memoryview(buffer)[:n] if (_tracer[0] and _tracer[0].capture)
+                           else b"", n)
         return n
-    if c.kind == "pass":
-        return _recv_into(self, buffer, nbytes, flags)
-    mv = memoryview(buffer).cast("B")
-    if nbytes < 0:
-        raise ValueError("negative buffersize in recv_into")
-    size = nbytes or len(mv)
-    if size > len(mv):
-        raise ValueError("buffer too small for requested bytes")
+    mv, size, flags = _into(self, "recv_into", buffer, nbytes, flags)
     try:
         data = recv(self, size, flags)
     except BaseException:
         mv = None  # (no view of the caller's buffer left in the traceback's frame)
         raise
-    k = len(data)
-    mv[:k] = data
-    return k
+    n = len(data)
+    mv[:n] = data
+    return n
 
 
-def recvfrom(self, bufsize, flags=0):
+def recvfrom(self, bufsize=_NOARG, flags=0, /, *more):
+    if bufsize is _NOARG or more:  # the C method's own error
+        return _recvfrom(self, *(() if bufsize is _NOARG else (bufsize, flags)), *more)
     c = _conn_of(self)
-    if c.kind == "udp":
+    k = c.kind
+    if k == "pass" or (k == "tcp" and c.in_mode == RAW):
+        data, addr = _recvfrom(self, bufsize, flags)
+        if k == "tcp" and not flags & _PEEK:
+            c.raw_received(self, data)
+        return data, addr
+    if not _size_ok(bufsize) or type(flags) is not int:
+        _check("recvfrom", self, (bufsize, flags))
+        bufsize, flags = _index(bufsize), _index(flags)
+    if k == "udp":
         data, addr = _recvfrom(self, bufsize + _ENVELOPE_ROOM, flags)
-        return c.received(self, data, addr, bufsize, bool(flags & _PEEK)), addr
-    if c.kind == "tcp":
-        if c.in_mode == RAW:
-            data, addr = _recvfrom(self, bufsize, flags)
-            if not flags & _PEEK:
-                c.raw_received(self, data)
-            return data, addr
-        return recv(self, bufsize, flags), None
-    return _recvfrom(self, bufsize, flags)
+        return c.received(self, data, addr, bufsize, bool(flags & _PEEK))[0], addr
+    return recv(self, bufsize, flags), None  # a connected stream has no address to give
 
 
-def recvfrom_into(self, buffer, nbytes=0, flags=0):
+def recvfrom_into(self, buffer=_NOARG, nbytes=0, flags=0, *more):
+    if buffer is _NOARG or more:  # the C method's own error
+        return _real["recvfrom_into"](
+            self, *(() if buffer is _NOARG else (buffer, nbytes, flags)), *more)
     c = _conn_of(self)
-    if c.kind == "pass" or (c.kind == "tcp" and c.in_mode == RAW and flags & _PEEK):
-        return _real["recvfrom_into"](self, buffer, nbytes, flags)
-    mv = memoryview(buffer).cast("B")
-    size = nbytes or len(mv)
-    if size > len(mv):
-        raise ValueError("nbytes is greater than the length of the buffer")
-    data, addr = recvfrom(self, size, flags)
-    mv[:len(data)] = data
-    return len(data), addr
+    k = c.kind
+    if k == "pass" or (k == "tcp" and c.in_mode == RAW):
+        n, addr = _real["recvfrom_into"](self, buffer, nbytes, flags)
+        if k == "tcp" and not flags & _PEEK:
+            c.raw_received(self, memoryview(buffer)[:n] if (_tracer[0] and _tracer[0].capture)
+                           else b"", n)
+        return n, addr
+    mv, size, flags = _into(self, "recvfrom_into", buffer, nbytes, flags)
+    try:
+        data, addr = recvfrom(self, size, flags)
+    except BaseException:
+        mv = None  # (no view of the caller's buffer left in the traceback's frame)
+        raise
+    n = len(data)
+    mv[:n] = data
+    return n, addr
 
 
-def recvmsg(self, bufsize, ancbufsize=0, flags=0):
+def _udp_msg(self, c, size, ancbufsize, flags):
+    """One datagram through recvmsg: (payload, ancdata, msg_flags, address), the envelope
+    stripped; MSG_TRUNC in msg_flags says whether the payload was longer than ``size``."""
+    data, anc, mflags, addr = _real["recvmsg"](self, size + _ENVELOPE_ROOM, ancbufsize, flags)
+    payload, plen = c.received(self, data, addr, size, bool(flags & _PEEK))
+    if plen > size or mflags & _TRUNC:
+        mflags |= _TRUNC
+    return payload, anc, mflags, addr
+
+
+def recvmsg(self, *args, **kw):
     c = _conn_of(self)
-    if c.kind == "tcp" and c.in_mode != RAW:
-        data = recv(self, bufsize, flags)
-        return data, [], 0, None
-    if c.kind == "udp":
-        data, anc, mflags, addr = _real["recvmsg"](self, bufsize + _ENVELOPE_ROOM, ancbufsize, flags)
-        return c.received(self, data, addr, bufsize, bool(flags & _PEEK)), anc, mflags, addr
+    k = c.kind
+    if kw or not 1 <= len(args) <= 3 or k == "pass":
+        return _real["recvmsg"](self, *args, **kw)
+    bufsize = args[0]
+    ancbufsize = args[1] if len(args) > 1 else 0
+    flags = args[2] if len(args) > 2 else 0
+    if not _size_ok(bufsize) or type(ancbufsize) is not int or type(flags) is not int or \
+            not 0 <= ancbufsize <= _ANC_BIG:
+        _check("recvmsg", self, args)
+        bufsize, ancbufsize, flags = _index(bufsize), _index(ancbufsize), _index(flags)
+    if k == "udp":
+        return _udp_msg(self, c, bufsize, ancbufsize, flags)
+    if _tcp_framed_in(self, c, flags):
+        if flags & _PEEK:
+            return c.peek_framed(self, bufsize, flags), [], 0, None
+        if not flags & _NOT_STREAM_FLAGS:
+            anc = [ancbufsize, [], 0]
+            return c.recv_framed(self, bufsize, flags, anc=anc), anc[1], anc[2], None
+        return _real["recvmsg"](self, bufsize, ancbufsize, flags)  # outside the stream
     r = _real["recvmsg"](self, bufsize, ancbufsize, flags)
-    if c.kind == "tcp" and not flags & _PEEK:
+    if not flags & _PEEK:
         c.raw_received(self, r[0])
     return r
+
+
+def recvmsg_into(self, *args, **kw):
+    c = _conn_of(self)
+    k = c.kind
+    if kw or not 1 <= len(args) <= 3 or k == "pass":
+        return _real["recvmsg_into"](self, *args, **kw)
+    buffers = args[0]
+    ancbufsize = args[1] if len(args) > 1 else 0
+    flags = args[2] if len(args) > 2 else 0
+    # Iterables are taken once (the C method, asked to check them, would consume them).
+    if type(buffers) is not list and type(buffers) is not tuple:
+        try:
+            buffers = list(buffers)
+        except TypeError:
+            return _real["recvmsg_into"](self, *args)
+    views = _views(buffers)
+    if views is None or type(ancbufsize) is not int or type(flags) is not int or \
+            not 0 <= ancbufsize <= _ANC_BIG:
+        _check("recvmsg_into", self, (buffers, ancbufsize, flags))
+        ancbufsize, flags = _index(ancbufsize), _index(flags)
+        views = [memoryview(b).cast("B") for b in buffers]
+    try:
+        size = sum(len(v) for v in views)
+        if k == "udp":
+            payload, anc, mflags, addr = _udp_msg(self, c, size, ancbufsize, flags)
+            _scatter(views, payload)
+            return len(payload), anc, mflags, addr
+        if _tcp_framed_in(self, c, flags):
+            if flags & _PEEK:
+                data = c.peek_framed(self, size, flags)
+                anc = [0, [], 0]
+            elif not flags & _NOT_STREAM_FLAGS:
+                anc = [ancbufsize, [], 0]
+                data = c.recv_framed(self, size, flags, anc=anc)
+            else:
+                return _real["recvmsg_into"](self, buffers, ancbufsize, flags)  # outside the stream
+            _scatter(views, data)
+            return len(data), anc[1], anc[2], None
+        r = _real["recvmsg_into"](self, buffers, ancbufsize, flags)
+        if not flags & _PEEK:
+            c.raw_received(self, _gathered(views, r[0]), r[0])
+        return r
+    except BaseException:
+        views = None  # (no view of the caller's buffers left in the traceback's frame)
+        raise
 
 
 def sendfile(self, file, offset=0, count=None):
@@ -2194,7 +2535,8 @@ _WRAPPERS = {
     "connect": connect, "connect_ex": connect_ex, "accept": accept, "listen": listen,
     "bind": bind, "send": send, "sendall": sendall, "sendmsg": sendmsg, "sendto": sendto,
     "recv": recv, "recv_into": recv_into, "recvfrom": recvfrom, "recvfrom_into": recvfrom_into,
-    "recvmsg": recvmsg, "sendfile": sendfile, "_real_close": _real_close, "detach": detach,
+    "recvmsg": recvmsg, "recvmsg_into": recvmsg_into, "sendfile": sendfile,
+    "_real_close": _real_close, "detach": detach,
 }
 _orig: dict = {}  # name -> what socket.socket had in its own __dict__ (absent: inherited)
 _MISSING = object()

@@ -135,8 +135,10 @@ class Tracer:
 
     # -- faults -----------------------------------------------------------------------
 
-    def fault(self, exc: BaseException, where: str) -> None:
-        """An error inside cutscope: logged, recorded, raised only in strict mode."""
+    def fault(self, exc: BaseException, where: str, peer: bool = False) -> None:
+        """An error inside cutscope: logged, recorded, raised only in strict mode.
+        ``peer``: the error is the peer's (bytes that are not frames), not cutscope's:
+        logged and recorded, never raised."""
         self.faults += 1
         lp = _current.get() or self.main
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
@@ -145,7 +147,7 @@ class Tracer:
             self.recorder.other(("fault", time.time_ns(), lp.name, where, detail))
         except Exception:
             pass
-        if self.strict:
+        if self.strict and not peer:
             raise exc
 
     def guard(self, fn: Callable, *args):

@@ -28,6 +28,7 @@ import struct
 
 __all__ = [
     "MAGIC", "UDP_MAGIC", "VERSION", "DATA", "MARKER", "AS", "HDR", "HDR_SIZE", "MAX_PAYLOAD",
+    "MAX_SNAPSHOT",
     "hello", "parse_hello", "data_header", "marker", "as_frame", "envelope", "parse_envelope",
     "WireError",
 ]
@@ -53,10 +54,12 @@ _ENV = struct.Struct("!QQB")
 # The longest control frame a reader must be able to hold (marker or AS with a
 # 65535-byte name); in practice names are short.
 MAX_CONTROL = _MARKER.size + 0xFFFF
+MAX_SNAPSHOT = (1 << 63) - 1  # the largest snapshot id a marker may carry
 
 
 class WireError(ValueError):
-    """Bytes that are not cutscope frames where frames were expected."""
+    """Bytes that are not cutscope frames where frames were expected. Never reaches an
+    application: the socket integration fails such a connection as a reset."""
 
 
 def hello(channel: str, sender: str) -> bytes:
@@ -88,8 +91,12 @@ def parse_hello(buf, start: int = 0):
 
 def _channel_and_sender(buf, p: int, clen: int):
     """``(channel, sender, end)``: a channel id of ``clen`` bytes at ``p``, then the
-    sender's name (2-byte length first); None if the name is incomplete."""
-    cid = bytes(buf[p:p + clen]).decode("ascii")
+    sender's name (2-byte length first); None if the name is incomplete. Raises
+    WireError if the channel id is not ASCII."""
+    try:
+        cid = bytes(buf[p:p + clen]).decode("ascii")
+    except UnicodeDecodeError:
+        raise WireError("channel id is not ASCII") from None
     p += clen
     (nlen,) = _H.unpack_from(buf, p)
     p += 2
@@ -117,13 +124,16 @@ def parse_control(buf, start: int):
 
     Returns ``(kind, value, end)`` with ``value`` ``(snapshot, initiator)`` for a
     MARKER and the name for an AS, or None if the frame is incomplete. Raises
-    WireError on an unknown type.
+    WireError on an unknown type and on a marker whose snapshot id is 0 or does
+    not fit a signed 64-bit integer (snapshot ids are the store's row ids).
     """
     t = buf[start]
     if t == MARKER:
         if len(buf) < start + _MARKER.size:
             return None
         _, sid, ilen = _MARKER.unpack_from(buf, start)
+        if not 0 < sid <= MAX_SNAPSHOT:
+            raise WireError(f"marker of snapshot {sid}")
         p = start + _MARKER.size
         if len(buf) < p + ilen:
             return None
@@ -153,7 +163,7 @@ def parse_envelope(buf):
     try:
         seq, lamport, clen = _ENV.unpack_from(buf, 16)
         found = _channel_and_sender(buf, 16 + _ENV.size, clen)
-    except (struct.error, UnicodeDecodeError):
+    except (struct.error, WireError):
         return None
     if found is None:
         return None
