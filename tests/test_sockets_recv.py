@@ -332,9 +332,9 @@ def _hostile_payloads():
 
 
 def _raw_client(addr, payload):
-    """A peer that cutscope does not wrap: the C methods of _socket.socket directly."""
-    c = socket.socket()
-    _ss.connect(c, addr)
+    """A peer known as traced (connected through the wrappers, so registered), that
+    writes ``payload`` with the C method of _socket.socket, past the wrappers."""
+    c = socket.create_connection(addr, timeout=10)
     _ss.sendall(c, payload)
     return c
 
