@@ -40,6 +40,7 @@ static PyObject *C_qsize;       /* queue.Queue._qsize, CPython's (len(self.queue
 static PyObject *C_py_put, *C_py_get;  /* the Python functions replaced (fallbacks) */
 static PyObject *D_append, *D_popleft, *L_acquire, *L_release;  /* method descriptors */
 
+static PyObject *n_is_shutdown;  /* 3.13+: queue.Queue.shutdown() sets it (under the mutex) */
 static PyObject *n_cutscope_q, *n_mutex, *n_queue, *n_maxsize, *n_qsize, *n_unfinished,
     *n_not_empty, *n_not_full, *n_waiters, *n_notify, *n_capture, *n_send, *n_recv,
     *n_sent, *n_fault, *n_acquire, *n_release, *n_append, *n_block, *n_timeout,
@@ -567,7 +568,15 @@ fast_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     {
         int ok = 0;
         long long maxsize = 0;
+#if PY_VERSION_HEX >= 0x030D0000
+        /* A shut-down queue: the Python put (the stdlib's) raises ShutDown. */
+        PyObject *sd = attr_in(self, qd, n_is_shutdown);
+        int down = sd != Py_False;
+        Py_XDECREF(sd);
+        PyObject *m = down ? NULL : attr_in(self, qd, n_maxsize);
+#else
         PyObject *m = attr_in(self, qd, n_maxsize);
+#endif
         if (m != NULL && PyLong_CheckExact(m)) {
             int overflow = 0;
             maxsize = PyLong_AsLongLongAndOverflow(m, &overflow);
@@ -999,6 +1008,7 @@ PyInit__fastq(void)
     INTERN(n_mutex, "mutex");
     INTERN(n_queue, "queue");
     INTERN(n_maxsize, "maxsize");
+    INTERN(n_is_shutdown, "is_shutdown");
     INTERN(n_qsize, "_qsize");
     INTERN(n_unfinished, "unfinished_tasks");
     INTERN(n_not_empty, "not_empty");
@@ -1020,8 +1030,9 @@ PyInit__fastq(void)
     INTERN(s_hash, "#");
     INTERN(s_empty, "");
 #undef INTERN
-    attr_names = PyTuple_Pack(10, n_cutscope_q, n_mutex, n_queue, n_maxsize, n_unfinished,
-                              n_not_empty, n_not_full, n_waiters, n_capture, n_qsize);
+    attr_names = PyTuple_Pack(11, n_cutscope_q, n_mutex, n_queue, n_maxsize, n_unfinished,
+                              n_not_empty, n_not_full, n_waiters, n_capture, n_qsize,
+                              n_is_shutdown);
     if (attr_names == NULL)
         return NULL;
     if ((ONE = PyLong_FromLong(1)) == NULL || (ZERO = PyLong_FromLong(0)) == NULL)

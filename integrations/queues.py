@@ -15,14 +15,17 @@ see exactly the items the application put, and nothing else (SPEC 4.5). An item
 without metadata (put before ``start()``, or appended to ``q.queue`` directly)
 is delivered untouched and unrecorded.
 
-``put`` and ``get`` are re-implemented as plain functions on ``queue.Queue``
-(the same code as CPython's, plus the bookkeeping under ``q.mutex``). ``put``
-records the send and queues the endpoint's pending markers *before* the item,
-under the queue's mutex (lock order: queue mutex, then the logical process's
-lock), so markers keep FIFO order with the items. An idle endpoint's markers are
-appended by its ``flush`` under the same mutex, with a ``notify_all`` of the
-waiting consumers, without touching ``unfinished_tasks`` or blocking on
-``maxsize``.
+``put`` and ``get`` wrap ``queue.Queue``'s own methods, so blocking, timeouts,
+``Full``/``Empty``, ``task_done``/``join`` and, on 3.13, ``shutdown()`` follow the
+running interpreter. The recording sits in the hooks that those methods call
+under ``q.mutex`` (``_put``, ``_get``, ``_qsize``: the override points that the
+stdlib documents for subclasses), told by the wrapper through a thread-local
+context which queue and logical process they work for. ``_put`` records the send
+and queues the endpoint's pending markers *before* the item, under the queue's
+mutex (lock order: queue mutex, then the logical process's lock), so markers keep
+FIFO order with the items. An idle endpoint's markers are appended by its
+``flush`` under the same mutex, with a ``notify_all`` of the waiting consumers,
+without touching ``unfinished_tasks`` or blocking on ``maxsize``.
 
 With the optional C extension (``integrations/_fastq.c``, built with the core's
 ``tracer/_fast.c``; ``CUTSCOPE_SPEEDUPS=0`` turns both off), ``queue.Queue.put``
@@ -33,25 +36,34 @@ way, an item that goes in or comes out at once. The same state is read and
 written, in the same order, under the same mutex, with the same calls
 (``lp.send``/``lp.recv``, ``st.sent``, ``tracer.fault``, ``notify``). Any other
 case calls the Python function, before anything has been done: it stays the
-reference.
+reference. For the common case the C path does what the stdlib's ``put``/``get``
+do there (append or pop the item, count ``unfinished_tasks``, notify the
+condition); on 3.13 a shut-down queue (``is_shutdown``, read under the mutex)
+always takes the Python path, where the stdlib's ``put`` raises ``ShutDown``,
+and a ``get`` that finds an item returns it, as the stdlib's does after
+``shutdown()``.
 
-``get`` is a safe point at entry. It consumes markers invisibly: markers at the
-head of the side deque (every item put before them has been taken) are handed
-to the snapshot protocol outside the mutex, then ``get`` goes on waiting for an
-item within the caller's timeout. A queue with several consumers hands each
-marker that reaches the head to every consumer seen so far, so each can close
-its channel (and record its state first, at its own next ``get``).
+``get`` is a safe point at entry. It consumes markers invisibly: inside a traced
+``get``, the ``_qsize`` hook finds markers at the head of the side deque (every
+item put before them has been taken), takes them and raises ``_Marks``, which
+leaves the stdlib's ``get`` and its mutex; the markers go to the snapshot
+protocol, and the stdlib's ``get`` is called again within the caller's timeout.
+A queue with several consumers hands each marker that reaches the head to every
+consumer seen so far, so each can close its channel (and record its state first,
+at its own next ``get``).
 
 LIFO, priority and other subclasses that change ``_put``/``_get``/``_qsize``/
-``_init`` are not FIFO: their events are recorded (the metadata is found by
-the identity of the item ``_get`` returns), they carry no markers, and their
-channels are registered with ``fifo=False`` so that a snapshot names them as
-channels it cannot cover.
+``_init`` are not FIFO: their own ``_put``/``_get`` are wrapped where they are
+defined (at the first traced use of such a queue), their events are recorded
+(the metadata is found by the identity of the item ``_get`` returns), they carry
+no markers, and their channels are registered with ``fifo=False`` so that a
+snapshot names them as channels it cannot cover.
 """
 
 from __future__ import annotations
 
 import queue as _queue
+import threading
 import weakref
 from collections import deque
 from time import monotonic as _time
@@ -248,17 +260,24 @@ class QState:
             self.consumers.add(lp)
 
 
-def is_fifo(cls, base, hooks: dict) -> bool:
-    return all(getattr(cls, n, None) is f for n, f in hooks.items())
+def is_fifo(cls, base, hooks: dict, ours: dict | None = None) -> bool:
+    """Are ``cls``'s container hooks ``base``'s own (``hooks``, or ``ours`` wrapping them)?"""
+    for n, f in hooks.items():
+        g = getattr(cls, n, None)
+        if g is not f and (ours is None or g is not ours.get(n)):
+            return False
+    return True
 
 
 def state(q) -> QState:
     st = q.__dict__.get(_ATTR)
     if st is None:
         cls = type(q)
-        fifo = is_fifo(cls, _Q, _FIFO_HOOKS)
+        fifo = is_fifo(cls, _Q, _FIFO_HOOKS, _HOOKS)
         lifo = issubclass(cls, _queue.LifoQueue)
         st = q.__dict__.setdefault(_ATTR, QState(q, fifo, lifo))
+    if not st.fifo and type(q) not in _HOOKED_CLASSES:
+        _hook_class(type(q))
     return st
 
 
@@ -283,15 +302,29 @@ def _flush_for(st: QState):
     return flush
 
 
-# -- the wrappers: CPython 3.11's Queue.put / Queue.get plus the bookkeeping ----------
+# -- the wrappers: the stdlib's own put / get, with the recording in its hooks ------------
 #
-# The hot path (a FIFO queue, no snapshot running) is written for the instruction
-# count (benchmarks/bench_queue.py): the queue's mutex is taken directly (it is the
-# lock of ``not_empty``/``not_full``; no ``with`` on a Condition, whose
-# ``__enter__``/``__exit__`` are Python calls), a FIFO queue's container is used
-# directly (its ``_put``/``_get``/``_qsize`` are CPython's, checked once per queue),
-# and a condition is notified only when a thread waits on it (``Condition.notify``
-# is a no-op then, after two Python calls). Same lock, same waits, same wake-ups.
+# ``put`` and ``get`` call ``queue.Queue``'s own methods, so blocking, timeouts, ``Full``,
+# ``Empty``, ``task_done``/``join`` accounting and, on 3.13, ``shutdown()`` (``ShutDown``)
+# are the running interpreter's. The recording happens in the hooks that the stdlib
+# documents as a subclass's override points, which its put/get call under ``q.mutex``:
+# ``_put`` (after the item went in: the send, the markers before the item in the side
+# deque), ``_get`` (the receive of the item taken) and ``_qsize`` (inside a traced
+# ``get``, markers at the head are taken and ``_Marks`` is raised: ``get`` delivers them
+# outside the mutex and calls the stdlib's ``get`` again with the time left). A wrapper
+# tells its hooks which queue and logical process they work for through a thread-local
+# context; a hook called outside it (``shutdown(immediate=True)`` emptying the queue, an
+# untraced thread) only calls the hook it wraps.
+
+_tls = threading.local()
+
+
+class _Marks(Exception):
+    """Raised by the ``_qsize`` hook inside a traced ``get``: markers to deliver first."""
+
+    def __init__(self, marks):
+        self.marks = marks
+
 
 def put(self, item, block=True, timeout=None):
     lp = _current.get() or _default[0]
@@ -301,6 +334,8 @@ def put(self, item, block=True, timeout=None):
         st = self._cutscope_q
     except AttributeError:
         st = state(self)
+    if not st.fifo and type(self) not in _HOOKED_CLASSES:
+        _hook_class(type(self))
     last = st.last  # (producer, endpoint): one attribute, written whole (threads race here)
     if last[0] is lp:
         ep = last[1]
@@ -311,57 +346,22 @@ def put(self, item, block=True, timeout=None):
         st.last = (lp, ep)
     if lp.pending and not lp.incoming:
         return _put_then_safepoint(self, lp, item, block, timeout)
-    mutex = self.mutex
-    mutex.acquire()
+    tls = _tls
+    prev = getattr(tls, "put", None)
+    c = tls.put = [self, st, lp, ep, None]
     try:
-        if self.maxsize > 0:
-            qsize = self._qsize
-            if not block:
-                if qsize() >= self.maxsize:
-                    raise _Full
-            elif timeout is None:
-                while qsize() >= self.maxsize:
-                    self.not_full.wait()
-            elif timeout < 0:
-                raise ValueError("'timeout' must be a non-negative number")
-            else:
-                endtime = _time() + timeout
-                while qsize() >= self.maxsize:
-                    remaining = endtime - _time()
-                    if remaining <= 0.0:
-                        raise _Full
-                    self.not_full.wait(remaining)
-        fifo = st.fifo
-        if fifo:
-            self.queue.append(item)
-        else:
-            self._put(item)
-        self.unfinished_tasks += 1
-        try:
-            seq, lam, markers = lp.send(ep, len(item) if type(item) is bytes else 0,
-                                        item if lp.tracer.capture else None)
-            if fifo and not markers:
-                st.side.append((item, ep.channel, f"{lp.name}#{seq}", lam))
-            else:
-                st.sent(item, ep, f"{lp.name}#{seq}", lam, markers)
-        except Exception as exc:
-            lp.tracer.fault(exc, "queue.put")
-        cond = self.not_empty
-        try:
-            waiting = cond._waiters
-        except AttributeError:  # not CPython's Condition: let notify decide
-            waiting = True
-        if waiting:
-            cond.notify()
+        _ORIG["put"](self, item, block, timeout)
     finally:
-        mutex.release()
+        tls.put = prev
+    if c[4] is not None:  # a fault that the tracer raises (strict mode), after the put
+        raise c[4]
 
 
 def _put_then_safepoint(q, lp, item, block, timeout):
     """A put by a process that never receives, with a snapshot asked of it.
 
-    Such a process records its state at the exit of its next send (SPEC 5); the
-    core would do it inside ``lp.send``, under the queue's mutex, where a state
+    Such a process records its state at the exit of its next send; the core
+    would do it inside ``lp.send``, under the queue's mutex, where a state
     provider that reads the queue (``q.qsize()``) would deadlock. So the request
     is held back during the put and served right after it, outside the mutex.
     """
@@ -384,102 +384,127 @@ def get(self, block=True, timeout=None):
         st = self._cutscope_q
     except AttributeError:
         st = state(self)
+    if not st.fifo and type(self) not in _HOOKED_CLASSES:
+        _hook_class(type(self))
     if lp.pending:
         lp.tracer.guard(lp.safepoint)
-    if not block or timeout is None:
-        endtime = None
-    elif timeout < 0:
-        raise ValueError("'timeout' must be a non-negative number")
-    else:
-        endtime = _time() + timeout
-    side = st.side
-    fifo = st.fifo
-    mutex = self.mutex
+    orig = _ORIG["get"]
+    endtime = None
+    tls = _tls
     while True:
-        mutex.acquire()
+        prev = getattr(tls, "get", None)
+        c = tls.get = [self, st, lp, None]
         try:
-            if fifo and side and not st.pend:
-                # The hot path: the head of the side deque is the head item's entry.
-                e = side[0]
-                container = self.queue
-                if type(e) is tuple and container and e[0] is container[0]:
-                    item = container.popleft()
-                    side.popleft()
-                    cond = self.not_full
-                    try:
-                        waiting = cond._waiters
-                    except AttributeError:
-                        waiting = True
-                    if waiting:
-                        cond.notify()
-                    try:
-                        cid = e[1]
-                        if st.rlp is not lp or st.rcid is not cid:
-                            s = st.seen.get(cid)
-                            if s is None or lp not in s:
-                                st.first(lp, cid)
-                            st.rlp, st.rcid = lp, cid
-                        lp.recv(cid, e[2], e[3], len(item) if type(item) is bytes else 0,
-                                item if lp.tracer.capture else None, item)
-                    except Exception as exc:
-                        lp.tracer.fault(exc, "queue.get")
-                    return item
+            item = orig(self, block, timeout)
+            if c[3] is not None:  # a fault that the tracer raises (strict mode), after the get
+                raise c[3]
+            return item
+        except _Marks as m:
+            marks = m.marks
+        finally:
+            tls.get = prev
+        lp.tracer.guard(deliver, lp, marks)
+        # Go on within the caller's timeout (validated by the first call).
+        if block and timeout is not None:
+            if endtime is None:
+                endtime = _time() + timeout
+            timeout = max(0.0, endtime - _time())
+
+
+def _hook_put(orig):
+    def _put(self, item):
+        c = getattr(_tls, "put", None)
+        if c is None or c[0] is not self:
+            return orig(self, item)
+        _tls.put = None  # recorded once, by the outermost hook (a subclass's super()._put)
+        orig(self, item)
+        st, lp, ep = c[1], c[2], c[3]
+        try:
+            seq, lam, markers = lp.send(ep, len(item) if type(item) is bytes else 0,
+                                        item if lp.tracer.capture else None)
+            st.sent(item, ep, f"{lp.name}#{seq}", lam, markers)
+        except Exception as exc:
+            try:
+                lp.tracer.fault(exc, "queue.put")
+            except Exception as raised:
+                c[4] = raised
+    _put.__wrapped__ = orig
+    return _put
+
+
+def _hook_get(orig):
+    def _get(self):
+        c = getattr(_tls, "get", None)
+        if c is None or c[0] is not self:
+            return orig(self)
+        _tls.get = None
+        item = orig(self)
+        st, lp = c[1], c[2]
+        try:
+            side = st.side
+            e = side[0] if side else None
+            if type(e) is tuple and e[0] is item:  # a FIFO queue's head entry
+                side.popleft()
+                cid = e[1]
+                if st.rlp is not lp or st.rcid is not cid:
+                    s = st.seen.get(cid)
+                    if s is None or lp not in s:
+                        st.first(lp, cid)
+                    st.rlp, st.rcid = lp, cid
+                lp.recv(cid, e[2], e[3], len(item) if type(item) is bytes else 0,
+                        item if lp.tracer.capture else None, item)
+            elif st.fifo or st.bymap:
+                st.took(lp, item, _QSIZE(self) if st.fifo else 0)
+        except Exception as exc:
+            try:
+                lp.tracer.fault(exc, "queue.get")
+            except Exception as raised:
+                c[3] = raised
+        return item
+    _get.__wrapped__ = orig
+    return _get
+
+
+def _hook_qsize(orig):
+    def _qsize(self):
+        c = getattr(_tls, "get", None)
+        if c is not None and c[0] is self:
+            st = c[1]
+            side = st.side
             if st.pend or (side and type(side[0]) is Mk):
-                marks = st.take_marks(lp)
+                marks = st.take_marks(c[2])
                 if st.pend:
                     self.not_empty.notify_all()  # the other consumers have markers to take too
-            else:
-                marks = None
-            if not marks:
-                if fifo:
-                    container = self.queue
-                    item = container.popleft() if container else _NONE
-                else:
-                    item = self._get() if self._qsize() else _NONE
-                if item is not _NONE:
-                    cond = self.not_full
-                    try:
-                        waiting = cond._waiters
-                    except AttributeError:
-                        waiting = True
-                    if waiting:
-                        cond.notify()
-                    try:
-                        if side:
-                            e = side[0]
-                            if type(e) is tuple and e[0] is item:
-                                side.popleft()
-                                cid = e[1]
-                                if st.rlp is not lp or st.rcid is not cid:
-                                    s = st.seen.get(cid)
-                                    if s is None or lp not in s:
-                                        st.first(lp, cid)
-                                    st.rlp, st.rcid = lp, cid
-                                lp.recv(cid, e[2], e[3], len(item) if type(item) is bytes else 0,
-                                        item if lp.tracer.capture else None, item)
-                            else:
-                                st.took(lp, item, self._qsize())
-                        elif not fifo:
-                            st.took(lp, item, self._qsize())
-                    except Exception as exc:
-                        lp.tracer.fault(exc, "queue.get")
-                    return item
-                if not block:
-                    raise _Empty
-                if endtime is None:
-                    self.not_empty.wait()
-                else:
-                    remaining = endtime - _time()
-                    if remaining <= 0.0:
-                        raise _Empty
-                    self.not_empty.wait(remaining)
+                if marks:
+                    raise _Marks(marks)
+        return orig(self)
+    _qsize.__wrapped__ = orig
+    return _qsize
+
+
+_QSIZE = _FIFO_HOOKS["_qsize"]
+# queue.Queue's own hooks while tracing (a FIFO queue is one whose hooks are these).
+_HOOKS = {"_put": _hook_put(_FIFO_HOOKS["_put"]), "_get": _hook_get(_FIFO_HOOKS["_get"]),
+          "_qsize": _hook_qsize(_FIFO_HOOKS["_qsize"])}
+_HOOKED: list = []  # (class, name, original, ours): the hooks installed, to remove
+_HOOKED_CLASSES: set = set()  # queue classes whose own _put/_get are wrapped
+
+
+def _hook_class(cls) -> None:
+    """A queue class with its own ``_put``/``_get`` (LIFO, priority, the application's):
+    wrap them where they are defined, so that its items are recorded too."""
+    _HOOKED_CLASSES.add(cls)
+    for name, make in (("_put", _hook_put), ("_get", _hook_get)):
+        for k in cls.__mro__:
+            f = k.__dict__.get(name)
+            if f is None:
                 continue
-        finally:
-            mutex.release()
-        lp.tracer.guard(deliver, lp, marks)
-
-
-_NONE = object()  # no item taken (an item may be None)
+            if k is not _Q and not any(h[0] is k and h[1] == name for h in _HOOKED) and \
+                    callable(f) and not isinstance(f, (staticmethod, classmethod)):
+                ours = make(f)
+                setattr(k, name, ours)
+                _HOOKED.append((k, name, f, ours))
+            break
 
 
 # With the C extension (integrations/_fastq.c), put and get are its method descriptors:
@@ -497,12 +522,13 @@ if FASTQ is not None:
     import _thread
 
     put, get = FASTQ.setup(_Q, QState, LogicalProcess, OutEndpoint, deque, _thread.LockType,
-                           _current, _default, _FIFO_HOOKS["_qsize"], put, get)
+                           _current, _default, _HOOKS["_qsize"], put, get)
 
 
 @register
 class QueueInstrumentor(Instrumentor):
-    """Re-implements ``queue.Queue.put`` / ``get`` (inherited by every subclass)."""
+    """Wraps ``queue.Queue.put`` / ``get`` (inherited by every subclass) and the hooks
+    ``_put`` / ``_get`` / ``_qsize`` that they call."""
 
     name = "queues"
     TARGETS = (("put", put), ("get", get))
@@ -517,6 +543,10 @@ class QueueInstrumentor(Instrumentor):
                 logging.getLogger("cutscope").warning(
                     "cutscope: queue.Queue.%s is patched by someone else: queues not traced", attr)
                 return
+        for attr, fn in _HOOKS.items():
+            if _Q.__dict__[attr] is _FIFO_HOOKS[attr]:
+                setattr(_Q, attr, fn)
+                _HOOKED.append((_Q, attr, _FIFO_HOOKS[attr], fn))
         for attr, fn in self.TARGETS:
             setattr(_Q, attr, fn)
 
@@ -524,4 +554,9 @@ class QueueInstrumentor(Instrumentor):
         for attr, fn in self.TARGETS:
             if _Q.__dict__.get(attr) is fn:
                 setattr(_Q, attr, _ORIG[attr])
+        _HOOKED_CLASSES.clear()
+        while _HOOKED:
+            cls, attr, orig, ours = _HOOKED.pop()
+            if cls.__dict__.get(attr) is ours:
+                setattr(cls, attr, orig)
 

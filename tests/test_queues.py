@@ -795,3 +795,91 @@ def test_many_producers_one_consumer_through_the_c_path():
         assert [r["msg"] for r in recvs if r["channel"] == cid] == sent
     cons = [(e["kind"], e.get("snapshot")) for e in doc["events"] if e["process"] == "cons"]
     assert cons.count(("snapshot", 1)) == 1
+
+
+# -- Queue.shutdown() (3.13): the running interpreter's semantics ---------------------------
+
+needs_shutdown = pytest.mark.skipif(not hasattr(queue.Queue, "shutdown"),
+                                    reason="queue.Queue.shutdown() is new in Python 3.13")
+
+
+def shutdown_scenario(cls, immediate: bool, mark=None) -> list:
+    """Producers and consumers around shutdown(); ``mark(q)`` leaves a marker in the queue
+    (traced runs) just before the shutdown."""
+    log = []
+    a = log.append
+    q = cls(maxsize=4)
+    for x in (3, 1, 2):
+        a(("put", outcome(q.put, x)))
+    woken = []
+    blocked = cls()
+
+    def waiter():
+        woken.append(outcome(blocked.get, timeout=TIMEOUT))
+
+    t = run_thread(waiter)
+    if mark is not None:
+        mark(q)
+    q.shutdown(immediate=immediate)
+    blocked.shutdown()
+    finish(t)
+    a(("woken", woken))
+    a(("after", q.qsize(), q.empty(), q.full(), q.unfinished_tasks, q.is_shutdown))
+    a(("put", outcome(q.put, 9)))
+    a(("put_nowait", outcome(q.put_nowait, 9)))
+    a(("put-timeout", outcome(q.put, 9, timeout=0.01)))
+    for _ in range(4):
+        a(("get", outcome(q.get, timeout=0.05)))
+        if log[-1][1][0] == "ok":
+            q.task_done()
+    a(("get_nowait", outcome(q.get_nowait)))
+    a(("get-block", outcome(q.get, timeout=TIMEOUT)))  # empty and shut down: raises at once
+    a(("end", q.qsize(), q.empty(), q.unfinished_tasks))
+    q.join()  # returns: every item was taken (or dropped by an immediate shutdown)
+    return log
+
+
+@needs_shutdown
+@pytest.mark.parametrize("cls", [queue.Queue, queue.LifoQueue, queue.PriorityQueue])
+@pytest.mark.parametrize("immediate", [False, True])
+def test_shutdown_behaves_as_without_cutscope(cls, immediate):
+    plain = shutdown_scenario(cls, immediate)
+    assert ("put", ("raised", "ShutDown")) in plain
+    with recording("main"):
+        with cutscope.process("both"):
+            traced = shutdown_scenario(cls, immediate)
+    assert traced == plain
+
+
+@needs_shutdown
+@pytest.mark.parametrize("immediate", [False, True])
+def test_shutdown_with_markers_left_in_the_queue(immediate):
+    """A marker between the items left at shutdown is never seen: get returns the items,
+    then raises ShutDown; qsize and join count only items."""
+    plain = shutdown_scenario(queue.Queue, immediate)
+    with recording("main"):
+        with cutscope.process("prod") as prod:
+            def mark(q):
+                prod.record(1, prod.name)  # the marker goes in after the items
+
+            traced = shutdown_scenario(queue.Queue, immediate, mark)
+    assert traced == plain
+
+
+@needs_shutdown
+def test_shutdown_through_the_c_path():
+    """Steady producer and consumer (the C path, when built): put after shutdown raises."""
+    with recording("main"):
+        q = queue.Queue()
+        with cutscope.process("p"):
+            q.put(0)
+            before = c_counts()
+            q.put(1)
+            q.shutdown()
+            with pytest.raises(queue.ShutDown):
+                q.put(2)
+        with cutscope.process("c"):
+            assert [q.get(), q.get()] == [0, 1]
+            with pytest.raises(queue.ShutDown):
+                q.get()
+        assert_c_path_taken(before, gets=False)
