@@ -1,12 +1,18 @@
 """``asyncio.Queue`` (and its subclasses): the same design as ``queues.py``.
 
 Items are never wrapped: the metadata of each item and the markers live in the
-queue's side deque (``queues.QState``), in step with ``_queue``. ``put_nowait``
+queue's side deque (``queues.QState``), in step with ``_queue``. The wrappers
+call the stdlib's own methods, so ``QueueFull``/``QueueEmpty`` and, on 3.13,
+``shutdown()``/``QueueShutDown`` are the running interpreter's. ``put_nowait``
 (which ``put`` calls) records the send and queues pending markers before the
-item; ``get``/``get_nowait`` are safe points that consume markers invisibly
-and go on waiting (``get``) or raise ``QueueEmpty`` (``get_nowait``) exactly
-as if nothing had arrived. An idle endpoint's markers are appended by its
-``flush`` and every waiting getter is woken to take them; a flush asked from
+item right after the stdlib's ``put_nowait`` (nothing else runs on the loop in
+between). ``get_nowait`` is a safe point that delivers the markers at the head
+before calling the stdlib's. ``get`` calls the stdlib's ``get`` (which calls
+``get_nowait``); a getter woken for markers alone sees ``empty()`` say False,
+so the stdlib's ``get`` calls ``get_nowait``, which delivers them and raises
+``_Marks``, and ``get`` calls the stdlib's ``get`` again to go on waiting,
+exactly as if nothing had arrived. An idle endpoint's markers are appended by
+its ``flush`` and every waiting getter is woken to take them; a flush asked from
 another thread (the recorder thread, another logical process) is handed to the
 queue's event loop with ``call_soon_threadsafe``.
 
@@ -16,6 +22,7 @@ asyncio tasks are logical processes through ``cutscope.process(name)`` (a
 
 from __future__ import annotations
 
+import contextvars
 import threading
 
 from cutscope.tracer.process import OutEndpoint, _current, _default
@@ -77,17 +84,13 @@ def put_nowait(self, item):
     lp = _current.get() or _default[0]
     if lp is None:
         return _ORIG["put_nowait"](self, item)
-    if self.full():
-        import asyncio
-
-        raise asyncio.QueueFull
     st = self.__dict__.get(_ATTR) or _state(self)
     ep = st.out.get(lp)
     if ep is None:
         ep = st.open_out(lp, _flush_for(st))
-    self._put(item)
-    self._unfinished_tasks += 1
-    self._finished.clear()
+    # The stdlib's put_nowait (QueueFull, and QueueShutDown on 3.13, as without cutscope);
+    # nothing else runs on the loop before the recording below.
+    _ORIG["put_nowait"](self, item)
     try:
         t = lp.tracer
         seq, lam, markers = lp.send(ep, len(item) if type(item) is bytes else 0,
@@ -95,7 +98,6 @@ def put_nowait(self, item):
         st.sent(item, ep, f"{lp.name}#{seq}", lam, markers)
     except Exception as exc:
         lp.tracer.fault(exc, "asyncio.Queue.put")
-    self._wakeup_next(self._getters)
 
 
 def _marks(st: QState, lp):
@@ -110,6 +112,14 @@ def _marks(st: QState, lp):
     return None
 
 
+# Inside a traced get(): (queue, its state, the logical process), for this task only.
+_in_get: contextvars.ContextVar = contextvars.ContextVar("cutscope_aio_get", default=None)
+
+
+class _Marks(Exception):
+    """Raised by get_nowait inside a traced get when it found only markers: get waits again."""
+
+
 def get_nowait(self):
     lp = _current.get() or _default[0]
     if lp is None:
@@ -118,19 +128,14 @@ def get_nowait(self):
     if lp.pending:
         lp.tracer.guard(lp.safepoint)
     marks = _marks(st, lp)
-    while marks:
-        lp.tracer.guard(deliver, lp, marks)
-        marks = _marks(st, lp)
-    return _take(self, st, lp)
-
-
-def _take(self, st: QState, lp):
-    if self.empty():
-        import asyncio
-
-        raise asyncio.QueueEmpty
-    item = self._get()
-    self._wakeup_next(self._putters)
+    if marks:
+        while marks:
+            lp.tracer.guard(deliver, lp, marks)
+            marks = _marks(st, lp)
+        c = _in_get.get()
+        if c is not None and c[0] is self and _ORIG["empty"](self):
+            raise _Marks  # only markers: the stdlib's get waits again (see get)
+    item = _ORIG["get_nowait"](self)  # QueueEmpty, and QueueShutDown on 3.13
     try:
         st.took(lp, item, self.qsize())
     except Exception as exc:
@@ -138,37 +143,42 @@ def _take(self, st: QState, lp):
     return item
 
 
+def empty(self):
+    """The stdlib's ``empty()``; inside a traced ``get`` whose consumer has markers
+    waiting it says False, so that the stdlib's ``get`` calls ``get_nowait``, which
+    delivers them."""
+    r = _ORIG["empty"](self)
+    if r:
+        c = _in_get.get()
+        if c is not None and c[0] is self:
+            st, lp = c[1], c[2]
+            side = st.side
+            if lp in st.pend or (side and type(side[0]) is Mk):
+                return False
+    return r
+
+
 async def get(self):
     lp = _current.get() or _default[0]
     if lp is None:
         return await _ORIG["get"](self)
     st = self.__dict__.get(_ATTR) or _state(self)
-    while True:
-        if lp.pending:
-            lp.tracer.guard(lp.safepoint)
-        marks = _marks(st, lp)
-        if marks:
-            lp.tracer.guard(deliver, lp, marks)
-            continue
-        if not self.empty():
-            return _take(self, st, lp)
-        getter = self._get_loop().create_future()
-        self._getters.append(getter)
-        try:
-            await getter
-        except:  # noqa: E722 - the same clean-up as asyncio.Queue.get
-            getter.cancel()
+    if lp.pending:
+        lp.tracer.guard(lp.safepoint)
+    token = _in_get.set((self, st, lp))
+    try:
+        while True:
             try:
-                self._getters.remove(getter)
-            except ValueError:
-                pass
-            if not self.empty() and not getter.cancelled():
-                self._wakeup_next(self._getters)
-            raise
+                return await _ORIG["get"](self)  # the stdlib's; it calls get_nowait
+            except _Marks:
+                continue
+    finally:
+        _in_get.reset(token)
 
 
 _HOOKS: dict = {}
-_TARGETS = (("put_nowait", put_nowait), ("get_nowait", get_nowait), ("get", get))
+_TARGETS = (("put_nowait", put_nowait), ("get_nowait", get_nowait), ("get", get),
+            ("empty", empty))
 
 
 def _patch(module=None) -> None:
@@ -195,7 +205,7 @@ _hooked = [False]
 
 @register
 class AsyncioQueueInstrumentor(Instrumentor):
-    """Re-implements ``asyncio.Queue.put_nowait`` / ``get_nowait`` / ``get``.
+    """Wraps ``asyncio.Queue.put_nowait`` / ``get_nowait`` / ``get`` / ``empty``.
 
     Installed through ``wrapt.when_imported("asyncio.queues")``, so a program
     that imports asyncio after ``cutscope.start()`` is traced too.

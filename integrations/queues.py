@@ -11,7 +11,7 @@ The application's items are never wrapped. The per-item metadata (channel,
 message id, Lamport stamp) lives in a *side deque* kept in step with the queue's
 own container (``q.queue``), and markers live only there. So ``q.queue``,
 ``qsize``, ``empty``, ``full``, ``maxsize`` blocking and ``task_done``/``join``
-see exactly the items the application put, and nothing else (SPEC 4.5). An item
+see exactly the items the application put, and nothing else. An item
 without metadata (put before ``start()``, or appended to ``q.queue`` directly)
 is delivered untouched and unrecorded.
 
@@ -170,7 +170,7 @@ class QState:
 
         Once every known consumer has recorded its state for a snapshot, a
         marker at the head of the queue (no item before it) may be consumed by
-        cutscope itself (SPEC 5, idle channels). Returns (consumer, Mk) pairs
+        cutscope itself (an idle channel). Returns (consumer, Mk) pairs
         to hand over outside the lock.
         """
         side = self.side

@@ -176,3 +176,72 @@ def test_flush_from_another_thread_goes_through_the_loop():
         doc = rec.trace()
     cons = [(e["kind"], e.get("snapshot")) for e in doc["events"] if e["process"] == "cons"]
     assert cons == [("recv", None), ("snapshot", 5)]
+
+
+# -- asyncio.Queue.shutdown() (3.13) -----------------------------------------------------------
+
+needs_shutdown = pytest.mark.skipif(not hasattr(asyncio.Queue, "shutdown"),
+                                    reason="asyncio.Queue.shutdown() is new in Python 3.13")
+
+
+async def shutdown_scenario(cls, immediate: bool, mark=None) -> list:
+    log = []
+    a = log.append
+    q = cls(maxsize=3)
+    for x in (3, 1, 2):
+        a(("put", outcome(q.put_nowait, x)))
+    blocked = cls()
+    waiter = asyncio.create_task(blocked.get())
+    full_put = asyncio.create_task(q.put(9))  # waits: q is full
+    await asyncio.sleep(0)
+    if mark is not None:
+        mark(q)
+    q.shutdown(immediate=immediate)
+    blocked.shutdown()
+    for t in (waiter, full_put):
+        try:
+            a(("woken", await asyncio.wait_for(t, 5)))
+        except Exception as exc:
+            a(("woken", type(exc).__name__))
+    a(("after", q.qsize(), q.empty(), q.full()))
+    a(("put_nowait", outcome(q.put_nowait, 9)))
+    try:
+        await q.put(9)
+    except Exception as exc:
+        a(("put", type(exc).__name__))
+    for _ in range(4):
+        try:
+            a(("get", await asyncio.wait_for(q.get(), 5)))
+            q.task_done()
+        except Exception as exc:
+            a(("get", type(exc).__name__))
+    a(("get_nowait", outcome(q.get_nowait)))
+    await asyncio.wait_for(q.join(), 5)
+    a("joined")
+    return log
+
+
+@needs_shutdown
+@pytest.mark.parametrize("cls", [asyncio.Queue, asyncio.LifoQueue])
+@pytest.mark.parametrize("immediate", [False, True])
+def test_shutdown_behaves_as_without_cutscope(cls, immediate):
+    plain = asyncio.run(shutdown_scenario(cls, immediate))
+    assert ("put_nowait", ("raised", "QueueShutDown")) in plain
+    with recording("main"):
+        traced = asyncio.run(shutdown_scenario(cls, immediate))
+    assert traced == plain
+
+
+@needs_shutdown
+@pytest.mark.parametrize("immediate", [False, True])
+def test_shutdown_with_a_marker_left_in_the_queue(immediate):
+    """get returns the items left, then raises QueueShutDown: the marker is never seen."""
+    plain = asyncio.run(shutdown_scenario(asyncio.Queue, immediate))
+    with recording("main"):
+        async def traced_run():
+            with cutscope.process("prod") as prod:
+                return await shutdown_scenario(asyncio.Queue, immediate,
+                                               lambda q: prod.record(1, prod.name))
+
+        traced = asyncio.run(traced_run())
+    assert traced == plain
