@@ -1439,7 +1439,10 @@ class Conn(RawEnds):
             pos = 0
             sids = []
             while pos < len(head) and head[pos] == wire.MARKER:
-                c = wire.parse_control(head, pos)
+                try:
+                    c = wire.parse_control(head, pos)
+                except wire.WireError:
+                    break  # not a marker: the application's next receive fails the connection
                 if c is None:
                     break
                 sid = c[1][0]

@@ -474,3 +474,42 @@ def test_random_chunkings_through_every_entry_point(sends, sizes, hows, sendmsg)
         b.close()
         doc = rec.trace()
     assert_matched(doc)
+
+
+def test_bad_marker_on_an_idle_channel_is_left_to_the_applications_receive():
+    """The recorder's tick consumes markers at the head of idle incoming channels while a
+    snapshot runs; a bad one there is not its to judge (strict mode would raise in the
+    tick): the application's next receive fails the connection."""
+    import cutscope
+    from cutscope.integrations import sockets
+
+    with recording("main") as rec:
+        srv = socket.create_server(("127.0.0.1", 0))
+        c = _raw_client(srv.getsockname(), wire.hello("c99", "evil") +
+                        wire.data_header(2, 1, 1) + b"ok")
+        with cutscope.process("B"):
+            s, _ = srv.accept()
+            s.settimeout(10)
+            assert s.recv(100) == b"ok"
+        done = []
+
+        def snap():
+            with cutscope.process("B"):
+                done.append(cutscope.snapshot(timeout=1.5))
+
+        t = threading.Thread(target=snap)
+        t.start()
+        deadline = time.monotonic() + 10
+        while not rec.tracer.processes["B"].snaps:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        _ss.sendall(c, wire.marker(0, "evil"))
+        _wait_queued(s, len(wire.marker(0, "evil")))
+        sockets._tick(rec.tracer)  # raises (strict) if it judges the bad marker
+        with cutscope.process("B"):
+            with pytest.raises(ConnectionResetError):
+                s.recv(100)
+        t.join(10)
+        assert done  # (complete: the reset ended the channel)
+        for x in (c, s, srv):
+            x.close()
