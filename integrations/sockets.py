@@ -1970,9 +1970,19 @@ def sendmsg(self, *args, **kw):
         except TypeError:
             return _real["sendmsg"](self, *args)
     if ancdata or type(flags) is not int or address is not None or \
-            any(type(b) is not bytes for b in buffers):
+            not all(map(_usual_buf, buffers)):
         _check("sendmsg", self, (buffers, ancdata, flags, address))
         flags = _index(flags)
+    try:
+        return _sendmsg(self, c, buffers, ancdata, flags, address)
+    except BaseException:
+        # The traceback keeps these frames: no view of the caller's buffers may stay in
+        # them (asyncio resizes its write buffer after a failed send).
+        args = buffers = None  # noqa: F841
+        raise
+
+
+def _sendmsg(self, c, buffers, ancdata, flags, address):
     if c.kind == "tcp" and c.out_mode != RAW:
         data = b"".join(buffers)
         if c.out_mode == UNDECIDED:
