@@ -287,7 +287,9 @@ def _traced_peer(transport: str, ip: str, port: int) -> bool:
 # registers an intent ("i/<ip>,<port>,<pid>,<n>") before it connects and replaces it
 # with its entry as soon as connect() returns, so a server that finds no entry for
 # its peer but an intent towards its own address knows to wait for it. Ends in this
-# process are found in memory first.
+# process are found in memory first. An end whose peer is on another host is also
+# registered in the store (table ``conn_ends``), with its intent: the one registry that
+# both hosts share.
 
 _local_conns: dict = {}  # key of one end (its own 4-tuple) -> Conn, ends in this process
 _local_intents: dict = {}  # "<ip>,<port>," -> connects in progress from this process
@@ -306,10 +308,22 @@ def _end_key(here, there) -> str:
     return f"{_norm(here[0])},{here[1]},{_norm(there[0])},{there[1]}"
 
 
+def _remote(ip) -> bool:
+    """Is ``ip`` another host's (as far as this host knows its own addresses)?"""
+    h = _norm(ip)
+    return not _is_loopback(h) and h not in _local_ips()
+
+
 def _set_ends(c, here, there) -> None:
     c.laddr, c.raddr = here, there
     c.key = _end_key(here, there)
     c.peer_key = _end_key(there, here)
+    c.remote = _remote(there[0])
+
+
+def _store():
+    t = _tracer[0]
+    return t.store if t is not None else None
 
 
 def _publish(c, mode: str = "w") -> None:
@@ -318,6 +332,8 @@ def _publish(c, mode: str = "w") -> None:
         return
     _local_conns[c.key] = c
     _control.put_entry("c", c.key, f"{os.getpid()} {mode}")
+    if c.remote and _store() is not None:
+        _store().register_end(c.key, socket.gethostname(), os.getpid(), mode)
 
 
 def _withdraw(c) -> None:
@@ -327,6 +343,8 @@ def _withdraw(c) -> None:
     if _local_conns.get(key) is c:
         del _local_conns[key]
     _control.drop_entry("c", key, f"{os.getpid()} ")
+    if c.remote and _store() is not None:
+        _store().unregister_end(key, os.getpid())
 
 
 def _peer_mode(c) -> str | None:
@@ -342,6 +360,9 @@ def _peer_mode(c) -> str | None:
                 return mode[:1] or "w"
         except ValueError:
             pass
+    if c.remote and _store() is not None:
+        for row in _store().lookup_ends(c.peer_key, exact=True):
+            return row["mode"][:1] or "w"
     return None
 
 
@@ -351,6 +372,9 @@ def _intent(ip: str, port: int) -> str:
         _local_intents[pre] = _local_intents.get(pre, 0) + 1
     name = f"{pre}{os.getpid()},{next(_intent_seq)}"
     _control.put_entry("i", name, str(os.getpid()))
+    if _remote(ip) and _store() is not None:
+        _store().register_end(f"{pre}>{socket.gethostname()},{name[len(pre):]}",
+                              socket.gethostname(), os.getpid(), "i")
     return name
 
 
@@ -363,10 +387,13 @@ def _intent_done(name: str) -> None:
         else:
             _local_intents.pop(pre, None)
     _control.drop_entry("i", name)
+    if _remote(pre.split(",")[0]) and _store() is not None:
+        _store().unregister_end(f"{pre}>{socket.gethostname()},{name[len(pre):]}", os.getpid())
 
 
-def _connecting_to(here) -> bool:
-    """Is a traced client (of this host) connecting to ``here`` right now?"""
+def _connecting_to(here, remote: bool = False) -> bool:
+    """Is a traced client (of this host; with ``remote``, of any host) connecting to
+    ``here`` right now?"""
     pre = f"{_norm(here[0])},{here[1]},"
     if _local_intents.get(pre):
         return True
@@ -378,7 +405,7 @@ def _connecting_to(here) -> bool:
             continue
         if pid != me and _control.pid_alive(pid):
             return True
-    return False
+    return remote and _store() is not None and bool(_store().lookup_ends(pre + ">"))
 
 
 # -- handing a connection to another process -----------------------------------------------
@@ -391,7 +418,7 @@ def _connecting_to(here) -> bool:
 
 _STATE = ("out_mode", "out_cid", "out_name", "out_left", "in_mode", "in_hello", "in_left",
           "in_msg", "in_stamp", "in_n", "in_first", "in_name", "in_cid", "accepted",
-          "dest_traced", "key", "peer_key")
+          "dest_traced", "key", "peer_key", "remote")
 
 
 def _export(c) -> None:
@@ -640,6 +667,7 @@ class Conn(RawEnds):
         self.key: str | None = None  # this end's 4-tuple
         self.peer_key: str | None = None  # the other end's
         self.dest_traced = False  # a client whose destination is a traced listener
+        self.remote = False  # the peer is on another host: registered in the store too
         self.probe_until = 0.0  # a non-blocking reader waiting for the rest of a HELLO's magic
         # out direction
         self.ep: OutEndpoint | None = None
@@ -746,7 +774,7 @@ class Conn(RawEnds):
         # as connect() returns: while one towards this address is in progress, wait.
         deadline = None
         delay = 0.00002
-        while _connecting_to(self.laddr):
+        while _connecting_to(self.laddr, self.remote):
             m = _peer_mode(self)
             if m is not None:
                 return m

@@ -106,6 +106,17 @@ class Listener(Base):
     registered_ns: Mapped[int] = mapped_column(BigInteger)
 
 
+class ConnEnd(Base):
+    """Traced ends of TCP connections between hosts, and connects in progress towards
+    another host (the socket integration's registry; docs/protocol.md, "Negotiation")."""
+    __tablename__ = "conn_ends"
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    mode: Mapped[str] = mapped_column(String(8))
+    registered_ns: Mapped[int] = mapped_column(BigInteger)
+
+
 class Fault(Base):
     __tablename__ = "faults"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -1027,6 +1038,28 @@ class SqlStore:
                 Listener.port == port, Listener.host.in_(hosts))).first()
         return dict(row._mapping) if row is not None else None
 
+    # -- connection ends between hosts: direct, synchronous (the peer looks them up at once)
+
+    def register_end(self, key: str, host: str, pid: int, mode: str) -> None:
+        vals = dict(key=key, host=host, pid=pid, mode=mode, registered_ns=time.time_ns())
+
+        def run(conn):
+            conn.execute(delete(ConnEnd).where(ConnEnd.key == key))
+            conn.execute(insert(ConnEnd).values(**vals))
+        with self._lock:
+            self.execute(run)
+
+    def unregister_end(self, key: str, pid: int) -> None:
+        with self._lock:
+            self.execute(lambda conn: conn.execute(
+                delete(ConnEnd).where(ConnEnd.key == key, ConnEnd.pid == pid)))
+
+    def lookup_ends(self, prefix: str, exact: bool = False) -> list[dict]:
+        """The registered ends whose key is ``prefix`` (``exact``) or starts with it."""
+        cond = ConnEnd.key == prefix if exact else ConnEnd.key.startswith(prefix, autoescape=True)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(select(ConnEnd.__table__).where(cond))]
+
     # -- reading ----------------------------------------------------------------
 
     def load(self, events: bool = True) -> dict:
@@ -1107,6 +1140,7 @@ class MemoryStore:
         self.states: dict[tuple[int, str], dict] = {}
         self.messages: list[dict] = []
         self.listeners: dict[tuple[str, int], dict] = {}
+        self.ends: dict[str, dict] = {}
 
     def dispose_after_fork(self) -> None:
         pass
@@ -1198,6 +1232,24 @@ class MemoryStore:
                 if row is not None:
                     return dict(row)
         return None
+
+    def register_end(self, key: str, host: str, pid: int, mode: str) -> None:
+        with self._lock:
+            self.ends[key] = dict(key=key, host=host, pid=pid, mode=mode,
+                                  registered_ns=time.time_ns())
+
+    def unregister_end(self, key: str, pid: int) -> None:
+        with self._lock:
+            row = self.ends.get(key)
+            if row is not None and row["pid"] == pid:
+                del self.ends[key]
+
+    def lookup_ends(self, prefix: str, exact: bool = False) -> list[dict]:
+        with self._lock:
+            if exact:
+                row = self.ends.get(prefix)
+                return [dict(row)] if row is not None else []
+            return [dict(r) for k, r in self.ends.items() if k.startswith(prefix)]
 
     # -- snapshot coordination: the same operations as SqlStore's
 
