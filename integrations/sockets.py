@@ -308,6 +308,16 @@ def _end_key(here, there) -> str:
     return f"{_norm(here[0])},{here[1]},{_norm(there[0])},{there[1]}"
 
 
+def _forget_intents_after_fork() -> None:
+    """A forked child is not in the middle of its parent's connects."""
+    _local_intents.clear()
+    globals()["_intent_lock"] = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_intents_after_fork)
+
+
 def _remote(ip) -> bool:
     """Is ``ip`` another host's (as far as this host knows its own addresses)?"""
     h = _norm(ip)

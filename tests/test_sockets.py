@@ -926,3 +926,26 @@ def test_client_connecting_by_host_name_is_found_by_a_server_that_speaks_first()
         srv.close()
         doc = rec.trace()
     assert_matched(doc, min_framed=2)
+
+
+def test_a_forked_child_does_not_inherit_its_parents_connects_in_progress():
+    """A connect in progress in the parent at fork time (its intent registered) ends in
+    the parent; the child, a server on that address, must not wait on it for good."""
+    from cutscope.integrations import sockets
+
+    with recording("main"):
+        name = sockets._intent("127.0.0.1", 1)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.read(r, 1)  # the parent's connect has returned
+                os._exit(0 if not sockets._connecting_to(("127.0.0.1", 1)) else 1)
+            except BaseException:
+                os._exit(2)
+        sockets._intent_done(name)
+        os.write(w, b"x")
+        _, status = os.waitpid(pid, 0)
+        os.close(r)
+        os.close(w)
+    assert os.waitstatus_to_exitcode(status) == 0
