@@ -102,7 +102,7 @@ def test_untraced_client_traced_server(tmp_path, db_url, greet):
 def test_traced_to_traced_across_processes(tmp_path, db_path, greet):
     """The server is an unmodified program under `cutscope run`; the client traced here."""
     script = peer_script(tmp_path)
-    env = clean_env(CUTSCOPE_STRICT="1", CUTSCOPE_HELLO_WAIT="5")
+    env = clean_env(CUTSCOPE_STRICT="1")
     proc, port = start_server([CUTSCOPE, "run", "--db", db_path, "--name", "srv", "--",
                                PY, script, "greet-server" if greet else "server"], env)
     cutscope.start(db=db_path, name="cli")
