@@ -81,7 +81,9 @@ LOOKUP_TTL = 0.5
 _NO_REGISTER = ("multiprocessing.connection",)
 
 # Modes of a direction. HELLO_PENDING: framed, the HELLO goes in front of the first frame.
-RAW, FRAMED, UNDECIDED, HELLO_PENDING = 0, 1, 2, 3
+# UNFRAMING (outgoing only): raw once the control bytes owed (ending with a RAW frame:
+# TLS starts) have gone, in front of the application's next bytes.
+RAW, FRAMED, UNDECIDED, HELLO_PENDING, UNFRAMING = 0, 1, 2, 3, 4
 
 _real = {n: getattr(_ss, n) for n in (
     "connect", "connect_ex", "listen", "bind", "send", "sendall", "sendto", "sendmsg", "recv",
@@ -150,10 +152,11 @@ def _wait(sock, writing: bool, deadline: float | None) -> None:
         raise _timeout_error()
 
 
-def _ready(sock, writing: bool) -> bool:
+def _ready(sock, writing: bool, wait: float = 0.0) -> bool:
+    """Is ``sock`` ready (within ``wait`` seconds)?"""
     p = select.poll()
     p.register(sock.fileno(), select.POLLOUT if writing else select.POLLIN)
-    return bool(p.poll(0))
+    return bool(p.poll(wait * 1000.0))
 
 
 def _resolve(host, family: int = 0) -> str | None:
@@ -648,6 +651,7 @@ class Conn(RawEnds):
     """The framing state of one TCP connection (both directions)."""
 
     kind = "tcp"
+    raw_held = b""  # raw bytes read together with the peer's RAW, beyond what was asked
     # What the hot paths read: slots (tracer/_fast.c reads them at their offsets);
     # the rest lives in the instance's __dict__ (RawEnds has none of its own).
     __slots__ = ("fast_lp", "fast_in", "stok", "rtok", "ep", "out_left", "out_pending",
@@ -679,6 +683,8 @@ class Conn(RawEnds):
         self.dest_traced = False  # a client whose destination is a traced listener
         self.remote = False  # the peer is on another host: registered in the store too
         self.probe_until = 0.0  # a non-blocking reader waiting for the rest of a HELLO's magic
+        self.raw_echo = False  # the peer's RAW arrived: ours is owed (after the current frame)
+        self.raw_sent_ = False  # this end sent a RAW (TLS starts): the peer's comes back
         # out direction
         self.ep: OutEndpoint | None = None
         self.out_cid: str | None = None
@@ -924,6 +930,9 @@ class Conn(RawEnds):
             sent = 0
             first = True
             with self.slock:
+                if self.out_mode == UNFRAMING or self.out_mode == RAW:
+                    return self._send_unframing(sock, mv, flags, whole, nonblock, deadline,
+                                                use_sendall)
                 while True:
                     if not self.out_left:
                         if sent >= total:
@@ -1002,6 +1011,46 @@ class Conn(RawEnds):
             except (BlockingIOError, InterruptedError):
                 return
             del pend[:n]
+        if not pend and self.out_mode == UNFRAMING:
+            self.out_mode = RAW
+
+    def _send_unframing(self, sock, mv, flags: int, whole: bool, nonblock: bool, deadline,
+                        use_sendall: bool):
+        """A send on a direction that has stopped framing (TLS): the control bytes still
+        owed (the RAW frame) go first, in the same syscall, then the bytes go raw and are
+        recorded as such. Under slock. Returns the application's bytes accepted (sendall:
+        None when they all went)."""
+        pend = self.out_pending
+        total = len(mv)
+        sent = 0
+        first = True
+        while True:
+            np_ = len(pend)
+            buf = bytes(pend) + bytes(mv[sent:]) if np_ else mv[sent:]
+            if not first and deadline is not None:
+                _wait(sock, True, deadline)
+            first = False
+            try:
+                if use_sendall:
+                    _sendall(sock, buf, flags)
+                    n = len(buf)
+                else:
+                    n = _send(sock, buf, flags)
+            except (BlockingIOError, InterruptedError, TimeoutError):
+                if sent and not whole:
+                    break
+                raise
+            if n <= np_:
+                del pend[:n]
+            else:
+                pend.clear()
+                sent += n - np_
+            if sent >= total or (sent and not whole):
+                break
+        if not pend and self.out_mode == UNFRAMING:
+            self.out_mode = RAW
+        self.raw_sent(sock, sent, mv)
+        return sent
 
     def sendfile(self, sock, out_fd: int, in_fd: int, offset, count: int, real) -> int:
         """``os.sendfile(out_fd, in_fd, offset, count)`` on this framed direction: the
@@ -1062,22 +1111,209 @@ class Conn(RawEnds):
         finally:
             self.slock.release()
 
-    def raw_if_tls(self, data) -> None:
-        """A first write that is a TLS record (a ClientHello: 0x16 0x03 0x00-0x04) keeps
-        this direction raw, HELLO unsent. TLS passes through raw (SPEC 4); this catches
-        the TLS that cutscope cannot see as ``ssl.SSLSocket``: asyncio's (a memory BIO
-        whose records go out through ``send``), whose peer, a traced server that wraps
-        accepted sockets with ``ssl``, reads them in C and would fail the handshake on a
-        HELLO. A non-TLS protocol whose first bytes look the same just stays unframed."""
+    def raw_if_tls(self, sock, data) -> None:
+        """TLS starting on this direction, seen from its first record: asyncio's TLS (a
+        memory BIO whose records go out through ``send``), which cutscope cannot see as
+        ``ssl.SSLSocket``. No frame can travel inside TLS, and the peer may read the
+        TLS in C (``ssl`` over its socket), so the direction stops framing:
+
+        * a first write that is a TLS record (``0x16 0x03 0x00``-``0x04``) keeps a
+          direction that owes its HELLO raw, HELLO unsent;
+        * a framed direction whose next write, at a frame boundary, is a ClientHello or
+          ServerHello record ends its frames with a RAW frame in front of it (in the
+          same syscall). A ClientHello always: the peer, a TLS server, reads first and
+          takes it (through the wrappers, or ``go_tls`` before its C code). A
+          ServerHello unless the peer reads in C (registered ``r``): a TLS client in C
+          that expects a RAW sent its own first, and this end answered it already.
+
+        A non-TLS protocol whose bytes look the same is left unframed from there on
+        (recorded, not stamped)."""
         try:
-            head = bytes(memoryview(data).cast("B")[:3])
+            head = bytes(memoryview(data).cast("B")[:6])
         except (TypeError, ValueError):
             return
-        if len(head) == 3 and head[0] == 0x16 and head[1] == 3 and head[2] <= 4:
-            with self.slock:
-                if self.out_mode == HELLO_PENDING and not self.out_pending:
-                    self.out_mode = RAW
-                    self._fast()
+        if len(head) < 3 or head[0] != 0x16 or head[1] != 3 or head[2] > 4:
+            return
+        with self.slock:
+            if self.out_left:
+                return  # the rest of a frame
+            if self.out_mode == HELLO_PENDING and not self.out_pending:
+                self.out_mode = RAW
+                self._fast()
+            elif self.out_mode == FRAMED and len(head) == 6 and head[5] in (1, 2):
+                self._unframe(head[5] == 1 or self._peer_wrapped())
+
+    def _peer_wrapped(self) -> bool:
+        """Does the peer read through the wrappers (not registered ``r``, read in C)?"""
+        try:
+            return _peer_mode(self) != "r"
+        except Exception as exc:
+            _fault(exc, "looking up a peer")
+            return True
+
+    def _unframe(self, announce: bool) -> None:
+        """This direction's frames end (TLS starts): with a RAW frame (``announce``) in
+        front of the next bytes, or silently. Its channel ends. Under slock."""
+        ep, self.ep = self.ep, None
+        if announce:
+            self.out_pending += wire.RAW_FRAME
+            self.out_mode = UNFRAMING
+            self.raw_sent_ = True
+        else:
+            self.out_pending.clear()  # (markers not sent: no frame may follow)
+            self.out_mode = RAW
+        self._fast()
+        if ep is not None:
+            ep.process.remove_out(ep)
+
+    def go_tls(self, sock, server_side: bool) -> None:
+        """TLS starts here, read and written in C (``ssl.SSLSocket`` on this descriptor).
+
+        A TLS server's handshake reads first: it waits here for the client's first
+        bytes, as the handshake would, taking the frames before them up to the
+        client's RAW (markers recorded). Then a framed outgoing direction ends with a
+        RAW, sent now, before the C code writes: a client's always (its peer, a TLS
+        server, reads first and takes it); a server's if the client sent one (it
+        awaits the answer) or reads through the wrappers (not registered ``r``; a
+        client in C registers before its first TLS byte, so the wait settles it).
+        Then a client that sent a RAW takes the frames up to the server's answer; a
+        client that sent none expects none. Non-blocking: ``SSLWantWriteError``/
+        ``SSLWantReadError`` until done, as the handshake itself."""
+        import ssl
+
+        timeout = sock.gettimeout()
+        nonblock = timeout == 0.0
+        deadline = None if not timeout else _mono() + timeout
+        if server_side:
+            with self.rlock:
+                if self.in_mode == FRAMED:
+                    self._read_to_raw(sock, nonblock, deadline, True)  # (answers a RAW)
+                elif self.out_mode == FRAMED:
+                    if nonblock:
+                        if not _ready(sock, False):
+                            raise ssl.SSLWantReadError("The operation did not complete (read)")
+                    elif deadline is None:
+                        _ready(sock, False, -0.001)  # (poll with no timeout)
+                    else:
+                        _ready(sock, False, max(0.0, deadline - _mono()))
+        with self.slock:
+            m = self.out_mode
+            if m == FRAMED and not self.out_left:
+                self._unframe(not server_side or self._peer_wrapped())
+            elif m != RAW and m != UNFRAMING:
+                if m == FRAMED:
+                    _fault(RuntimeError("TLS starts in the middle of a frame"), "TLS")
+                self.out_pending.clear()
+                self.out_mode = RAW
+                self._fast()
+            pend = self.out_pending
+            while pend:
+                try:
+                    n = _send(sock, bytes(pend), _DONTWAIT if nonblock else 0)
+                except (BlockingIOError, InterruptedError):
+                    raise ssl.SSLWantWriteError("The operation did not complete (write)")
+                del pend[:n]
+            if self.out_mode == UNFRAMING:
+                self.out_mode = RAW
+        with self.rlock:
+            if self.in_mode == FRAMED:
+                # A client that sent a RAW gets one back; one that sent none, none.
+                wait = self.raw_sent_ and not server_side
+                self._read_to_raw(sock, nonblock or not wait, deadline, wait)
+            if self.in_mode != RAW:
+                self.in_mode = RAW
+                if self.in_cid is not None and self.in_lp is not None:
+                    self.in_lp.remove_in(self.in_cid)
+                    self.in_lp = None
+                self._fast()
+
+    def _read_to_raw(self, sock, nonblock: bool, deadline, wait: bool) -> None:
+        """Consume the frames at the head of the incoming direction up to and with the
+        peer's RAW (markers recorded), never a byte past it. Stops at anything else
+        (a DATA frame the application has not read, raw bytes): the C code reads those.
+        Under rlock."""
+        import ssl
+
+        while self.in_mode == FRAMED:
+            try:
+                if nonblock:
+                    if sock.gettimeout() and not _ready(sock, False):
+                        # (with a timeout, CPython waits before it reads, MSG_DONTWAIT or not)
+                        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+                    head = _recv(sock, 4096, _PEEK | _DONTWAIT)
+                else:
+                    if deadline is not None and not _ready(
+                            sock, False, max(0.0, deadline - _mono())):
+                        return  # the handshake's own timeout will say
+                    head = _recv(sock, 4096, _PEEK)
+            except (BlockingIOError, InterruptedError):
+                if not wait:
+                    return
+                raise ssl.SSLWantReadError("The operation did not complete (read)")
+            except OSError:
+                return  # the C code meets the error
+            if not head:
+                return
+            buf = self.in_buf + head
+            pos = 0
+            while pos < len(buf):
+                if self.in_hello and pos == 0:
+                    h = wire.parse_hello(buf, 0)
+                    if h is None:
+                        break
+                    pos = h[2]
+                    continue
+                if buf[pos] not in (wire.MARKER, wire.AS, wire.RAW):
+                    break
+                try:
+                    c = wire.parse_control(buf, pos)
+                except wire.WireError:
+                    break
+                if c is None:
+                    break
+                pos = c[2]
+                if c[0] == wire.RAW:
+                    break
+            take = pos - len(self.in_buf)
+            if take > 0:
+                got = _recv(sock, take)
+                recs = []
+                self._feed(self.in_buf + got, recs)
+                self._apply(sock, recs)
+                continue
+            if pos < len(buf) or not wait:
+                return  # not a frame this end may take: the C code reads it
+            # an incomplete control frame: its rest is on the way
+            if nonblock:
+                raise ssl.SSLWantReadError("The operation did not complete (read)")
+            if deadline is not None and _mono() > deadline:
+                return
+            time.sleep(0.001)
+
+    def _peer_unframed(self, sock) -> None:
+        """The peer's RAW arrived: this end's frames end too, with a RAW of its own if its
+        direction is framed (the peer may be waiting for it before its C code reads),
+        written now without blocking (the rest by the tick); silently if it owes its
+        HELLO or is undecided. Waits for no sender: if one holds the direction, the
+        tick does it (``raw_echo``)."""
+        if not self.slock.try_acquire():
+            self.raw_echo = True
+            return
+        try:
+            self.raw_echo = False
+            m = self.out_mode
+            if m == FRAMED:
+                if self.out_left:
+                    self.raw_echo = True  # after the current frame (the tick looks again)
+                    return
+                self._unframe(not self.raw_sent_)
+                if self.out_pending:
+                    self._push(sock)
+            elif m == HELLO_PENDING or m == UNDECIDED:
+                self.out_mode = RAW
+                self._fast()
+        finally:
+            self.slock.release()
 
     # -- receiving (framed) ------------------------------------------------------
 
@@ -1138,6 +1374,18 @@ class Conn(RawEnds):
                     kind, val, pos = c
                     if kind == wire.MARKER:
                         recs.append((2, val[0], val[1]))
+                    elif kind == wire.RAW:
+                        # The last frame: the rest is raw (TLS), delivered and recorded
+                        # as such.
+                        self.in_mode = RAW
+                        self._fast()
+                        recs.append((4,))
+                        if pos < end:
+                            piece = buf[pos:]
+                            out.append(piece)
+                            recs.append((5, piece))
+                            pos = end
+                        break
                     else:
                         self.in_name = val
         except wire.WireError as exc:
@@ -1170,6 +1418,8 @@ class Conn(RawEnds):
                 return 11 - k if k < 11 else max(0, 11 + int.from_bytes(h[9:11], "big") - k)
             if t == wire.AS:
                 return 3 - k if k < 3 else max(0, 3 + int.from_bytes(h[1:3], "big") - k)
+            if t == wire.RAW:
+                return 0
         except IndexError:
             return 1
         return 1
@@ -1197,6 +1447,12 @@ class Conn(RawEnds):
                             bytes(piece) if (t.capture or lp.snaps) else None)
                 elif k == 2:
                     lp.marker(self.in_cid, r[1], r[2])
+                elif k == 4:  # RAW: the framed channel ends here
+                    if self.in_cid is not None and self.in_lp is not None:
+                        self.in_lp.remove_in(self.in_cid)
+                        self.in_lp = None
+                elif k == 5:  # raw bytes after a RAW
+                    self.raw_received(sock, r[1])
                 else:
                     _, cid, name = r
                     self.in_cid = cid
@@ -1205,6 +1461,11 @@ class Conn(RawEnds):
                     t.channel(cid, None, lp.name, "tcp", self.endpoint(sock, False), True)
         except Exception as exc:
             _fault(exc, "recording a receive")
+        if self.in_mode == RAW and recs and recs[-1][0] >= 4:
+            try:
+                self._peer_unframed(sock)
+            except Exception as exc:
+                _fault(exc, "ending the frames after the peer's RAW")
 
     def _bad_frames(self, sock) -> None:
         """The peer sent bytes that are not frames (``in_err``): the connection fails as
@@ -1262,6 +1523,8 @@ class Conn(RawEnds):
             return self._after_reset(sock)
         if bufsize <= 0:
             return b""
+        if self.in_mode == RAW and self.raw_held:
+            return self.take_held(bufsize, flags)
         timeout = sock.gettimeout()
         nonblock = timeout == 0.0 or bool(flags & _DONTWAIT)
         deadline = None if (timeout is None or nonblock) else _mono() + timeout
@@ -1366,6 +1629,24 @@ class Conn(RawEnds):
                     if ngot:
                         break  # what came before the bad bytes; the next receive fails
                     return self._after_reset(sock)
+                if self.in_mode == RAW:  # after the peer's RAW: raw from here
+                    if not ngot:
+                        if anc is None:
+                            data = _recv(sock, bufsize, rflags)  # (raises as the plain call)
+                        else:
+                            data, items, mflags, _ = _ss.recvmsg(sock, bufsize, anc[0], rflags)
+                            if items:
+                                anc[1].extend(items)
+                            anc[2] |= mflags
+                        self.raw_received(sock, data)
+                        return data
+                    if ngot > bufsize:
+                        # Raw bytes read with the RAW beyond what was asked: the next
+                        # receive takes them first.
+                        whole = b"".join(got)
+                        got = [whole[:bufsize]]
+                        self.raw_held = bytes(whole[bufsize:])
+                    break
                 if ngot >= bufsize or (ngot and not waitall and not more):
                     break
                 # Only control bytes (a marker, a HELLO, part of a header): as if nothing
@@ -1385,6 +1666,10 @@ class Conn(RawEnds):
         deadline = None if (timeout is None or nonblock) else _mono() + timeout
         with self.rlock:
             while True:
+                if self.in_mode == RAW:  # past the peer's RAW
+                    if self.raw_held:
+                        return self.raw_held[:bufsize]
+                    return _recv(sock, bufsize, flags)
                 if self.in_left:
                     return _recv(sock, min(bufsize, self.in_left), flags)
                 held = self.in_buf
@@ -1449,9 +1734,21 @@ class Conn(RawEnds):
                 if c is None:
                     break
                 pos = c[2]
+                if c[0] == wire.RAW:  # the last frame: raw bytes after it
+                    if not out:
+                        ctrl_end = pos
+                    break
             if not out:
                 ctrl_end = pos
         return ctrl_end
+
+    def take_held(self, bufsize: int, flags: int) -> bytes:
+        """A receive on a raw direction that holds bytes read with the peer's RAW."""
+        held = self.raw_held
+        out = held[:bufsize]
+        if not flags & _PEEK:
+            self.raw_held = held[bufsize:]  # (recorded when they were read)
+        return out
 
     def idle_markers(self) -> None:
         """SPEC 5: once its process has recorded, a marker at the head of an idle incoming
@@ -1947,8 +2244,8 @@ def _send_general(self, c, data, flags):
         if m == UNDECIDED:
             c.decide_out(self)
             m = c.out_mode
-        if m == HELLO_PENDING:
-            c.raw_if_tls(data)
+        if m == HELLO_PENDING or m == FRAMED:
+            c.raw_if_tls(self, data)
             m = c.out_mode
         if m == RAW:
             return send(self, data, flags)
@@ -1971,8 +2268,8 @@ def _sendall_general(self, c, data, flags):
         if m == UNDECIDED:
             c.decide_out(self)
             m = c.out_mode
-        if m == HELLO_PENDING:
-            c.raw_if_tls(data)
+        if m == HELLO_PENDING or m == FRAMED:
+            c.raw_if_tls(self, data)
             m = c.out_mode
         if m == RAW:
             return sendall(self, data, flags)
@@ -2025,8 +2322,8 @@ def _sendmsg(self, c, buffers, ancdata, flags, address):
         data = b"".join(buffers)
         if c.out_mode == UNDECIDED:
             c.decide_out(self)
-        if c.out_mode == HELLO_PENDING:
-            c.raw_if_tls(data)
+        if c.out_mode == HELLO_PENDING or c.out_mode == FRAMED:
+            c.raw_if_tls(self, data)
         if c.out_mode == RAW:
             return sendmsg(self, [data], ancdata, flags, address)
         # (TCP ignores the address, as the kernel does; ancillary data goes with the
@@ -2263,7 +2560,7 @@ def _tcp_framed_in(self, c, flags) -> bool:
         lp.safepoint()
     m = c.in_mode
     if m == RAW:
-        return False
+        return bool(c.raw_held)  # (bytes read with the peer's RAW: recv_framed serves them)
     if m == UNDECIDED:
         c.decide_in(self, flags)
         return c.in_mode != RAW
@@ -2315,7 +2612,7 @@ def recv_into(self, buffer=_NOARG, nbytes=0, flags=0, *more):
     if c is None:
         c = _attach(self)[1]
     k = c.kind
-    if k == "pass" or (k == "tcp" and c.in_mode == RAW):
+    if k == "pass" or (k == "tcp" and c.in_mode == RAW and not c.raw_held):
         if k == "tcp":
             lp = _current.get() or _default[0]
             if lp is not None and lp.pending:
@@ -2341,7 +2638,7 @@ def recvfrom(self, bufsize=_NOARG, flags=0, /, *more):
         return _recvfrom(self, *(() if bufsize is _NOARG else (bufsize, flags)), *more)
     c = _conn_of(self)
     k = c.kind
-    if k == "pass" or (k == "tcp" and c.in_mode == RAW):
+    if k == "pass" or (k == "tcp" and c.in_mode == RAW and not c.raw_held):
         data, addr = _recvfrom(self, bufsize, flags)
         if k == "tcp" and not flags & _PEEK:
             c.raw_received(self, data)
@@ -2361,7 +2658,7 @@ def recvfrom_into(self, buffer=_NOARG, nbytes=0, flags=0, *more):
             self, *(() if buffer is _NOARG else (buffer, nbytes, flags)), *more)
     c = _conn_of(self)
     k = c.kind
-    if k == "pass" or (k == "tcp" and c.in_mode == RAW):
+    if k == "pass" or (k == "tcp" and c.in_mode == RAW and not c.raw_held):
         n, addr = _real["recvfrom_into"](self, buffer, nbytes, flags)
         if k == "tcp" and not flags & _PEEK:
             c.raw_received(self, memoryview(buffer)[:n] if (_tracer[0] and _tracer[0].capture)
@@ -2528,6 +2825,18 @@ def os_sendfile(out_fd, in_fd, offset, count):
     return n
 
 
+def tls_begins(sock) -> None:
+    """``sock``, an ``ssl.SSLSocket``, is about to do its first I/O in C on a connection
+    that cutscope knows (it wraps a socket that was traced plain: a server's accepted
+    socket, or STARTTLS): no frame may reach its C code, and its peer must stop framing
+    (integrations/tls.py calls this before the socket's first handshake, read or write).
+    May raise ``ssl.SSLWantReadError``/``SSLWantWriteError`` on a non-blocking socket
+    (call again, as for the handshake itself)."""
+    c = _tcp_conn_of_fd(sock.fileno()) if _inos else None
+    if c is not None and (c.out_mode != RAW or c.in_mode != RAW):
+        c.go_tls(sock, bool(getattr(sock, "server_side", False)))
+
+
 class _PassRaw(Exception):
     """Conn.sendfile: nothing was sent; the real os.sendfile is right (or says why not)."""
 
@@ -2602,6 +2911,12 @@ def _tick(tracer) -> None:
         try:
             if c.ep is not None and (c.ep.pending or c.out_pending):
                 c._flush(c.ep)
+            elif c.raw_echo:
+                sock = c.sock()
+                if sock is not None:
+                    c._peer_unframed(sock)
+            elif c.out_mode == UNFRAMING and c.out_pending:
+                c._flush(None)  # the RAW owed, when no send came to take it
             if c.in_cid is not None:
                 c.idle_markers()
         except Exception as exc:

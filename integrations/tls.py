@@ -12,10 +12,17 @@ raw TCP.
 
 Wrapped on ``ssl.SSLSocket``: ``read`` (``recv``, ``recv_into`` and ``makefile``
 reads go through it), ``write`` and ``send`` (``sendall``, ``sendfile`` and
-``makefile`` writes go through ``send``), and ``_real_close``, where the incoming
-channel ends, as at the end of the stream. The wrappers call the original first
-and record only what it returned; an exception (``SSLWantReadError`` on a
-non-blocking socket, a timeout, a closed socket) passes through unrecorded.
+``makefile`` writes go through ``send``), ``do_handshake`` and ``unwrap``, and
+``_real_close``, where the incoming channel ends, as at the end of the stream.
+The wrappers call the original first and record only what it returned; an
+exception (``SSLWantReadError`` on a non-blocking socket, a timeout, a closed
+socket) passes through unrecorded.
+
+An ``SSLSocket`` made from a plain socket that cutscope traced (a server's
+accepted socket, STARTTLS after plaintext) may sit on a framed connection: before
+its first I/O in C, ``sockets.tls_begins`` ends the frames of both directions
+(docs/protocol.md, "TLS on a traced connection"), so that its C code and its peer
+see exactly the TLS bytes.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import sys
 import weakref
 
 from ._base import Instrumentor, register
-from .sockets import RawEnds
+from .sockets import RawEnds, tls_begins
 
 __all__ = ["TLSInstrumentor"]
 
@@ -40,6 +47,7 @@ class _TLSEnds(RawEnds):
     transport = "tls"
     where = "tls"
     ref: weakref.ref
+    begun = False  # the connection under it has stopped framing (_begin)
 
 
 _state: dict[int, _TLSEnds] = {}  # id(SSLSocket) -> its channels
@@ -59,24 +67,68 @@ def _ends(sock) -> _TLSEnds:
     return st
 
 
+def _begin(self, st) -> None:
+    """Before this SSLSocket's first I/O in C: the plain connection under it stops
+    framing (sockets.tls_begins). Done once; a non-blocking socket may be asked again
+    (its SSLWantReadError/SSLWantWriteError pass through, as the handshake's would)."""
+    try:
+        tls_begins(self)
+    except ssl_want_errors():
+        raise
+    except Exception as exc:
+        t = _tracer[0]
+        if t is not None:
+            t.fault(exc, "tls: the connection under TLS stops framing")
+    st.begun = True
+
+
+def ssl_want_errors():
+    import ssl
+
+    return (ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+def do_handshake(self, *args, **kwargs):
+    st = _ends(self)
+    if not st.begun:
+        _begin(self, st)
+    return _orig["do_handshake"](self, *args, **kwargs)
+
+
+def unwrap(self, *args, **kwargs):
+    st = _ends(self)
+    if not st.begun:
+        _begin(self, st)
+    return _orig["unwrap"](self, *args, **kwargs)
+
+
 def read(self, *args, **kwargs):
+    st = _ends(self)
+    if not st.begun:
+        _begin(self, st)
     r = _orig["read"](self, *args, **kwargs)
     if type(r) is int:  # read into a buffer: the count
-        _ends(self).raw_received(self, args[1] if len(args) > 1 else kwargs.get("buffer"), r)
+        st.raw_received(self, args[1] if len(args) > 1 else kwargs.get("buffer"), r)
     else:
-        _ends(self).raw_received(self, r)
+        st.raw_received(self, r)
     return r
 
 
 def write(self, data):
+    st = _ends(self)
+    if not st.begun:
+        _begin(self, st)
     n = _orig["write"](self, data)
-    _ends(self).raw_sent(self, n, data)
+    st.raw_sent(self, n, data)
     return n
 
 
 def send(self, data, flags=0):
+    st = _ends(self)
+    if not st.begun:
+        _begin(self, st)
     n = _orig["send"](self, data, flags)
-    _ends(self).raw_sent(self, n, data)
+    st.raw_sent(self, n, data)
     return n
 
 
@@ -93,7 +145,8 @@ def _real_close(self, *args, **kwargs):
     return _orig["_real_close"](self, *args, **kwargs)
 
 
-_WRAPPERS = {"read": read, "write": write, "send": send, "_real_close": _real_close}
+_WRAPPERS = {"read": read, "write": write, "send": send, "do_handshake": do_handshake,
+             "unwrap": unwrap, "_real_close": _real_close}
 
 
 def _forget_after_fork() -> None:

@@ -14,6 +14,9 @@ frames, each beginning with a one-byte type:
 ``AS``      ``!BH`` type, name length; then the name: the frames that follow
             were sent by that logical process (another thread's process sending
             on the same connection). Rare.
+``RAW``     ``!B`` type alone: the last frame of this direction; its next byte is
+            raw (TLS starts on the connection). The receiver's own direction
+            ends its frames too: with a RAW of its own if it is framed.
 
 A datagram between traced endpoints is wrapped in an envelope:
 ``UDP_MAGIC`` (16 bytes) ``!QQ`` seq, Lamport stamp, ``!B`` channel-id length,
@@ -27,8 +30,8 @@ from __future__ import annotations
 import struct
 
 __all__ = [
-    "MAGIC", "UDP_MAGIC", "VERSION", "DATA", "MARKER", "AS", "HDR", "HDR_SIZE", "MAX_PAYLOAD",
-    "MAX_SNAPSHOT",
+    "MAGIC", "UDP_MAGIC", "VERSION", "DATA", "MARKER", "AS", "RAW", "RAW_FRAME", "HDR", "HDR_SIZE",
+    "MAX_PAYLOAD", "MAX_SNAPSHOT",
     "hello", "parse_hello", "data_header", "marker", "as_frame", "envelope", "parse_envelope",
     "WireError",
 ]
@@ -41,6 +44,8 @@ assert len(MAGIC) == 16 and len(UDP_MAGIC) == 16
 DATA = 1
 MARKER = 2
 AS = 3
+RAW = 4
+RAW_FRAME = bytes([RAW])
 
 HDR = struct.Struct("!BIQQ")  # type, length, seq, lamport
 HDR_SIZE = HDR.size  # 21
@@ -123,11 +128,14 @@ def parse_control(buf, start: int):
     """Decode the non-DATA frame at ``buf[start:]``.
 
     Returns ``(kind, value, end)`` with ``value`` ``(snapshot, initiator)`` for a
-    MARKER and the name for an AS, or None if the frame is incomplete. Raises
-    WireError on an unknown type and on a marker whose snapshot id is 0 or does
-    not fit a signed 64-bit integer (snapshot ids are the store's row ids).
+    MARKER, the name for an AS and None for a RAW, or None if the frame is
+    incomplete. Raises WireError on an unknown type and on a marker whose
+    snapshot id is 0 or does not fit a signed 64-bit integer (snapshot ids are
+    the store's row ids).
     """
     t = buf[start]
+    if t == RAW:
+        return RAW, None, start + 1
     if t == MARKER:
         if len(buf) < start + _MARKER.size:
             return None
