@@ -905,9 +905,17 @@ _term = [False, False]
 
 
 def _on_sigterm(signum, frame):
-    """SIGTERM in a child that had no handler: flush what was recorded, then die of it."""
+    """SIGTERM in a child that had no handler: flush what was recorded, then die of it.
+
+    The handler runs on the main thread between two bytecodes of whatever it was
+    doing, possibly inside the tracer with one of its locks held (the recorder's
+    wake-up event, its buffer). Taking such a lock here would wait forever, so the
+    flush runs on a thread of its own (started with ``_thread``, which takes no
+    lock of ``threading``), and the handler waits for it at most ``TERM_FLUSH_S``:
+    if the interrupted code held a lock the flush needs, the last events are lost
+    and the process dies on time, as it would without cutscope."""
+    import _thread
     import signal
-    import time as _t
 
     if _term[0]:
         # Interrupting Tracer.stop(), whose last write is on this thread's stack: a
@@ -918,14 +926,29 @@ def _on_sigterm(signum, frame):
         return
     t = _active[0]
     if t is not None:
+        done = _thread.allocate_lock()
+        done.acquire()
         try:
-            for lp in list(t.processes.values()):
-                t.recorder.other(("ended", lp.name, _t.time_ns()))
-            t.recorder.flush(timeout=TERM_FLUSH_S)
+            _thread.start_new_thread(_term_flush, (t, done))
         except Exception:
             pass
+        else:
+            done.acquire(timeout=TERM_FLUSH_S + 0.5)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _term_flush(t, done) -> None:
+    import time as _t
+
+    try:
+        for lp in list(t.processes.values()):
+            t.recorder.other(("ended", lp.name, _t.time_ns()))
+        t.recorder.flush(timeout=TERM_FLUSH_S)
+    except Exception:
+        pass
+    finally:
+        done.release()
 
 
 def _install_sigterm() -> None:

@@ -724,6 +724,41 @@ def test_sigterm_while_the_child_stops_tracing_keeps_its_events(method, db_path)
     assert len([e for e in recvs if e["process"] == "parent"]) == 30
 
 
+def term_inside_the_recorder_child():
+    """SIGTERM arrives while this thread holds the recorder's wake-up lock (inside
+    Event.set, as when a put records a new channel): the handler must not wait on it."""
+    import signal
+    import time
+
+    cutscope.event("before")
+    wake = cutscope.tracer.active().recorder._wake
+    with wake._cond:  # what Event.set() holds
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(TIMEOUT)  # the handler runs here, at the next bytecode
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_sigterm_while_the_child_holds_a_recorder_lock_still_ends_it(method, db_path):
+    """ProcessPoolExecutor terminates the workers of a broken pool with SIGTERM, at any
+    point of what they do: the child dies of the signal instead of hanging."""
+    import signal
+
+    cutscope.start(db=db_path, name="parent")
+    try:
+        ctx = mp.get_context(method)
+        p = ctx.Process(target=term_inside_the_recorder_child, name="child")
+        p.start()
+        p.join(TIMEOUT)
+        alive = p.is_alive()
+        if alive:
+            p.kill()
+            p.join(TIMEOUT)
+    finally:
+        cutscope.stop()
+    assert not alive, "the child hung in its SIGTERM handler"
+    assert p.exitcode == -signal.SIGTERM
+
+
 def test_a_marker_alone_in_the_pipe_leaves_the_queue_empty():
     """Markers hold no slot of the queue's semaphore: with only a marker in the pipe,
     empty() is True and qsize() 0, as without cutscope; the next get swallows it."""
