@@ -989,10 +989,23 @@ def _bootstrap(self, *a, **kw):
             finally:
                 _term[0] = False
             if _term[1]:  # what the SIGTERM would have done, now that the events are out
-                import signal
+                if sys.version_info >= (3, 12):
+                    # 3.12+ runs multiprocessing's exit finalizers (a Queue's feeder
+                    # thread writes its buffer and is joined) after _bootstrap returns,
+                    # as atexit functions; 3.11 ran them inside _bootstrap. The signal
+                    # takes effect after them, where it took effect on 3.11.
+                    from multiprocessing import util
 
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                os.kill(os.getpid(), signal.SIGTERM)
+                    util.Finalize(None, _die_of_sigterm, exitpriority=-1000)
+                else:
+                    _die_of_sigterm()
+
+
+def _die_of_sigterm() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 # -- installing ---------------------------------------------------------------------------------
