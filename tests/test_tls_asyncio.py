@@ -177,3 +177,53 @@ def socket_msg_peek():
     import socket
 
     return socket.MSG_PEEK
+
+
+def test_nonblocking_ssl_server_after_starttls(certdir):
+    """A non-blocking ``SSLSocket`` server (its handshake driven by hand): before its C
+    code reads, the frames up to the client's RAW are taken, raising SSLWantReadError
+    while they have not arrived, as the handshake itself does."""
+    import select
+    import socket
+    import ssl
+
+    sctx, cctx = peers.contexts(certdir)
+
+    def until_done(fn, sock):
+        while True:
+            try:
+                return fn()
+            except ssl.SSLWantReadError:
+                select.select([sock], [], [], 10)
+            except ssl.SSLWantWriteError:
+                select.select([], [sock], [], 10)
+
+    with recording("main") as rec:
+        srv = socket.create_server(("127.0.0.1", 0))
+        box = {}
+
+        def serve():
+            with cutscope.process("server"):
+                conn, _ = srv.accept()
+                conn.settimeout(peers.TIMEOUT)
+                conn.sendall(peers.GREETING)
+                assert peers._line(conn) == b"STARTTLS\r\n"
+                conn.sendall(peers.GO)
+                conn.setblocking(False)
+                tls = sctx.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+                until_done(tls.do_handshake, tls)
+                req = b""
+                while not req.endswith(b"\n"):
+                    req += until_done(lambda: tls.recv(100), tls)
+                box["req"] = req
+                until_done(lambda: tls.send(req.upper()), tls)
+                tls.close()
+
+        t = threading.Thread(target=serve)
+        t.start()
+        reply = _run_client("block", "starttls", cctx, srv.getsockname()[1])
+        t.join(30)
+        srv.close()
+        doc = rec.trace()
+    assert box["req"] == peers.REQUEST and reply == peers.REQUEST.upper()
+    _check_plaintext_framed(doc, "starttls")
