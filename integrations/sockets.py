@@ -1128,10 +1128,15 @@ class Conn(RawEnds):
 
         A non-TLS protocol whose bytes look the same is left unframed from there on
         (recorded, not stamped)."""
-        try:
-            head = bytes(memoryview(data).cast("B")[:6])
-        except (TypeError, ValueError):
-            return
+        if type(data) is bytes or type(data) is bytearray:
+            if not data or data[0] != 0x16:
+                return  # (the common case: one index, no copy)
+            head = bytes(data[:6])
+        else:
+            try:
+                head = bytes(memoryview(data).cast("B")[:6])
+            except (TypeError, ValueError):
+                return
         if len(head) < 3 or head[0] != 0x16 or head[1] != 3 or head[2] > 4:
             return
         with self.slock:
