@@ -107,12 +107,20 @@ def registry_dir(kind: str) -> str | None:
 
 
 def put_entry(kind: str, name: str, value: str) -> bool:
-    """Write entry ``name`` = ``value`` atomically (a symbolic link whose target is the
-    value, renamed into place: a reader sees the old value, the new one, or none)."""
+    """Write entry ``name`` = ``value`` atomically: a symbolic link whose target is the
+    value, created in place if there is none, else created beside it and renamed over
+    it (a reader sees the old value, the new one, or none)."""
     d = registry_dir(kind)
     if d is None:
         return False
     path = os.path.join(d, name)
+    try:
+        os.symlink(value, path)  # a new entry: one syscall
+        return True
+    except FileExistsError:
+        pass
+    except OSError:
+        return False
     tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
         try:
