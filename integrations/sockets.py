@@ -1523,7 +1523,12 @@ class Conn(RawEnds):
 
         A read that filled its request (the kernel may hold more) but brought fewer
         payload bytes than asked, because control bytes took part of it, reads on
-        without waiting: the application gets what an untraced receive would."""
+        without waiting: the application gets what an untraced receive would.
+
+        Events are recorded when the call is about to return (``pend``), in stream
+        order, so that a first marker that a later read of the same call brings is
+        recorded before the data the call delivers (see ``_apply``); a read that brought
+        only control bytes records them at once (nothing of the call is delivered yet)."""
         if self.in_err is not None:
             return self._after_reset(sock)
         if bufsize <= 0:
@@ -1539,6 +1544,8 @@ class Conn(RawEnds):
         ngot = 0
         first = True
         more = False  # the last read filled its request: the kernel may hold more
+        pend = []  # what this call found and has not recorded yet
+        eof = False
         with _HELD if owned else self.rlock:
             while True:
                 want = bufsize - ngot
@@ -1591,13 +1598,13 @@ class Conn(RawEnds):
                             if items:
                                 anc[1].extend(items)
                             anc[2] |= mflags
-                    except (BlockingIOError, InterruptedError, TimeoutError):
+                    except OSError:
                         if ngot:
-                            break
+                            break  # the payload read so far; the next call meets the error
                         raise
                     more = len(data) >= n and not step
                 if not data:
-                    self._end_in()
+                    eof = True
                     break
                 if held:
                     data = self.in_buf + data
@@ -1614,7 +1621,7 @@ class Conn(RawEnds):
                         self.in_left = fn - k
                         if k:
                             self.in_first = True
-                            self._apply(sock, [(1, msg, lam, fn, piece)])
+                            pend.append((1, msg, lam, fn, piece))
                             got.append(piece)
                             ngot += k
                         else:
@@ -1622,14 +1629,14 @@ class Conn(RawEnds):
                         if ngot >= bufsize or (ngot and not waitall and not more):
                             break
                         continue
-                recs = []
-                pieces = self._feed(data, recs)
-                if recs:
-                    self._apply(sock, recs)
+                pieces = self._feed(data, pend)
                 for p in pieces:
                     got.append(p)
                     ngot += len(p)
                 if self.in_err is not None:
+                    if pend:
+                        self._apply(sock, pend)
+                        pend = []
                     self._bad_frames(sock)
                     if ngot:
                         break  # what came before the bad bytes; the next receive fails
@@ -1654,9 +1661,16 @@ class Conn(RawEnds):
                     break
                 if ngot >= bufsize or (ngot and not waitall and not more):
                     break
+                if not ngot and pend:
+                    self._apply(sock, pend)
+                    pend = []
                 # Only control bytes (a marker, a HELLO, part of a header): as if nothing
                 # had arrived. A blocking socket reads on; a non-blocking one reads again
                 # and gets BlockingIOError from the kernel when nothing more is there.
+            if pend:
+                self._apply(sock, pend)
+            if eof:
+                self._end_in()
         if not got:
             return b""
         r = got[0] if len(got) == 1 else b"".join(got)

@@ -513,3 +513,50 @@ def test_bad_marker_on_an_idle_channel_is_left_to_the_applications_receive():
         assert done  # (complete: the reset ended the channel)
         for x in (c, s, srv):
             x.close()
+
+
+def test_a_marker_that_a_top_up_read_brings_is_recorded_before_the_data_of_the_call():
+    """B's recv(12) reads on past control bytes (a top-up) and meets A's first marker
+    behind two 5-byte messages it has not delivered yet: B records its state before
+    those receives, so they are in transit on A -> B (B's application has not seen them)
+    and the cut agrees with the application's own state."""
+    import base64
+
+    import cutscope
+    from _checks import assert_snapshot_is_its_cut
+
+    with recording("main") as rec:
+        with cutscope.process("A"):
+            c, s = pair()
+            c.sendall(b"warm")
+        seen = [0]
+        with cutscope.process("B"):
+            cutscope.state(lambda: {"seen": seen[0]})
+            assert s.recv(100) == b"warm"  # at a frame boundary from here
+        with cutscope.process("A"):
+            c.sendall(b"12345")
+            c.sendall(b"67890")
+        box = []
+        t = threading.Thread(target=lambda: box.append(
+            cutscope.process("A")(cutscope.snapshot)(timeout=10)))
+        t.start()
+        marker = len(wire.marker(1, "A"))
+        _wait_queued(s, 2 * (wire.HDR_SIZE + 5) + marker)  # A's marker is out
+        with cutscope.process("A"):
+            c.sendall(b"abcde")
+        _wait_queued(s, 3 * (wire.HDR_SIZE + 5) + marker)
+        with cutscope.process("B"):
+            got = s.recv(12)
+            assert got == b"1234567890ab"
+            seen[0] += len(got)
+            assert s.recv(100) == b"cde"
+        t.join(10)
+        snap = box[0]
+        assert snap.status == "complete", snap.missing
+        assert snap.states["B"]["seen"] == 0
+        payloads = [base64.b64decode(m["payload_b64"]) for msgs in snap.channels.values()
+                    for m in msgs]
+        assert payloads == [b"12345", b"67890"]
+        assert_snapshot_is_its_cut(rec.trace(), snap)
+        c.close()
+        s.close()
