@@ -705,6 +705,8 @@ class Conn(RawEnds):
         # The peer sent bytes that are not frames: the WireError until a receive has
         # raised the reset for it, then True (reads give end of stream). See _bad_frames.
         self.in_err = None
+        # A kernel error met after some payload of the same call: raised by the next call.
+        self.in_oserr = None
 
     def __repr__(self):
         return f"<Conn out={self.out_mode} in={self.in_mode} ino={self.ino}>"
@@ -716,7 +718,7 @@ class Conn(RawEnds):
                                       self.out_name == ep.process.name and not self.ended) \
             else None
         self.fast_in = self.in_mode == FRAMED and not self.in_hello and not self.ended and \
-            self.in_err is None
+            self.in_err is None and self.in_oserr is None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -1531,6 +1533,10 @@ class Conn(RawEnds):
         only control bytes records them at once (nothing of the call is delivered yet)."""
         if self.in_err is not None:
             return self._after_reset(sock)
+        if self.in_oserr is not None:
+            exc, self.in_oserr = self.in_oserr, None
+            self._fast()
+            raise exc
         if bufsize <= 0:
             return b""
         if self.in_mode == RAW and self.raw_held:
@@ -1598,9 +1604,15 @@ class Conn(RawEnds):
                             if items:
                                 anc[1].extend(items)
                             anc[2] |= mflags
-                    except OSError:
+                    except OSError as exc:
                         if ngot:
-                            break  # the payload read so far; the next call meets the error
+                            # The payload read so far; the next call meets the error (the
+                            # kernel reports a reset once: it is kept for that call).
+                            if not isinstance(exc, (BlockingIOError, InterruptedError,
+                                                    TimeoutError)):
+                                self.in_oserr = exc
+                                self._fast()
+                            break
                         raise
                     more = len(data) >= n and not step
                 if not data:

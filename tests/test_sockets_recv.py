@@ -560,3 +560,28 @@ def test_a_marker_that_a_top_up_read_brings_is_recorded_before_the_data_of_the_c
         assert_snapshot_is_its_cut(rec.trace(), snap)
         c.close()
         s.close()
+
+
+@pytest.mark.parametrize("how", sorted(READERS))
+def test_a_reset_met_after_payload_in_the_same_call_is_raised_by_the_next(how):
+    """recv(27) reads 48 bytes (two 3-byte frames: the request was filled, so it reads
+    on) and the kernel then reports the peer's reset: the call returns the 6 payload
+    bytes and the next one raises ConnectionResetError, as a plain receive would."""
+    read = READERS[how]
+    with recording("p"):
+        srv = socket.create_server(("127.0.0.1", 0))
+        c = _raw_client(srv.getsockname(), wire.hello("c99", "peer") +
+                        wire.data_header(4, 1, 1) + b"warm")
+        s, _ = srv.accept()
+        s.settimeout(10)
+        assert read(s, 100)[0] == b"warm"
+        _ss.sendall(c, wire.data_header(3, 2, 2) + b"abc" + wire.data_header(3, 3, 3) + b"def")
+        _wait_queued(s, 48)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()  # a reset
+        time.sleep(0.2)  # (loopback delivers the RST at once; margin for a loaded machine)
+        assert read(s, 27)[0] == b"abcdef"
+        with pytest.raises(ConnectionResetError):
+            read(s, 27)
+        s.close()
+        srv.close()
