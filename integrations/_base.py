@@ -14,7 +14,7 @@ import warnings
 log = logging.getLogger("cutscope")
 
 # Modules that define instrumentors, in install order.
-MODULES: tuple[str, ...] = ("queues", "aio", "mp", "sockets", "tls", "waits")
+MODULES: tuple[str, ...] = ("queues", "aio", "mp", "sockets", "tls", "waits", "dask")
 
 _registry: list["Instrumentor"] = []
 

@@ -871,7 +871,9 @@ def _boot_child(cfg: dict):
         if name is None and cfg.get("parent"):
             name = f"{cfg['parent']}/{os.getpid()}"
         t = Tracer(db=cfg.get("db"), name=name, capture_payload=cfg.get("capture", 0),
-                   strict=cfg.get("strict")).start()
+                   strict=cfg.get("strict"))
+        t.named = True  # _bootstrap keeps it (it is unique already: Process.name#2 ...)
+        t.start()
         integrations.instrument(t)
     except Exception as exc:  # the child runs on, untraced
         import logging
@@ -882,6 +884,18 @@ def _boot_child(cfg: dict):
     return None
 
 
+# The Process that the calling thread is starting (BaseProcess.start): a fork child
+# (this thread, copied) takes its name at the fork (Tracer.fork_name -> _fork_name).
+_starting = threading.local()
+
+
+def _fork_name() -> str | None:
+    cfg = getattr(_starting, "cfg", None)
+    if cfg is None:
+        return None
+    return cfg["name"] or f"{cfg['parent']}/{os.getpid()}"
+
+
 def start(self):
     t = _active[0]
     if t is None:
@@ -890,9 +904,12 @@ def start(self):
     cfg = {"db": url, "capture": t.capture, "strict": t.strict, "parent": t.main.name,
            "name": _explicit_name(self, t.main.name)}
     self.__dict__["_cutscope_boot"] = _Boot(cfg)
+    _starting.cfg = cfg
+    t.fork_name = _fork_name
     try:
         return _ORIG["BaseProcess.start"](self)
     finally:
+        _starting.cfg = None
         self.__dict__.pop("_cutscope_boot", None)
 
 
@@ -967,9 +984,14 @@ def _bootstrap(self, *a, **kw):
     if t is not None:
         # In the child our name is "<parent>/<pid>" (or, under spawn, the name the
         # parent chose): the parent is what comes before the last "/".
+        # A child forked by BaseProcess.start, or spawned and traced by _boot_child,
+        # has its name already (t.named); one traced before it knew its Process
+        # (`cutscope run`'s sitecustomize in a spawn child, a forkserver's child)
+        # takes it now, and gives back the name it had.
         name = _explicit_name(self, t.main.name.rpartition("/")[0] or t.main.name)
-        if name and t.main.name != name:
+        if name and not t.named and t.main.name != name:
             t.guard(t.rename_main, name)
+        t.named = True
         # Pool.terminate() (and `with Pool() as p`) SIGTERMs its workers: without a
         # handler they die before the recorder thread writes their last events.
         _install_sigterm()

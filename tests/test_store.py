@@ -324,13 +324,24 @@ def test_drop_mode_counts_what_it_drops():
     assert len(store.events) == 50
 
 
-def test_a_name_seen_before_continues_its_sequence(db_path):
-    for _ in range(2):
-        cutscope.start(db=db_path, name="svc", instrument=False)
+def test_a_name_seen_before_is_made_unique_in_order(db_path):
+    """A second (third) start under one name is a new logical process: name#2 (#3);
+    a thread's logical process is named the same way, and keeps its name in its
+    interpreter (entered again, it is the same process)."""
+    names = []
+    for _ in range(3):
+        t = cutscope.start(db=db_path, name="svc", instrument=False)
         cutscope.event("run")
+        with cutscope.process("worker") as w:
+            cutscope.event("w")
+        with cutscope.process("worker") as w2:
+            assert w2 is w
+        names.append((t.main.name, w.name))
         cutscope.stop()
+    assert names == [("svc", "worker"), ("svc#2", "worker#2"), ("svc#3", "worker#3")]
     doc = load(db_path)
-    assert [(e["seq"], e["lamport"]) for e in doc["events"]] == [(1, 1), (2, 2)]
+    assert sorted((e["process"], e["seq"]) for e in doc["events"] if e["kind"] == "local") == [
+        ("svc", 1), ("svc#2", 1), ("svc#3", 1), ("worker", 1), ("worker#2", 1), ("worker#3", 1)]
 
 
 @pytest.mark.postgres
@@ -406,26 +417,39 @@ def test_a_store_that_fails_for_a_while_loses_nothing():
     assert "p" in store.processes_
 
 
-def test_two_live_processes_with_one_name_do_not_poison_the_store(db_path):
+def _two_live_processes_with_one_name(url, n=4):
+    """``n`` interpreters start at once under one name: each gets a name of its own."""
     code = """
         import cutscope, sys
-        cutscope.start(db=sys.argv[1], name="twin", instrument=False)
+        t = cutscope.start(db=sys.argv[1], name="twin", instrument=False)
         for i in range(300):
             cutscope.event("x", i=i)
-        cutscope.event("last", who=sys.argv[2])
+        cutscope.event("last", who=sys.argv[2], name=t.main.name)
     """
-    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), db_path, str(i)])
-             for i in range(2)]
-    assert [p.wait(timeout=60) for p in procs] == [0, 0]
-    doc = load(db_path)
-    seqs = [e["seq"] for e in doc["events"]]
-    assert seqs == sorted(set(seqs))  # one event per (process, seq), whichever came first
+    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), url, str(i)])
+             for i in range(n)]
+    assert [p.wait(timeout=120) for p in procs] == [0] * n
+    doc = load(url)
+    names = {p["name"] for p in doc["processes"]}
+    assert names == {"twin"} | {f"twin#{k}" for k in range(2, n + 1)}
+    for name in names:
+        seqs = [e["seq"] for e in doc["events"] if e["process"] == name]
+        assert seqs == list(range(1, 302))
+    last = [e["data"] for e in doc["events"] if e["data"] and e["data"]["label"] == "last"]
+    assert {d["name"] for d in last} == names and {d["who"] for d in last} == {
+        str(i) for i in range(n)}
+
+
+def test_live_processes_started_with_one_name_get_one_each(db_path):
+    _two_live_processes_with_one_name(db_path)
     con = sqlite3.connect(db_path)
-    faults = con.execute("SELECT detail FROM faults WHERE location='store.write'").fetchall()
+    assert con.execute("SELECT count(*) FROM faults").fetchone() == (0,)
     con.close()
-    # Either the second started after the first stored its events (it then continues
-    # the sequence: nothing collides), or both wrote the same seqs and the store says so.
-    assert len(seqs) == 602 or any("share the name 'twin'" in f[0] for f in faults)
+
+
+@pytest.mark.postgres
+def test_live_processes_started_with_one_name_get_one_each_postgresql(pg_url):
+    _two_live_processes_with_one_name(pg_url)
 
 
 # -- event block encodings ------------------------------------------------------------

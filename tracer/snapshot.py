@@ -180,7 +180,9 @@ class Coordinator:
                 raise SnapshotError("no live traced process to take a snapshot of"
                                     if not live else "no live traced process has a channel yet")
         elif initiator not in live:
-            raise SnapshotError(f"no live traced process named {initiator!r}")
+            alike = sorted(n for n in live if n.partition("#")[0] == initiator.partition("#")[0])
+            raise SnapshotError(f"no live traced process named {initiator!r}"
+                                + (f" (live under that name: {', '.join(alike)})" if alike else ""))
         self.initiator = initiator
         self.expected = participants | {initiator}
         self._mark("read")

@@ -619,6 +619,11 @@ class SqlStore:
 
     def dispose_after_fork(self) -> None:
         self.engine.dispose(close=False)
+        # A lock that another parent thread held at the fork stays held in the child
+        # (its holder does not exist there): the child gets fresh ones.
+        self._lock = threading.Lock()
+        self._ulock = threading.Lock()
+        self._urgent = 0
         self._marked = {}
         self._rows = set()
         # A flock belongs to the open file: the child must not share the parent's.
@@ -795,6 +800,53 @@ class SqlStore:
                     SnapshotState.snapshot_id == sid, SnapshotState.process == process).values(done=True))
         else:
             raise ValueError(f"unknown record {kind!r}")
+
+    # -- names ---------------------------------------------------------------------
+
+    def claim_name(self, base: str, pid: int, host: str, parent: str | None, started_ns: int,
+                   argv: str | None) -> str:
+        """Register a logical process under ``base`` or, when a live or past process
+        of this store already has that name, under the first free ``base#2``,
+        ``base#3``, ...; returns the name registered (its ``processes`` row is written).
+
+        Atomic across the processes that share the store: the row's primary key
+        decides, each candidate being an ``INSERT ... ON CONFLICT DO NOTHING`` that
+        inserts or finds it taken (SQLite and PostgreSQL alike)."""
+        ph = self._sql["ph"]
+        sel = (f"SELECT name FROM processes WHERE name = {ph} OR "
+               f"substr(name, 1, {ph}) = {ph}")
+        ins = (f"INSERT INTO processes (name, pid, host, parent, started_ns, heartbeat_ns, "
+               f"ended_ns, argv) VALUES ({ph}, {ph}, {ph}, {ph}, {ph}, {ph}, NULL, {ph}) "
+               f"ON CONFLICT (name) DO NOTHING")
+        prefix = base + "#"
+
+        def run(conn):
+            taken = {r[0] for r in conn.exec_driver_sql(sel, (base, len(prefix), prefix))}
+            n = 1
+            while True:
+                name = base if n == 1 else f"{prefix}{n}"
+                n += 1
+                if name in taken:
+                    continue
+                if conn.exec_driver_sql(ins, (name, pid, host, parent, started_ns, started_ns,
+                                              argv)).rowcount == 1:
+                    return name
+
+        with self._writing():
+            with self.engine.begin() as conn:
+                name = run(conn)
+        self._rows.add(name)
+        return name
+
+    def release_name(self, name: str, pid: int, host: str) -> None:
+        """Forget the registration of ``name`` by this OS process (it recorded nothing
+        under it and takes another name): the name is free again."""
+        ph = self._sql["ph"]
+        with self._writing():
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql(f"DELETE FROM processes WHERE name = {ph} AND pid = {ph} "
+                                     f"AND host = {ph}", (name, pid, host))
+        self._rows.discard(name)
 
     # -- direct operations (snapshot coordination, listeners) ----------------------
 
@@ -1155,6 +1207,25 @@ class MemoryStore:
             if FAST is not None:
                 rows = FAST.expand(rows)  # the C paths' chunks
             self.events.extend(event_row(r, self.capture) for r in rows)
+
+    def claim_name(self, base: str, pid: int, host: str, parent: str | None, started_ns: int,
+                   argv: str | None) -> str:
+        """As ``SqlStore.claim_name``."""
+        with self._lock:
+            n, name = 1, base
+            while name in self.processes_:
+                n += 1
+                name = f"{base}#{n}"
+            self.processes_[name] = dict(name=name, parent=parent, started_ns=started_ns,
+                                         argv=argv, pid=pid, host=host, heartbeat_ns=started_ns,
+                                         ended_ns=None)
+            return name
+
+    def release_name(self, name: str, pid: int, host: str) -> None:
+        with self._lock:
+            p = self.processes_.get(name)
+            if p is not None and (p.get("pid"), p.get("host")) == (pid, host):
+                del self.processes_[name]
 
     def _write_other(self, item: tuple) -> None:
         kind = item[0]

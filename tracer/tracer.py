@@ -21,6 +21,7 @@ from .store import open_store
 log = logging.getLogger("cutscope")
 
 HEARTBEAT_S = 1.0  # how often the recorder says the processes of this interpreter are alive
+FORK_CLAIM_S = 2.0  # at most this long a fork child waits to register its name in the store
 
 # The running tracer of this interpreter, if any (a list so that modules share it).
 _active: list["Tracer | None"] = [None]
@@ -55,7 +56,8 @@ class Tracer:
         self.store = store if store is not None else open_store(db, capture=self.capture)
         self.store.capture = self.capture
         self.recorder = Recorder(self.store, drop=drop, tick=self._tick, on_error=self._writer_error)
-        self.processes: dict[str, LogicalProcess] = {}
+        self.processes: dict[str, LogicalProcess] = {}  # by the name registered
+        self.asked: dict[str, LogicalProcess] = {}  # by the name asked for (process())
         self.finished_snaps: dict[str, set[int]] = {}
         self.deferred_flush: list = []  # endpoints whose markers the recorder thread writes
         self.snapshot_signals = 0  # SIGUSR1s received; the recorder thread starts a snapshot each
@@ -71,8 +73,22 @@ class Tracer:
         self._last_beat = 0.0
         self.host = socket.gethostname()
         self.faults = 0
+        # () -> the name a fork child takes, or None for "<parent>/<pid>": asked in the
+        # child, at the fork (integrations/mp.py: the Process being started).
+        self.fork_name: Callable[[], str | None] | None = None
+        # The main name came from whoever created this OS process (a multiprocessing
+        # Process's name, or its parent's choice): nothing renames it later.
+        self.named = False
+        self.main = None
         self.main = self._new_process(name or default_name(), parent=os.environ.get("CUTSCOPE_PARENT"),
                                       argv=" ".join(sys.argv))
+        # State providers of the main logical process that do not come from the
+        # program: CUTSCOPE_STATE's (tracer/providers.py) and the integrations' own
+        # (a dask scheduler's tasks). A fork child's main process gets them too.
+        from .providers import from_env
+
+        self.main_providers: list[Callable[[], dict]] = from_env()
+        self.main.providers.extend(self.main_providers)
         self.store.marks = self._marks
         self.store.writer = self.main.name
         self.running = False
@@ -80,42 +96,89 @@ class Tracer:
     # -- logical processes ----------------------------------------------------------
 
     def _new_process(self, name: str, parent: str | None = None, clock: int = 0,
-                     argv: str | None = None, resume: bool = True) -> LogicalProcess:
-        seq, clock0 = self._resume(name) if resume else (0, 0)
-        lp = LogicalProcess(self, name, seq=seq, clock=max(clock, clock0))
+                     argv: str | None = None, bounded: bool = False) -> LogicalProcess:
+        """A new logical process, registered in the store under ``name`` made unique
+        (``claim``). ``bounded``: in a fork child, the registration runs on a thread
+        of its own and is waited for at most ``FORK_CLAIM_S``."""
+        now = time.time_ns()
+        claim = self._claim_bounded if bounded else self._claim
+        name = claim(name, parent, argv, now)
+        lp = LogicalProcess(self, name, seq=0, clock=clock)
         self.processes[name] = lp
-        self.recorder.other(("process", name, os.getpid(), self.host, parent, time.time_ns(), argv,
-                             seq))
         return lp
+
+    def _claim(self, name: str, parent: str | None, argv: str | None, now: int) -> str:
+        """Register ``name`` (or ``name#2``, ``name#3``, ...: the first that no process
+        of the store has had) and return the name registered. If the store cannot do
+        it, the name is used as it is, and the fault recorded."""
+        try:
+            return self.store.claim_name(name, os.getpid(), self.host, parent, now, argv)
+        except Exception as exc:
+            self.recorder.other(("process", name, os.getpid(), self.host, parent, now, argv, 0))
+            self.fault(exc, f"registering the name {name!r}")
+            return name
+
+    def _claim_bounded(self, name: str, parent: str | None, argv: str | None, now: int) -> str:
+        """``_claim`` from a fork child: another thread of the parent may have held a
+        lock of the database library at the fork, so the store is used from a thread
+        of its own, and the application goes on after ``FORK_CLAIM_S`` whatever it
+        does (with the name as it is, the fault recorded)."""
+        box: list = []
+        late = threading.Event()
+
+        def run():
+            try:
+                got = self.store.claim_name(name, os.getpid(), self.host, parent, now, argv)
+            except Exception as exc:
+                box.append(exc)
+                return
+            box.append(got)
+            if late.is_set() and got != name:  # we went on under `name`: give it back
+                try:
+                    self.store.release_name(got, os.getpid(), self.host)
+                except Exception:
+                    pass
+
+        th = threading.Thread(target=run, name="cutscope-name", daemon=True)
+        th.start()
+        th.join(FORK_CLAIM_S)
+        late.set()
+        if box and isinstance(box[0], str):
+            return box[0]
+        why = box[0] if box else TimeoutError(f"no answer from the store in {FORK_CLAIM_S} s")
+        self.recorder.other(("process", name, os.getpid(), self.host, parent, now, argv, 0))
+        self.faults += 1
+        log.warning("cutscope: registering the name %r: %s", name, why)
+        self.recorder.other(("fault", time.time_ns(), name, f"registering the name {name!r}",
+                             repr(why)))
+        return name
 
     def _marks(self) -> dict[str, tuple[int, int]]:
         """{name: (seq, clock)} of this interpreter's logical processes (the store keeps
-        them with each batch: a process of the same name started later continues)."""
+        them with each batch)."""
         return {n: (lp.seq, lp.clock) for n, lp in list(self.processes.items())}
-
-    def _resume(self, name: str) -> tuple[int, int]:
-        """A name seen before in this store continues its seq and clock."""
-        load = getattr(self.store, "last_event", None)
-        if load is None:
-            return 0, 0
-        try:
-            return load(name)
-        except Exception as exc:
-            self.fault(exc, "reading the last event of " + name)
-            return 0, 0
 
     def process(self, name: str) -> LogicalProcess:
         """The logical process called ``name`` in this interpreter (created on first use)."""
         with self._lock:
-            lp = self.processes.get(name)
+            lp = self.asked.get(name) or self.processes.get(name)
             if lp is None:
                 parent = _current.get() or self.main
-                lp = self._new_process(name, parent=self.main.name, clock=parent.clock)
+                lp = self.asked[name] = self._new_process(name, parent=self.main.name,
+                                                          clock=parent.clock)
             elif lp.ended:
                 lp.ended = False
-                self.recorder.other(("process", name, os.getpid(), self.host, self.main.name,
+                self.recorder.other(("process", lp.name, os.getpid(), self.host, self.main.name,
                                      time.time_ns(), None))
             return lp
+
+    def add_main_provider(self, fn: Callable[[], dict]) -> None:
+        """Register ``fn`` as a state provider of this OS process's main logical
+        process, and of the main process of its fork children (once)."""
+        with self._lock:
+            if fn not in self.main_providers:
+                self.main_providers.append(fn)
+                self.main.providers.append(fn)
 
     def end_process(self, lp: LogicalProcess) -> None:
         lp.ended = True
@@ -144,7 +207,7 @@ class Tracer:
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         log.warning("cutscope: %s: %s", where, detail)
         try:
-            self.recorder.other(("fault", time.time_ns(), lp.name, where, detail))
+            self.recorder.other(("fault", time.time_ns(), lp.name if lp else None, where, detail))
         except Exception:
             pass
         if self.strict and not peer:
@@ -301,6 +364,7 @@ class Tracer:
         self.store.dispose_after_fork()
         self._lock = threading.RLock()
         self.processes = {}
+        self.asked = {}
         self.finished_snaps = {}
         self.deferred_flush = []
         self.snap_sinks = {}
@@ -314,10 +378,19 @@ class Tracer:
             self.control = None
         self.recorder.after_fork_child()
         os.environ.pop("CUTSCOPE_NAME", None)
-        # No store access here: another parent thread may have been inside SQLite at
-        # the fork, and its locks are copied held. The name is new (it has our pid).
-        self.main = self._new_process(f"{parent_name}/{os.getpid()}", parent=parent_name,
-                                      clock=forker.clock, argv=" ".join(sys.argv), resume=False)
+        name = None
+        self.named = False
+        if self.fork_name is not None:  # a multiprocessing Process being started: its name
+            try:
+                name = self.fork_name()
+            except Exception:
+                name = None
+            self.named = name is not None
+        # The store is used from another thread, bounded: another parent thread may have
+        # been inside the database library at the fork, and its locks are copied held.
+        self.main = self._new_process(name or f"{parent_name}/{os.getpid()}", parent=parent_name,
+                                      clock=forker.clock, argv=" ".join(sys.argv), bounded=True)
+        self.main.providers.extend(self.main_providers)
         os.environ["CUTSCOPE_PARENT"] = self.main.name
         self.store.writer = self.main.name
         _process._default[0] = self.main
@@ -326,17 +399,27 @@ class Tracer:
             self._start_control()
 
     def rename_main(self, name: str) -> None:
-        """Give this OS process's main logical process another name (before it records)."""
+        """Give this OS process's main logical process another name (``name``, made
+        unique), before it records anything: the old name's registration is removed,
+        so that the OS process has one name in the store. (If the old one recorded
+        events already, it stays, ended.)"""
         old = self.main
         if old.name == name:
             return
         with self._lock:
+            self.main = lp = self._new_process(name, parent=old.name.rpartition("/")[0] or None,
+                                               clock=old.clock, argv=" ".join(sys.argv))
+            lp.providers.extend(old.providers)
             self.processes.pop(old.name, None)
-            self.recorder.other(("ended", old.name, time.time_ns()))
-            self.main = self._new_process(name, parent=old.name.rpartition("/")[0] or None,
-                                          clock=old.clock, argv=" ".join(sys.argv))
-            self.store.writer = name
-            _process._default[0] = self.main
+            if old.seq == 0 and not old.out and not old.incoming:
+                try:
+                    self.store.release_name(old.name, os.getpid(), self.host)
+                except Exception as exc:
+                    self.fault(exc, f"releasing the name {old.name!r}")
+            else:
+                self.recorder.other(("ended", old.name, time.time_ns()))
+            self.store.writer = lp.name
+            _process._default[0] = lp
 
 
 _fork_hooks_installed = False

@@ -218,6 +218,14 @@ def cmd_run(args) -> int:
     env["CUTSCOPE_DB"] = url
     if args.name:
         env["CUTSCOPE_NAME"] = args.name
+    if args.state:
+        from cutscope.tracer.providers import ENV, check_spec
+
+        try:
+            specs = [check_spec(s) for s in args.state]
+        except ValueError as exc:
+            raise CliError(f"--state: {exc}") from None
+        env[ENV] = ",".join([p for p in env.get(ENV, "").split(",") if p.strip()] + specs)
     if args.capture_payload is not None:
         env["CUTSCOPE_CAPTURE_PAYLOAD"] = str(args.capture_payload)
     boot = os.path.dirname(os.path.abspath(_boot.__file__))
@@ -245,12 +253,17 @@ def add_run(sub) -> None:
                        description="Run PROGRAM with cutscope tracing every Python process it "
                        "starts (through sitecustomize on PYTHONPATH); exits with its exit code.",
                        usage="cutscope run [--db URL] [--name NAME] [--capture-payload N] "
-                             "-- PROGRAM [ARGS...]")
+                             "[--state MODULE:FUNCTION ...] -- PROGRAM [ARGS...]")
     _db_arg(p)
     p.add_argument("--name", default=None, help="logical-process name of the program "
                    "(default: host:pid; children are <parent>/<pid>)")
     p.add_argument("--capture-payload", type=int, default=None, metavar="N",
                    help="keep the first N bytes of every message's payload (default 0)")
+    p.add_argument("--state", action="append", default=[], metavar="MODULE:FUNCTION",
+                   help="a function returning a JSON-serialisable dict of a process's local "
+                   "state for snapshots, imported at the process's first snapshot (the "
+                   "program's own module resolves to __main__); repeatable; also "
+                   "CUTSCOPE_STATE=spec,spec")
     p.add_argument("program", nargs=argparse.REMAINDER, help="-- PROGRAM [ARGS...]")
     p.set_defaults(func=cmd_run)
 
