@@ -56,8 +56,12 @@ POLL_S = 0.005  # how often a waiting coordinator reads the progress (it wakes o
 STORE_POLL_S = 0.01  # at most this often it reads the progress from the store
 TICK_S = 0.05  # minimum interval between two request polls of one interpreter
 # ... while it takes part in no snapshot and serves a control socket (coordinators
-# of this host reach it through the socket; the store is for the other hosts'):
+# of this host reach it through the socket; the store is for the other hosts') or
+# listens to PostgreSQL's notifications (tracer/notify.py: the poll is the fallback):
 IDLE_TICK_S = 0.25
+# With PostgreSQL notifications (tracer/notify.py): a coordinator reads the progress
+# when a recorder announces records of its snapshot, and at least this often.
+NOTIFIED_POLL_S = 0.25
 
 
 class SnapshotError(Exception):
@@ -148,6 +152,9 @@ class Coordinator:
         self._create = None  # (initiator, requested_ns) while the snapshot's row is not written
         self._ended_asked = False  # ended processes asked to record (_ask_ended)
         self._newcomers_for: set[str] | None = None  # expected when _newcomers last read
+        self._listener = None  # PostgreSQL: the recorders' announcements of snapshot records
+        self._notified = False  # one of them named this snapshot since the last read
+        self._listening = False  # the listener was ready at the last read
         self.timings: list[tuple[str, float]] = []  # (step, seconds since start()): where the time goes
 
     # -- start --------------------------------------------------------------------------
@@ -198,6 +205,7 @@ class Coordinator:
         self.deadline = self.t0 + self.timeout
         self.grace = self.t0 + min(0.5, self.timeout / 4)
         self._open_inbox(live)
+        self._listen(live)
         # Markers reach what the FIFO channels lead to from the initiator; the rest
         # (a process nothing leads into, another system sharing the store) is asked.
         ask = {initiator} | (self.expected - reachable(initiator, ends))
@@ -232,6 +240,30 @@ class Coordinator:
         rows = self._live_rows
         self._pids = {r["name"]: r["pid"] for r in rows
                       if r["host"] == host and r["pid"] and r["pid"] != me and r["name"] in live}
+
+    def _listen(self, live: set[str]) -> None:
+        """PostgreSQL: listen for the recorders' announcements of records of this
+        snapshot, when some live process may report through the store (neither of
+        this interpreter nor reachable through a control socket of this host). Until
+        the listener is ready, the store is polled as without it."""
+        if not getattr(self.store, "notify", False):
+            return
+        if not live - self._local_names() - set(self._pids):
+            return
+        from . import notify
+
+        try:
+            self._listener = notify.Listener(self.store.url, (notify.REP,), self._on_report,
+                                             name=f"cutscope-coordinator-{self.id}")
+        except Exception as exc:
+            log.debug("cutscope: no notifications: %s", exc)
+
+    def _on_report(self, channel: str, payload: str) -> None:
+        if str(self.id) in payload.split(","):
+            self._notified = True
+            wake = getattr(self.inbox, "wake", None)
+            if wake is not None:
+                wake.set()
 
     def _msg(self, op: str, **kw) -> dict:
         return {"op": op, "store": self.store.url, "sid": self.id, "initiator": self.initiator,
@@ -294,11 +326,20 @@ class Coordinator:
         # reported directly (it may report to the store), else every 50 ms (to see
         # an end decided elsewhere).
         every = STORE_POLL_S if not self.expected <= set(self._direct) else 0.05
+        lst = self._listener
+        if lst is not None and lst.ready.is_set():
+            # The recorders announce what they write: read when one does (and at
+            # once when the listener has just become ready: it missed what came before).
+            every = 0.0 if self._notified or not self._listening else max(every, NOTIFIED_POLL_S)
+            self._listening = True
+        else:
+            self._listening = False
         # Not when the direct reports alone complete it: that read would only delay
         # the end (on a store that many recorders write, by milliseconds); an end
         # decided elsewhere still shows in finish_snapshot's answer.
         if now - self._store_read >= every and not self._direct_complete():
             self._store_read = now
+            self._notified = False  # (before the read: an announcement during it counts)
             prog = (self.store.snapshot_progress(self.id, unwritten=True) if self._create
                     else self.store.snapshot_progress(self.id))
             if prog is None:
@@ -478,6 +519,9 @@ class Coordinator:
             conn.close()
 
     def _close_inbox(self) -> None:
+        lst, self._listener = self._listener, None
+        if lst is not None:
+            lst.close()
         if self.tracer is not None:
             self.tracer.snap_sinks.pop(self.id, None)
         inbox = self.inbox
@@ -620,7 +664,9 @@ def tick(tracer) -> None:
     now = time.monotonic()
     procs = tracer.processes
     every = TICK_S
-    if tracer.control is not None and not tracer.__dict__.get("_snap_taken") and \
+    lst = getattr(tracer, "listener", None)
+    reached = tracer.control is not None or (lst is not None and lst.ready.is_set())
+    if reached and not tracer.__dict__.get("_snap_taken") and \
             not any(lp.snaps or lp.pending for lp in list(procs.values())):
         every = IDLE_TICK_S
     if now - getattr(tracer, "_snap_polled", 0.0) < every:

@@ -173,6 +173,8 @@ class SnapshotMessage(Base):
     truncated: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+_SNAP_RECORDS = ("snap_state", "snap_chan", "snap_done")  # a recorder's snapshot records
+
 EVENT_COLUMNS = ("process", "seq", "lamport", "wall_ns", "kind", "channel", "msg", "nbytes",
                  "payload", "data")  # the fields of an event tuple, in order
 
@@ -524,6 +526,11 @@ class SqlStore:
         self._ulock = threading.Lock()  # a snapshot write's own lock files (_writing_urgent)
         self._ufds: tuple[int, int] | None = None
         self._prepare(create)
+        from .notify import enabled
+
+        # PostgreSQL: the rows that other hosts wait for are announced with
+        # LISTEN/NOTIFY in the transaction that writes them (tracer/notify.py).
+        self.notify = enabled(self)
         ph = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         self._ins_block = (f"INSERT INTO event_blocks (writer, n, wall_ns, encoding, data) "
                            f"VALUES ({ph}, {ph}, {ph}, {ph}, {ph})")
@@ -711,6 +718,12 @@ class SqlStore:
             for item in others:
                 if item[0] != "channel":
                     self._write_other(conn, item)
+            if self.notify:
+                sids = sorted({i[1] for i in others if i[0] in _SNAP_RECORDS})
+                if sids:
+                    from .notify import REP, send
+
+                    send(conn, REP, ",".join(map(str, sids)))
             if rows:
                 data, n, wall = encode_block(rows, cap)
                 conn.exec_driver_sql(self._ins_block, (self.writer, n, wall, BLOCK_ENCODING, data))
@@ -923,6 +936,7 @@ class SqlStore:
         """Ask ``processes`` to start snapshot ``sid`` (``taken``: already told directly;
         ``create``: (initiator, requested_ns) if its row is not written yet)."""
         taken = set(taken)
+        processes = list(processes)
         rows = [dict(snapshot_id=sid, process=p, initiator=initiator, created_ns=created_ns,
                      taken=p in taken) for p in processes]
         if not rows:
@@ -933,9 +947,15 @@ class SqlStore:
             from sqlalchemy.dialects.postgresql import insert as dinsert
         stmt = dinsert(SnapshotRequest).on_conflict_do_nothing(index_elements=["snapshot_id", "process"])
 
+        asked = [p for p in processes if p not in taken]
+
         def run(conn):
             self._ensure_snapshot(conn, sid, create)
             conn.execute(stmt, rows)
+            if self.notify and asked:
+                from .notify import REQ, request_payload, send
+
+                send(conn, REQ, request_payload(sid, initiator, asked))
         self._write_now(run)
 
     def snapshot_requests(self, processes: list[str]) -> list[tuple[int, str, str]]:
@@ -979,7 +999,12 @@ class SqlStore:
             self._ensure_snapshot(conn, sid, create)
             if records and self._snap_status(conn, sid) == "running":
                 self._write_reports(conn, sid, records)
-            return conn.execute(stmt).rowcount > 0
+            ended = conn.execute(stmt).rowcount > 0
+            if ended and self.notify:
+                from .notify import END, send
+
+                send(conn, END, json.dumps({"sid": sid, "status": status}))
+            return ended
         return self._write_now(run)
 
     def _write_reports(self, conn, sid: int, records: list[tuple]) -> None:

@@ -65,6 +65,7 @@ class Tracer:
         # control socket path, or a coordinator of this interpreter (a callable).
         self.snap_sinks: dict[int, object] = {}
         self.control = None  # the control socket server (tracer/control.py), once started
+        self.listener = None  # PostgreSQL notifications (tracer/notify.py), once started
         self._sink_lock = threading.Lock()
         from .snapshot import tick as snapshot_tick  # polls requests, ends snapshots, flushes markers
 
@@ -237,6 +238,7 @@ class Tracer:
         _process._default[0] = self.main
         self.recorder.start()
         self._start_control()
+        self._start_listener()
         atexit.register(self._atexit)
         _install_fork_hooks()
         return self
@@ -246,6 +248,7 @@ class Tracer:
             return
         self.running = False
         self._stop_control()
+        self._stop_listener()
         for lp in list(self.processes.values()):
             if not lp.ended:
                 self.recorder.other(("ended", lp.name, time.time_ns()))
@@ -295,6 +298,49 @@ class Tracer:
         c, self.control = self.control, None
         if c is not None:
             c.close()
+
+    # -- PostgreSQL notifications (snapshots across hosts; tracer/notify.py) ----------------
+
+    def _start_listener(self) -> None:
+        from . import notify
+
+        if not getattr(self.store, "notify", False):
+            return
+        try:
+            self.listener = notify.Listener(self.store.url, (notify.REQ, notify.END),
+                                            self._notified)
+        except Exception as exc:  # the store's poll still reaches us
+            log.debug("cutscope: no notifications: %s", exc)
+
+    def _stop_listener(self) -> None:
+        lst, self.listener = self.listener, None
+        if lst is not None:
+            lst.close()
+
+    def _notified(self, channel: str, payload: str) -> None:
+        """A notification (the listener's thread): a snapshot request for processes
+        of this interpreter, or the end of a snapshot."""
+        import json
+
+        from . import notify
+        from .snapshot import on_end
+
+        d = json.loads(payload)
+        sid = int(d["sid"])
+        if channel == notify.END:
+            on_end(self, sid, d.get("status") == "complete")
+            return
+        names = d.get("names")
+        procs = self.processes
+        if names is None:  # too many to name: read this interpreter's requests
+            own = [n for n, lp in list(procs.items()) if not lp.ended]
+            todo = [(n, i) for s_, n, i in self.store.snapshot_requests(own) if s_ == sid]
+        else:
+            todo = [(n, d["initiator"]) for n in names]
+        for name, initiator in todo:
+            lp = procs.get(name)
+            if lp is not None and not lp.ended:
+                lp.request(sid, initiator)
 
     def snap_sink(self, sid: int):
         """Where this interpreter's records of snapshot ``sid`` go (``LogicalProcess.record``):
@@ -395,8 +441,12 @@ class Tracer:
         self.store.writer = self.main.name
         _process._default[0] = self.main
         _current.set(None)
+        if self.listener is not None:  # the parent's: its connection is the parent's too
+            self.listener.orphan()
+            self.listener = None
         if self.running:
             self._start_control()
+            self._start_listener()
 
     def rename_main(self, name: str) -> None:
         """Give this OS process's main logical process another name (``name``, made
