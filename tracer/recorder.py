@@ -60,6 +60,7 @@ class Recorder:
     def _reset(self) -> None:
         self._buf: collections.deque = collections.deque()
         self._others: collections.deque = collections.deque()
+        self._calls: collections.deque = collections.deque()  # jobs for the writer (call)
         self._wake = threading.Event()
         self._asked = False  # write now (a flush, a full buffer), not at WRITE_INTERVAL
         self._io = threading.Lock()  # held while a batch is being written
@@ -112,6 +113,27 @@ class Recorder:
             if time.monotonic() > deadline:  # a writer that cannot keep up at all
                 break
 
+    def call(self, fn: Callable[[], object], timeout: float) -> list:
+        """Run ``fn()`` in the writer thread, before its next write, and wait for it at
+        most ``timeout`` seconds: ``[(True, result)]``, ``[(False, exception)]``, or
+        ``[]`` if it has not finished (it still runs later). For the store work that
+        an application thread must not do itself (a fork child's)."""
+        box: list = []
+        done = threading.Event()
+
+        def job():
+            try:
+                box.append((True, fn()))
+            except Exception as exc:
+                box.append((False, exc))
+            finally:
+                done.set()
+
+        self._calls.append(job)
+        self._wake.set()
+        done.wait(timeout)
+        return box
+
     def buffered(self) -> int:
         """The events waiting in the buffer."""
         return _events(self._buf)
@@ -161,6 +183,10 @@ class Recorder:
             self._wake.wait(INTERVAL)
             self._wake.clear()
             try:
+                while self._calls and not self._forking:
+                    job = self._calls.popleft()
+                    with self._io:  # (store work: never in the middle of a fork)
+                        job()
                 now = time.monotonic()
                 if self._others or self._asked or now - last_write >= WRITE_INTERVAL:
                     self._asked = False
@@ -267,6 +293,7 @@ class Recorder:
         # parent thread appended after the pre-fork drain belongs to the parent.
         self._buf.clear()
         self._others.clear()
+        self._calls.clear()
         self._wake = threading.Event()
         self._io = threading.Lock()
         self._thread = None

@@ -99,8 +99,8 @@ class Tracer:
     def _new_process(self, name: str, parent: str | None = None, clock: int = 0,
                      argv: str | None = None, bounded: bool = False) -> LogicalProcess:
         """A new logical process, registered in the store under ``name`` made unique
-        (``claim``). ``bounded``: in a fork child, the registration runs on a thread
-        of its own and is waited for at most ``FORK_CLAIM_S``."""
+        (``claim``). ``bounded``: in a fork child, the registration runs in the
+        recorder's thread and is waited for at most ``FORK_CLAIM_S``."""
         now = time.time_ns()
         claim = self._claim_bounded if bounded else self._claim
         name = claim(name, parent, argv, now)
@@ -121,33 +121,24 @@ class Tracer:
 
     def _claim_bounded(self, name: str, parent: str | None, argv: str | None, now: int) -> str:
         """``_claim`` from a fork child: another thread of the parent may have held a
-        lock of the database library at the fork, so the store is used from a thread
-        of its own, and the application goes on after ``FORK_CLAIM_S`` whatever it
-        does (with the name as it is, the fault recorded)."""
-        box: list = []
+        lock of the database library at the fork, so the store is used from the
+        recorder's thread (``Recorder.call``), and the application goes on after
+        ``FORK_CLAIM_S`` whatever it does (with the name as it is, the fault recorded)."""
         late = threading.Event()
+        pid, host = os.getpid(), self.host
 
-        def run():
-            try:
-                got = self.store.claim_name(name, os.getpid(), self.host, parent, now, argv)
-            except Exception as exc:
-                box.append(exc)
-                return
-            box.append(got)
+        def claim():
+            got = self.store.claim_name(name, pid, host, parent, now, argv)
             if late.is_set() and got != name:  # we went on under `name`: give it back
-                try:
-                    self.store.release_name(got, os.getpid(), self.host)
-                except Exception:
-                    pass
+                self.store.release_name(got, pid, host)
+            return got
 
-        th = threading.Thread(target=run, name="cutscope-name", daemon=True)
-        th.start()
-        th.join(FORK_CLAIM_S)
+        box = self.recorder.call(claim, FORK_CLAIM_S)
         late.set()
-        if box and isinstance(box[0], str):
-            return box[0]
-        why = box[0] if box else TimeoutError(f"no answer from the store in {FORK_CLAIM_S} s")
-        self.recorder.other(("process", name, os.getpid(), self.host, parent, now, argv, 0))
+        if box and box[0][0]:
+            return box[0][1]
+        why = box[0][1] if box else TimeoutError(f"no answer from the store in {FORK_CLAIM_S} s")
+        self.recorder.other(("process", name, pid, host, parent, now, argv, 0))
         self.faults += 1
         log.warning("cutscope: registering the name %r: %s", name, why)
         self.recorder.other(("fault", time.time_ns(), name, f"registering the name {name!r}",
@@ -432,7 +423,7 @@ class Tracer:
             except Exception:
                 name = None
             self.named = name is not None
-        # The store is used from another thread, bounded: another parent thread may have
+        # The store is used from the recorder thread, bounded: another parent thread may have
         # been inside the database library at the fork, and its locks are copied held.
         self.main = self._new_process(name or f"{parent_name}/{os.getpid()}", parent=parent_name,
                                       clock=forker.clock, argv=" ".join(sys.argv), bounded=True)
