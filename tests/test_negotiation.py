@@ -94,21 +94,35 @@ def peers(tmp_path):
     return str(p)
 
 
-def _traced_server(db_path, peers, mode, name="srv"):
-    return start_server([CUTSCOPE, "run", "--db", db_path, "--name", name, "--", PY, peers, mode],
-                        clean_env(CUTSCOPE_STRICT="1"))
+@pytest.fixture
+def spawned():
+    """Processes a test starts: killed at its end if a failure left them running."""
+    procs = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+
+
+def _traced_server(db_path, peers, mode, spawned, name="srv"):
+    proc, port = start_server([CUTSCOPE, "run", "--db", db_path, "--name", name, "--", PY, peers,
+                               mode], clean_env(CUTSCOPE_STRICT="1"))
+    spawned.append(proc)
+    return proc, port
 
 
 def _framed_pairs(doc):
-    return {(c["src"], c["dst"]) for c in doc["channels"] if c["framed"] and c["transport"] == "tcp"}
+    return {(c["src"], c["dst"]) for c in doc["channels"]
+            if c["framed"] and c["transport"] == "tcp"}
 
 
-def test_server_that_speaks_first_and_closes_unread_gives_its_last_bytes(tmp_path, db_path, peers):
+def test_server_that_speaks_first_and_closes_unread_gives_its_last_bytes(db_path, peers, spawned):
     """imaplib's test_linetoolong between two traced ends: the server speaks, then closes
     without reading. The client reads at once; it has written nothing, so nothing of its
     own is left unread at the server, its close is a FIN (not a reset), and the client
     reads every byte and then the end of the stream. The server's direction is framed."""
-    proc, port = _traced_server(db_path, peers, "banner-close")
+    proc, port = _traced_server(db_path, peers, "banner-close", spawned)
     cutscope.start(db=db_path, name="cli")
     try:
         c = socket.create_connection(("127.0.0.1", port), timeout=20)
@@ -126,10 +140,10 @@ def test_server_that_speaks_first_and_closes_unread_gives_its_last_bytes(tmp_pat
 
 
 @pytest.mark.parametrize("client", ["blocking", "asyncio"])
-def test_asyncio_server_that_speaks_first_is_framed_both_ways(tmp_path, db_path, peers, client):
+def test_asyncio_server_that_speaks_first_is_framed_both_ways(db_path, peers, client, spawned):
     """A non-blocking (asyncio) traced server that speaks first frames its direction
     without waiting: it finds the client's registration."""
-    proc, port = _traced_server(db_path, peers, "async-greet")
+    proc, port = _traced_server(db_path, peers, "async-greet", spawned)
     cutscope.start(db=db_path, name="cli")
     try:
         if client == "blocking":
@@ -159,10 +173,10 @@ def test_asyncio_server_that_speaks_first_is_framed_both_ways(tmp_path, db_path,
     assert_matched(doc, min_framed=2)
 
 
-def test_both_ends_write_first_blocking(tmp_path, db_path, peers):
+def test_both_ends_write_first_blocking(tmp_path, db_path, peers, spawned):
     """Both ends write before they read; the client writes late (it computes its
     handshake first). Both directions framed, whatever the order on the wire."""
-    proc, port = _traced_server(db_path, peers, "both-first")
+    proc, port = _traced_server(db_path, peers, "both-first", spawned)
     cutscope.start(db=db_path, name="cli")
     try:
         c = socket.create_connection(("127.0.0.1", port), timeout=20)
@@ -180,9 +194,9 @@ def test_both_ends_write_first_blocking(tmp_path, db_path, peers):
     assert_matched(doc, min_framed=2)
 
 
-def test_both_ends_write_first_asyncio_streams(tmp_path, db_path, peers):
+def test_both_ends_write_first_asyncio_streams(tmp_path, db_path, peers, spawned):
     """An asyncio client that writes before it reads, to an asyncio server that does too."""
-    proc, port = _traced_server(db_path, peers, "async-both")
+    proc, port = _traced_server(db_path, peers, "async-both", spawned)
     cutscope.start(db=db_path, name="cli")
     try:
         async def run():
@@ -280,7 +294,7 @@ def test_pool_worker_reads_a_connection_it_was_sent(db_url):
     assert_matched(doc, min_framed=2)
 
 
-def test_send_fds_between_two_traced_processes(tmp_path, db_path, peers):
+def test_send_fds_between_two_traced_processes(tmp_path, db_path, peers, spawned):
     """socket.send_fds hands a framed connection to another traced process (under
     `cutscope run`), which reads it with recv_fds + socket(fileno=...)."""
     path = str(tmp_path / "fd.sock")
@@ -293,6 +307,7 @@ def test_send_fds_between_two_traced_processes(tmp_path, db_path, peers):
                                  PY, peers, "fd-receiver", path], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=clean_env(CUTSCOPE_STRICT="1"),
                                 text=True)
+        spawned.append(proc)
         c, s = _framed_pair()
         u.settimeout(30)
         conn, _ = u.accept()

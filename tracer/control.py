@@ -164,7 +164,8 @@ def entry_names(kind: str, prefix: str) -> list[str]:
     if d is None:
         return []
     try:
-        return [n for n in os.listdir(d) if n.startswith(prefix) and not n.endswith((".tmp", ".take"))]
+        return [n for n in os.listdir(d)
+                if n.startswith(prefix) and not n.endswith((".tmp", ".take"))]
     except OSError:
         return []
 
