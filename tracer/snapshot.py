@@ -209,7 +209,13 @@ class Coordinator:
         # Markers reach what the FIFO channels lead to from the initiator; the rest
         # (a process nothing leads into, another system sharing the store) is asked.
         ask = {initiator} | (self.expected - reachable(initiator, ends))
-        self._request(ask)
+        try:
+            self._request(ask)
+        except BaseException:
+            lst, self._listener = self._listener, None
+            if lst is not None:
+                lst.close()
+            raise
         self._ended_asked = False
         self._mark("requested")
         return self.id
