@@ -186,3 +186,4 @@ def test_two_launches_with_one_name_and_a_snapshot_from_the_second(tmp_path):
                        env=env, timeout=60)
     assert c.returncode == 0, c.stdout + c.stderr
     assert os.path.exists(db)
+

@@ -99,7 +99,7 @@ class SnapState:
     """
 
     __slots__ = ("id", "initiator", "event_seq", "closed", "messages", "out", "done", "sink",
-                 "outbox")
+                 "outbox", "t0")
 
     def __init__(self, sid: int, initiator: str, event_seq: int, out: list[str], sink=None):
         self.id = sid
@@ -115,6 +115,7 @@ class SnapState:
         # once, at record, so that all of them go to one place.
         self.sink = sink
         self.outbox: list[tuple] = []  # records for the sink, sent with the next report
+        self.t0 = time.monotonic()  # when this process recorded (send_stale_outboxes)
 
 
 class LogicalProcess:
@@ -426,6 +427,18 @@ class LogicalProcess:
                 return
         if items:
             self.tracer.snap_send(sink, items)
+
+    def send_stale_outboxes(self, age: float) -> None:
+        """Send the records that have waited in an outbox for "done" since this
+        process recorded ``age`` seconds ago or more (the recorder thread): a
+        process that is never done (a channel whose marker does not come) must
+        not hide from its coordinator the channels that did close."""
+        if not self.snaps:
+            return
+        now = time.monotonic()
+        for s in list(self.snaps.values()):
+            if s.outbox and s.sink is not None and now - s.t0 >= age:
+                self._report(s, [], now=True)
 
     def finish(self, sid: int, complete: bool) -> None:
         """The coordinator ended snapshot ``sid``: stop recording its channels here.

@@ -62,6 +62,9 @@ IDLE_TICK_S = 0.25
 # With PostgreSQL notifications (tracer/notify.py): a coordinator reads the progress
 # when a recorder announces records of its snapshot, and at least this often.
 NOTIFIED_POLL_S = 0.25
+# A process reports the channels it closes together with its "done"; one that is
+# still not done this long after it recorded sends what it has (tick).
+OUTBOX_S = 0.25
 
 
 class SnapshotError(Exception):
@@ -663,6 +666,9 @@ def tick(tracer) -> None:
         ep = dq.pop(0)
         if ep.pending and not ep.closed and ep.flush is not None:
             tracer.guard(ep.flush, ep)
+    for lp in list(tracer.processes.values()):  # closed channels of processes not done
+        if lp.snaps:
+            lp.send_stale_outboxes(OUTBOX_S)
     if tracer.snapshot_signals:
         n, tracer.snapshot_signals = tracer.snapshot_signals, 0
         for _ in range(min(n, 4)):
