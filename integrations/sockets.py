@@ -1654,6 +1654,9 @@ class Conn(RawEnds):
                         break  # what came before the bad bytes; the next receive fails
                     return self._after_reset(sock)
                 if self.in_mode == RAW:  # after the peer's RAW: raw from here
+                    if pend:
+                        self._apply(sock, pend)  # (with the RAW: this end's own RAW goes)
+                        pend = []
                     if not ngot:
                         if anc is None:
                             data = _recv(sock, bufsize, rflags)  # (raises as the plain call)

@@ -115,7 +115,7 @@ def test_tls_between_traced_processes(certdir, db_path, server, client, mode):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert cli.returncode == 0, cli.stderr
+    assert cli.returncode == 0, cli.stderr + "\n--- server:\n" + err
     assert proc.returncode == 0, err
     assert "cutscope:" not in cli.stderr + err  # no fault
     assert cli.stdout.strip() == repr(peers.REQUEST.upper())
