@@ -1011,13 +1011,14 @@ def _bootstrap(self, *a, **kw):
             finally:
                 _term[0] = False
             if _term[1]:  # what the SIGTERM would have done, now that the events are out
-                if sys.version_info >= (3, 12):
-                    # 3.12+ runs multiprocessing's exit finalizers (a Queue's feeder
-                    # thread writes its buffer and is joined) after _bootstrap returns,
-                    # as atexit functions; 3.11 ran them inside _bootstrap. The signal
-                    # takes effect after them, where it took effect on 3.11.
-                    from multiprocessing import util
+                # multiprocessing's exit finalizers (a Queue's feeder thread writes
+                # its buffer and is joined) run inside _bootstrap up to 3.12, and
+                # after it returns, as an atexit function, from 3.13. The signal takes
+                # effect after them in both: at once if they ran (util._exiting, read
+                # only where it exists), else as the last finalizer.
+                from multiprocessing import util
 
+                if getattr(util, "_exiting", True) is False:
                     util.Finalize(None, _die_of_sigterm, exitpriority=-1000)
                 else:
                     _die_of_sigterm()
