@@ -1198,7 +1198,7 @@ class Conn(RawEnds):
                 elif self.out_mode == FRAMED:
                     if nonblock:
                         if not _ready(sock, False):
-                            raise ssl.SSLWantReadError("The operation did not complete (read)")
+                            raise _want(ssl, False)
                     elif deadline is None:
                         _ready(sock, False, -0.001)  # (poll with no timeout)
                     else:
@@ -1218,7 +1218,7 @@ class Conn(RawEnds):
                 try:
                     n = _send(sock, bytes(pend), _DONTWAIT if nonblock else 0)
                 except (BlockingIOError, InterruptedError):
-                    raise ssl.SSLWantWriteError("The operation did not complete (write)")
+                    raise _want(ssl, True)
                 del pend[:n]
             if self.out_mode == UNFRAMING:
                 self.out_mode = RAW
@@ -1256,7 +1256,7 @@ class Conn(RawEnds):
             except (BlockingIOError, InterruptedError):
                 if not wait:
                     return
-                raise ssl.SSLWantReadError("The operation did not complete (read)")
+                raise _want(ssl, False)
             except OSError:
                 return  # the C code meets the error
             if not head:
@@ -1292,7 +1292,7 @@ class Conn(RawEnds):
                 return  # not a frame this end may take: the C code reads it
             # an incomplete control frame: its rest is on the way
             if nonblock:
-                raise ssl.SSLWantReadError("The operation did not complete (read)")
+                raise _want(ssl, False)
             if deadline is not None and _mono() > deadline:
                 return
             time.sleep(0.001)
@@ -2857,6 +2857,16 @@ def os_sendfile(out_fd, in_fd, offset, count):
     if sock is not None:
         c.raw_sent(sock, n, b"")
     return n
+
+
+def _want(ssl, write: bool):
+    """The SSLWantReadError (SSLWantWriteError) that ssl's C code raises: its args are
+    ``(SSL_ERROR_WANT_READ, message)``, which callers test (``err.args[0]``)."""
+    if write:
+        return ssl.SSLWantWriteError(int(ssl.SSL_ERROR_WANT_WRITE),
+                                     "The operation did not complete (write)")
+    return ssl.SSLWantReadError(int(ssl.SSL_ERROR_WANT_READ),
+                                "The operation did not complete (read)")
 
 
 def tls_begins(sock) -> None:
