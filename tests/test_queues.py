@@ -883,3 +883,18 @@ def test_shutdown_through_the_c_path():
             with pytest.raises(queue.ShutDown):
                 q.get()
         assert_c_path_taken(before, gets=False)
+
+
+def test_stop_removes_the_hooks_of_every_queue_class():
+    """The hooks on queue.Queue and on the LIFO/priority classes used while tracing go."""
+    classes = (queue.Queue, queue.LifoQueue, queue.PriorityQueue)
+    names = ("_put", "_get", "_qsize")
+    before = [c.__dict__.get(n) for c in classes for n in names]
+    for _ in range(2):
+        with recording("main"):
+            for c in classes:
+                q = c()
+                q.put(1)
+                assert q.get() == 1
+            assert queue.LifoQueue.__dict__["_put"] is not before[3]
+        assert [c.__dict__.get(n) for c in classes for n in names] == before
