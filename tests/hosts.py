@@ -1,5 +1,6 @@
 """Simulated hosts for the tests: network namespaces with their own address,
-hostname and /tmp, joined by a bridge, created by the test and removed after.
+hostname and temporary directory, joined by a bridge, created by the test and
+removed after.
 
 Layout (every name carries a tag made of this process's pid, so that two runs
 never meet):
@@ -10,11 +11,13 @@ never meet):
   bridge, with the address ``198.18.0.<10 + i>/24``. 198.18.0.0/15 is the
   range RFC 2544 sets aside for network tests; these addresses exist only
   inside the namespaces made here, and no route leads out of them;
-- each command on a host runs under ``unshare --uts --mount`` with its own
-  hostname (``host<i>``) and a fresh tmpfs on ``/tmp``, so that what cutscope
-  keeps per host (its control directory under /tmp, the hostname in its
+- each command on a host runs under ``unshare --uts`` with its own hostname
+  (``host<i>``) and its own temporary directory (``TMPDIR``, and cutscope's
+  control directory, ``CUTSCOPE_CONTROL_DIR``, in it), so that what cutscope
+  keeps per host (its control sockets and registries, the hostname in its
   records) is separate as on real machines. Everything else (the file system,
-  the venv, the pid space) is shared.
+  the venv, the pid space) is shared: /tmp itself is not hidden, since the
+  checkout and its venv may live there.
 
 Needs root and iproute2's ``ip``; ``Unavailable`` says why otherwise, and the
 tests skip with that reason.
@@ -69,6 +72,7 @@ class Hosts:
         self.names = [f"{self.tag}-h{i}" for i in range(n)]
         self.procs: list[subprocess.Popen] = []
         self.made: list[str] = []
+        self.tmp: list[str] = []
 
     def address(self, i: int) -> str:
         return f"{NET}.{10 + i}"
@@ -78,6 +82,9 @@ class Hosts:
             raise Unavailable("network namespaces need root")
         if shutil.which("ip") is None or shutil.which("unshare") is None:
             raise Unavailable("iproute2's ip or util-linux's unshare is missing")
+        for i in range(self.n):  # each host's temporary directory, its control directory in it
+            self.tmp.append(tempfile.mkdtemp(prefix=f"cutscope-host{i}-"))
+            os.mkdir(os.path.join(self.tmp[-1], "cutscope"), 0o700)
         try:
             for ns in [self.switch] + self.names:
                 _ip("netns", "add", ns)
@@ -116,10 +123,13 @@ class Hosts:
         return self
 
     def command(self, i: int, argv: list[str]) -> list[str]:
-        """``argv`` as run on host ``i``: its network, its hostname, its own /tmp."""
-        script = 'hostname "$0" && mount -t tmpfs tmpfs /tmp && exec "$@"'
-        return ["ip", "netns", "exec", self.names[i], "unshare", "--uts", "--mount",
-                "--propagation", "private", "sh", "-c", script, f"host{i}", *argv]
+        """``argv`` as run on host ``i``: its network, its hostname, its own
+        temporary and control directories."""
+        tmp = self.tmp[i]
+        script = 'hostname "$0" && exec "$@"'
+        return ["ip", "netns", "exec", self.names[i], "unshare", "--uts", "sh", "-c", script,
+                f"host{i}", "env", f"TMPDIR={tmp}", f"CUTSCOPE_CONTROL_DIR={tmp}/cutscope",
+                *argv]
 
     def run(self, i: int, argv: list[str], wait: bool = False, quiet: bool = False, **kw):
         """Start ``argv`` on host ``i`` (a Popen, stopped by ``stop()``), or with
@@ -146,6 +156,9 @@ class Hosts:
         for ns in reversed(self.made):  # removing a namespace removes its veth ends
             _ip("netns", "del", ns, check=False)
         self.made.clear()
+        for d in self.tmp:
+            shutil.rmtree(d, ignore_errors=True)
+        self.tmp.clear()
 
 
 class Postgres:
