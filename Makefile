@@ -77,8 +77,14 @@ RUN_SUITES = for bin in $(BIN) $(foreach v,$(OTHER_PYTHONS),.venv-$(v)/bin); do 
 	done
 REPORT = if [ -n "$$failed" ]; then echo "make: FAILED:$$failed"; exit 1; fi; echo "make: all passed"
 
+# The project's suite, then CPython's own suites without and under cutscope run on .venv's
+# Python (docs/conformance.md). Both run; the target fails at the end if either failed.
 test: venv test-deps
-	$(BIN)/pytest
+	@failed=""; \
+	$(BIN)/pytest || failed="$$failed pytest"; \
+	echo "== conformance: CPython's suites without and under cutscope run (docs/conformance.md)"; \
+	nice $(BIN)/python conformance/run.py || failed="$$failed conformance"; \
+	if [ -n "$$failed" ]; then echo "make: FAILED:$$failed"; exit 1; fi
 
 test-pythons: venv $(OTHER_STAMPS) test-deps
 	@$(SKIPPED_PYTHONS)
