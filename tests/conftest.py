@@ -66,3 +66,28 @@ def pg_url(pg_server, request):
 
     name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + "_" + secrets.token_hex(3)
     return pg_server.fresh_url(name)
+
+
+@pytest.fixture(scope="module")
+def net(request):
+    """Simulated hosts (tests/hosts.py), as many as the module's ``HOSTS``, with a
+    PostgreSQL server on host 0: ``(hosts, pg)``; skipped, saying why, where they
+    cannot be made."""
+    from hosts import Hosts, Postgres, Unavailable
+
+    hosts = Hosts(request.module.HOSTS)
+    try:
+        hosts.start()
+    except Unavailable as exc:
+        pytest.skip(f"no simulated hosts here: {exc}")
+    pg = Postgres(hosts, 0)
+    try:
+        pg.start()
+    except Unavailable as exc:
+        hosts.stop()
+        pytest.skip(f"no PostgreSQL on the simulated hosts: {exc}")
+    try:
+        yield hosts, pg
+    finally:
+        pg.stop()
+        hosts.stop()

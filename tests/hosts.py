@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import textwrap
 import shutil
 import subprocess
@@ -185,17 +184,10 @@ class Postgres:
 
         try:
             self.bindir = pgserver._bindir()
+            pw = pgserver.postgres_user()
         except pgserver.Unavailable as exc:
             raise Unavailable(str(exc))
-        for u in ("postgres", "nobody"):
-            try:
-                pw = pwd.getpwnam(u)
-                self.user = u
-                break
-            except KeyError:
-                continue
-        else:
-            raise Unavailable("no unprivileged user to run PostgreSQL")
+        self.user = pw.pw_name
         self.dir = tempfile.mkdtemp(prefix="cutscope-pg-hosts-")
         os.chown(self.dir, pw.pw_uid, pw.pw_gid)
         data = os.path.join(self.dir, "data")

@@ -32,6 +32,16 @@ def _bindir() -> str:
     raise Unavailable("initdb not found (install Debian's postgresql package)")
 
 
+def postgres_user() -> pwd.struct_passwd:
+    """The unprivileged user that runs PostgreSQL for a root process (it refuses root)."""
+    for u in ("postgres", "nobody"):
+        try:
+            return pwd.getpwnam(u)
+        except KeyError:
+            continue
+    raise Unavailable("running as root and no unprivileged user to run PostgreSQL")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -54,15 +64,8 @@ class Server:
     def start(self) -> None:
         self.bindir = _bindir()
         if os.geteuid() == 0:
-            for u in ("postgres", "nobody"):
-                try:
-                    pw = pwd.getpwnam(u)
-                    self.user = u
-                    break
-                except KeyError:
-                    continue
-            else:
-                raise Unavailable("running as root and no unprivileged user to run PostgreSQL")
+            pw = postgres_user()
+            self.user = pw.pw_name
         self.dir = tempfile.mkdtemp(prefix="cutscope-pg-")
         data = os.path.join(self.dir, "data")
         if self.user is not None:

@@ -12,33 +12,14 @@ import sys
 
 import pytest
 
-from hosts import ASKER, Hosts, Postgres, Unavailable, start_bank
+from hosts import ASKER, start_bank
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CUTSCOPE = [sys.executable, "-m", "cutscope"]
 BRANCHES = 4
+HOSTS = BRANCHES + 1  # the net fixture (conftest.py): a host per branch and one that asks
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture(scope="module")
-def net():
-    hosts = Hosts(BRANCHES + 1)
-    try:
-        hosts.start()
-    except Unavailable as exc:
-        pytest.skip(f"no simulated hosts here: {exc}")
-    pg = Postgres(hosts, 0)
-    try:
-        pg.start()
-    except Unavailable as exc:
-        hosts.stop()
-        pytest.skip(f"no PostgreSQL on the simulated hosts: {exc}")
-    try:
-        yield hosts, pg
-    finally:
-        pg.stop()
-        hosts.stop()
 
 
 def _env():

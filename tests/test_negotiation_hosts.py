@@ -11,9 +11,9 @@ import textwrap
 
 import pytest
 
-from hosts import Hosts, Postgres, Unavailable
 
 pytestmark = pytest.mark.postgres
+HOSTS = 3  # the net fixture (conftest.py)
 
 PEER = textwrap.dedent(r'''
     import socket, sys
@@ -49,26 +49,6 @@ PEER = textwrap.dedent(r'''
 
 READ = ("import json, sys; from cutscope.viewer.export import load; "
         "print(json.dumps(load(sys.argv[1])['channels']))")
-
-
-@pytest.fixture(scope="module")
-def net():
-    hosts = Hosts(3)
-    try:
-        hosts.start()
-    except Unavailable as exc:
-        pytest.skip(f"no simulated hosts here: {exc}")
-    pg = Postgres(hosts, 0)
-    try:
-        pg.start()
-    except Unavailable as exc:
-        hosts.stop()
-        pytest.skip(f"no PostgreSQL on the simulated hosts: {exc}")
-    try:
-        yield hosts, pg
-    finally:
-        pg.stop()
-        hosts.stop()
 
 
 def test_server_that_speaks_first_to_another_host_is_framed_both_ways(net):
