@@ -41,7 +41,7 @@ def per_key(ex, rounds: int = 200) -> float:
 
 
 def main() -> int:
-    from cutscope.viewer.analysis import Trace
+    from cutscope.viewer.model import Trace
     from cutscope.viewer.explorer import Explorer
     from cutscope.viewer.export import load
 

@@ -96,7 +96,7 @@ def worker(index: int, seconds: float, rate: float) -> int:
 def parent(args) -> int:
     import cutscope
     from cutscope.tracer.snapshot import Coordinator
-    from cutscope.viewer.analysis import check
+    from cutscope.viewer.model import check
     from cutscope.viewer.export import load
 
     here = os.path.abspath(__file__)

@@ -69,7 +69,7 @@ if mode == "app":
     asyncio.run(go())
 else:
     from cutscope.tracer.store import open_store
-    from cutscope.viewer.analysis import Trace
+    from cutscope.viewer.model import Trace
     from cutscope.viewer.explorer import Explorer
     gc.disable()  # as the app does while it loads
     store = open_store(url, create=False)

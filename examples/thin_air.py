@@ -36,7 +36,7 @@ import threading
 import time
 
 import cutscope
-from cutscope.viewer.analysis import Trace, format_cut
+from cutscope.viewer.model import Trace, format_cut
 from cutscope.viewer.export import load
 
 

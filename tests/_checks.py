@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cutscope.viewer.analysis import Trace
+from cutscope.viewer.model import Trace
 
 
 def assert_snapshot_is_its_cut(doc, snap) -> Trace:

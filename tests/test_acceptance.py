@@ -211,7 +211,7 @@ def test_check_notes_one_line_per_unrecorded_sender_not_per_channel(tmp_path):
     """A partial snapshot of a client of a server that recorded no state: `cutscope
     check` wrote one note per channel from that server (1,300 stderr lines after
     a minute of xmlrpc calls, one connection each)."""
-    from cutscope.viewer.analysis import check_report
+    from cutscope.viewer.model import check_report
 
     n = 40
     events, channels, chans = [], [], []

@@ -1,4 +1,4 @@
-"""Causality analysis (viewer/analysis.py) against brute-force definitions.
+"""Causality analysis (viewer/model/) against brute-force definitions.
 
 Random traces are built from random message exchanges between processes
 (FIFO channels, deliveries interleaved at random); every property is checked
@@ -13,7 +13,7 @@ import random
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from cutscope.viewer.analysis import Trace, check, check_report, parse_cut, snapshot_cut
+from cutscope.viewer.model import Trace, check, check_report, parse_cut, snapshot_cut
 
 
 # -- building traces -------------------------------------------------------------------

@@ -616,7 +616,7 @@ def test_snapshot_across_processes_over_mp_queues_conserves_money(db_path):
     doc = load(db_path)
     sends, recvs = check_messages(doc)
     assert len(sends) == len(recvs)
-    from cutscope.viewer.analysis import check
+    from cutscope.viewer.model import check
 
     assert check(doc) == []  # the cut is consistent, its channel states as recorded
 

@@ -19,7 +19,7 @@ import time
 import pytest
 
 import cutscope
-from cutscope.viewer.analysis import check
+from cutscope.viewer.model import check
 from cutscope.viewer.export import load
 from _sockutil import CUTSCOPE, PY, clean_env
 from test_mp import bank_branch

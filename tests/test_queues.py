@@ -510,7 +510,7 @@ def test_snapshot_of_threads_connected_by_queues_conserves_money(db_url):
         money = sum(s["balance"] for s in snap.states.values() if "balance" in s)
         money += sum(m["value"] for msgs in snap.channels.values() for m in msgs)
         assert money == n * start_balance
-    from cutscope.viewer.analysis import check
+    from cutscope.viewer.model import check
     from cutscope.viewer.export import load
 
     assert check(load(db_url)) == []  # every cut consistent, channel states as recorded

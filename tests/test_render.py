@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from cutscope.cli import main as cli
-from cutscope.viewer.analysis import Trace
+from cutscope.viewer.model import Trace
 from cutscope.viewer.export import load
 from cutscope.viewer.render import build, render_file
 

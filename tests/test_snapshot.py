@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import cutscope
 from cutscope.testing import Network, recording
 from cutscope.tracer.snapshot import Coordinator, SnapshotError
-from cutscope.viewer.analysis import Trace, check
+from cutscope.viewer.model import Trace, check
 
 TOTAL_PER_BRANCH = 100
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from cutscope.tracer.snapshot import Snapshot
 from cutscope.tracer.store import open_store
-from cutscope.viewer.analysis import check
+from cutscope.viewer.model import check
 from cutscope.viewer.export import load
 
 from _checks import assert_snapshot_is_its_cut

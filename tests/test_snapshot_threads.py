@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import cutscope
 from cutscope.integrations import queues as qint
 from cutscope.testing import recording
-from cutscope.viewer.analysis import check
+from cutscope.viewer.model import check
 
 from _checks import assert_snapshot_is_its_cut
 

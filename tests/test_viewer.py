@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import cutscope
-from cutscope.viewer.analysis import Trace
+from cutscope.viewer.model import Trace
 from cutscope.viewer.app import CutscopeApp
 from cutscope.viewer.explorer import Explorer
 from cutscope.viewer.export import load
@@ -219,7 +219,7 @@ def test_following_waits_longer_after_a_slow_load(db_url, monkeypatch):
     """A reload that took t seconds is followed by the next look at the store only
     FOLLOW_FACTOR * t later: a large live trace is not reloaded back to back."""
     from cutscope.viewer import app as app_mod
-    from cutscope.viewer.analysis import Trace
+    from cutscope.viewer.model import Trace
 
     viewer_traces.bank_trace(db_url)
     slow = Trace.from_store.__func__
@@ -413,7 +413,7 @@ def test_snapshot_key_takes_a_snapshot_of_a_live_system(tmp_path, db_url):
         finally:
             if proc.poll() is None:
                 proc.kill()
-    from cutscope.viewer.analysis import check
+    from cutscope.viewer.model import check
     assert check(load(db_url)) == []
 
 

@@ -19,7 +19,7 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding
 
-from .analysis import Trace
+from .model import Trace
 from .explorer import Explorer
 from .messages import LoadFailed, Rendered, SnapshotResult, TraceChanged, TraceLoaded
 from .screens import MainScreen

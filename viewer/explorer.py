@@ -15,7 +15,7 @@ import operator
 from array import array
 from typing import Mapping
 
-from .analysis import Message, Trace
+from .model import Message, Trace
 
 GLYPH = {"send": "S", "recv": "R", "local": "•", "snapshot": "◆"}
 ORPHAN_LIMIT = 5000  # orphans listed per cut; the panel shows "5000+" beyond

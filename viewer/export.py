@@ -22,7 +22,7 @@ def load_trace(db: str | None = None):
     blocks into columns, without the document's dict per event (about half the time
     and memory of ``Trace(load(db))`` at a million events). ``trace.doc`` is the
     document without its events. Raises StoreError."""
-    from .analysis import Trace
+    from .model import Trace
 
     store = open_store(db, create=False)
     try:

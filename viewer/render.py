@@ -20,7 +20,7 @@ from typing import Mapping
 
 import graphviz
 
-from .analysis import Message, Trace
+from .model import Message, Trace
 
 __all__ = ["FORMATS", "COLORS", "build", "render", "render_file"]
 

@@ -20,7 +20,7 @@ import json
 import re
 from typing import Mapping
 
-from .analysis import Trace
+from .model import Trace
 
 __all__ = ["REGEX", "to_shiviz", "host_name"]
 

@@ -84,12 +84,12 @@ def _export_formats() -> list[str]:
     return fmts
 
 
-# -- check / render / view (viewer/analysis.py, viewer/render.py, viewer/app.py) ---------------
+# -- check / render / view (viewer/model/, viewer/render.py, viewer/app.py) ---------------
 
 def cmd_check(args) -> int:
     import json
 
-    from cutscope.viewer.analysis import check_report
+    from cutscope.viewer.model import check_report
     from cutscope.viewer.export import load_trace
 
     t = load_trace(args.db)
@@ -117,7 +117,7 @@ def add_check(sub) -> None:
 
 
 def cmd_render(args) -> int:
-    from cutscope.viewer.analysis import parse_cut, snapshot_cut
+    from cutscope.viewer.model import parse_cut, snapshot_cut
     from cutscope.viewer.export import load_trace
 
     ext = os.path.splitext(args.output)[1].lstrip(".").lower()

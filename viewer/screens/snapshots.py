@@ -13,7 +13,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, OptionList, Static
 from textual.widgets.option_list import Option
 
-from ..analysis import snapshot_cut
+from ..model import snapshot_cut
 
 
 def summary(s: dict) -> str:
