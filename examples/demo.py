@@ -32,7 +32,7 @@ sys.path.insert(0, HERE)
 import bank_tcp  # noqa: E402
 import bank_threads  # noqa: E402
 
-from cutscope.tracer.snapshot import Coordinator, LIVE_NS  # noqa: E402
+from cutscope.tracer.snapshot.coordinator import Coordinator, LIVE_NS  # noqa: E402
 from cutscope.tracer.store import open_store  # noqa: E402
 
 TCP_BRANCHES = 4

@@ -258,7 +258,7 @@ ASKER = textwrap.dedent(r'''
     import json, sys, time
     sys.path.insert(0, sys.argv[1])  # python -c: argv[0] is '-c'
     import bank_tcp
-    from cutscope.tracer.snapshot import Coordinator, LIVE_NS
+    from cutscope.tracer.snapshot.coordinator import Coordinator, LIVE_NS
     from cutscope.tracer.store import open_store
     url, n, k = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     names = {f"bank-{i}" for i in range(n)}

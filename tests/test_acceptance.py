@@ -463,7 +463,7 @@ def test_snapshot_after_an_upstream_stage_ended_completes(tmp_path):
     """Once a stage of a thread pipeline had left `with cutscope.process(...)`, every
     later snapshot of the pipeline was partial: the consumer waited for a marker on
     the ended stage's channel that nobody would send. An ended process now records
-    its final state when a snapshot starts (tracer/snapshot.py `record_ended`), and
+    its final state when a snapshot starts (tracer/snapshot/participant.py `record_ended`), and
     its marker follows its last items."""
     r = run_traced(tmp_path, "stages", STAGES, db=tmp_path / "s.db")
     assert r.returncode == 0, r.stderr

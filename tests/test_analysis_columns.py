@@ -12,7 +12,8 @@ import random
 
 from hypothesis import given, settings, strategies as st
 
-from cutscope.tracer.store import build_trace, open_store
+from cutscope.tracer.store import open_store
+from cutscope.tracer.store.document import build_trace
 from cutscope.viewer.model import Trace, check_report
 from cutscope.viewer.explorer import Explorer
 from cutscope.viewer.export import load_trace

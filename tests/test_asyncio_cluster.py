@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from cutscope.tracer.snapshot import Coordinator, LIVE_NS
+from cutscope.tracer.snapshot.coordinator import Coordinator, LIVE_NS
 from cutscope.tracer.store import open_store
 from cutscope.viewer.export import load
 

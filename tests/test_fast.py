@@ -285,7 +285,8 @@ def test_every_event_is_in_exactly_one_item_whatever_the_writer_does(ops, cap):
     import collections
     import types
 
-    from cutscope.tracer import store as S
+    from cutscope.tracer.store import codec as S
+    from cutscope.tracer.store.values import event_row
 
     FAST = process.FAST
     buf = collections.deque()
@@ -310,7 +311,7 @@ def test_every_event_is_in_exactly_one_item_whatever_the_writer_does(ops, cap):
                 assert len(rows) == FAST.events(batch)
                 data, n, wall = S.encode_block(batch, cap)
                 assert (n, wall) == (len(rows), rows[-1][3])
-                assert S.decode_block(1, S.BLOCK_ENCODING, data) == [S.event_row(r, cap) for r in rows]
+                assert S.decode_block(1, S.BLOCK_ENCODING, data) == [event_row(r, cap) for r in rows]
                 written.extend(r[1] for r in rows)
                 last = batch
         elif kind == "putback" and last:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import cutscope
-from cutscope.tracer import snapshot as snapmod
+from cutscope.tracer.snapshot import polling
 from cutscope.tracer.store import open_store
 
 pytestmark = pytest.mark.postgres
@@ -29,8 +29,8 @@ def _wait(cond, timeout=5.0):
 @pytest.fixture
 def slow_poll(monkeypatch):
     """The recorders read the store's requests once a minute: only notifications are fast."""
-    monkeypatch.setattr(snapmod, "TICK_S", 60.0)
-    monkeypatch.setattr(snapmod, "IDLE_TICK_S", 60.0)
+    monkeypatch.setattr(polling, "TICK_S", 60.0)
+    monkeypatch.setattr(polling, "IDLE_TICK_S", 60.0)
     monkeypatch.setenv("CUTSCOPE_CONTROL", "0")  # another host: no control socket
 
 
@@ -71,8 +71,8 @@ def test_without_notifications_the_poll_is_the_path(pg_url, slow_poll, monkeypat
         time.sleep(0.2)
         sid = _ask(other, "far")
         assert not _wait(lambda: t.main.pending, timeout=1.0)  # a minute away
-        monkeypatch.setattr(snapmod, "TICK_S", 0.05)
-        monkeypatch.setattr(snapmod, "IDLE_TICK_S", 0.05)
+        monkeypatch.setattr(polling, "TICK_S", 0.05)
+        monkeypatch.setattr(polling, "IDLE_TICK_S", 0.05)
         assert _wait(lambda: t.main.pending == [(sid, "elsewhere")])
     finally:
         other.close()

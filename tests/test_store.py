@@ -471,17 +471,18 @@ def test_event_blocks_round_trip_in_every_encoding(rows, cap):
     """What a block gives back is each row's stored form (payload capped, data as JSON),
     in order, whichever encoding wrote it and whichever reader reads it: the C encoder
     and decoder, the Python reader of cs2 (the reference), and marshal (no C)."""
-    from cutscope.tracer import store as S
+    from cutscope.tracer.store import codec as S
+    from cutscope.tracer.store.values import event_row
     from cutscope.tracer.process import FAST
 
-    want = [S.event_row(r, cap) for r in rows]
+    want = [event_row(r, cap) for r in rows]
     data, n, wall = S.encode_block(list(rows), cap)
     assert S.decode_block(1, S.BLOCK_ENCODING, data) == want
     assert n == len(rows) and (not rows or wall == rows[-1][3])
     raw = zlib.compress(marshal.dumps(want, 4), 1)  # what a build without C writes
     assert S.decode_block(1, "marshal4+zlib", raw) == want
     if FAST is not None:
-        cs2 = FAST.encode(list(rows), S.event_row, cap)[0]
+        cs2 = FAST.encode(list(rows), event_row, cap)[0]
         assert FAST.decode(cs2) == want
         assert S.decode_cs(cs2) == want
 
@@ -508,14 +509,15 @@ def test_cs2_differences_and_message_ids_round_trip(rows, steps):
     sender's name and a difference of numbers: whatever the values (in order or not,
     far apart, ids with a name or number that is not the usual), both readers give
     back the rows exactly."""
-    from cutscope.tracer import store as S
+    from cutscope.tracer.store import codec as S
+    from cutscope.tracer.store.values import event_row
     from cutscope.tracer.process import FAST
 
     if steps:  # the usual shape: each process counts up by one
         count: dict = {}
         rows = [(r[0], count.setdefault(r[0], [r[1] // 2]).append(0) or r[1] // 2 + len(count[r[0]]),
                  *r[2:]) for r in rows]
-    cs2 = FAST.encode(list(rows), S.event_row, 0)[0]
+    cs2 = FAST.encode(list(rows), event_row, 0)[0]
     assert cs2[:4] == b"CS2\0"
     assert FAST.decode(cs2) == rows
     assert S.decode_cs(cs2) == rows
@@ -524,7 +526,8 @@ def test_cs2_differences_and_message_ids_round_trip(rows, steps):
 def test_cs1_blocks_are_still_read():
     """A cs1 block as its writer wrote it (compact rows, a marshal'd row with
     data, one with a payload and a non-ASCII name): both readers read it."""
-    from cutscope.tracer import store as S
+    from cutscope.tracer.store import codec as S
+    from cutscope.tracer.store.values import event_row
     from cutscope.tracer.process import FAST
 
     cs1 = (b'CS1\x00\x06\x01p\x04send\x02c1\x01q\x04recv\x03p#1\x04\x00\x00\x01\x01\xd0\x0f'
@@ -541,7 +544,7 @@ def test_cs1_blocks_are_still_read():
     assert S.decode_block(1, "cs1+zlib", zlib.compress(cs1)) == want
     if FAST is not None:
         assert FAST.decode(cs1) == want
-    with pytest.raises(S.StoreError):  # the name says cs2, the bytes are cs1
+    with pytest.raises(StoreError):  # the name says cs2, the bytes are cs1
         S.decode_block(1, "cs2+zlib", zlib.compress(cs1))
 
 
@@ -551,10 +554,11 @@ def test_cs1_blocks_are_still_read():
 def test_a_damaged_cs2_block_is_an_error_or_rows_never_a_crash(rows, cut, flip):
     """Truncated or altered cs2 bytes: both readers raise one of the errors that
     decode_block turns into a StoreError, or return tuples; never a crash."""
-    from cutscope.tracer import store as S
+    from cutscope.tracer.store import codec as S
+    from cutscope.tracer.store.values import event_row
     from cutscope.tracer.process import FAST
 
-    data = bytearray(FAST.encode(list(rows), S.event_row, 0)[0])
+    data = bytearray(FAST.encode(list(rows), event_row, 0)[0])
     if flip < len(data):
         data[flip] ^= 0x5A
     data = bytes(data[:max(4, len(data) - cut % (len(data) + 1))])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 import cutscope
-from cutscope.tracer.store import Snapshot
+from cutscope.tracer.store.schema import Snapshot
 
 
 def _insert_snapshot(tracer, sid: int, initiator: str, status: str = "complete",

@@ -299,7 +299,7 @@ class Connector:
 def encode_records(items: list[tuple]) -> list:
     """Snapshot records (the recorder's ``snap_*`` tuples) in a JSON form; states
     and in-transit messages already in their stored form (``decode_records``)."""
-    from .store import message_record
+    from .store.values import message_record
 
     out = []
     for it in items:

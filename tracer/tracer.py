@@ -67,7 +67,7 @@ class Tracer:
         self.control = None  # the control socket server (tracer/control.py), once started
         self.listener = None  # PostgreSQL notifications (tracer/notify.py), once started
         self._sink_lock = threading.Lock()
-        from .snapshot import tick as snapshot_tick  # polls requests, ends snapshots, flushes markers
+        from .snapshot.polling import tick as snapshot_tick  # polls requests, ends snapshots, flushes markers
 
         self.tick_hooks: list[Callable[[Tracer], None]] = [snapshot_tick]
         self._lock = threading.RLock()
@@ -275,7 +275,7 @@ class Tracer:
                 "CUTSCOPE_CONTROL", "1") in ("0", "no", "false"):
             return
         from .control import ControlServer, control_dir
-        from .snapshot import on_control
+        from .snapshot.participant import on_control
 
         d = control_dir()
         if d is None:
@@ -314,7 +314,7 @@ class Tracer:
         import json
 
         from . import notify
-        from .snapshot import on_end
+        from .snapshot.participant import on_end
 
         d = json.loads(payload)
         sid = int(d["sid"])

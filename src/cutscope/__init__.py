@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 __all__ = ["start", "stop", "process", "state", "event", "safepoint", "snapshot", "Snapshot",
            "active", "Tracer", "__version__"]
 
-from cutscope.tracer.snapshot import Snapshot, SnapshotError  # noqa: E402
+from cutscope.tracer.snapshot.result import Snapshot, SnapshotError  # noqa: E402
 
 
 def start(db: str | None = None, name: str | None = None, capture_payload: int | None = None,
@@ -155,12 +155,12 @@ def snapshot(initiator: str | None = None, timeout: float = 10.0) -> Snapshot:
     markers on its own incoming channels). Take snapshots from a thread of its
     own, or name an initiator.
     """
-    from cutscope.tracer import snapshot as _snapshot
+    from cutscope.tracer.snapshot.coordinator import take
 
     t = active()
     if t is None:
         raise RuntimeError("cutscope is not tracing: call cutscope.start() first")
-    return _snapshot.take(t.store, initiator=initiator, timeout=timeout, tracer=t, caller=current())
+    return take(t.store, initiator=initiator, timeout=timeout, tracer=t, caller=current())
 
 
 # -- SIGUSR1: a snapshot with this OS process as initiator ---------------------------

@@ -15,7 +15,7 @@ from array import array
 from collections.abc import Sequence
 from typing import Iterable
 
-from cutscope.tracer.store import event_doc
+from cutscope.tracer.store.document import event_doc
 
 
 class ProcessIndex(dict):

@@ -45,81 +45,19 @@ import json
 import logging
 import os
 import socket
-import threading
 import time
-from dataclasses import dataclass, field
+
+from .participant import record_ended
+from .result import Snapshot, SnapshotError
 
 log = logging.getLogger("cutscope")
 
 LIVE_NS = 10_000_000_000  # a process whose recorder has not beaten for 10 s is not live
 POLL_S = 0.005  # how often a waiting coordinator reads the progress (it wakes on reports too)
 STORE_POLL_S = 0.01  # at most this often it reads the progress from the store
-TICK_S = 0.05  # minimum interval between two request polls of one interpreter
-# ... while it takes part in no snapshot and serves a control socket (coordinators
-# of this host reach it through the socket; the store is for the other hosts') or
-# listens to PostgreSQL's notifications (tracer/notify.py: the poll is the fallback):
-IDLE_TICK_S = 0.25
 # With PostgreSQL notifications (tracer/notify.py): a coordinator reads the progress
 # when a recorder announces records of its snapshot, and at least this often.
 NOTIFIED_POLL_S = 0.25
-# A process reports the channels it closes together with its "done"; one that is
-# still not done this long after it recorded sends what it has (tick).
-OUTBOX_S = 0.25
-
-
-class SnapshotError(Exception):
-    """A snapshot that cannot be started (no such process, nothing live): one clear line."""
-
-
-@dataclass
-class Snapshot:
-    """A finished (or, with ``status == "running"``, unfinished) snapshot.
-
-    ``states``: ``{process: recorded state}``, the application's providers
-    merged, with the tracer's own under ``"_cutscope"``. ``channels``:
-    ``{channel id: [message]}``, each message as the interchange format has it
-    (``msg``, ``nbytes``, ``payload_b64`` and/or ``value``, ``truncated``).
-    ``event_seqs``: ``{process: seq of its snapshot event}`` (the cut).
-    ``missing``: what a ``partial`` snapshot lacks, e.g.
-    ``{"process": "bank-3", "reason": "..."}`` or ``{"channel": "c7", ...}``.
-    """
-
-    id: int
-    status: str
-    initiator: str
-    states: dict[str, dict] = field(default_factory=dict)
-    channels: dict[str, list[dict]] = field(default_factory=dict)
-    missing: list[dict] = field(default_factory=list)
-    event_seqs: dict[str, int] = field(default_factory=dict)
-    complete_channels: set[str] = field(default_factory=set)
-    elapsed: float | None = None  # seconds from request to end (None while running)
-    entry: dict | None = None  # the interchange form (docs/format.md)
-
-    @property
-    def complete(self) -> bool:
-        return self.status == "complete"
-
-    @classmethod
-    def from_entry(cls, entry: dict) -> "Snapshot":
-        procs = entry.get("processes", {})
-        chans = entry.get("channels", [])
-        elapsed = None
-        if entry.get("finished_ns") and entry.get("requested_ns"):
-            elapsed = (entry["finished_ns"] - entry["requested_ns"]) / 1e9
-        return cls(
-            id=entry["id"], status=entry["status"], initiator=entry["initiator"],
-            states={p: v.get("state") or {} for p, v in procs.items()},
-            channels={c["channel"]: list(c.get("messages", [])) for c in chans},
-            missing=list(entry.get("missing") or []),
-            event_seqs={p: v["event_seq"] for p, v in procs.items()},
-            complete_channels={c["channel"] for c in chans if c.get("complete")},
-            elapsed=elapsed, entry=entry)
-
-    def summary(self) -> str:
-        n_msgs = sum(len(m) for m in self.channels.values())
-        took = f", {self.elapsed * 1000:.0f} ms" if self.elapsed is not None else ""
-        return (f"snapshot {self.id}: {self.status} (initiator {self.initiator}, "
-                f"{len(self.states)} processes, {n_msgs} messages in transit{took})")
 
 
 class Coordinator:
@@ -228,7 +166,7 @@ class Coordinator:
         through a callable, the other local interpreters through a control socket
         at a path they derive from the store and the snapshot id (control.inbox_path:
         open before anyone is asked, so no process needs telling)."""
-        from . import control
+        from .. import control
 
         sid = self.id
         sql = getattr(self.store, "live_and_ends", None) is not None
@@ -259,7 +197,7 @@ class Coordinator:
             return
         if not live - self._local_names() - set(self._pids):
             return
-        from . import notify
+        from .. import notify
 
         try:
             self._listener = notify.Listener(self.store.url, (notify.REP,), self._on_report,
@@ -295,7 +233,7 @@ class Coordinator:
         # Processes of this host with a control socket: asked through it, at once.
         taken = set(local)
         if self._ctl_dir is not None:
-            from . import control
+            from .. import control
 
             by_pid: dict[int, list[str]] = {}
             for n in names - local:
@@ -518,7 +456,7 @@ class Coordinator:
         """Send ``op`` to the control socket of every live interpreter of this host."""
         if not self._pids or self._ctl_dir is None:
             return
-        from . import control
+        from .. import control
 
         conn = control.Connector()
         try:
@@ -572,51 +510,6 @@ class Coordinator:
         return Snapshot.from_entry(entry)
 
 
-def record_ended(tracer, sid: int, initiator: str) -> None:
-    """The logical processes of this interpreter that have ended (left
-    ``cutscope.process``) and still have outgoing FIFO channels record their
-    final state now, for snapshot ``sid`` (the coordinator asks for it when
-    channels are still open after its grace period): they have no events left to come, so
-    any moment is a safe point, and their markers follow their last messages on
-    each channel (the receivers record what is still in transit, then close it).
-    Without it, a receiver would wait forever for the marker of a stage that
-    has finished, and the snapshot would end partial.
-
-    ``tracer._lock`` is held: a ``cutscope.process(name)`` that enters the process
-    again waits until it has recorded."""
-    with tracer._lock:
-        for lp in list(tracer.processes.values()):
-            if lp.ended and any(ep.fifo and not ep.closed for ep in list(lp.out)):
-                try:
-                    lp.record(sid, initiator)
-                except Exception as exc:
-                    tracer.fault(exc, f"recording the final state of {lp.name}")
-
-
-def on_request(tracer, sid: int, initiator: str, start: list[str], reply: str | None) -> None:
-    """A coordinator's request through the control socket (the control thread):
-    report to ``reply``; the processes named in ``start`` start at their next
-    safe point. (``op: ended`` calls ``record_ended``.)"""
-    if reply:
-        sinks = tracer.snap_sinks
-        if sid not in sinks and len(sinks) > 256:  # ended snapshots that were never closed
-            for k in sorted(sinks)[:128]:
-                sinks.pop(k, None)
-        tracer.resolve_sink(sid, reply)
-    for name in start:
-        lp = tracer.processes.get(name)
-        if lp is not None and not lp.ended:
-            lp.request(sid, initiator)
-
-
-def on_end(tracer, sid: int, complete: bool) -> None:
-    """The coordinator ended snapshot ``sid`` (control socket)."""
-    tracer.snap_sinks.pop(sid, None)
-    for lp in list(tracer.processes.values()):
-        if sid in lp.snaps or any(p[0] == sid for p in lp.pending):
-            lp.finish(sid, complete)
-
-
 def reachable(start: str, ends: list[dict]) -> set[str]:
     """The processes that markers from ``start`` reach over the known FIFO channels."""
     nxt: dict[str, set[str]] = {}
@@ -638,102 +531,3 @@ def take(store, initiator: str | None = None, timeout: float = 10.0, tracer=None
     c = Coordinator(store, initiator=initiator, timeout=timeout, tracer=tracer, caller=caller)
     c.start()
     return c.wait()
-
-
-def on_control(tracer, msg: dict) -> None:
-    """A message that reached this interpreter's control socket (``control.ControlServer``)."""
-    op = msg.get("op")
-    if op == "req":
-        on_request(tracer, int(msg["sid"]), msg["initiator"], msg.get("start") or [],
-                   msg.get("reply"))
-    elif op == "ended":
-        record_ended(tracer, int(msg["sid"]), msg["initiator"])
-    elif op == "end":
-        on_end(tracer, int(msg["sid"]), msg.get("status") == "complete")
-
-
-# -- the recorder thread's part (Tracer.tick_hooks) -----------------------------------------
-
-def tick(tracer) -> None:
-    """Called by each interpreter's recorder thread, about every 50 ms.
-
-    Writes the markers that a send-exit safe point left queued; turns SIGUSR1s
-    into snapshots; takes this interpreter's snapshot requests from the store
-    (sets ``lp.pending``); ends the snapshots that the store says have ended.
-    """
-    dq = tracer.deferred_flush
-    while dq:
-        ep = dq.pop(0)
-        if ep.pending and not ep.closed and ep.flush is not None:
-            tracer.guard(ep.flush, ep)
-    for lp in list(tracer.processes.values()):  # closed channels of processes not done
-        if lp.snaps:
-            lp.send_stale_outboxes(OUTBOX_S)
-    if tracer.snapshot_signals:
-        n, tracer.snapshot_signals = tracer.snapshot_signals, 0
-        for _ in range(min(n, 4)):
-            _start_from_signal(tracer)
-    now = time.monotonic()
-    procs = tracer.processes
-    every = TICK_S
-    lst = getattr(tracer, "listener", None)
-    reached = tracer.control is not None or (lst is not None and lst.ready.is_set())
-    if reached and not tracer.__dict__.get("_snap_taken") and \
-            not any(lp.snaps or lp.pending for lp in list(procs.values())):
-        every = IDLE_TICK_S
-    if now - getattr(tracer, "_snap_polled", 0.0) < every:
-        return
-    tracer._snap_polled = now
-    store = tracer.store
-    requests = getattr(store, "snapshot_requests", None)
-    if requests is None:
-        return
-    names = [n for n, lp in list(procs.items()) if not lp.ended]
-    taken = tracer.__dict__.get("_snap_taken", set())
-    current = set()
-    for sid, name, initiator in requests(names):
-        current.add((sid, name))
-        if (sid, name) in taken:
-            continue
-        lp = procs.get(name)
-        if lp is not None:
-            lp.request(sid, initiator)
-    tracer._snap_taken = current  # only the requests of running snapshots are remembered
-    open_ = {sid for lp in list(procs.values()) for sid in list(lp.snaps)}
-    open_.update(sid for lp in list(procs.values()) for sid, _ in list(lp.pending))
-    if open_:
-        ended = {sid: st for sid, st in store.snapshot_statuses(open_).items() if st != "running"}
-        for sid in ended:
-            tracer.snap_sinks.pop(sid, None)
-        for lp in list(procs.values()):
-            for sid, st in ended.items():
-                if sid in lp.snaps or any(p[0] == sid for p in lp.pending):
-                    lp.finish(sid, st == "complete")
-
-
-def _start_from_signal(tracer, timeout: float = 10.0) -> None:
-    """SIGUSR1: a snapshot with this process's main logical process as initiator.
-
-    Runs in the recorder thread (the signal handler only counted); the waiting
-    happens in a thread of its own, which logs the result.
-    """
-    lp = tracer.main
-    c = Coordinator(tracer.store, initiator=lp.name, timeout=timeout, tracer=tracer)
-    try:
-        c.start()
-    except SnapshotError as exc:
-        log.warning("cutscope: SIGUSR1: %s", exc)
-        return
-
-    def run():
-        try:
-            snap = c.wait()
-            log.warning("cutscope: SIGUSR1: %s", snap.summary())
-        except Exception as exc:
-            tracer._writer_error(exc)
-
-    threading.Thread(target=run, name=f"cutscope-snapshot-{c.id}", daemon=True).start()
-
-
-__all__ = ["Snapshot", "SnapshotError", "Coordinator", "take", "tick", "LIVE_NS", "on_request", "on_control",
-           "on_end", "record_ended"]
