@@ -102,3 +102,30 @@ def thin_air_trace(db_url: str) -> None:
         _insert_snapshot(t, 1, "P1")
     finally:
         cutscope.stop()
+
+
+def mutex_trace(db_url: str, token: bool = True) -> None:
+    """Two processes A and B enter and leave a critical section (``cs``, recorded
+    with each ``local`` event), with a ``balance`` beside it.
+
+    With ``token``, A sends B a token after leaving and B enters only after
+    receiving it: the two are never inside together. Without it, B enters
+    before the token arrives: both can be inside at once, but need not be.
+    """
+    t = cutscope.start(db=db_url, name="main", instrument=False)
+    try:
+        a, b = t.process("A"), t.process("B")
+        t.channel("ab", "A", "B", "queue", None, True)
+        a.local("enter", {"cs": True, "balance": 10})       # A 1
+        a.local("leave", {"cs": False, "balance": 7})       # A 2
+        m, st, _ = a.send(None, 8, channel="ab")            # A 3
+        if token:
+            b.recv("ab", f"A#{m}", st, 8)                   # B 1
+            b.local("enter", {"cs": True, "balance": 3})    # B 2
+        else:
+            b.local("enter", {"cs": True, "balance": 3})    # B 1
+            b.recv("ab", f"A#{m}", st, 8)                   # B 2
+        b.local("leave", {"cs": False, "balance": 3})       # B 3
+        t.flush()
+    finally:
+        cutscope.stop()

@@ -18,7 +18,7 @@ def load(db: str | None = None) -> dict:
 
 
 def load_trace(db: str | None = None):
-    """The trace in ``db`` analysed (``analysis.Trace``), read from the store's event
+    """The trace in ``db`` analysed (``model.Trace``), read from the store's event
     blocks into columns, without the document's dict per event (about half the time
     and memory of ``Trace(load(db))`` at a million events). ``trace.doc`` is the
     document without its events. Raises StoreError."""

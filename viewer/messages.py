@@ -63,3 +63,13 @@ class FilterDone(Message):
     text: str
     rows: Any  # array of display rows, or None
     seq: int = 0  # which filter request this answers
+
+
+@dataclass(eq=False)
+class PredicateDone(Message):
+    """A worker answered a predicate (``answer`` a PredicateAnswer, or ``error``)."""
+
+    explorer: Any  # the viewer.explorer.Explorer it asked
+    text: str
+    answer: Any = None
+    error: str | None = None

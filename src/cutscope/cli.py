@@ -116,6 +116,52 @@ def add_check(sub) -> None:
     p.set_defaults(func=cmd_check)
 
 
+def cmd_predicate(args) -> int:
+    """Possibly or Definitely of a conjunctive predicate; exit 0 if it holds, 1 if not."""
+    import json
+
+    from cutscope.viewer.export import load_trace
+    from cutscope.viewer.model import format_cut, parse_conjunct
+
+    t = load_trace(args.db)
+    phi = {}
+    for text in args.conjuncts:
+        try:
+            p, expr = parse_conjunct(text, t.processes)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        if p in phi:
+            raise CliError(f"two local predicates for {p}: join them with 'and'")
+        phi[p] = expr
+    try:
+        ans = t.possibly(phi) if args.modality == "possibly" else t.definitely(phi)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        json.dump({"modality": ans.modality, "holds": ans.holds, "cut": ans.cut,
+                   "predicate": {p: e.text for p, e in phi.items()}}, sys.stdout)
+        sys.stdout.write("\n")
+    elif ans.holds:
+        print(f"{ans.modality}: holds; witness cut {format_cut(ans.cut)}")
+    else:
+        print(f"{ans.modality}: does not hold")
+    return 0 if ans.holds else 1
+
+
+def add_predicate(sub) -> None:
+    for modality, what in (("possibly", "some consistent cut satisfies the predicate"),
+                           ("definitely", "every run passes a cut that satisfies the predicate")):
+        p = sub.add_parser(
+            modality, help=f"whether {what} (a conjunction of local predicates; docs/viewer.md)",
+            description=f"Whether {what}. Each CONJUNCT is 'PROCESS: EXPRESSION' over the values "
+                        "the process recorded (cutscope.event fields, snapshot states); all must "
+                        "hold at once. Exit 0 and the witness cut if it holds, 1 if not.")
+        _db_arg(p)
+        p.add_argument("conjuncts", nargs="+", metavar="CONJUNCT", help="PROCESS: EXPRESSION")
+        p.add_argument("--json", action="store_true", help="print the answer as one JSON object")
+        p.set_defaults(func=cmd_predicate, modality=modality)
+
+
 def cmd_render(args) -> int:
     from cutscope.viewer.model import parse_cut, snapshot_cut
     from cutscope.viewer.export import load_trace
@@ -363,7 +409,8 @@ def add_snapshot(sub) -> None:
 
 
 # Each command adds its parser here, in the order `cutscope --help` lists them.
-COMMANDS: list[Callable] = [add_export, add_check, add_render, add_view, add_run, add_snapshot]
+COMMANDS: list[Callable] = [add_export, add_check, add_predicate, add_render, add_view, add_run,
+                            add_snapshot]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -39,13 +39,17 @@ time of ``Trace(store.load())``).
 Modules: ``records`` (``Message``), ``columns`` (the trace columns),
 ``pairs`` (the pair index), ``matching`` (message matching), ``cuts`` (cut
 queries), ``lattice`` (consistent cuts), ``clocks`` (vector clocks),
-``cutspec`` (cut parsing), ``trace`` (``Trace``), ``check`` (the snapshot
+``cutspec`` (cut parsing), ``expr`` (user expressions), ``predicates``
+(Possibly and Definitely), ``trace`` (``Trace``), ``check`` (the snapshot
 check).
 """
 
 from .check import check, check_report
 from .cutspec import format_cut, parse_cut, snapshot_cut
+from .expr import Expr
+from .predicates import PredicateAnswer, parse_conjunct, parse_predicate
 from .records import Message
 from .trace import Trace
 
-__all__ = ["Message", "Trace", "check", "check_report", "snapshot_cut", "format_cut", "parse_cut"]
+__all__ = ["Expr", "Message", "PredicateAnswer", "Trace", "check", "check_report", "format_cut",
+           "parse_conjunct", "parse_cut", "parse_predicate", "snapshot_cut"]

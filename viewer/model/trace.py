@@ -1,7 +1,7 @@
 """``Trace``: a recorded trace, indexed for causality questions.
 
 The class is put together from the model's parts: the columns, the message
-matching, cut queries, the lattice and vector clocks.
+matching, cut queries, the lattice, vector clocks and predicates.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from .cuts import CutsMixin
 from .cutspec import snapshot_cut
 from .lattice import LatticeMixin
 from .matching import MatchingMixin, MessagesView
+from .predicates import PredicatesMixin
 from .records import Message
 
 
-class Trace(ColumnsMixin, MatchingMixin, CutsMixin, LatticeMixin, ClocksMixin):
+class Trace(ColumnsMixin, MatchingMixin, CutsMixin, LatticeMixin, ClocksMixin, PredicatesMixin):
     """A recorded trace, indexed for causality questions.
 
     ``doc`` is the ``cutscope-trace`` document. Construction is linear in the

@@ -10,7 +10,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
 from ..explorer import Explorer
-from ..messages import CutChanged, FilterDone
+from ..messages import CutChanged, FilterDone, PredicateDone
 from ..widgets import CutPanel, LaneHeader, Lanes
 
 
@@ -33,6 +33,7 @@ class MainScreen(Screen):
         Binding("t", "whole", "Whole trace"),
         Binding("p", "snapshots", "Snapshots"),
         Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("w", "predicate", "Predicate"),
         Binding("r", "render", "Render SVG"),
         Binding("s", "take_snapshot", "Take snapshot"),
         Binding("f", "toggle_follow", "Follow"),
@@ -51,6 +52,8 @@ class MainScreen(Screen):
             yield CutPanel(id="panel")
         yield Input(placeholder="filter: p:PROCESS k:send|recv|local|snapshot text  (Enter applies, "
                                 "empty clears)", id="filter", disabled=True)
+        yield Input(placeholder="predicate: [possibly|definitely] P: EXPR && Q: EXPR  (Enter asks, "
+                                "Escape closes)", id="predicate", disabled=True)
         yield Static("loading ...", id="status")
         yield Footer()
 
@@ -143,12 +146,66 @@ class MainScreen(Screen):
         box.focus()
 
     def action_clear_filter(self) -> None:
+        pbox = self.query_one("#predicate", Input)
+        if pbox.has_class("visible"):
+            self._hide_filter(pbox)
+            return
         box = self.query_one("#filter", Input)
         box.value = ""
         self._apply_filter("")
         self._hide_filter(box)
 
+    def action_predicate(self) -> None:
+        box = self.query_one("#predicate", Input)
+        box.disabled = False
+        box.add_class("visible")
+        box.focus()
+
+    def _ask_predicate(self, text: str) -> None:
+        from ..model import parse_predicate
+
+        ex = self.explorer
+        if ex is None or not text.strip():
+            return
+        try:
+            modality, phi = parse_predicate(text, ex.trace.processes)
+        except ValueError as exc:
+            self.set_status(f"predicate: {exc}")
+            return
+        shown = " && ".join(f"{p}: {e.text}" for p, e in phi.items())
+        self.set_status(f"{modality}({shown}): asking ...")
+        self._predicate_in_worker(ex, shown, modality, phi)
+
+    @work(thread=True, exclusive=True, group="predicate")
+    def _predicate_in_worker(self, ex: Explorer, text: str, modality: str, phi: dict) -> None:
+        try:
+            ans = ex.trace.possibly(phi) if modality == "possibly" else ex.trace.definitely(phi)
+        except ValueError as exc:
+            self.post_message(PredicateDone(ex, text, error=str(exc)))
+            return
+        self.post_message(PredicateDone(ex, text, answer=ans))
+
+    def on_predicate_done(self, msg: PredicateDone) -> None:
+        ex = self.explorer
+        if ex is not msg.explorer:  # the trace was reloaded meanwhile
+            return
+        if msg.error is not None:
+            self.set_status(f"predicate: {msg.error}")
+            return
+        ans = msg.answer
+        if not ans.holds:
+            self.set_status(f"{ans.modality}({msg.text}): does not hold")
+            return
+        ex.set_cut(ans.cut)
+        self.set_status(f"{ans.modality}({msg.text}): holds; the cursor is on the witness cut "
+                        f"{ex.cut_text()}")
+        self.refresh_cut()
+
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "predicate":
+            self._hide_filter(event.input)
+            self._ask_predicate(event.value)
+            return
         if event.input.id == "filter":
             self._apply_filter(event.value)
             if not event.value.strip():
