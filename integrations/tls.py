@@ -32,7 +32,8 @@ import sys
 import weakref
 
 from ._base import Instrumentor, register
-from .sockets import RawEnds, tls_begins
+from .sockets.detach import tls_begins
+from .sockets.ends import RawEnds
 
 __all__ = ["TLSInstrumentor"]
 

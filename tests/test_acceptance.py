@@ -609,7 +609,7 @@ def test_asyncio_tls_client_to_a_traced_tls_server(tls_server):
     """A traced asyncio TLS client (its TLS records go out through the socket wrappers)
     against a traced server that wraps accepted sockets with ssl (reads in C): the
     handshake broke on the client's HELLO (WRONG_VERSION_NUMBER). A first write that
-    is a TLS record now keeps the direction raw (sockets.Conn.raw_if_tls)."""
+    is a TLS record now keeps the direction raw (Conn.raw_if_tls, integrations/sockets/conn.py)."""
     d, db, port = tls_server
     (d / "aclient.py").write_text(TLS_ASYNCIO_CLIENT)
     cmd = [PY, str(d / "aclient.py"), str(port), str(d / "cert.pem")]

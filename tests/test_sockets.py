@@ -834,7 +834,7 @@ def test_registry_entries_live_as_long_as_their_connection():
     """Each end of a connection to a traced listener is registered (control directory,
     named by its 4-tuple) from connect/accept to close; the client's intent is gone once
     connect() returned; a detached end is registered as not reading through the wrappers."""
-    from cutscope.integrations import sockets
+    from cutscope.integrations.sockets import binding
     from cutscope.tracer import control
 
     me = f"{os.getpid()} "
@@ -843,8 +843,8 @@ def test_registry_entries_live_as_long_as_their_connection():
         port = srv.getsockname()[1]
         c = socket.create_connection(srv.getsockname())
         s, _ = srv.accept()
-        ck, sk = sockets._conn_of(c).key, sockets._conn_of(s).key
-        assert ck == sockets._conn_of(s).peer_key and sk == sockets._conn_of(c).peer_key
+        ck, sk = binding._conn_of(c).key, binding._conn_of(s).key
+        assert ck == binding._conn_of(s).peer_key and sk == binding._conn_of(c).peer_key
         assert control.get_entry("c", ck) == me + "w"
         assert control.get_entry("c", sk) == me + "w"
         assert control.entry_names("i", f"127.0.0.1,{port},") == []
@@ -931,19 +931,19 @@ def test_client_connecting_by_host_name_is_found_by_a_server_that_speaks_first()
 def test_a_forked_child_does_not_inherit_its_parents_connects_in_progress():
     """A connect in progress in the parent at fork time (its intent registered) ends in
     the parent; the child, a server on that address, must not wait on it for good."""
-    from cutscope.integrations import sockets
+    from cutscope.integrations.sockets import registry
 
     with recording("main"):
-        name = sockets._intent("127.0.0.1", 1)
+        name = registry._intent("127.0.0.1", 1)
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
             try:
                 os.read(r, 1)  # the parent's connect has returned
-                os._exit(0 if not sockets._connecting_to(("127.0.0.1", 1)) else 1)
+                os._exit(0 if not registry._connecting_to(("127.0.0.1", 1)) else 1)
             except BaseException:
                 os._exit(2)
-        sockets._intent_done(name)
+        registry._intent_done(name)
         os.write(w, b"x")
         _, status = os.waitpid(pid, 0)
         os.close(r)

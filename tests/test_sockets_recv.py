@@ -481,7 +481,7 @@ def test_bad_marker_on_an_idle_channel_is_left_to_the_applications_receive():
     snapshot runs; a bad one there is not its to judge (strict mode would raise in the
     tick): the application's next receive fails the connection."""
     import cutscope
-    from cutscope.integrations import sockets
+    from cutscope.integrations.sockets import instrumentor
 
     with recording("main") as rec:
         srv = socket.create_server(("127.0.0.1", 0))
@@ -505,7 +505,7 @@ def test_bad_marker_on_an_idle_channel_is_left_to_the_applications_receive():
             time.sleep(0.01)
         _ss.sendall(c, wire.marker(0, "evil"))
         _wait_queued(s, len(wire.marker(0, "evil")))
-        sockets._tick(rec.tracer)  # raises (strict) if it judges the bad marker
+        instrumentor._tick(rec.tracer)  # raises (strict) if it judges the bad marker
         with cutscope.process("B"):
             with pytest.raises(ConnectionResetError):
                 s.recv(100)

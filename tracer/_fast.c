@@ -6,7 +6,7 @@
  *     common case (an OutEndpoint, no keyword arguments); anything else calls the
  *     Python methods they replace.
  *   - The fast paths of socket.socket.send / sendall / recv on a framed blocking TCP
- *     connection (integrations/sockets.py: _fast_sender, recv): the same tests in the
+ *     connection (integrations/sockets/hotpath.py: _fast_sender, recv): the same tests in the
  *     same order, the same state read and written, the same calls. Whenever one of
  *     those tests fails, the Python function they replace is called instead, before
  *     anything has been done, so behaviour is the Python code's by construction.
@@ -1004,7 +1004,7 @@ get_be(const unsigned char *p, int k)
     return v;
 }
 
-/* The send itself, the token held and every test passed (sockets.py _fast_sender). */
+/* The send itself, the token held and every test passed (sockets/hotpath.py _fast_sender). */
 static PyObject *
 framed_send(PyObject *self, PyObject *c, PyObject *fl, PyObject *ep, PyObject *data,
             Py_ssize_t n, int ret_n)
