@@ -4,7 +4,7 @@ Child processes
 ---------------
 A child started by ``multiprocessing`` is its own logical process, under every
 start method. It takes its ``Process.name`` when the program gave one, else
-``<parent>/<pid>`` (SPEC 3):
+``<parent>/<pid>``:
 
 - fork: the tracer's fork hook already made the child ``<parent>/<pid>``;
   the ``BaseProcess._bootstrap`` wrapper renames it before it records anything.

@@ -3,10 +3,10 @@
 An ``SSLSocket`` does its I/O in C through the ``_ssl`` object, so nothing can
 be framed inside it without the peer's TLS code seeing the frames: the socket
 wrappers pass it through untouched (docs/protocol.md). Its plaintext sends and
-receives are still recorded (SPEC 4: "recorded as unframed"), so an HTTPS call
-shows on the space-time diagram: events on channels of transport ``tls``, one
-per direction and connection, with the plaintext sizes (the handshake and the
-records' overhead are not events) and no message ids. No marker can travel in
+receives are still recorded, as what cannot be framed is: unframed. An HTTPS
+call shows on the space-time diagram: events on channels of transport ``tls``,
+one per direction and connection, with the plaintext sizes (the handshake and
+the records' overhead are not events) and no message ids. No marker can travel in
 them, so a snapshot names them among the channels it cannot cover, as it does
 raw TCP.
 

@@ -1,6 +1,7 @@
-"""The socket integration, in one interpreter: framing invariants (SPEC 4) on real
-loopback sockets. Cross-process peers: test_sockets_procs.py; the standard
-library's clients and servers: test_sockets_stdlib.py."""
+"""The socket integration, in one interpreter: framing invariants (the application
+sees exactly its own bytes, errors and end of stream) on real loopback sockets.
+Cross-process peers: test_sockets_procs.py; the standard library's clients and
+servers: test_sockets_stdlib.py."""
 
 from __future__ import annotations
 
@@ -548,7 +549,7 @@ def test_wire_roundtrip():
 
 
 def test_idle_incoming_channel_marker_is_consumed_so_the_snapshot_completes():
-    """SPEC 5: B has recorded; A's marker sits at the head of A -> B, which B never
+    """B has recorded; A's marker sits at the head of A -> B, which B never
     reads. cutscope consumes it (recorder tick) and the snapshot completes; B's next
     read still gets exactly the application's bytes."""
     with recording("main"):

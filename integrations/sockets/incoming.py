@@ -483,7 +483,7 @@ class Incoming:
         return out
 
     def idle_markers(self) -> None:
-        """SPEC 5: once its process has recorded, a marker at the head of an idle incoming
+        """Once its process has recorded its state, a marker at the head of an idle incoming
         channel (no application data before it) is consumed here so the snapshot completes."""
         lp = self.in_lp
         cid = self.in_cid
