@@ -175,6 +175,7 @@ def _q_endpoint(q, lp) -> OutEndpoint:
         t = lp.tracer
         cid = t.new_channel_id()
         ep = OutEndpoint(lp, cid, flush=_qflush(q), fifo=True)
+        ep.count = 0  # a pipe: its receiver cannot see a marker at its head (close_idle)
         st.out[lp] = ep
         t.channel(cid, lp.name, None, "mp.queue", st.endpoint, True, True)
         lp.add_out(ep)
@@ -184,6 +185,7 @@ def _q_endpoint(q, lp) -> OutEndpoint:
 def _wrap_item(q, lp, ep, obj):
     """Under ``q._notempty``: record the send, queue pending markers; the envelope."""
     t = lp.tracer
+    ep.count += 1  # before the send's seq: a snapshot's count never misses a message before it
     seq, lam, markers = lp.send(ep, len(obj) if type(obj) is bytes else 0,
                                 obj if t.capture else None)
     if markers:
@@ -313,6 +315,7 @@ def _got(q, lp, env: Env):
         t = lp.tracer
         lp.recv(cid, env.msg, env.stamp, len(item) if type(item) is bytes else 0,
                 item if t.capture else None, item)
+        lp.count_in(cid)  # after the receive: counted once it is in the channel's state
     except Exception as exc:
         lp.tracer.fault(exc, "multiprocessing.Queue.get")
     return item

@@ -67,7 +67,8 @@ class OutEndpoint:
     provides and which must take the same lock.
     """
 
-    __slots__ = ("channel", "process", "pending", "flush", "fifo", "closed", "__weakref__")
+    __slots__ = ("channel", "process", "pending", "flush", "fifo", "closed", "count",
+                 "__weakref__")
 
     def __init__(
         self,
@@ -82,6 +83,12 @@ class OutEndpoint:
         self.flush = flush
         self.fifo = fifo
         self.closed = False
+        # The messages sent on the channel, for a channel whose receiver cannot see a
+        # marker at its head (a pipe cannot be peeked): None where nobody counts. The
+        # integration adds one *before* ``lp.send`` of each message (under its channel
+        # lock), so the count a snapshot records covers every message sent before it
+        # (and at most the one being sent: never too few). See ``close_idle``.
+        self.count: int | None = None
 
     def take_markers(self) -> list[Marker]:
         """Pop every pending marker (the integration holds its channel lock)."""
@@ -123,7 +130,8 @@ class LogicalProcess:
 
     __slots__ = (
         "name", "tracer", "lock", "clock", "seq", "out", "incoming", "providers",
-        "snaps", "pending", "ended", "ended_in", "_append", "_check", "__weakref__",
+        "snaps", "pending", "ended", "ended_in", "received", "sent_final", "_append", "_check",
+        "__weakref__",
     )
 
     def __init__(self, tracer, name: str, seq: int = 0, clock: int = 0):
@@ -141,6 +149,12 @@ class LogicalProcess:
         # The incoming FIFO channels that ended most recently (a snapshot's state
         # names them: their sender may mark them after we stopped reading them).
         self.ended_in: collections.deque = collections.deque(maxlen=ENDED_KEPT)
+        # Incoming channel -> messages received on it, for the channels whose sender
+        # counts its sends (``OutEndpoint.count``; the integration calls ``count_in``).
+        self.received: dict[str, int] = {}
+        # Outgoing counted channels this process closed -> messages sent on each (final:
+        # every later snapshot's state names them, so their receivers can close them).
+        self.sent_final: dict[str, int] = {}
         self._append = tracer.recorder.push  # the buffer's own append (C)
         self._check = tracer.recorder.check  # bound check, every CHECK_MASK + 1 events
 
@@ -245,6 +259,17 @@ class LogicalProcess:
                 self.out.remove(ep)
             except ValueError:
                 pass
+            if ep.count is not None and ep.fifo:
+                final = self.sent_final
+                final[ep.channel] = ep.count
+                if len(final) > ENDED_KEPT:
+                    del final[next(iter(final))]
+
+    def count_in(self, channel: str) -> None:
+        """One more message received on ``channel`` (after its ``recv``), for the
+        channels whose sender counts its sends (``close_idle``)."""
+        with self.lock:
+            self.received[channel] = self.received.get(channel, 0) + 1
 
     def add_in(self, channel: str, fifo: bool = True) -> None:
         with self.lock:
@@ -305,12 +330,14 @@ class LogicalProcess:
             if via is not None and via not in inc:
                 inc[via] = True
             marker = Marker(sid, initiator, seq)
-            out, flush, uncovered = [], [], []
+            out, flush, uncovered, sent = [], [], [], dict(self.sent_final)
             for ep in self.out:
                 if ep.fifo:
                     ep.pending.append(marker)
                     out.append(ep.channel)
                     flush.append(ep)
+                    if ep.count is not None:
+                        sent[ep.channel] = ep.count
                 else:
                     uncovered.append(ep.channel)
             uncovered.extend(c for c, fifo in inc.items() if not fifo)
@@ -318,6 +345,8 @@ class LogicalProcess:
             # received on them after it: empty in the cut, whoever marks them later).
             own = {"clock": lamport, "seq": seq, "incoming": sorted(c for c, f in inc.items() if f),
                    "outgoing": out, "uncovered": sorted(uncovered), "ended": list(self.ended_in)}
+            if sent:  # counted channels: messages sent on each before this state (close_idle)
+                own["sent"] = sent
             s = SnapState(sid, initiator, seq, out, sink)
             if via is not None:
                 s.closed.add(via)
@@ -369,6 +398,41 @@ class LogicalProcess:
             msgs = s.messages.pop(channel, [])
         self._report(s, [("snap_chan", sid, self.name, channel, msgs, True)], now=s.done)
         self._maybe_done()
+
+    def close_idle(self, sid: int, channel: str, sent: int, before: int,
+                   elsewhere: bool = False) -> bool:
+        """Close incoming ``channel`` for snapshot ``sid`` without its marker, when every
+        message sent on it before its sender's state has left the channel: this
+        process has received ``sent`` of them (the count its sender recorded with its
+        state, ``OutEndpoint.count``), or, ``elsewhere``, the channel was closed for
+        ``sid`` at another receiver (a queue with several consumers: its marker went
+        to one of them). ``before``: the seq of the sender's snapshot event. The
+        coordinator asks for it when the marker is late (a queue that nobody reads
+        again keeps it in its pipe).
+
+        Why it is exact: the channel is FIFO, so the messages sent before the
+        sender's state are the first ``sent`` ones, ahead of the marker, and all of
+        them have been taken (by this process, or, when another receiver took the
+        marker or counted them all, by someone). Of what this process recorded on
+        the channel since its own state, the messages sent before the sender's
+        state (seq below ``before``) are in transit across the cut; any other was
+        sent after it (outside the cut) and is dropped. Everything that arrives
+        from now on was sent after it too. A marker read later is that of a closed
+        channel (or of an ended snapshot): consumed, nothing recorded. Returns True
+        if the channel is closed for ``sid`` here (now or before)."""
+        with self.lock:
+            s = self.snaps.get(sid)
+            if s is None:
+                return False
+            if channel in s.closed:
+                return True
+            if not elsewhere and self.received.get(channel, 0) < sent:
+                return False  # messages sent before the sender's state are still on the way
+            s.closed.add(channel)
+            msgs = [m for m in s.messages.pop(channel, []) if _sent_before(m[0], before)]
+        self._report(s, [("snap_chan", sid, self.name, channel, msgs, True)], now=s.done)
+        self._maybe_done()
+        return True
 
     def request(self, sid: int, initiator: str) -> None:
         """Ask this process to start snapshot ``sid`` at its next safe point (any thread)."""
@@ -472,6 +536,14 @@ class LogicalProcess:
             if s is None:
                 return []
             return sorted(c for c, f in self.incoming.items() if f and c not in s.closed)
+
+
+def _sent_before(msg: str | None, seq: int) -> bool:
+    """Message id ``"<process>#<n>"`` names a send before its sender's event ``seq``."""
+    try:
+        return int(msg.rpartition("#")[2]) < seq
+    except (AttributeError, ValueError):
+        return True
 
 
 def _speedups():

@@ -68,7 +68,7 @@ class Link:
     """One FIFO channel of a ``Network``: a queue of messages and markers, in order."""
 
     def __init__(self, net: "Network", cid: str, src: LogicalProcess, dst: LogicalProcess,
-                 lazy: bool):
+                 lazy: bool, counted: bool = False):
         self.net = net
         self.id = cid
         self.src = src
@@ -78,6 +78,11 @@ class Link:
         # the recorder thread)
         self.known = not lazy  # whether the receiver has registered the channel
         self.ep = OutEndpoint(src, cid, flush=self._flush)
+        self.counted = counted  # like a pipe: the sender counts its sends, the receiver
+        # what it got (a marker nobody reads is closed by count: LogicalProcess.close_idle)
+        if counted:
+            self.ep.count = 0
+        self.abandoned = False  # the receiver reads it no more (only markers are left)
         if not lazy:
             dst.add_in(cid)
         src.add_out(self.ep)
@@ -132,16 +137,18 @@ class Network:
             lp.providers.append(state)
         return lp
 
-    def connect(self, src: str, dst: str, lazy: bool = False) -> str:
+    def connect(self, src: str, dst: str, lazy: bool = False, counted: bool = False) -> str:
         """A FIFO channel from ``src`` to ``dst``; returns its id.
 
         ``lazy``: the receiver learns of the channel only with its first item
         (as a socket's receiver learns of a connection with its HELLO).
+        ``counted``: its ends count messages, as a ``multiprocessing.Queue``'s do
+        (a pipe: no marker can be seen at its head).
         """
         a, b = self.node(src), self.node(dst)
         cid = self.tracer.new_channel_id()
         self.tracer.channel(cid, src, dst, "testing", f"{src}->{dst}", framed=True)
-        link = Link(self, cid, a, b, lazy)
+        link = Link(self, cid, a, b, lazy, counted)
         self.links[cid] = link
         self._by_pair[(src, dst)] = link
         return cid
@@ -153,6 +160,8 @@ class Network:
         """``src`` sends ``value`` to ``dst`` on their channel; returns the message id."""
         link = self._by_pair[(src, dst)]
         with link.lock:
+            if link.counted:
+                link.ep.count += 1
             seq, stamp, markers = link.src.send(link.ep, nbytes)
             msg = f"{link.src.name}#{seq}"
             for m in markers or ():
@@ -161,8 +170,13 @@ class Network:
         return msg
 
     def busy(self) -> list[Link]:
-        """The channels with something in flight."""
-        return [lk for lk in self.links.values() if lk.items]
+        """The channels with something in flight that their receiver reads."""
+        return [lk for lk in self.links.values() if lk.items and not lk.abandoned]
+
+    def abandon(self, channel: str) -> None:
+        """The receiver of ``channel`` never reads it again (as dask's nanny never reads
+        its worker's start-up queue again): what is in flight stays there."""
+        self.links[channel].abandoned = True
 
     def in_flight(self) -> int:
         return sum(len(lk.items) for lk in self.links.values())
@@ -193,6 +207,8 @@ class Network:
             return True
         _, msg, stamp, value, nbytes = item
         dst.recv(link.id, msg, stamp, nbytes, None, value)
+        if link.counted:
+            dst.count_in(link.id)
         if self.on_receive is not None:
             self.on_receive(dst.name, value, link.src.name)
         return True

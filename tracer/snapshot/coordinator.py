@@ -58,6 +58,9 @@ STORE_POLL_S = 0.01  # at most this often it reads the progress from the store
 # With PostgreSQL notifications (tracer/notify.py): a coordinator reads the progress
 # when a recorder announces records of its snapshot, and at least this often.
 NOTIFIED_POLL_S = 0.25
+# How often a coordinator asks the receivers of open counted channels to close them
+# by count (``Coordinator._close_idle``).
+IDLE_CLOSE_S = 0.05
 
 
 class Coordinator:
@@ -96,6 +99,7 @@ class Coordinator:
         self._listener = None  # PostgreSQL: the recorders' announcements of snapshot records
         self._notified = False  # one of them named this snapshot since the last read
         self._listening = False  # the listener was ready at the last read
+        self._idle_next = 0.0  # the next time open counted channels are closed by count
         self.timings: list[tuple[str, float]] = []  # (step, seconds since start()): where the time goes
 
     # -- start --------------------------------------------------------------------------
@@ -304,6 +308,8 @@ class Coordinator:
         recorded = set(states)
         self.expected |= recorded
         unrecorded, unfinished, open_, uncovered = self._progress(states)
+        if open_ or unfinished:
+            self._close_idle(states, open_)
         if not unrecorded and self._newcomers_for != self.expected:
             # Every expected process has recorded; what is left is markers on their
             # way. Look for newcomers now, while those come in, not after the last.
@@ -350,6 +356,64 @@ class Coordinator:
         unrecorded = self.expected - set(states)
         unfinished = {p for p, info in states.items() if not info["done"]}
         return unrecorded, unfinished, wait - closed, uncovered
+
+    def _close_idle(self, states: dict, open_: set) -> None:
+        """Close the counted channels whose marker is late (``LogicalProcess.close_idle``).
+
+        A sender whose channel's receiver cannot see a marker at its head (a queue's
+        pipe) records with its state how many messages it sent on it (``"sent"``).
+        Each recorded receiver of such a channel that is still open is asked to close
+        it if it has received that many: a queue that its receiver never reads again
+        keeps the marker in its pipe, and the count closes the channel all the same.
+        A receiver that still waits for a counted channel that another receiver
+        closed (a queue with several consumers: the marker went to one) is asked to
+        close it too. Through this interpreter (its own processes) and the control
+        sockets of this host; a receiver reached only through the store waits for
+        the marker."""
+        now = time.monotonic()
+        if now < self._idle_next:
+            return
+        self._idle_next = now + IDLE_CLOSE_S
+        sent: dict[str, tuple[int, int]] = {}  # channel -> (count, sender's event seq)
+        for info in states.values():
+            own = info["own"]
+            for c, n in (own.get("sent") or {}).items():
+                sent[c] = (n, own.get("seq", info.get("event_seq")))
+        if not sent:
+            return
+        asks: dict[str, list] = {}
+        for p, info in states.items():
+            if info["done"]:
+                continue
+            mine = set(info["closed"])
+            for c in info["own"].get("incoming", ()):
+                if c in sent and c not in mine:
+                    asks.setdefault(p, []).append([c, *sent[c], c not in open_])
+        for c in sorted(open_ & set(sent)):  # a receiver that had not heard of it when it recorded
+            dst = self._chan_info.get(c, {}).get("dst")
+            if dst in states and c not in states[dst]["own"].get("incoming", ()):
+                asks.setdefault(dst, []).append([c, *sent[c], False])
+        if not asks:
+            return
+        local = self._local_names()
+        by_pid: dict[int, list] = {}
+        for p, items in sorted(asks.items()):
+            if p in local:
+                lp = self.tracer.processes[p]
+                for item in items:
+                    self.tracer.guard(lp.close_idle, self.id, *item)
+            elif p in self._pids:
+                by_pid.setdefault(self._pids[p], []).extend([p, *item] for item in items)
+        if by_pid and self._ctl_dir is not None:
+            from . import control
+
+            conn = control.Connector()
+            try:
+                for pid, closes in sorted(by_pid.items()):
+                    conn.send(control.process_path(self._ctl_dir, pid),
+                              self._msg("idle", closes=closes))
+            finally:
+                conn.close()
 
     def _direct_complete(self) -> bool:
         """Every expected process reported directly, and those reports end the snapshot."""

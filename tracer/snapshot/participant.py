@@ -59,6 +59,12 @@ def on_control(tracer, msg: dict) -> None:
         record_ended(tracer, int(msg["sid"]), msg["initiator"])
     elif op == "end":
         on_end(tracer, int(msg["sid"]), msg.get("status") == "complete")
+    elif op == "idle":  # close counted channels by count (Coordinator._close_idle)
+        sid = int(msg["sid"])
+        for name, channel, sent, before, elsewhere in msg.get("closes") or ():
+            lp = tracer.processes.get(name)
+            if lp is not None:
+                tracer.guard(lp.close_idle, sid, channel, int(sent), int(before), bool(elsewhere))
 
 
 # -- the recorder thread's part (Tracer.tick_hooks) -----------------------------------------
