@@ -21,7 +21,7 @@ from test_snapshot import Bank, assert_snapshot_verifies, finish, start
 
 import cutscope
 from cutscope.testing import recording
-from cutscope.viewer.analysis import check
+from cutscope.viewer.model import check
 
 TIMEOUT = 30.0
 
