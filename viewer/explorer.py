@@ -269,6 +269,36 @@ class Explorer:
     def nearest_above(self) -> None:
         self.set_cut(self.trace.nearest_above(self.cut))
 
+    def lattice_step(self, delta: int, only_selected: bool = False) -> str:
+        """Move to the next (``delta`` 1) or previous (-1) consistent cut, one event of
+        one process: the selected process's, or (not ``only_selected``) the event
+        next in the lanes' order that keeps the cut consistent. An inconsistent cut
+        goes to its nearest consistent cut below first. Returns what happened."""
+        t = self.trace
+        note = ""
+        if not self.consistent:
+            self.cut = t.nearest_below(self.cut)
+            note = "to the nearest consistent cut below, then "
+        proc = self.process if only_selected else None
+        r = t.next_cut(self.cut, proc) if delta > 0 else t.previous_cut(self.cut, proc)
+        if r is None:
+            self.recompute()
+            if proc is not None:
+                why = "its next event receives a message sent outside the cut" if delta > 0 else \
+                    "its frontier event sent a message received inside the cut"
+                if (t.last_seq(proc) == self.cut[proc]) if delta > 0 else not self.cut[proc]:
+                    why = "it is at its end" if delta > 0 else "it is at its start"
+                return f"lattice: {note}{proc} cannot move {'forward' if delta > 0 else 'back'}: {why}"
+            return f"lattice: {note}no consistent cut {'above' if delta > 0 else 'below'} by one event"
+        p, cut = r
+        self.cut = cut
+        if p in self.pindex:
+            self.selected = self.pindex[p]
+        self.recompute()
+        ev = t.event(p, cut[p] if delta > 0 else t.step(p, cut[p], 1))
+        what = f"{p} #{ev['seq']} {ev['kind']}" if ev else p
+        return f"lattice: {note}{'+' if delta > 0 else '-'} {what}: {self.cut_text()}"
+
     def selected_event(self) -> dict | None:
         p = self.process
         if not p:

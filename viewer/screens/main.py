@@ -31,6 +31,14 @@ class MainScreen(Screen):
         Binding("b", "nearest('below')", "Consistent below"),
         Binding("a", "nearest('above')", "Consistent above"),
         Binding("t", "whole", "Whole trace"),
+        Binding("right_square_bracket", "lattice(1, False)", "Next cut", key_display="]"),
+        Binding("left_square_bracket", "lattice(-1, False)", "Previous cut", key_display="[",
+                show=False),
+        Binding("right_curly_bracket", "lattice(1, True)", "Next cut (process)", key_display="}",
+                show=False),
+        Binding("left_curly_bracket", "lattice(-1, True)", "Previous cut (process)", key_display="{",
+                show=False),
+        Binding("l", "lattice_size", "Lattice size", show=False),
         Binding("p", "snapshots", "Snapshots"),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("w", "predicate", "Predicate"),
@@ -118,6 +126,29 @@ class MainScreen(Screen):
         moved = [f"{p} {before[p]}->{n}" for p, n in ex.cut.items() if before[p] != n]
         self.set_status(f"nearest consistent cut {which}: " + (", ".join(moved) or "already consistent"))
         self.refresh_cut()
+
+    def action_lattice(self, delta: int, only_selected: bool) -> None:
+        ex = self.explorer
+        if ex is not None:
+            self.set_status(ex.lattice_step(delta, only_selected))
+            self.refresh_cut()
+
+    def action_lattice_size(self) -> None:
+        ex = self.explorer
+        if ex is not None:
+            self.set_status("lattice: counting the consistent cuts ...")
+            self._count_lattice(ex)
+
+    @work(thread=True, exclusive=True, group="lattice")
+    def _count_lattice(self, ex: Explorer) -> None:
+        n, exact = ex.trace.lattice_size()
+        text = f"lattice: {n} consistent cuts" if exact else \
+            f"lattice: more than {n} consistent cuts (counting stops there)"
+        self.app.call_from_thread(self._lattice_counted, ex, text)
+
+    def _lattice_counted(self, ex: Explorer, text: str) -> None:
+        if ex is self.explorer:
+            self.set_status(text)
 
     def action_whole(self) -> None:
         ex = self.explorer
