@@ -405,7 +405,7 @@ class Coordinator:
             elif p in self._pids:
                 by_pid.setdefault(self._pids[p], []).extend([p, *item] for item in items)
         if by_pid and self._ctl_dir is not None:
-            from . import control
+            from .. import control
 
             conn = control.Connector()
             try:
