@@ -32,7 +32,7 @@ sys.path.insert(0, HERE)
 import bank_tcp  # noqa: E402
 import bank_threads  # noqa: E402
 
-from cutscope.tracer.snapshot.coordinator import Coordinator, LIVE_NS  # noqa: E402
+from cutscope.tracer.snapshot.coordinator import Coordinator, SNAPSHOT_LIVE_NS  # noqa: E402
 from cutscope.tracer.store import open_store  # noqa: E402
 
 TCP_BRANCHES = 4
@@ -55,7 +55,7 @@ def wait_live(db: str, names: set[str], timeout: float = 60.0) -> None:
             time.sleep(0.1)
             continue
         try:
-            live = set(store.live_processes(time.time_ns() - LIVE_NS))
+            live = set(store.live_processes(time.time_ns() - SNAPSHOT_LIVE_NS))
             with_channels = {p for c in store.channel_ends() for p in (c["src"], c["dst"])}
         finally:
             store.close()

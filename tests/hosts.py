@@ -258,14 +258,14 @@ ASKER = textwrap.dedent(r'''
     import json, sys, time
     sys.path.insert(0, sys.argv[1])  # python -c: argv[0] is '-c'
     import bank_tcp
-    from cutscope.tracer.snapshot.coordinator import Coordinator, LIVE_NS
+    from cutscope.tracer.snapshot.coordinator import Coordinator, SNAPSHOT_LIVE_NS
     from cutscope.tracer.store import open_store
     url, n, k = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     names = {f"bank-{i}" for i in range(n)}
     store = open_store(url, create=False)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        live = set(store.live_processes(time.time_ns() - LIVE_NS))
+        live = set(store.live_processes(time.time_ns() - SNAPSHOT_LIVE_NS))
         ends = store.channel_ends()
         if names <= live and sum(c["src"] in names and c["dst"] in names for c in ends) >= n * (n - 1):
             break

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from cutscope.tracer.snapshot.coordinator import Coordinator, LIVE_NS
+from cutscope.tracer.snapshot.coordinator import Coordinator, SNAPSHOT_LIVE_NS
 from cutscope.tracer.store import open_store
 from cutscope.viewer.export import load
 
@@ -39,7 +39,7 @@ def wait_cluster(db: str, timeout: float = 60.0) -> None:
             time.sleep(0.2)
             continue
         try:
-            live = set(store.live_processes(time.time_ns() - LIVE_NS))
+            live = set(store.live_processes(time.time_ns() - SNAPSHOT_LIVE_NS))
             talking = {p for c in store.channel_ends() for p in (c["src"], c["dst"])}
         finally:
             store.close()

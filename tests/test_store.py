@@ -612,3 +612,34 @@ def test_the_buffer_bound_counts_the_events_of_the_c_paths(drop):
         assert len(seqs) == kept and seqs == sorted(seqs)
     else:
         assert seqs == list(range(1, 20_001)) and t.recorder.dropped == 0
+
+
+def test_both_stores_provide_the_store_protocol(tmp_path):
+    """SqlStore and MemoryStore each have every member of the ``Store`` protocol that
+    the tracer, the snapshot coordinator and the integrations call (none is probed
+    with getattr), with the signatures the protocol names."""
+    import inspect
+
+    from cutscope.tracer.store.interface import Store
+    from cutscope.tracer.store import MemoryStore
+
+    methods = [n for n, v in vars(Store).items() if not n.startswith("_") and callable(v)]
+    fields = list(Store.__annotations__)
+    assert "live_and_ends" in methods and "notify" in fields
+    sql = open_store(f"sqlite:///{tmp_path}/p.db")
+    try:
+        for store in (sql, MemoryStore()):
+            for name in fields:
+                assert hasattr(store, name), (type(store).__name__, name)
+            for name in methods:
+                impl = getattr(store, name, None)
+                assert callable(impl), (type(store).__name__, name)
+                want = list(inspect.signature(getattr(Store, name)).parameters)[1:]
+                assert list(inspect.signature(impl).parameters) == want, (type(store).__name__, name)
+        mem = MemoryStore()
+        mem.claim_name("a", 1, "h", None, 10, None)
+        mem.write([], [("channel", "c1", "a", "b", "tcp", None, True, True)])
+        live, ends = mem.live_and_ends(5)
+        assert [r["name"] for r in live] == ["a"] and [e["id"] for e in ends] == ["c1"]
+    finally:
+        sql.close()

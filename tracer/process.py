@@ -37,7 +37,9 @@ ENDED_KEPT = 128
 # The buffer bound is checked every CHECK_MASK + 1 events of a process (hot path).
 CHECK_MASK = 255
 
-_current: contextvars.ContextVar["LogicalProcess | None"] = contextvars.ContextVar(
+# The logical process of the calling thread or task, where one was entered
+# (``cutscope.process``); else ``default_process[0]`` is the caller's.
+current_var: contextvars.ContextVar["LogicalProcess | None"] = contextvars.ContextVar(
     "cutscope_process", default=None
 )
 
@@ -564,10 +566,14 @@ def _speedups():
 
 FAST = _speedups()
 
-# The main logical process of this OS process while a tracer runs (set by Tracer).
-_default: list["LogicalProcess | None"] = [None]
+# The main logical process of this OS process while a tracer runs (set by Tracer):
+# a one-item list, which the C extension reads without a call. A hot path reads
+# ``current_var.get() or default_process[0]`` inline; anything else calls current().
+default_process: list["LogicalProcess | None"] = [None]
+_current = current_var  # the names integrations/ imports until it uses the public ones
+_default = default_process
 
 
 def current() -> LogicalProcess | None:
     """The logical process of the calling thread or task (None if not traced)."""
-    return _current.get() or _default[0]
+    return current_var.get() or default_process[0]

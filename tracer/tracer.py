@@ -14,7 +14,7 @@ import traceback
 from typing import Callable
 
 from . import process as _process
-from .process import LogicalProcess, _current
+from .process import LogicalProcess, current_var
 from .recorder import Recorder
 from .store import open_store
 
@@ -23,8 +23,10 @@ log = logging.getLogger("cutscope")
 HEARTBEAT_S = 1.0  # how often the recorder says the processes of this interpreter are alive
 FORK_CLAIM_S = 2.0  # at most this long a fork child waits to register its name in the store
 
-# The running tracer of this interpreter, if any (a list so that modules share it).
-_active: list["Tracer | None"] = [None]
+# The running tracer of this interpreter, if any (a one-item list that modules share;
+# active() reads it).
+active_tracer: list["Tracer | None"] = [None]
+_active = active_tracer  # the name integrations/ imports until it uses active()
 
 
 def strict_default() -> bool:
@@ -155,7 +157,7 @@ class Tracer:
         with self._lock:
             lp = self.asked.get(name) or self.processes.get(name)
             if lp is None:
-                parent = _current.get() or self.main
+                parent = current_var.get() or self.main
                 lp = self.asked[name] = self._new_process(name, parent=self.main.name,
                                                           clock=parent.clock)
             elif lp.ended:
@@ -195,7 +197,7 @@ class Tracer:
         ``peer``: the error is the peer's (bytes that are not frames), not cutscope's:
         logged and recorded, never raised."""
         self.faults += 1
-        lp = _current.get() or self.main
+        lp = current_var.get() or self.main
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         log.warning("cutscope: %s: %s", where, detail)
         try:
@@ -225,8 +227,8 @@ class Tracer:
         # Children we launch name themselves after us, not after our name.
         os.environ.pop("CUTSCOPE_NAME", None)
         os.environ["CUTSCOPE_PARENT"] = self.main.name
-        _active[0] = self
-        _process._default[0] = self.main
+        active_tracer[0] = self
+        _process.default_process[0] = self.main
         self.recorder.start()
         self._start_control()
         self._start_listener()
@@ -246,13 +248,13 @@ class Tracer:
         try:
             self.recorder.close()
         except Exception as exc:  # the store refused the last batches
-            if _active[0] is self:
-                _active[0] = None
-                _process._default[0] = None
+            if active_tracer[0] is self:
+                active_tracer[0] = None
+                _process.default_process[0] = None
             self.fault(exc, f"flushing {self.recorder.buffered()} events at stop")
-        if _active[0] is self:
-            _active[0] = None
-            _process._default[0] = None
+        if active_tracer[0] is self:
+            active_tracer[0] = None
+            _process.default_process[0] = None
         try:
             atexit.unregister(self._atexit)
         except Exception:
@@ -271,7 +273,7 @@ class Tracer:
     # -- control socket (snapshots; tracer/control.py) ------------------------------------
 
     def _start_control(self) -> None:
-        if getattr(self.store, "url", "memory:") == "memory:" or os.environ.get(
+        if self.store.url == "memory:" or os.environ.get(
                 "CUTSCOPE_CONTROL", "1") in ("0", "no", "false"):
             return
         from .control import ControlServer, control_dir
@@ -295,7 +297,7 @@ class Tracer:
     def _start_listener(self) -> None:
         from . import notify
 
-        if not getattr(self.store, "notify", False):
+        if not self.store.notify:
             return
         try:
             self.listener = notify.Listener(self.store.url, (notify.REQ, notify.END),
@@ -396,7 +398,7 @@ class Tracer:
 
     def _after_fork_child(self) -> None:
         """The child is its own logical process: ``<parent>/<pid>``, its clock inherited."""
-        forker = _current.get() or self.main
+        forker = current_var.get() or self.main
         parent_name = self.main.name
         self.store.dispose_after_fork()
         self._lock = threading.RLock()
@@ -430,8 +432,8 @@ class Tracer:
         self.main.providers.extend(self.main_providers)
         os.environ["CUTSCOPE_PARENT"] = self.main.name
         self.store.writer = self.main.name
-        _process._default[0] = self.main
-        _current.set(None)
+        _process.default_process[0] = self.main
+        current_var.set(None)
         if self.listener is not None:  # the parent's: its connection is the parent's too
             self.listener.orphan()
             self.listener = None
@@ -460,7 +462,7 @@ class Tracer:
             else:
                 self.recorder.other(("ended", old.name, time.time_ns()))
             self.store.writer = lp.name
-            _process._default[0] = lp
+            _process.default_process[0] = lp
 
 
 _fork_hooks_installed = False
@@ -473,17 +475,17 @@ def _install_fork_hooks() -> None:
     _fork_hooks_installed = True
 
     def before():
-        t = _active[0]
+        t = active_tracer[0]
         if t is not None:
             t._before_fork()
 
     def parent():
-        t = _active[0]
+        t = active_tracer[0]
         if t is not None:
             t._after_fork_parent()
 
     def child():
-        t = _active[0]
+        t = active_tracer[0]
         if t is not None:
             t._after_fork_child()
 
@@ -491,4 +493,4 @@ def _install_fork_hooks() -> None:
 
 
 def active() -> Tracer | None:
-    return _active[0]
+    return active_tracer[0]

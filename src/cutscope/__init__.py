@@ -14,7 +14,7 @@ import os
 from typing import Any, Callable
 
 from cutscope.tracer import Tracer, active, current
-from cutscope.tracer.process import _current
+from cutscope.tracer.process import current_var
 
 __version__ = "0.1.0"
 
@@ -76,14 +76,14 @@ class process:
             self._tokens.append(None)
             return None
         lp = t.process(self.name)
-        self._tokens.append(_current.set(lp))
+        self._tokens.append(current_var.set(lp))
         return lp
 
     def __exit__(self, *exc) -> None:
         token = self._tokens.pop()
         if token is not None:
-            lp = _current.get()
-            _current.reset(token)
+            lp = current_var.get()
+            current_var.reset(token)
             t = active()
             if t is not None and lp is not None and lp is not t.main:
                 t.end_process(lp)

@@ -380,7 +380,7 @@ def cmd_snapshot(args) -> int:
         try:
             snap = c.wait()
         except KeyboardInterrupt:
-            c._end("partial", [{"reason": "interrupted"}])
+            c.interrupt("interrupted")
             raise
         ends = {} if args.json else {e["id"]: e for e in store.channel_ends()}
     finally:

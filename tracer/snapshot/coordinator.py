@@ -46,13 +46,19 @@ import logging
 import os
 import socket
 import time
+from typing import TYPE_CHECKING
 
 from .participant import record_ended
 from .result import Snapshot, SnapshotError
 
+if TYPE_CHECKING:
+    from ..store.interface import Store
+
 log = logging.getLogger("cutscope")
 
-LIVE_NS = 10_000_000_000  # a process whose recorder has not beaten for 10 s is not live
+# A process whose recorder beat within this much of a snapshot's start is live: the
+# snapshot expects it (silent for longer, it has stopped or hangs: not waited for).
+SNAPSHOT_LIVE_NS = 10_000_000_000
 POLL_S = 0.005  # how often a waiting coordinator reads the progress (it wakes on reports too)
 STORE_POLL_S = 0.01  # at most this often it reads the progress from the store
 # With PostgreSQL notifications (tracer/notify.py): a coordinator reads the progress
@@ -66,14 +72,14 @@ IDLE_CLOSE_S = 0.05
 class Coordinator:
     """One snapshot, driven step by step: ``start()``, then ``poll()`` until it returns True.
 
-    ``store`` is any store with the snapshot operations (``SqlStore``,
+    ``store`` is a ``Store`` (``tracer/store/interface.py``: ``SqlStore``,
     ``MemoryStore``). ``tracer``: the tracer of this interpreter, if any; its
     logical processes are told directly, and ``caller`` (the logical process
     that asked, if any) records at once when it is asked to, since asking is a
     safe point of its own.
     """
 
-    def __init__(self, store, initiator: str | None = None, timeout: float = 10.0,
+    def __init__(self, store: Store, initiator: str | None = None, timeout: float = 10.0,
                  tracer=None, caller=None):
         self.store = store
         self.initiator = initiator
@@ -110,14 +116,9 @@ class Coordinator:
     def start(self) -> int:
         now = time.time_ns()
         self._m0 = time.monotonic()
-        both = getattr(self.store, "live_and_ends", None)
-        if both is not None:  # (the live processes with their pids, and the channels: one read)
-            self._live_rows, ends = both(now - LIVE_NS)
-            live = {r["name"] for r in self._live_rows}
-        else:
-            self._live_rows = []
-            live = set(self.store.live_processes(now - LIVE_NS))
-            ends = self.store.channel_ends()
+        # (the live processes with their pids, and the channels: one read)
+        self._live_rows, ends = self.store.live_and_ends(now - SNAPSHOT_LIVE_NS)
+        live = {r["name"] for r in self._live_rows}
         local = self._local_names()
         live |= local  # this interpreter's processes are alive, whatever the last beat says
         self._chan_info = {c["id"]: c for c in ends}
@@ -138,11 +139,8 @@ class Coordinator:
         self.initiator = initiator
         self.expected = participants | {initiator}
         self._mark("read")
-        new = getattr(self.store, "new_snapshot", None)
-        if new is not None:  # the row may come later, with the first write that needs it
-            self.id, written = new(initiator, now)
-        else:
-            self.id, written = self.store.create_snapshot(initiator, now), True
+        # (the row may come later, with the first write that needs it)
+        self.id, written = self.store.new_snapshot(initiator, now)
         self._create = None if written else (initiator, now)
         self._mark("created")
         self.status = "running"
@@ -173,8 +171,7 @@ class Coordinator:
         from .. import control
 
         sid = self.id
-        sql = getattr(self.store, "live_and_ends", None) is not None
-        d = control.control_dir() if sql and self.store.url != "memory:" else None
+        d = control.control_dir() if self.store.url != "memory:" else None
         if d is not None and os.environ.get("CUTSCOPE_CONTROL", "1") not in ("0", "no", "false"):
             try:
                 self.inbox = control.Inbox(d, self.store.url, sid)
@@ -197,7 +194,7 @@ class Coordinator:
         snapshot, when some live process may report through the store (neither of
         this interpreter nor reachable through a control socket of this host). Until
         the listener is ready, the store is polled as without it."""
-        if not getattr(self.store, "notify", False):
+        if not self.store.notify:
             return
         if not live - self._local_names() - set(self._pids):
             return
@@ -466,7 +463,7 @@ class Coordinator:
         receiver's state, and its marker must come.) Only the channels of the live
         processes that could be newcomers are read (none on a store that many
         recorders write, where reading the whole table took milliseconds)."""
-        live = set(self.store.live_processes(time.time_ns() - LIVE_NS)) | self._local_names()
+        live = set(self.store.live_processes(time.time_ns() - SNAPSHOT_LIVE_NS)) | self._local_names()
         candidates = live - recorded - self.expected
         ends = self.store.channel_ends(among=candidates) if candidates else []
         if len(self.timings) < 64:
@@ -515,6 +512,12 @@ class Coordinator:
         self._finish_local()
         self._close_inbox()
         self._tell_local("end", status=self.status)  # the others stop recording for it
+
+    def interrupt(self, reason: str = "interrupted") -> None:
+        """End the snapshot now, as ``partial`` with ``reason`` as what is missing
+        (the waiting side was interrupted); if someone else ended it first, their
+        status stands."""
+        self._end("partial", [{"reason": reason}])
 
     def _tell_local(self, op: str, **kw) -> None:
         """Send ``op`` to the control socket of every live interpreter of this host."""

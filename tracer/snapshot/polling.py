@@ -53,13 +53,10 @@ def tick(tracer) -> None:
         return
     tracer._snap_polled = now
     store = tracer.store
-    requests = getattr(store, "snapshot_requests", None)
-    if requests is None:
-        return
     names = [n for n, lp in list(procs.items()) if not lp.ended]
     taken = tracer.__dict__.get("_snap_taken", set())
     current = set()
-    for sid, name, initiator in requests(names):
+    for sid, name, initiator in store.snapshot_requests(names):
         current.add((sid, name))
         if (sid, name) in taken:
             continue

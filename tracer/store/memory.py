@@ -18,6 +18,7 @@ class MemoryStore:
     """The same records as ``SqlStore``, in lists: for tests and ``cutscope.testing``."""
 
     sqlite = False
+    notify = False
 
     def __init__(self, capture: int = 0):
         self.capture = capture
@@ -228,6 +229,13 @@ class MemoryStore:
         with self._lock:
             return sorted(p["name"] for p in self.processes_.values()
                           if p.get("ended_ns") is None and p.get("heartbeat_ns", 0) >= since_ns)
+
+    def live_and_ends(self, since_ns: int) -> tuple[list[dict], list[dict]]:
+        with self._lock:
+            live = [dict(name=p["name"], pid=p.get("pid"), host=p.get("host"))
+                    for p in self.processes_.values()
+                    if p.get("ended_ns") is None and p.get("heartbeat_ns", 0) >= since_ns]
+            return sorted(live, key=lambda r: r["name"]), self.channel_ends()
 
     def channel_ends(self, among: Iterable[str] | None = None) -> list[dict]:
         among = None if among is None else set(among)

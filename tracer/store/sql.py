@@ -26,7 +26,9 @@ from .schema import (Base, Channel, ConnEnd, EventBlock, Listener, Meta, Process
                      SnapshotMessage, SnapshotRequest, SnapshotState)
 from .values import state_json, stored_message
 
-LIVE_NS = 3_000_000_000  # a process whose heartbeat is younger than this is alive
+# A process whose heartbeat is younger than this when another process starts under
+# its name is still alive: their events collide, and a fault says so.
+NAME_IN_USE_NS = 3_000_000_000
 
 # Every event block in the order written (load, event_blocks).
 EVENT_BLOCKS = select(EventBlock.id, EventBlock.encoding, EventBlock.data).order_by(EventBlock.id)
@@ -314,7 +316,7 @@ class SqlStore:
             seq0 = rest[0] if rest else None  # the seq this process started from
             old = conn.exec_driver_sql(sql["process_old"], (name,)).first()
             if old is not None and (old[0], old[1]) != (pid, host) and (
-                    (old[3] is None and started - old[2] < LIVE_NS)
+                    (old[3] is None and started - old[2] < NAME_IN_USE_NS)
                     or (seq0 is not None and (old[4] or 0) > seq0)):
                 # The events of two processes with one name collide (same seqs): both
                 # live, or the other stored seqs past where this one started (it read
