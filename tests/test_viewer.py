@@ -117,7 +117,10 @@ def test_snapshots_screen_shows_states_and_channels_and_explores_the_cut(bank_db
             await wait_for(pilot, lambda: isinstance(app.screen, SnapshotsScreen))
             detail = text_of(app, "#snap-detail")
             assert "#1 complete" in detail and "c21" in detail and "P2#2" in detail
-            assert "_cutscope" in detail  # the local states are shown
+            assert "P1" in detail and "Local states" in detail
+            assert "_cutscope.clock" not in detail  # cutscope's bookkeeping, hidden by default
+            await pilot.press("k")
+            assert "_cutscope.clock" in text_of(app, "#snap-detail")
             await pilot.press("enter")
             await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
             ex = app.explorer

@@ -3,9 +3,10 @@
 An expression may use names (recorded fields), literals, arithmetic,
 comparisons, ``and``/``or``/``not``, ``x if c else y``, subscripts, attributes
 that do not start with ``_``, comprehensions and generator expressions, and
-calls of the functions in ``FUNCTIONS``. Anything else (a lambda, an
-assignment, a call of anything else, a private attribute) is refused when the
-expression is compiled, with a ``ValueError`` that says what.
+calls of the functions in ``FUNCTIONS`` and of the read-only methods in
+``METHODS``. Anything else (a lambda, an assignment, a call of anything else,
+a private attribute) is refused when the expression is compiled, with a
+``ValueError`` that says what.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from typing import Any, Mapping
 FUNCTIONS: dict[str, Any] = {
     f.__name__: f for f in (abs, all, any, bool, float, int, len, list, max, min, round, set,
                             sorted, str, sum, tuple)}
+
+METHODS = frozenset({"count", "endswith", "get", "index", "items", "keys", "lower", "startswith",
+                     "strip", "upper", "values"})  # read-only methods an expression may call
 
 _ALLOWED = (
     ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.UAdd,
@@ -68,10 +72,11 @@ class Expr:
                 raise ValueError(f"not allowed in an expression: {type(node).__name__} in {text!r}")
             if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
                 raise ValueError(f"private attribute {node.attr!r} in {text!r}")
-            if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name)
-                                                   and node.func.id in FUNCTIONS):
+            if isinstance(node, ast.Call) and not (
+                    (isinstance(node.func, ast.Name) and node.func.id in FUNCTIONS)
+                    or (isinstance(node.func, ast.Attribute) and node.func.attr in METHODS)):
                 raise ValueError(f"only these functions can be called: {', '.join(sorted(FUNCTIONS))}"
-                                 f" (in {text!r})")
+                                 f", and the methods {', '.join(sorted(METHODS))} (in {text!r})")
             if isinstance(node, ast.Name):
                 if node.id.startswith("__"):
                     raise ValueError(f"name {node.id!r} not allowed in {text!r}")
@@ -88,4 +93,4 @@ class Expr:
         return eval(self.code, scope)
 
     def __repr__(self) -> str:
-        return f"Expr({self.text!r})"
+        return f"Expr({getattr(self, 'text', '')!r})"
