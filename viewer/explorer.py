@@ -70,6 +70,9 @@ class Explorer:
         self.filter_text = ""
         self.rows: array | None = None  # filtered global rows (None: all)
         self.selected = 0  # index of the selected process
+        self.show_causality = False
+        # (process, seq, vector clock) of the selected event while causality is shown
+        self.causal: tuple[str, int, dict[str, int]] | None = None
         top = trace.top()
         # The cut covers every process (one without events at 0: messages to it count).
         self.cut: dict[str, int] = {p: top[p] for p in trace.processes}
@@ -217,11 +220,46 @@ class Explorer:
         self.orphan_ids = {m.id for m in self.orphans}
         self.transit_ids = {m.id for m in self.in_transit}
         self.frontiers = [self.frontier_global(i) for i in range(len(self.procs))]
+        self._update_causal()
         self.generation = getattr(self, "generation", 0) + 1
+
+    def _update_causal(self) -> None:
+        ev = self.selected_event() if getattr(self, "show_causality", False) else None
+        self.causal = None if ev is None else (
+            ev["process"], ev["seq"], self.trace.vector_clock(ev["process"], ev["seq"]))
+
+    def toggle_causality(self) -> str:
+        """Show (or stop showing) the causal past and future of the selected event."""
+        self.show_causality = not self.show_causality
+        self._update_causal()
+        self.generation += 1
+        if not self.show_causality:
+            return "causality: off"
+        if self.causal is None:
+            return "causality: on (the selected process has no event inside the cut)"
+        p, s, vc = self.causal
+        return (f"causality of {p} #{s}: its causal past in blue, its future in orange "
+                f"(vector clock {','.join(f'{q}={n}' for q, n in vc.items() if n)})")
+
+    def jump_to_peer(self) -> str:
+        """Move the cursor to the other end of the selected event's message: select
+        its process and put that process's frontier on it."""
+        ev = self.selected_event()
+        other = self.trace.peer(ev) if ev is not None else None
+        if other is None:
+            what = "no event selected" if ev is None else f"{ev['process']} #{ev['seq']} {ev['kind']}"
+            return f"no other end: {what} is not a matched send or receive"
+        p, s = other
+        self.cut[p] = s
+        if p in self.pindex:
+            self.selected = self.pindex[p]
+        self.recompute()
+        return f"other end of {ev.get('msg')}: {p} #{s}"
 
     def select(self, delta: int) -> None:
         if self.procs:
             self.selected = (self.selected + delta) % len(self.procs)
+            self._update_causal()
             self.generation += 1
 
     def move(self, delta: int) -> None:

@@ -39,6 +39,8 @@ class MainScreen(Screen):
         Binding("left_curly_bracket", "lattice(-1, True)", "Previous cut (process)", key_display="{",
                 show=False),
         Binding("l", "lattice_size", "Lattice size", show=False),
+        Binding("c", "causality", "Causality"),
+        Binding("o", "other_end", "Other end"),
         Binding("p", "snapshots", "Snapshots"),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("w", "predicate", "Predicate"),
@@ -131,6 +133,18 @@ class MainScreen(Screen):
         ex = self.explorer
         if ex is not None:
             self.set_status(ex.lattice_step(delta, only_selected))
+            self.refresh_cut()
+
+    def action_causality(self) -> None:
+        ex = self.explorer
+        if ex is not None:
+            self.set_status(ex.toggle_causality())
+            self.refresh_cut(scroll=False)
+
+    def action_other_end(self) -> None:
+        ex = self.explorer
+        if ex is not None:
+            self.set_status(ex.jump_to_peer())
             self.refresh_cut()
 
     def action_lattice_size(self) -> None:

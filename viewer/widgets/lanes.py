@@ -40,6 +40,9 @@ S_SELECTED = Style(reverse=True, bold=True)
 S_PEER = Style(color="#000000", bgcolor="#d787ff", bold=True)
 S_GUTTER = Style(color="#6c6c6c")
 S_TEXT = Style(color="#d0d0d0")
+S_LINE = Style(color="#8787af")
+S_PAST = Style(color="#5fd7ff", bold=True)
+S_FUTURE = Style(color="#ffaf5f", bold=True)
 
 
 def lane_width(explorer: Explorer) -> int:
@@ -134,6 +137,49 @@ class Lanes(ScrollView, can_focus=False):
             self._cache[key] = strip
         return strip.crop_extend(scroll_x, scroll_x + width, None)
 
+    @staticmethod
+    def _message_line(ex: Explorer, e: dict, i: int, w: int, left: int, chars: list,
+                      styles: list) -> None:
+        """The line of a message between two lanes, drawn on its send's row and on its
+        receive's row: ``S───╮`` toward the receiver's lane from the send, ``╰──▶R``
+        into the receive from the sender's lane (mirrored when the other lane is on
+        the left). Lanes it crosses show ``┼``."""
+        if e["kind"] not in ("send", "recv") or not e.get("msg"):
+            return
+        other = ex.trace.peer(e)
+        if other is None or other[0] not in ex.pindex:
+            return
+        j = ex.pindex[other[0]]
+        if j == i:
+            return
+        a, b = i * w + left, j * w + left  # this event's column, the other lane's
+        step = 1 if b > a else -1
+        for c in range(a + step, b, step):
+            chars[c] = "┼" if chars[c] in "│┆" else "─"
+            styles[c] = S_LINE
+        if e["kind"] == "send":
+            chars[b] = "╮" if step > 0 else "╭"
+        else:
+            chars[b] = "╯" if step > 0 else "╰"
+            chars[a + step] = "◀" if step > 0 else "▶"
+        styles[b] = S_LINE
+
+    @staticmethod
+    def _causal_style(ex: Explorer, p: str, seq: int) -> Style | None:
+        """S_PAST / S_FUTURE for an event in the causal past / future of the selected
+        event, while causality is shown (``ex.causal``); else None."""
+        c = ex.causal
+        if c is None:
+            return None
+        sp, ss, vc = c
+        if (p, seq) == (sp, ss):
+            return None
+        if seq <= vc.get(p, 0):
+            return S_PAST
+        if ex.trace.vector_clock(p, seq).get(sp, 0) >= ss:
+            return S_FUTURE
+        return None
+
     def _build(self, row: int) -> Strip:
         ex = self.explorer
         t = ex.trace
@@ -147,8 +193,13 @@ class Lanes(ScrollView, can_focus=False):
         segs = [Segment(f"{e.get('lamport', 0):>7} ", S_GUTTER)]
         selected_ev = i == ex.selected and g == ex.frontiers[i]
         is_peer = self.peer is not None and (p, e["seq"]) == self.peer
-        for j in range(len(ex.procs)):
+        n = len(ex.procs)
+        left = (w - 2) // 2  # a lane's glyph column inside its w cells
+        chars = [" "] * (w * n)
+        styles: list[Style | None] = [None] * (w * n)
+        for j in range(n):
             f = ex.frontiers[j]
+            c = j * w + left
             if j == i:
                 glyph = GLYPH.get(e["kind"], "?")
                 style = S_KIND.get(e["kind"], S_TEXT) if inside else S_OUTSIDE
@@ -163,20 +214,30 @@ class Lanes(ScrollView, can_focus=False):
                     style = style + S_SELECTED
                 elif is_peer:
                     style = S_PEER
-                cell = glyph
+                chars[c], styles[c] = glyph, style
             else:
                 inside_lane = g <= f
-                cell = "│" if inside_lane else "┆"
-                style = S_LANE_IN if inside_lane else S_LANE_OUT
+                chars[c] = "│" if inside_lane else "┆"
+                styles[c] = S_LANE_IN if inside_lane else S_LANE_OUT
                 if g == f:
-                    style = style + S_FRONTIER
-            pad = w - 1
-            left = (pad - 1) // 2
-            segs.append(Segment(" " * left))
-            segs.append(Segment(cell, style))
-            segs.append(Segment(" " * (pad - 1 - left) + " "))
+                    styles[c] = styles[c] + S_FRONTIER
+        self._message_line(ex, e, i, w, left, chars, styles)
+        cause = self._causal_style(ex, p, e["seq"])
+        if cause is not None and not selected_ev:
+            c = i * w + left
+            styles[c] = (styles[c] or S_TEXT) + cause
+        k = 0
+        while k < len(chars):  # runs of one style, as segments
+            m = k + 1
+            while m < len(chars) and styles[m] is styles[k]:
+                m += 1
+            segs.append(Segment("".join(chars[k:m]), styles[k]))
+            k = m
         text = describe(e, t)
         tstyle = S_TEXT if inside else S_OUTSIDE
+        if cause is not None and not selected_ev:
+            tstyle = tstyle + cause
+            text += "   (causal past)" if cause is S_PAST else "   (causal future)"
         if selected_ev:
             tstyle = S_SELECTED
         elif is_peer:
