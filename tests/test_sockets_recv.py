@@ -270,6 +270,15 @@ def _bad_calls(s, family_dgram: bool, dest):
         lambda: s.sendto(b"foo", 0, None), lambda: s.sendto(b"foo", "bar", dest),
         lambda: s.sendto(b"foo", None, None), lambda: s.sendto(b"foo"),
         lambda: s.sendto(b"foo", 0, dest, 4), lambda: s.sendto(b"foo", flags=0),
+        # keywords: the methods that take none, and names that no method takes
+        lambda: s.recv(1, flags=0), lambda: s.recv(bufsize=1), lambda: s.send(b"x", flags=0),
+        lambda: s.send(data=b"x"), lambda: s.sendall(b"x", flags=0),
+        lambda: s.recvfrom(bufsize=1), lambda: s.recvfrom(1, flags=0),
+        lambda: s.recv_into(buf, zz=1), lambda: s.recv_into(buf, 2, zz=1),
+        lambda: s.recv_into(buf, flags=0, zz=1), lambda: s.recv_into(buf, 1, 0, zz=1),
+        lambda: s.recvfrom_into(buf, q=1), lambda: s.recvfrom_into(nbytes=1),
+        lambda: s.sendmsg(buffers=[MSG]), lambda: s.recvmsg_into(buffers=[buf]),
+        lambda: s.sendto(b"foo", address=dest),
     ]
     if not family_dgram:
         calls.append(lambda: s.sendmsg([MSG], [], 0, object()))

@@ -1119,15 +1119,21 @@ out:
     return result;
 }
 
+/* Keyword arguments go to the Python function, which hands them to the socket's own
+ * method: the application gets that method's TypeError, word for word. */
 static PyObject *
-sock_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+sock_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0)
+        return call_with_self(S_py_send, self, args, nargs, kwnames);
     return fast_send(self, args, nargs, 1, S_py_send);
 }
 
 static PyObject *
-sock_sendall(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+sock_sendall(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0)
+        return call_with_self(S_py_sendall, self, args, nargs, kwnames);
     return fast_send(self, args, nargs, 0, S_py_sendall);
 }
 
@@ -1201,9 +1207,11 @@ recorded:
 
 /* recv: the fast path, or the Python function (before anything is done). */
 static PyObject *
-sock_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+sock_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *c = NULL, *tok = NULL, *result = NULL, *lp = NULL, *fin = NULL;
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0)  /* (as in sock_send) */
+        return call_with_self(S_py_recv, self, args, nargs, kwnames);
     if (nargs < 1 || nargs > 2 || !PyLong_CheckExact(args[0]) ||
         (nargs == 2 && !is_zero(args[1])))
         goto python;
@@ -1267,12 +1275,14 @@ out:
 }
 
 
-static PyMethodDef sock_send_def = {"send", (PyCFunction)(void (*)(void))sock_send, METH_FASTCALL,
+static PyMethodDef sock_send_def = {"send", (PyCFunction)(void (*)(void))sock_send,
+                                    METH_FASTCALL | METH_KEYWORDS,
                                     "socket.send, traced (cutscope; C fast path)"};
 static PyMethodDef sock_sendall_def = {"sendall", (PyCFunction)(void (*)(void))sock_sendall,
-                                       METH_FASTCALL,
+                                       METH_FASTCALL | METH_KEYWORDS,
                                        "socket.sendall, traced (cutscope; C fast path)"};
-static PyMethodDef sock_recv_def = {"recv", (PyCFunction)(void (*)(void))sock_recv, METH_FASTCALL,
+static PyMethodDef sock_recv_def = {"recv", (PyCFunction)(void (*)(void))sock_recv,
+                                    METH_FASTCALL | METH_KEYWORDS,
                                     "socket.recv, traced (cutscope; C fast path)"};
 
 /* ---- the recorder ------------------------------------------------------------------ */

@@ -7,7 +7,7 @@ import operator
 import socket
 import sys
 
-from .common import _real, _ss, _tracer
+from .common import _NOARG, _real, _ss, _tracer
 
 
 # -- arguments: the C methods judge them ------------------------------------------------------
@@ -15,6 +15,24 @@ from .common import _real, _ss, _tracer
 _BIG = sys.maxsize >> 1  # sizes above this are checked by the C method (overflow, memory)
 _ANC_BIG = 0x7FFFFFFF
 _dummies: dict = {}
+
+
+def _as_called(name, sock, args, kw):
+    """The socket's own method ``name``, called with the arguments the application gave:
+    for arguments the wrappers do not take (a keyword, a missing or extra argument), its
+    error is the application's, word for word (``socket.recv() takes no keyword
+    arguments``, as ``sock.recv(1, flags=0)`` says untraced)."""
+    return _real[name](sock, *args, **kw)
+
+
+def _into_as_called(name, sock, buffer, nbytes, flags, more, kw):
+    """``_as_called`` for recv_into and recvfrom_into, whose ``nbytes`` and ``flags`` may
+    come by name (``_NOARG``: not given): the method gets as many arguments as the
+    application gave, and counts them as it does untraced."""
+    if more:  # all of them by position
+        return _as_called(name, sock, (buffer, nbytes, flags, *more), kw)
+    named = {k: v for k, v in (("nbytes", nbytes), ("flags", flags)) if v is not _NOARG}
+    return _as_called(name, sock, () if buffer is _NOARG else (buffer,), {**named, **kw})
 
 
 def _check(name: str, sock, args: tuple) -> None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 from cutscope.tracer import wire
 from cutscope.tracer.process import FAST, _current, _default
 
-from .args import _check, _index, _size_ok, _usual_buf
+from .args import _as_called, _check, _index, _size_ok, _usual_buf
 from .binding import _attach
 from .common import (FRAMED, HELLO_PENDING, RAW, UNDECIDED, _DATA, _HDR_SIZE, _NOARG,
-    _NOT_STREAM_FLAGS, _PEEK, _Socket, _fault, _objs, _pack, _real, _recv, _send, _sendall,
+    _NOT_STREAM_FLAGS, _PEEK, _Socket, _fault, _objs, _pack, _recv, _send, _sendall,
     _tracer, _unpack)
 from .conn import Conn
 from .udp import _ENVELOPE_ROOM
@@ -23,11 +23,9 @@ from .udp import _ENVELOPE_ROOM
 # helper would cost a Python call per message).
 
 def _fast_sender(name, general, ret_n):
-    real = _real[name]
-
-    def fast(self, data=_NOARG, flags=0, /, *more):
-        if data is _NOARG or more:  # the C method's own error
-            return real(self, *(() if data is _NOARG else (data, flags)), *more)
+    def fast(self, data=_NOARG, flags=0, /, *more, **kw):
+        if data is _NOARG or more or kw:  # the C method's own error
+            return _as_called(name, self, (*(() if data is _NOARG else (data, flags)), *more), kw)
         c = _objs.get(id(self))
         if c is None:
             c = _attach(self)[1]
@@ -133,9 +131,9 @@ send = _fast_sender("send", _send_general, True)
 sendall = _fast_sender("sendall", _sendall_general, False)
 
 
-def recv(self, bufsize=_NOARG, flags=0, /, *more):
-    if bufsize is _NOARG or more:  # the C method's own error
-        return _recv(self, *(() if bufsize is _NOARG else (bufsize, flags)), *more)
+def recv(self, bufsize=_NOARG, flags=0, /, *more, **kw):
+    if bufsize is _NOARG or more or kw:  # the C method's own error
+        return _as_called("recv", self, (*(() if bufsize is _NOARG else (bufsize, flags)), *more), kw)
     c = _objs.get(id(self))
     if c is None:
         c = _attach(self)[1]

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from cutscope.tracer.process import _current, _default
 
-from .args import _ANC_BIG, _check, _gathered, _index, _scatter, _size_ok, _views
+from .args import (_ANC_BIG, _as_called, _check, _gathered, _index, _into_as_called, _scatter,
+    _size_ok, _views)
 from .binding import _attach, _conn_of
 from .common import (RAW, _NOARG, _NOT_STREAM_FLAGS, _PEEK, _TRUNC, _objs, _real, _recv_into,
     _recvfrom, _tracer)
@@ -29,9 +30,13 @@ def _into(self, name, buffer, nbytes, flags):
     return mv, nbytes or len(mv), flags
 
 
-def recv_into(self, buffer=_NOARG, nbytes=0, flags=0, *more):
-    if buffer is _NOARG or more:  # the C method's own error
-        return _recv_into(self, *(() if buffer is _NOARG else (buffer, nbytes, flags)), *more)
+def recv_into(self, buffer=_NOARG, nbytes=_NOARG, flags=_NOARG, *more, **kw):
+    if buffer is _NOARG or more or kw:  # the C method's own error
+        return _into_as_called("recv_into", self, buffer, nbytes, flags, more, kw)
+    if nbytes is _NOARG:
+        nbytes = 0
+    if flags is _NOARG:
+        flags = 0
     c = _objs.get(id(self))
     if c is None:
         c = _attach(self)[1]
@@ -57,9 +62,10 @@ def recv_into(self, buffer=_NOARG, nbytes=0, flags=0, *more):
     return n
 
 
-def recvfrom(self, bufsize=_NOARG, flags=0, /, *more):
-    if bufsize is _NOARG or more:  # the C method's own error
-        return _recvfrom(self, *(() if bufsize is _NOARG else (bufsize, flags)), *more)
+def recvfrom(self, bufsize=_NOARG, flags=0, /, *more, **kw):
+    if bufsize is _NOARG or more or kw:  # the C method's own error
+        return _as_called("recvfrom", self,
+                          (*(() if bufsize is _NOARG else (bufsize, flags)), *more), kw)
     c = _conn_of(self)
     k = c.kind
     if k == "pass" or (k == "tcp" and c.in_mode == RAW and not c.raw_held):
@@ -76,10 +82,13 @@ def recvfrom(self, bufsize=_NOARG, flags=0, /, *more):
     return recv(self, bufsize, flags), None  # a connected stream has no address to give
 
 
-def recvfrom_into(self, buffer=_NOARG, nbytes=0, flags=0, *more):
-    if buffer is _NOARG or more:  # the C method's own error
-        return _real["recvfrom_into"](
-            self, *(() if buffer is _NOARG else (buffer, nbytes, flags)), *more)
+def recvfrom_into(self, buffer=_NOARG, nbytes=_NOARG, flags=_NOARG, *more, **kw):
+    if buffer is _NOARG or more or kw:  # the C method's own error
+        return _into_as_called("recvfrom_into", self, buffer, nbytes, flags, more, kw)
+    if nbytes is _NOARG:
+        nbytes = 0
+    if flags is _NOARG:
+        flags = 0
     c = _conn_of(self)
     k = c.kind
     if k == "pass" or (k == "tcp" and c.in_mode == RAW and not c.raw_held):
@@ -113,7 +122,7 @@ def recvmsg(self, *args, **kw):
     c = _conn_of(self)
     k = c.kind
     if kw or not 1 <= len(args) <= 3 or k == "pass":
-        return _real["recvmsg"](self, *args, **kw)
+        return _as_called("recvmsg", self, args, kw)
     bufsize = args[0]
     ancbufsize = args[1] if len(args) > 1 else 0
     flags = args[2] if len(args) > 2 else 0
@@ -140,7 +149,7 @@ def recvmsg_into(self, *args, **kw):
     c = _conn_of(self)
     k = c.kind
     if kw or not 1 <= len(args) <= 3 or k == "pass":
-        return _real["recvmsg_into"](self, *args, **kw)
+        return _as_called("recvmsg_into", self, args, kw)
     buffers = args[0]
     ancbufsize = args[1] if len(args) > 1 else 0
     flags = args[2] if len(args) > 2 else 0

@@ -3,7 +3,7 @@ and sendto."""
 
 from __future__ import annotations
 
-from .args import _check, _index, _usual_buf
+from .args import _as_called, _check, _index, _usual_buf
 from .binding import _conn_of
 from .common import FRAMED, HELLO_PENDING, RAW, UNDECIDED, _inos, _real, _sendto, _tracer
 from .handover import _handover_anc
@@ -12,7 +12,7 @@ from .hotpath import send
 
 def sendmsg(self, *args, **kw):
     if kw or not 1 <= len(args) <= 4:
-        return _real["sendmsg"](self, *args, **kw)  # (bad arguments: the C method's error)
+        return _as_called("sendmsg", self, args, kw)  # (bad arguments: the C method's error)
     c = _conn_of(self)
     buffers = args[0]
     ancdata = args[1] if len(args) > 1 else ()
@@ -75,7 +75,7 @@ def _sendmsg(self, c, buffers, ancdata, flags, address):
 
 def sendto(self, *args, **kw):
     if kw or not 2 <= len(args) <= 3:
-        return _real["sendto"](self, *args, **kw)  # (bad arguments: the C method's error)
+        return _as_called("sendto", self, args, kw)  # (bad arguments: the C method's error)
     if len(args) == 2:
         data, address = args
         flags = 0
