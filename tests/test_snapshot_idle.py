@@ -205,3 +205,97 @@ def test_mp_queue_whose_markers_go_to_another_consumer_gives_complete_snapshots(
     for s in snaps:
         assert s.status == "complete", s.missing
     assert check(doc) == []
+
+
+# -- across processes: the coordinator in another interpreter (control sockets) ----------
+
+APP = r'''
+import multiprocessing as mp, os, queue, selectors, sys, time
+
+def child(ctl, res):
+    ctl.get()                      # "go": its first incoming channel
+    res.put({"address": "tcp://127.0.0.1:1", "pid": os.getpid()})
+    while True:                    # the worker's life: waits on its control queue
+        try:
+            if ctl.get(timeout=0.02) == "stop":
+                return
+        except queue.Empty:
+            pass
+
+if __name__ == "__main__":
+    stop = sys.argv[1]
+    ctx = mp.get_context("spawn")
+    ctl, res = ctx.Queue(), ctx.Queue()
+    p = ctx.Process(target=child, args=(ctl, res), name="worker")
+    p.start()
+    ctl.put("go")
+    print("got", res.get(timeout=60)["address"], flush=True)   # read once, never again
+    sel = selectors.DefaultSelector()
+    while not os.path.exists(stop):  # an event loop: it waits in select() (a safe point)
+        ctl.put("tick")
+        sel.select(0.02)
+    ctl.put("stop")
+    p.join(60)
+    print("exit", p.exitcode, flush=True)
+'''
+
+
+def test_queue_read_once_across_processes_closes_through_the_control_socket(tmp_path):
+    """The dask shape across interpreters: a spawned worker puts one item on its
+    result queue, the parent reads it once and never again; snapshots asked from a
+    third interpreter (this one) are complete: the parent's interpreter is asked
+    through its control socket to close the queue's channel by count."""
+    import os
+    import subprocess
+    import sys
+
+    from _checks import assert_snapshot_is_its_cut
+
+    from cutscope.tracer.snapshot.coordinator import LIVE_NS, Coordinator
+    from cutscope.tracer.store import open_store
+    from cutscope.viewer.export import load
+
+    db, prog, stop = str(tmp_path / "q.db"), tmp_path / "app.py", tmp_path / "stop"
+    prog.write_text(APP)
+    env = dict(os.environ)
+    env.pop("CUTSCOPE_STRICT", None)
+    app = subprocess.Popen([sys.executable, "-m", "cutscope", "run", "--db", db, "--name", "app",
+                            "--", sys.executable, str(prog), str(stop)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                           cwd=str(tmp_path))
+    snaps = []
+    try:
+        assert app.stdout.readline().strip() == "got tcp://127.0.0.1:1", app.stderr.read()[-2000:]
+        deadline = time.monotonic() + 60
+        while True:  # both ends of the result queue are in the store
+            store = open_store(db, create=False)
+            try:
+                live = set(store.live_processes(time.time_ns() - LIVE_NS))
+                queues = [c for c in store.channel_ends() if c["src"] == "worker"]
+            finally:
+                store.close()
+            if {"app", "worker"} <= live and queues and queues[0]["dst"] == "app":
+                break
+            assert time.monotonic() < deadline, (live, queues)
+            time.sleep(0.1)
+        for _ in range(3):
+            store = open_store(db, create=False)
+            try:
+                c = Coordinator(store, initiator="app", timeout=10)
+                c.start()
+                snaps.append(c.wait())
+            finally:
+                store.close()
+        stop.write_text("")
+        out, err = app.communicate(timeout=120)
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.communicate()
+    assert app.returncode == 0 and "exit 0" in out, err[-2000:]
+    doc = load(f"sqlite:///{db}")
+    for s in snaps:
+        assert s.status == "complete", s.missing
+        assert set(s.states) == {"app", "worker"}
+        assert_snapshot_is_its_cut(doc, s)
+    assert check(doc) == []
