@@ -31,6 +31,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -137,6 +138,14 @@ def clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CUTSCOPE_")}
     env.pop("PYTHONPATH", None)
     return env
+
+
+def sigint_default() -> None:
+    """SIGINT back to its default when the caller ignores it (a shell starts its background
+    jobs so): the passes inherit it, and asyncio's and unittest's tests of Ctrl-C, which
+    raise SIGINT and wait for KeyboardInterrupt, would hang in both passes until the timeout."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_pass(label: str, cmd: list[str], env: dict, cwd: str, log_path: str) -> tuple[int, dict, float]:
@@ -333,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     json_path = args.json_path or os.path.join(HERE, f"results-{mm}.json")
 
     work = tempfile.mkdtemp(prefix=f"cutscope-conformance-{mm}-")
+    sigint_default()
     env = clean_env()
     regr = ["-m", "test", f"-j{args.jobs}", f"--timeout={args.timeout:g}"]
     for pat in IGNORE:

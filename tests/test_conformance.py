@@ -119,3 +119,20 @@ def test_the_junit_reader_takes_passes_skips_failures_and_errors(tmp_path):
                    "setUpClass (test.test_b.D)": "fail"}
     assert m.suite_of("setUpClass (test.test_b.D)") == "test_b"
     assert m.parse_junit(str(tmp_path / "absent.xml")) == {}
+
+
+def test_the_passes_get_sigint_at_its_default_when_the_caller_ignores_it():
+    """A shell's background job ignores SIGINT; regrtest's tests of Ctrl-C (asyncio's
+    Runner) hang in a process that inherits that."""
+    code = ("import signal, subprocess, sys, importlib.util\n"
+            "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            f"spec = importlib.util.spec_from_file_location('r', {SCRIPT!r})\n"
+            "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
+            "mod.sigint_default()\n"
+            "out = subprocess.run([sys.executable, '-c', 'import signal; "
+            "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)'],"
+            " capture_output=True, text=True).stdout\n"
+            "print(out.strip())\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "True"
