@@ -643,3 +643,51 @@ def test_both_stores_provide_the_store_protocol(tmp_path):
         assert [r["name"] for r in live] == ["a"] and [e["id"] for e in ends] == ["c1"]
     finally:
         sql.close()
+
+
+def test_sqlite_tables_are_the_models_tables(tmp_path):
+    """The SQLite file store creates its tables from SQL text (no SQLAlchemy): the
+    same tables, column for column, as SQLAlchemy creates from the models."""
+    import contextlib
+    import sqlite3
+
+    from sqlalchemy import create_engine
+
+    from cutscope.tracer.store.schema import Base
+
+    open_store(f"sqlite:///{tmp_path}/text.db").close()
+    engine = create_engine(f"sqlite:///{tmp_path}/models.db")
+    Base.metadata.create_all(engine)
+    engine.dispose()
+
+    def tables(path):
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            rows = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall()
+        return {name: " ".join(sql.replace("(", " ( ").replace(")", " ) ").replace(",", " , ").split())
+                for name, sql in rows}
+
+    assert tables(tmp_path / "text.db") == tables(tmp_path / "models.db")
+
+
+def test_sqlite_store_does_not_import_sqlalchemy(tmp_path):
+    """A traced process on an SQLite file, and the launcher's, never import
+    SQLAlchemy (its import is most of a traced process's start-up): the store
+    speaks to the file through the standard library's sqlite3."""
+    db = tmp_path / "t.db"
+    code = ("import sys, cutscope\n"
+            f"t = cutscope.start(db={str(db)!r}, name='p')\n"
+            "with cutscope.process('q'):\n"
+            "    cutscope.event('hello')\n"
+            "cutscope.stop()\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sqlalchemy')[:3])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    launcher = os.path.join(os.path.dirname(sys.executable), "cutscope")
+    out = subprocess.run([launcher, "run", "--db", str(db), "--", sys.executable, "-c",
+                          "import sys; print('sqlalchemy' in sys.modules)"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+    doc = open_store(str(db), create=False).load()
+    assert {e["process"] for e in doc["events"]} >= {"q"}

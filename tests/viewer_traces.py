@@ -10,16 +10,13 @@ from __future__ import annotations
 import time
 
 import cutscope
-from cutscope.tracer.store.schema import Snapshot
 
 
 def _insert_snapshot(tracer, sid: int, initiator: str, status: str = "complete",
                      missing: str = "[]") -> None:
-    from sqlalchemy import insert
-
-    tracer.store.execute(lambda conn: conn.execute(insert(Snapshot).values(
-        id=sid, initiator=initiator, status=status, requested_ns=time.time_ns(),
-        finished_ns=time.time_ns(), missing=missing)))
+    tracer.store.execute(lambda conn: conn.exec_driver_sql(
+        "INSERT INTO snapshots (id, initiator, status, requested_ns, finished_ns, missing) "
+        "VALUES (?, ?, ?, ?, ?, ?)", (sid, initiator, status, time.time_ns(), time.time_ns(), missing)))
 
 
 def bank_trace(db_url: str, extra_rounds: int = 3) -> None:

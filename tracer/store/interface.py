@@ -13,6 +13,11 @@ class StoreError(Exception):
     """A store that cannot be used: one clear line for the user."""
 
 
+# The tables of this schema version (tracer/store/schema.py, docs/schema.md).
+TABLE_NAMES = frozenset({"meta", "processes", "channels", "event_blocks", "listeners", "conn_ends",
+                         "faults", "snapshots", "snapshot_requests", "snapshot_states",
+                         "snapshot_messages"})
+
 SNAPSHOT_RECORDS = ("snap_state", "snap_chan", "snap_done")  # a recorder's snapshot records
 
 EVENT_COLUMNS = ("process", "seq", "lamport", "wall_ns", "kind", "channel", "msg", "nbytes",

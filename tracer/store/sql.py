@@ -1,7 +1,13 @@
-"""The SQL store: SQLite or PostgreSQL behind SQLAlchemy.
+"""The SQL store: SQLite or PostgreSQL.
 
 Events go in as blocks (``codec``); everything else (processes, channels,
-snapshots) is a row per record through Core statements or driver SQL.
+snapshots) is a row per record. Every statement is driver SQL, written once
+here with the driver's parameter places (``?`` for sqlite3, ``%s`` for
+psycopg), so that both dialects run the same text: an SQLite file goes
+through the standard library's ``sqlite3`` (``sqlite.SqliteDatabase``) and
+never imports SQLAlchemy; PostgreSQL (and an in-memory or otherwise unusual
+SQLite URL) goes through a SQLAlchemy engine, which also creates PostgreSQL's
+tables from the models of ``schema.py``.
 """
 
 from __future__ import annotations
@@ -10,20 +16,17 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import threading
 import time
 from typing import Iterable, Iterator
 
-from sqlalchemy import case, create_engine, delete, event, func, insert, select, update
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-
 from .codec import BLOCK_ENCODING, decode_block, encode_block
 from .document import build_trace
 from .folding import fold_reports, progress_row, snapshot_record_order
-from .interface import DEFAULT_URL, SCHEMA_VERSION, SNAPSHOT_RECORDS, StoreError
-from .schema import (Base, Channel, ConnEnd, EventBlock, Listener, Meta, Process, Snapshot,
-                     SnapshotMessage, SnapshotRequest, SnapshotState)
+from .interface import DEFAULT_URL, SCHEMA_VERSION, SNAPSHOT_RECORDS, TABLE_NAMES, StoreError
+from .sqlite import SQLITE_TABLES, SqliteDatabase
+from .sqlite import Error as SqliteError
 from .values import state_json, stored_message
 
 # A process whose heartbeat is younger than this when another process starts under
@@ -31,7 +34,25 @@ from .values import state_json, stored_message
 NAME_IN_USE_NS = 3_000_000_000
 
 # Every event block in the order written (load, event_blocks).
-EVENT_BLOCKS = select(EventBlock.id, EventBlock.encoding, EventBlock.data).order_by(EventBlock.id)
+EVENT_BLOCKS = "SELECT id, encoding, data FROM event_blocks ORDER BY id"
+
+# sqlite:///relative/path, sqlite:////absolute/path (the driver may be named): a file
+# that sqlite3 opens directly. Anything else SQLAlchemy parses.
+_SQLITE_FILE = re.compile(r"sqlite(\+pysqlite)?:///([^?]+)")
+
+
+def sqlite_file(url: str) -> str | None:
+    """The path of the SQLite file that ``url`` names, if it names one plainly (no
+    in-memory database, no query parameters); else None."""
+    m = _SQLITE_FILE.fullmatch(url)
+    if m is None or m.group(2) == ":memory:":
+        return None
+    return m.group(2)
+
+
+def _dicts(result) -> list[dict]:
+    keys = list(result.keys())
+    return [dict(zip(keys, r)) for r in result]
 
 
 def resolve_url(url: str | None) -> str:
@@ -39,6 +60,12 @@ def resolve_url(url: str | None) -> str:
     url = url or os.environ.get("CUTSCOPE_DB") or DEFAULT_URL
     if "://" not in url:  # a bare path
         url = "sqlite:///" + os.path.abspath(url)
+    path = sqlite_file(url)
+    if path is not None:
+        return url[: url.index(":///") + 4] + os.path.abspath(path)
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         u = make_url(url)
     except ArgumentError:
@@ -49,15 +76,22 @@ def resolve_url(url: str | None) -> str:
 
 
 class SqlStore:
-    """A SQLite or PostgreSQL store behind SQLAlchemy."""
+    """A SQLite or PostgreSQL store."""
 
     def __init__(self, url: str | None = None, create: bool = True, capture: int = 0):
         self.url = resolve_url(url)
         self.capture = capture
-        u = make_url(self.url)
-        self.sqlite = u.get_backend_name() == "sqlite"
-        if self.sqlite and u.database and u.database != ":memory:":
-            path = u.database
+        path = sqlite_file(self.url)
+        if path is None:
+            from sqlalchemy.engine import make_url
+
+            u = make_url(self.url)
+            self.sqlite = u.get_backend_name() == "sqlite"
+            if self.sqlite and u.database and u.database != ":memory:":
+                path = u.database
+        else:
+            self.sqlite = True
+        if path is not None:
             if not os.path.exists(path):
                 if not create:
                     raise StoreError(f"no cutscope database at {path}")
@@ -67,20 +101,31 @@ class SqlStore:
                 os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
             elif not create and os.path.getsize(path) == 0:
                 raise StoreError(f"{path} is empty, not a cutscope database")
-        kw: dict = {}
-        if self.sqlite:
-            kw["connect_args"] = {"timeout": 30, "check_same_thread": False}
-        try:
-            self.engine: Engine = create_engine(self.url, **kw)
-        except Exception as exc:  # missing driver, bad URL
-            raise StoreError(f"cannot open {self._safe_url()}: {exc}") from None
-        if self.sqlite:
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._file = sqlite_file(self.url) is not None  # sqlite3, without SQLAlchemy
+        self._errors: tuple = (SqliteError,)  # what a failed statement raises
+        if self._file:
+            self.engine = SqliteDatabase(path, timeout=30)
+            ph = "?"
+        else:
+            from sqlalchemy import create_engine, event
+            from sqlalchemy.exc import SQLAlchemyError
+
+            self._errors = (SqliteError, SQLAlchemyError)
+            kw: dict = {}
+            if self.sqlite:
+                kw["connect_args"] = {"timeout": 30, "check_same_thread": False}
+            try:
+                self.engine = create_engine(self.url, **kw)
+            except Exception as exc:  # missing driver, bad URL
+                raise StoreError(f"cannot open {self._safe_url()}: {exc}") from None
+            if self.sqlite:
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            ph = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        self._ph = ph
         self._lock = threading.Lock()
         self._urgent = 0  # snapshot writes waiting for the lock (see _write_now)
         # SQLite: the writers of one file take turns through a kernel lock (_writing).
-        self._lockpath = (u.database + ".lock" if self.sqlite and u.database
-                          and u.database != ":memory:" else None)
+        self._lockpath = path + ".lock" if path is not None else None
         self._lockfd: int | None = None
         self._urgentfd: int | None = None
         self._ulock = threading.Lock()  # a snapshot write's own lock files (_writing_urgent)
@@ -91,7 +136,6 @@ class SqlStore:
         # PostgreSQL: the rows that other hosts wait for are announced with
         # LISTEN/NOTIFY in the transaction that writes them (tracer/notify.py).
         self.notify = enabled(self)
-        ph = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         self._ins_block = (f"INSERT INTO event_blocks (writer, n, wall_ns, encoding, data) "
                            f"VALUES ({ph}, {ph}, {ph}, {ph}, {ph})")
         self._set_last = (f"UPDATE processes SET last_seq = {ph}, last_lamport = {ph} "
@@ -122,6 +166,14 @@ class SqlStore:
             live=(f"SELECT name, pid, host FROM processes WHERE ended_ns IS NULL "
                   f"AND heartbeat_ns >= {ph}"),
             ends="SELECT id, src, dst, fifo FROM channels",
+            state=(f"INSERT INTO snapshot_states (snapshot_id, process, event_seq, state, outgoing, "
+                   f"closed, done) VALUES ({ph}, {ph}, {ph}, {ph}, {ph}, {ph}, {ph}) "
+                   f"ON CONFLICT (snapshot_id, process) DO NOTHING"),
+            message=(f"INSERT INTO snapshot_messages (snapshot_id, channel, idx, msg, nbytes, payload, "
+                     f"value, truncated) VALUES ({ph}, {ph}, {ph}, {ph}, {ph}, {ph}, {ph}, {ph})"),
+            request=(f"INSERT INTO snapshot_requests (snapshot_id, process, initiator, created_ns, "
+                     f"taken) VALUES ({ph}, {ph}, {ph}, {ph}, {ph}) "
+                     f"ON CONFLICT (snapshot_id, process) DO NOTHING"),
             ph=ph,
         )
         # Set by the tracer: () -> {process: (seq, clock)} of its logical processes,
@@ -132,6 +184,10 @@ class SqlStore:
         self._rows: set[str] = set()  # processes whose row this store has written
 
     def _safe_url(self) -> str:
+        if sqlite_file(self.url) is not None:
+            return self.url
+        from sqlalchemy.engine import make_url
+
         return make_url(self.url).render_as_string(hide_password=True)
 
     def _prepare(self, create: bool) -> None:
@@ -139,15 +195,21 @@ class SqlStore:
             with self.engine.begin() as conn:
                 if self.sqlite:
                     conn.exec_driver_sql("PRAGMA schema_version").fetchone()  # is it SQLite at all?
-                tables = set(self.engine.dialect.get_table_names(conn))
+                if self.sqlite:
+                    tables = {r[0] for r in conn.exec_driver_sql(
+                        "SELECT name FROM sqlite_master WHERE type = 'table' "
+                        "AND name NOT LIKE 'sqlite~_%' ESCAPE '~'")}
+                else:
+                    tables = set(self.engine.dialect.get_table_names(conn))
                 if "meta" in tables:
-                    row = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).first()
+                    row = conn.exec_driver_sql(f'SELECT value FROM meta WHERE "key" = {self._ph}',
+                                               ("schema_version",)).first()
                     if (row is None and not create) or (row is not None and row[0] != str(SCHEMA_VERSION)):
                         have = row[0] if row else "unknown"
                         raise StoreError(
                             f"{self._safe_url()} has cutscope schema version {have}; "
                             f"this cutscope reads version {SCHEMA_VERSION}")
-                elif tables and (not create or not tables & set(Base.metadata.tables)):
+                elif tables and (not create or not tables & TABLE_NAMES):
                     # Someone else's database (a typo for --db): never add our tables to it.
                     raise StoreError(f"{self._safe_url()} is a database, but not a cutscope trace")
                 elif not create:
@@ -159,7 +221,7 @@ class SqlStore:
                     self._create()
         except StoreError:
             raise
-        except SQLAlchemyError as exc:
+        except self._errors as exc:
             msg = str(getattr(exc, "orig", exc)).splitlines()[0]
             raise StoreError(f"cannot use {self._safe_url()}: {msg}") from None
 
@@ -170,15 +232,22 @@ class SqlStore:
         for attempt in range(10):  # a creator without our lock (an older cutscope)
             try:
                 with self.engine.begin() as conn:
-                    if not self.sqlite:
-                        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(72431)")
-                    Base.metadata.create_all(conn)
-                    if conn.execute(select(Meta.value).where(
-                            Meta.key == "schema_version")).first() is None:
-                        conn.execute(insert(Meta).values(key="schema_version",
-                                                         value=str(SCHEMA_VERSION)))
+                    if self._file:
+                        for ddl in SQLITE_TABLES:
+                            conn.exec_driver_sql(ddl)
+                    else:
+                        from .schema import Base
+
+                        if not self.sqlite:
+                            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(72431)")
+                        Base.metadata.create_all(conn)
+                    ph = self._ph
+                    if conn.exec_driver_sql(f'SELECT value FROM meta WHERE "key" = {ph}',
+                                            ("schema_version",)).first() is None:
+                        conn.exec_driver_sql(f'INSERT INTO meta ("key", value) VALUES ({ph}, {ph})',
+                                             ("schema_version", str(SCHEMA_VERSION)))
                 return
-            except SQLAlchemyError as exc:
+            except self._errors as exc:
                 if attempt == 9 or not any(m in str(exc) for m in (
                         "already exists", "database is locked", "UNIQUE constraint")):
                     raise
@@ -295,19 +364,6 @@ class SqlStore:
         if changed:
             self._marked.update((p, (s, c)) for s, c, p in changed)
 
-    def _upsert(self, conn, model, values: dict, keys: list[str], merge: list[str]) -> None:
-        if self.sqlite:
-            from sqlalchemy.dialects.sqlite import insert as dinsert
-        else:
-            from sqlalchemy.dialects.postgresql import insert as dinsert
-        stmt = dinsert(model).values(**values)
-        setters = {c: func.coalesce(stmt.excluded[c], getattr(model, c)) for c in merge}
-        if setters:
-            stmt = stmt.on_conflict_do_update(index_elements=keys, set_=setters)
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=keys)
-        conn.execute(stmt)
-
     def _write_other(self, conn, item: tuple) -> None:
         kind = item[0]
         sql = self._sql
@@ -342,35 +398,36 @@ class SqlStore:
         elif kind == "snap_state":
             _, sid, process, seq, state, out, _initiator = item
             if self._snap_status(conn, sid) in (None, "running"):
-                self._upsert(conn, SnapshotState, dict(
-                    snapshot_id=sid, process=process, event_seq=seq,
-                    state=state_json(state), outgoing=json.dumps(out), closed="[]",
-                    done=False), ["snapshot_id", "process"], [])
+                conn.exec_driver_sql(self._sql["state"], (sid, process, seq, state_json(state),
+                                                          json.dumps(out), "[]", False))
         elif kind == "snap_chan":
             _, sid, process, channel, msgs, complete = item
             status = self._snap_status(conn, sid)
             if not (status in (None, "running") or (status == "partial" and not complete)):
                 return  # a report that came after the snapshot ended
-            where = (SnapshotState.snapshot_id == sid, SnapshotState.process == process)
+            ph = self._ph
             if complete:
-                row = conn.execute(select(SnapshotState.closed).where(*where)).first()
+                row = conn.exec_driver_sql(f"SELECT closed FROM snapshot_states WHERE snapshot_id = "
+                                           f"{ph} AND process = {ph}", (sid, process)).first()
                 if row is not None:
                     closed = json.loads(row[0] or "[]")
                     if channel not in closed:
                         closed.append(channel)
-                        conn.execute(update(SnapshotState).where(*where).values(
-                            closed=json.dumps(closed)))
+                        conn.exec_driver_sql(f"UPDATE snapshot_states SET closed = {ph} WHERE "
+                                             f"snapshot_id = {ph} AND process = {ph}",
+                                             (json.dumps(closed), sid, process))
             if msgs:
-                base = conn.execute(select(func.count()).select_from(SnapshotMessage).where(
-                    SnapshotMessage.snapshot_id == sid, SnapshotMessage.channel == channel)).scalar()
-                conn.execute(insert(SnapshotMessage), [
-                    dict(snapshot_id=sid, channel=channel, idx=base + i, **stored_message(m))
-                    for i, m in enumerate(msgs)])
+                base = conn.exec_driver_sql(f"SELECT count(*) FROM snapshot_messages WHERE "
+                                            f"snapshot_id = {ph} AND channel = {ph}",
+                                            (sid, channel)).scalar()
+                conn.exec_driver_sql(self._sql["message"], [
+                    self._message_row(sid, channel, base + i, m) for i, m in enumerate(msgs)])
         elif kind == "snap_done":
             _, sid, process = item
             if self._snap_status(conn, sid) in (None, "running"):
-                conn.execute(update(SnapshotState).where(
-                    SnapshotState.snapshot_id == sid, SnapshotState.process == process).values(done=True))
+                conn.exec_driver_sql(f"UPDATE snapshot_states SET done = {self._ph} WHERE "
+                                     f"snapshot_id = {self._ph} AND process = {self._ph}",
+                                     (True, sid, process))
         else:
             raise ValueError(f"unknown record {kind!r}")
 
@@ -430,9 +487,15 @@ class SqlStore:
 
     # -- snapshot coordination (tracer/snapshot/coordinator.py): short transactions, any process
 
+    def _snap_status(self, conn, sid: int) -> str | None:
+        return conn.exec_driver_sql(f"SELECT status FROM snapshots WHERE id = {self._ph}",
+                                    (sid,)).scalar()
+
     @staticmethod
-    def _snap_status(conn, sid: int) -> str | None:
-        return conn.execute(select(Snapshot.status).where(Snapshot.id == sid)).scalar()
+    def _message_row(sid: int, channel: str, idx: int, m) -> tuple:
+        rec = stored_message(m)
+        return (sid, channel, idx, rec["msg"], rec["nbytes"], rec["payload"], rec["value"],
+                rec["truncated"])
 
     def _write_now(self, fn):
         """Run ``fn(conn)`` in one write transaction, ahead of this process's recorder
@@ -451,8 +514,10 @@ class SqlStore:
             sid = self._next_snapshot_id()
             self._write_now(lambda conn: self._insert_snapshot(conn, sid, initiator, requested_ns))
             return sid
-        return self._write_now(lambda conn: int(conn.execute(insert(Snapshot).values(
-            initiator=initiator, status="running", requested_ns=requested_ns)).inserted_primary_key[0]))
+        ph = self._ph
+        return self._write_now(lambda conn: int(conn.exec_driver_sql(
+            f"INSERT INTO snapshots (initiator, status, requested_ns) VALUES ({ph}, {ph}, {ph}) "
+            f"RETURNING id", (initiator, "running", requested_ns)).scalar()))
 
     def new_snapshot(self, initiator: str, requested_ns: int) -> tuple[int, bool]:
         """An id for a new snapshot, and whether its ``snapshots`` row is written.
@@ -473,17 +538,17 @@ class SqlStore:
             raw = os.pread(fd, 32, 0).strip()
             last = int(raw) if raw.isdigit() else 0
             with self.engine.connect() as conn:  # ids written by anyone else too
-                top = conn.execute(select(func.max(Snapshot.id))).scalar() or 0
+                top = conn.exec_driver_sql("SELECT max(id) FROM snapshots").scalar() or 0
             sid = max(last, int(top)) + 1
             os.pwrite(fd, b"%20d\n" % sid, 0)
             return sid
         finally:
             os.close(fd)  # (releases the lock)
 
-    @staticmethod
-    def _insert_snapshot(conn, sid: int, initiator: str, requested_ns: int) -> None:
-        conn.execute(insert(Snapshot).values(id=sid, initiator=initiator, status="running",
-                                             requested_ns=requested_ns))
+    def _insert_snapshot(self, conn, sid: int, initiator: str, requested_ns: int) -> None:
+        ph = self._ph
+        conn.exec_driver_sql(f"INSERT INTO snapshots (id, initiator, status, requested_ns) "
+                             f"VALUES ({ph}, {ph}, {ph}, {ph})", (sid, initiator, "running", requested_ns))
 
     def _ensure_snapshot(self, conn, sid: int, create) -> None:
         """The row of snapshot ``sid`` (``create``: (initiator, requested_ns)) if it is
@@ -497,21 +562,15 @@ class SqlStore:
         ``create``: (initiator, requested_ns) if its row is not written yet)."""
         taken = set(taken)
         processes = list(processes)
-        rows = [dict(snapshot_id=sid, process=p, initiator=initiator, created_ns=created_ns,
-                     taken=p in taken) for p in processes]
+        rows = [(sid, p, initiator, created_ns, p in taken) for p in processes]
         if not rows:
             return
-        if self.sqlite:
-            from sqlalchemy.dialects.sqlite import insert as dinsert
-        else:
-            from sqlalchemy.dialects.postgresql import insert as dinsert
-        stmt = dinsert(SnapshotRequest).on_conflict_do_nothing(index_elements=["snapshot_id", "process"])
 
         asked = [p for p in processes if p not in taken]
 
         def run(conn):
             self._ensure_snapshot(conn, sid, create)
-            conn.execute(stmt, rows)
+            conn.exec_driver_sql(self._sql["request"], rows)
             if self.notify and asked:
                 from ..notify import REQ, request_payload, send
 
@@ -534,14 +593,15 @@ class SqlStore:
         own}}}`` where ``own`` is the tracer's part of the recorded state; None if no such id
         (``unwritten``: its row is not written yet: running)."""
         with self.engine.connect() as conn:
-            snap = conn.execute(select(Snapshot.status, Snapshot.initiator).where(Snapshot.id == sid)).first()
+            snap = conn.exec_driver_sql(f"SELECT status, initiator FROM snapshots WHERE id = {self._ph}",
+                                        (sid,)).first()
             if snap is None:
                 if not unwritten:
                     return None
                 snap = ("running", None)
-            S = SnapshotState
-            rows = conn.execute(select(S.process, S.event_seq, S.state, S.outgoing, S.closed, S.done)
-                                .where(S.snapshot_id == sid)).all()
+            rows = conn.exec_driver_sql(
+                f"SELECT process, event_seq, state, outgoing, closed, done FROM snapshot_states "
+                f"WHERE snapshot_id = {self._ph}", (sid,)).all()
         return {"status": snap[0], "initiator": snap[1],
                 "states": {r[0]: progress_row(r[1], r[2], r[3], r[4], r[5]) for r in rows}}
 
@@ -551,15 +611,17 @@ class SqlStore:
         snapshot records that processes reported to the coordinator directly
         (``snap_state``, ``snap_chan``, ``snap_done``), written in the same transaction;
         ``create``: (initiator, requested_ns) if its row is not written yet."""
-        stmt = (update(Snapshot).where(Snapshot.id == sid, Snapshot.status == "running")
-                .values(status=status, missing=json.dumps(missing), finished_ns=finished_ns))
+        ph = self._ph
+        stmt = (f"UPDATE snapshots SET status = {ph}, missing = {ph}, finished_ns = {ph} "
+                f"WHERE id = {ph} AND status = {ph}")
+        args = (status, json.dumps(missing), finished_ns, sid, "running")
         records = sorted(records, key=snapshot_record_order)
 
         def run(conn):
             self._ensure_snapshot(conn, sid, create)
             if records and self._snap_status(conn, sid) == "running":
                 self._write_reports(conn, sid, records)
-            ended = conn.execute(stmt).rowcount > 0
+            ended = conn.exec_driver_sql(stmt, args).rowcount > 0
             if ended and self.notify:
                 from ..notify import END, send
 
@@ -573,18 +635,16 @@ class SqlStore:
         statement each took a third of a second)."""
         states, msgs, rest = fold_reports(records)
         if states:
-            if self.sqlite:
-                from sqlalchemy.dialects.sqlite import insert as dinsert
-            else:
-                from sqlalchemy.dialects.postgresql import insert as dinsert
-            conn.execute(dinsert(SnapshotState).on_conflict_do_nothing(
-                index_elements=["snapshot_id", "process"]), states)
+            conn.exec_driver_sql(self._sql["state"], [
+                (st["snapshot_id"], st["process"], st["event_seq"], st["state"], st["outgoing"],
+                 st["closed"], st["done"]) for st in states])
         if msgs:
-            M = SnapshotMessage
-            base = dict(conn.execute(select(M.channel, func.count()).where(
-                M.snapshot_id == sid, M.channel.in_(list(msgs))).group_by(M.channel)).all())
-            conn.execute(insert(M), [
-                dict(snapshot_id=sid, channel=ch, idx=base.get(ch, 0) + i, **stored_message(m))
+            chans = list(msgs)
+            base = dict(conn.exec_driver_sql(
+                f"SELECT channel, count(*) FROM snapshot_messages WHERE snapshot_id = {self._ph} "
+                f"AND channel IN ({self._places(len(chans))}) GROUP BY channel", (sid, *chans)).all())
+            conn.exec_driver_sql(self._sql["message"], [
+                self._message_row(sid, ch, base.get(ch, 0) + i, m)
                 for ch, ms in msgs.items() for i, m in enumerate(ms)])
         for item in rest:  # records of a process whose state went to the store
             self._write_other(conn, item)
@@ -601,14 +661,14 @@ class SqlStore:
     def snapshot_entry(self, sid: int) -> dict | None:
         """Snapshot ``sid`` as the interchange document shows it (docs/format.md); None if unknown."""
         with self.engine.connect() as conn:
-            snaps = [dict(r._mapping) for r in conn.execute(
-                select(Snapshot.__table__).where(Snapshot.id == sid))]
+            ph = self._ph
+            snaps = _dicts(conn.exec_driver_sql(f"SELECT * FROM snapshots WHERE id = {ph}", (sid,)))
             if not snaps:
                 return None
-            states = [dict(r._mapping) for r in conn.execute(
-                select(SnapshotState.__table__).where(SnapshotState.snapshot_id == sid))]
-            msgs = [dict(r._mapping) for r in conn.execute(
-                select(SnapshotMessage.__table__).where(SnapshotMessage.snapshot_id == sid))]
+            states = _dicts(conn.exec_driver_sql(
+                f"SELECT * FROM snapshot_states WHERE snapshot_id = {ph}", (sid,)))
+            msgs = _dicts(conn.exec_driver_sql(
+                f"SELECT * FROM snapshot_messages WHERE snapshot_id = {ph}", (sid,)))
         return build_trace([], [], [], snaps, states, msgs)["snapshots"][0]
 
     def live_processes(self, since_ns: int) -> list[str]:
@@ -653,49 +713,61 @@ class SqlStore:
 
     def register_listener(self, host: str, port: int, process: str, pid: int) -> None:
         """Record that ``process`` (OS pid ``pid``) listens, traced, on ``host``/``port``."""
-        vals = dict(host=host, port=port, process=process, pid=pid, registered_ns=time.time_ns())
+        ph = self._ph
+        vals = (host, port, process, pid, time.time_ns())
 
         def run(conn):
-            conn.execute(delete(Listener).where(Listener.host == host, Listener.port == port))
-            conn.execute(insert(Listener).values(**vals))
+            conn.exec_driver_sql(f"DELETE FROM listeners WHERE host = {ph} AND port = {ph}", (host, port))
+            conn.exec_driver_sql(f"INSERT INTO listeners (host, port, process, pid, registered_ns) "
+                                 f"VALUES ({ph}, {ph}, {ph}, {ph}, {ph})", vals)
         with self._lock:
             self.execute(run)
 
     def unregister_listener(self, host: str, port: int, pid: int | None = None) -> None:
-        cond = [Listener.host == host, Listener.port == port]
+        ph = self._ph
+        sql, args = f"DELETE FROM listeners WHERE host = {ph} AND port = {ph}", (host, port)
         if pid is not None:
-            cond.append(Listener.pid == pid)
+            sql, args = sql + f" AND pid = {ph}", args + (pid,)
         with self._lock:
-            self.execute(lambda conn: conn.execute(delete(Listener).where(*cond)))
+            self.execute(lambda conn: conn.exec_driver_sql(sql, args))
 
     def lookup_listener(self, hosts: list[str], port: int) -> dict | None:
         """The registration of a traced listener on ``port`` under one of ``hosts``, or None."""
+        if not hosts:
+            return None
         with self.engine.connect() as conn:
-            row = conn.execute(select(Listener.__table__).where(
-                Listener.port == port, Listener.host.in_(hosts))).first()
-        return dict(row._mapping) if row is not None else None
+            rows = _dicts(conn.exec_driver_sql(
+                f"SELECT * FROM listeners WHERE port = {self._ph} AND host IN "
+                f"({self._places(len(hosts))})", (port, *hosts)))
+        return rows[0] if rows else None
 
     # -- connection ends between hosts: direct, synchronous (the peer looks them up at once)
 
     def register_end(self, key: str, host: str, pid: int, mode: str) -> None:
-        vals = dict(key=key, host=host, pid=pid, mode=mode, registered_ns=time.time_ns())
+        ph = self._ph
+        vals = (key, host, pid, mode, time.time_ns())
 
         def run(conn):
-            conn.execute(delete(ConnEnd).where(ConnEnd.key == key))
-            conn.execute(insert(ConnEnd).values(**vals))
+            conn.exec_driver_sql(f'DELETE FROM conn_ends WHERE "key" = {ph}', (key,))
+            conn.exec_driver_sql(f'INSERT INTO conn_ends ("key", host, pid, mode, registered_ns) '
+                                 f"VALUES ({ph}, {ph}, {ph}, {ph}, {ph})", vals)
         with self._lock:
             self.execute(run)
 
     def unregister_end(self, key: str, pid: int) -> None:
         with self._lock:
-            self.execute(lambda conn: conn.execute(
-                delete(ConnEnd).where(ConnEnd.key == key, ConnEnd.pid == pid)))
+            self.execute(lambda conn: conn.exec_driver_sql(
+                f'DELETE FROM conn_ends WHERE "key" = {self._ph} AND pid = {self._ph}', (key, pid)))
 
     def lookup_ends(self, prefix: str, exact: bool = False) -> list[dict]:
         """The registered ends whose key is ``prefix`` (``exact``) or starts with it."""
-        cond = ConnEnd.key == prefix if exact else ConnEnd.key.startswith(prefix, autoescape=True)
+        ph = self._ph
+        if exact:
+            sql, args = f'SELECT * FROM conn_ends WHERE "key" = {ph}', (prefix,)
+        else:
+            sql, args = f'SELECT * FROM conn_ends WHERE substr("key", 1, {ph}) = {ph}', (len(prefix), prefix)
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(select(ConnEnd.__table__).where(cond))]
+            return _dicts(conn.exec_driver_sql(sql, args))
 
     # -- reading ----------------------------------------------------------------
 
@@ -707,13 +779,13 @@ class SqlStore:
         them in columns rather than a dict per event).
         """
         with self.engine.connect() as conn:  # one read transaction: a consistent trace
-            procs = [dict(r._mapping) for r in
-                     conn.execute(select(Process.__table__).order_by(Process.started_ns))]
-            chans = [dict(r._mapping) for r in conn.execute(select(Channel.__table__).order_by(Channel.id))]
-            events = [e for r in conn.execute(EVENT_BLOCKS) for e in decode_block(*r)] if events else []
-            snaps = [dict(r._mapping) for r in conn.execute(select(Snapshot.__table__))]
-            states = [dict(r._mapping) for r in conn.execute(select(SnapshotState.__table__))]
-            msgs = [dict(r._mapping) for r in conn.execute(select(SnapshotMessage.__table__))]
+            q = conn.exec_driver_sql
+            procs = _dicts(q("SELECT * FROM processes ORDER BY started_ns"))
+            chans = _dicts(q("SELECT * FROM channels ORDER BY id"))
+            events = [e for r in q(EVENT_BLOCKS).all() for e in decode_block(*r)] if events else []
+            snaps = _dicts(q("SELECT * FROM snapshots"))
+            states = _dicts(q("SELECT * FROM snapshot_states"))
+            msgs = _dicts(q("SELECT * FROM snapshot_messages"))
         return build_trace(procs, chans, events, snaps, states, msgs)
 
     def event_blocks(self) -> Iterator[list[tuple]]:
@@ -722,30 +794,30 @@ class SqlStore:
         an unframed event's is ""; duplicates of one (process, seq) are all there
         (``load()`` keeps the first written)."""
         with self.engine.connect() as conn:
-            for r in conn.execute(EVENT_BLOCKS):
+            for r in conn.exec_driver_sql(EVENT_BLOCKS):
                 yield decode_block(*r)
 
     def last_event(self, process: str) -> tuple[int, int]:
         """(seq, lamport) of the last stored event of ``process``; (0, 0) if none."""
         with self.engine.connect() as conn:
-            row = conn.execute(select(Process.last_seq, Process.last_lamport).where(
-                Process.name == process)).first()
+            row = conn.exec_driver_sql(f"SELECT last_seq, last_lamport FROM processes WHERE name = "
+                                       f"{self._ph}", (process,)).first()
         return (row[0] or 0, row[1] or 0) if row else (0, 0)
 
     def stamp(self) -> tuple:
         """What changes when the trace grows (the viewer's follow mode polls it)."""
         def q(conn):
-            ev = conn.execute(select(func.coalesce(func.sum(EventBlock.n), 0),
-                                     func.coalesce(func.max(EventBlock.id), 0))).first()
-            sn = conn.execute(select(func.count(), func.coalesce(func.sum(
-                case((Snapshot.status == "running", 0), else_=1)), 0))).first()
-            st = conn.execute(select(func.count()).select_from(SnapshotState)).first()
+            q = conn.exec_driver_sql
+            ev = q("SELECT COALESCE(SUM(n), 0), COALESCE(MAX(id), 0) FROM event_blocks").first()
+            sn = q(f"SELECT count(*), COALESCE(SUM(CASE WHEN status = {self._ph} THEN 0 ELSE 1 END), 0) "
+                   f"FROM snapshots", ("running",)).first()
+            st = q("SELECT count(*) FROM snapshot_states").first()
             return (tuple(ev), tuple(sn), tuple(st))
         return self.execute(q)
 
     def processes(self) -> list[dict]:
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(select(Process.__table__))]
+            return _dicts(conn.exec_driver_sql("SELECT * FROM processes"))
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
