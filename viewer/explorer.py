@@ -16,6 +16,7 @@ from array import array
 from typing import Mapping
 
 from .model import Message, Trace
+from .model.query import Query, is_structured
 
 GLYPH = {"send": "S", "recv": "R", "local": "•", "snapshot": "◆"}
 ORPHAN_LIMIT = 5000  # orphans listed per cut; the panel shows "5000+" beyond
@@ -168,8 +169,8 @@ class Explorer:
 
     def set_filter(self, text: str) -> int:
         """Show only the events matching ``text``; returns how many match."""
-        self.filter_text = text.strip()
-        self.rows = self.filter_rows(self.filter_text)
+        rows = self.filter_rows(text)  # a bad query raises before anything changes
+        self.filter_text, self.rows = text.strip(), rows
         return len(self) if self.rows is None else len(self.rows)
 
     def filter_rows(self, text: str) -> array | None:
@@ -178,6 +179,8 @@ class Explorer:
         text = text.strip()
         if not text:
             return None
+        if is_structured(text):
+            return self._query_rows(Query(text))
         procs, kinds, words = parse_filter(text)
         pidx = {self.pindex[p] for p in procs if p in self.pindex} if procs else None
         out = array("l")
@@ -194,10 +197,33 @@ class Explorer:
             out.append(r)
         return out
 
+    def _query_rows(self, q: Query) -> array:
+        """The display rows whose events match a structured query (``model.query``)."""
+        out = array("l")
+        t = self.trace
+        event = t._event_dict
+        for r, g in enumerate(self.all_g):
+            e = event(g)
+            if q.matches(e, lambda: describe(e, t)):
+                out.append(r)
+        return out
+
+    def hit_counts(self) -> tuple[int, int]:
+        """(events shown by the filter, how many of them are inside the cut)."""
+        if self.rows is None:
+            return len(self.all_g), sum(self.trace.count_inside(p, self.cut[p]) for p in self.procs)
+        t = self.trace
+        inside = 0
+        for r in self.rows:
+            g = self.all_g[r]
+            if t._seq[g] <= self.cut[t.processes[t._pid[g]]]:
+                inside += 1
+        return len(self.rows), inside
+
     @staticmethod
     def filter_is_slow(text: str, events: int) -> bool:
-        """Whether ``text`` makes the filter describe every event of a large trace."""
-        return bool(parse_filter(text)[2]) and events > SYNC_FILTER_EVENTS
+        """Whether ``text`` makes the filter read every event of a large trace."""
+        return (bool(parse_filter(text)[2]) or is_structured(text)) and events > SYNC_FILTER_EVENTS
 
     # -- the cut ----------------------------------------------------------------------
 

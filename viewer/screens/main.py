@@ -60,8 +60,8 @@ class MainScreen(Screen):
                 yield LaneHeader(id="lane-header")
                 yield Lanes(id="lanes")
             yield CutPanel(id="panel")
-        yield Input(placeholder="filter: p:PROCESS k:send|recv|local|snapshot text  (Enter applies, "
-                                "empty clears)", id="filter", disabled=True)
+        yield Input(placeholder="filter: p:PROCESS k:KIND text, field=value field~regex /regex/ "
+                                "a && b || c  (Enter applies, empty clears)", id="filter", disabled=True)
         yield Input(placeholder="predicate: [possibly|definitely] P: EXPR && Q: EXPR  (Enter asks, "
                                 "Escape closes)", id="predicate", disabled=True)
         yield Static("loading ...", id="status")
@@ -274,12 +274,20 @@ class MainScreen(Screen):
             self.set_status(f"filtering {len(ex.all_g)} events for {text.strip()!r} ...")
             self._filter_in_worker(ex, text, self._filter_seq)
             return
-        ex.set_filter(text)
+        try:
+            ex.set_filter(text)
+        except ValueError as exc:
+            self.set_status(f"filter: {exc}")
+            return
         self._show_filter(ex)
 
     @work(thread=True, exclusive=True, group="filter")
     def _filter_in_worker(self, ex: Explorer, text: str, seq: int) -> None:
-        rows = ex.filter_rows(text)
+        try:
+            rows = ex.filter_rows(text)
+        except ValueError as exc:
+            self.app.call_from_thread(self.set_status, f"filter: {exc}")
+            return
         self.post_message(FilterDone(ex, text.strip(), rows, seq))
 
     def on_filter_done(self, msg: FilterDone) -> None:
@@ -294,7 +302,9 @@ class MainScreen(Screen):
     def _show_filter(self, ex: Explorer) -> None:
         ex.generation += 1
         self.query_one(Lanes).refresh_rows()
-        self.set_status(f"filter {ex.filter_text!r}: {len(ex)} events" if ex.filter_text
+        shown, inside = ex.hit_counts()
+        self.set_status(f"filter {ex.filter_text!r}: {shown} of {len(ex.all_g)} events match, "
+                        f"{inside} of them inside the cut" if ex.filter_text
                         else f"{len(ex)} events")
         self.action_goto()
 
