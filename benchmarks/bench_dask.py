@@ -80,14 +80,14 @@ def run_job(d: str, args, traced: bool, snapshots: int = 0) -> dict:
 
 
 def take_snapshots(db: str, n: int) -> list:
-    from cutscope.tracer.snapshot.coordinator import LIVE_NS, Coordinator
+    from cutscope.tracer.snapshot.coordinator import SNAPSHOT_LIVE_NS, Coordinator
     from cutscope.tracer.store import open_store
 
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # the workers are live and talking
         store = open_store(db, create=False)
         try:
-            live = set(store.live_processes(time.time_ns() - LIVE_NS))
+            live = set(store.live_processes(time.time_ns() - SNAPSHOT_LIVE_NS))
             talking = {q for c in store.channel_ends() for q in (c["src"], c["dst"])}
         finally:
             store.close()

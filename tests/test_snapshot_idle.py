@@ -251,7 +251,7 @@ def test_queue_read_once_across_processes_closes_through_the_control_socket(tmp_
 
     from _checks import assert_snapshot_is_its_cut
 
-    from cutscope.tracer.snapshot.coordinator import LIVE_NS, Coordinator
+    from cutscope.tracer.snapshot.coordinator import SNAPSHOT_LIVE_NS, Coordinator
     from cutscope.tracer.store import open_store
     from cutscope.viewer.export import load
 
@@ -270,7 +270,7 @@ def test_queue_read_once_across_processes_closes_through_the_control_socket(tmp_
         while True:  # both ends of the result queue are in the store
             store = open_store(db, create=False)
             try:
-                live = set(store.live_processes(time.time_ns() - LIVE_NS))
+                live = set(store.live_processes(time.time_ns() - SNAPSHOT_LIVE_NS))
                 queues = [c for c in store.channel_ends() if c["src"] == "worker"]
             finally:
                 store.close()
