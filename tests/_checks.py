@@ -17,6 +17,13 @@ def assert_snapshot_is_its_cut(doc, snap) -> Trace:
     assert t.consistent(cut), [m.id for m in t.orphans(cut)]
     transit: dict[str, list[str]] = {}
     for m in t.in_transit(cut):
-        transit.setdefault(m.channel, []).append(m.id)
+        if m.channel not in ended_at(snap, m.dst):  # closed unread by its receiver: empty
+            transit.setdefault(m.channel, []).append(m.id)
     assert {c: [m["msg"] for m in ms] for c, ms in snap.channels.items() if ms} == transit
     return t
+
+
+def ended_at(snap, process) -> set:
+    """The incoming channels that ``process`` had ended before its state (closed its
+    end, or read the end of the stream): empty in the cut."""
+    return set(((snap.states.get(process) or {}).get("_cutscope") or {}).get("ended") or ())

@@ -299,3 +299,27 @@ def test_queue_read_once_across_processes_closes_through_the_control_socket(tmp_
         assert set(s.states) == {"app", "worker"}
         assert_snapshot_is_its_cut(doc, s)
     assert check(doc) == []
+
+
+def test_message_discarded_when_its_receiver_closed_its_end_is_not_in_transit():
+    """b closes its end of a->b with a message unread (a connection closed with data in
+    its buffer: dask's comms do it): the message was discarded, never received. The
+    snapshot that follows records the channel as ended and empty, and the check
+    agrees (with a note), instead of calling the message in transit."""
+    from cutscope.viewer.model import check_report
+
+    with recording(name="driver", instrument=False) as rec:
+        bank = Bank(["a", "b"])
+        ab = bank.connect("a", "b")
+        bank.connect("b", "a")
+        m = bank.transfer("a", "b", 3)
+        bank.net.abandon(ab)
+        bank.net.nodes["b"].remove_in(ab)          # closed unread
+        c = start(rec.tracer, "a")
+        [s] = finish(bank, [c], rec.tracer)
+        doc = rec.trace()
+    assert s.status == "complete", s.missing
+    assert ab in s.states["b"]["_cutscope"]["ended"] and not s.channels.get(ab)
+    problems, notes = check_report(doc)
+    assert problems == []
+    assert any(m in n and "never received" in n for n in notes), notes

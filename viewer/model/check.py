@@ -63,6 +63,10 @@ def check_report(doc: Mapping, trace: Trace | None = None) -> tuple[list[str], l
                 transit.setdefault(m.channel, []).append(m)
         for ms in transit.values():
             ms.sort(key=lambda m: m.send_seq)
+        for cid, ms in _discarded(s, transit).items():
+            notes.append(f"{tag}: channel {cid}: messages {_ids([m.id for m in ms])} were never "
+                         f"received: its receiver ended the channel before its state (closed "
+                         f"its end unread), so the channel is empty in the cut")
         seen = set()
         unverified: dict[str, list[str]] = {}  # sender without a state: its channels
         for ch in s.get("channels", []):
@@ -104,6 +108,25 @@ def check_report(doc: Mapping, trace: Trace | None = None) -> tuple[list[str], l
                 problems.append(f"{tag}: channel {cid}: messages {_ids([m.id for m in ms])} in "
                                 f"transit across the cut were not recorded")
     return problems, notes
+
+
+def _discarded(snapshot: Mapping, transit: dict) -> dict:
+    """Take out of ``transit`` (and return) the channels that their receiver had ended
+    before its state (its ``"_cutscope"`` ``"ended"`` list: it closed its end, or read
+    the end of the stream). Nothing can be received on such a channel after that state,
+    so it is empty in the cut; a message sent on it and never received was discarded
+    with the receiver's end, not in transit."""
+    ended: dict[str, set] = {}
+    for p, info in snapshot.get("processes", {}).items():
+        own = (info.get("state") or {}).get("_cutscope") or {}
+        for cid in own.get("ended") or ():
+            ended.setdefault(cid, set()).add(p)
+    out = {}
+    for cid in list(transit):
+        ms = transit[cid]
+        if cid in ended and all(m.dst in ended[cid] for m in ms):
+            out[cid] = transit.pop(cid)
+    return out
 
 
 def _missing_text(m) -> str:
