@@ -335,6 +335,13 @@ def test_cutscope_view_in_a_real_terminal(bank_db, tmp_path):
         keys("b")
         wait_pane("nearest consistent cut below", "CONSISTENT", "Orphans (0)",
                   absent="INCONSISTENT")
+        # The message lines between lanes, the lattice and causality keys.
+        wait_pane("S──╮", "╰─▶R", "R◀─╯")
+        keys("[")
+        wait_pane("lattice: - ", "CONSISTENT", absent="INCONSISTENT")
+        keys("c")
+        wait_pane("causality of ", "(causal past)")
+        keys("c")
         keys("q")
         deadline = time.monotonic() + 20
         while subprocess.run([*tmux, "has-session", "-t", session], capture_output=True,
