@@ -27,7 +27,7 @@ import threading
 
 from cutscope.tracer.process import OutEndpoint, _current, _default
 
-from ._base import Instrumentor, register
+from ._base import ImportHooks, Instrumentor, register
 from .queues import QState, _ATTR, deliver, is_fifo, Mk
 
 __all__ = ["AsyncioQueueInstrumentor"]
@@ -48,7 +48,7 @@ def _state(q) -> QState:
 
 
 def _wake_all(q) -> None:
-    getters = q._getters
+    getters = q._getters  # (private: AsyncioQueueInstrumentor.private_names)
     while getters:
         g = getters.popleft()
         if not g.done():
@@ -71,6 +71,7 @@ def _flush_for(st: QState):
         if q is None:
             ep.process.remove_out(ep)
             return
+        # the queue's loop and its thread (private: AsyncioQueueInstrumentor.private_names)
         loop = getattr(q, "_loop", None)
         if loop is not None and loop.is_running() and getattr(loop, "_thread_id", None) != \
                 threading.get_ident():
@@ -184,7 +185,7 @@ _TARGETS = (("put_nowait", put_nowait), ("get_nowait", get_nowait), ("get", get)
 def _patch(module=None) -> None:
     """Install the wrappers on ``asyncio.queues.Queue`` (when it is, or gets, imported)."""
     global _Q
-    if not _want[0]:
+    if not _hooks.on:
         return
     import asyncio.queues
 
@@ -199,8 +200,7 @@ def _patch(module=None) -> None:
             setattr(Q, attr, fn)
 
 
-_want = [False]
-_hooked = [False]
+_hooks = ImportHooks()
 
 
 @register
@@ -212,22 +212,19 @@ class AsyncioQueueInstrumentor(Instrumentor):
     """
 
     name = "aio"
+    python_versions = ((3, 11), (3, 12), (3, 13))
+    # asyncio.Queue's hooks _init/_put/_get (is the queue FIFO: a subclass may override
+    # them), its waiting getters (woken when markers arrive) and its loop (markers from
+    # another thread are handed to it; BaseEventLoop's _thread_id says which thread runs it).
+    private_names = ("asyncio.Queue._init", "asyncio.Queue._put", "asyncio.Queue._get",
+                     "asyncio.Queue()._getters", "asyncio.Queue()._loop",
+                     "asyncio.base_events.BaseEventLoop()._thread_id")
 
     def _instrument(self, tracer) -> None:
-        _want[0] = True
-        if not _hooked[0]:
-            import wrapt
-
-            _hooked[0] = True
-            wrapt.register_post_import_hook(_patch, "asyncio.queues")
-        else:
-            import sys
-
-            if "asyncio.queues" in sys.modules:
-                _patch()
+        _hooks.start(tracer, ("asyncio.queues", _patch))
 
     def _uninstrument(self) -> None:
-        _want[0] = False
+        _hooks.stop()
         Q = _Q
         if Q is None:
             return

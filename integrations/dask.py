@@ -25,13 +25,11 @@ from __future__ import annotations
 import collections
 import sys
 
-from ._base import Instrumentor, register
+from ._base import ImportHooks, Instrumentor, register
 
 __all__ = ["DaskInstrumentor"]
 
-_want = [False]
-_hooked = [False]
-_tracer: list = [None]
+_hooks = ImportHooks()  # on while installed; its tracer is the one recorded into
 
 
 def _counts(tasks) -> dict[str, int]:
@@ -84,8 +82,8 @@ def dask_state() -> dict:
 
 
 def _on_import(module=None) -> None:
-    t = _tracer[0]
-    if _want[0] and t is not None:
+    t = _hooks.tracer
+    if _hooks.on and t is not None:
         t.add_main_provider(dask_state)
 
 
@@ -97,24 +95,17 @@ class DaskInstrumentor(Instrumentor):
     """A state provider for dask.distributed's schedulers and workers (see the module doc)."""
 
     name = "dask"
+    python_versions = ((3, 11), (3, 12), (3, 13))
+    # dask.distributed's registries of its live servers (WeakSets on the classes).
+    private_names = ("distributed.scheduler.Scheduler._instances",
+                     "distributed.worker.Worker._instances")
 
     def _instrument(self, tracer) -> None:
-        _want[0] = True
-        _tracer[0] = tracer
-        if not _hooked[0]:
-            import wrapt
-
-            _hooked[0] = True
-            for mod in _HOOKS:
-                wrapt.register_post_import_hook(_on_import, mod)
-        else:
-            for mod in _HOOKS:
-                if mod in sys.modules:
-                    _on_import()
+        _hooks.start(tracer, *((mod, _on_import) for mod in _HOOKS))
 
     def _uninstrument(self) -> None:
-        _want[0] = False
-        t, _tracer[0] = _tracer[0], None
+        t = _hooks.tracer
+        _hooks.stop()
         if t is not None:
             with t._lock:
                 if dask_state in t.main_providers:

@@ -56,14 +56,13 @@ import io
 import os
 import stat
 import struct
-import sys
 import threading
 from time import monotonic as _time
 
 from cutscope.tracer.process import OutEndpoint, _current, _default
 from cutscope.tracer.tracer import _active
 
-from ._base import Instrumentor, register
+from ._base import ImportHooks, Instrumentor, register
 
 __all__ = ["MultiprocessingInstrumentor"]
 
@@ -74,8 +73,7 @@ _HDR = struct.Struct(">BQB")  # kind, stamp or snapshot id, len(channel)
 OVERHEAD_MAX = 16 + _HDR.size + 255 + 2 + 1024  # the most a frame header adds
 
 _ORIG: dict = {}
-_want = [False]
-_hooked = [False]
+_hooks = ImportHooks()  # on while installed
 
 
 def _lp():
@@ -86,7 +84,7 @@ def _lp():
 
 def _open_env(cid, msg, stamp, item):
     """Unpickling an envelope: itself where cutscope traces, else the bare item."""
-    if _want[0]:
+    if _hooks.on:
         return Env(cid, msg, stamp, item)
     return item
 
@@ -1037,7 +1035,7 @@ def _die_of_sigterm() -> None:
 # -- installing ---------------------------------------------------------------------------------
 
 def _patch_process(module=None) -> None:
-    if not _want[0]:
+    if not _hooks.on:
         return
     from multiprocessing import process as P
 
@@ -1046,7 +1044,7 @@ def _patch_process(module=None) -> None:
 
 
 def _patch_queues(module=None) -> None:
-    if not _want[0]:
+    if not _hooks.on:
         return
     from multiprocessing import queues as Q
 
@@ -1059,7 +1057,7 @@ def _patch_queues(module=None) -> None:
 
 
 def _patch_connection(module=None) -> None:
-    if not _want[0]:
+    if not _hooks.on:
         return
     from multiprocessing import connection as C
     from multiprocessing.reduction import ForkingPickler
@@ -1102,22 +1100,26 @@ class MultiprocessingInstrumentor(Instrumentor):
     """Child processes, ``multiprocessing.Queue`` and ``Connection`` (see the module doc)."""
 
     name = "mp"
+    python_versions = ((3, 11), (3, 12), (3, 13))
+    # The names the module doc describes: a child's bootstrap, Connection's byte-level
+    # I/O, the queue's feeder thread and its buffer, a process's identity and name.
+    private_names = (
+        "multiprocessing.process.BaseProcess._bootstrap",
+        "multiprocessing.Process()._identity", "multiprocessing.Process()._name",
+        "multiprocessing.connection.Connection._send_bytes",
+        "multiprocessing.connection.Connection._recv_bytes",
+        "multiprocessing.connection.Connection._poll",
+        "multiprocessing.queues.Queue._feed", "multiprocessing.queues.Queue._start_thread",
+        "multiprocessing.Queue()._rlock._semlock", "multiprocessing.Queue()._reader",
+        "multiprocessing.Queue()._writer", "multiprocessing.Queue()._closed",
+        "multiprocessing.Queue()._notempty", "multiprocessing.Queue()._thread",
+        "multiprocessing.Queue()._buffer")
 
     def _instrument(self, tracer) -> None:
-        _want[0] = True
-        if not _hooked[0]:
-            import wrapt
-
-            _hooked[0] = True
-            for mod, fn in _HOOKS:
-                wrapt.register_post_import_hook(fn, mod)
-        else:
-            for mod, fn in _HOOKS:
-                if mod in sys.modules:
-                    fn()
+        _hooks.start(tracer, *_HOOKS)
 
     def _uninstrument(self) -> None:
-        _want[0] = False
+        _hooks.stop()
         while _PATCHED:
             owner, attr, orig, ours, is_dict = _PATCHED.pop()
             if is_dict:

@@ -531,6 +531,11 @@ class QueueInstrumentor(Instrumentor):
     ``_put`` / ``_get`` / ``_qsize`` that they call."""
 
     name = "queues"
+    python_versions = ((3, 11), (3, 12), (3, 13))
+    # queue.Queue's hooks _init/_qsize/_put/_get (wrapped: they see each item), and
+    # threading.Condition's _waiters (the C path notifies only when someone waits).
+    private_names = ("queue.Queue._init", "queue.Queue._qsize", "queue.Queue._put",
+                     "queue.Queue._get", "threading.Condition()._waiters")
     TARGETS = (("put", put), ("get", get))
 
     def _instrument(self, tracer) -> None:

@@ -31,13 +31,13 @@ import os
 import sys
 import weakref
 
-from ._base import Instrumentor, register
+from ._base import ImportHooks, Instrumentor, register
 from .sockets.detach import tls_begins
 from .sockets.ends import RawEnds
 
 __all__ = ["TLSInstrumentor"]
 
-_tracer: list = [None]
+_hooks = ImportHooks()  # on while installed; its tracer is the one recorded into
 _orig: dict = {}
 
 
@@ -77,7 +77,7 @@ def _begin(self, st) -> None:
     except ssl_want_errors():
         raise
     except Exception as exc:
-        t = _tracer[0]
+        t = _hooks.tracer
         if t is not None:
             t.fault(exc, "tls: the connection under TLS stops framing")
     st.begun = True
@@ -134,13 +134,14 @@ def send(self, data, flags=0):
 
 
 def _real_close(self, *args, **kwargs):
+    # ssl.SSLSocket._real_close (private: TLSInstrumentor.private_names)
     """Closed: its incoming channel ends (a snapshot no longer waits on it)."""
     try:
         st = _state.pop(id(self), None)
         if st is not None and st.ref() is self:
             st._end_in()
     except Exception as exc:
-        t = _tracer[0]
+        t = _hooks.tracer
         if t is not None:
             t.fault(exc, "tls: close")
     return _orig["_real_close"](self, *args, **kwargs)
@@ -157,13 +158,9 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-_want = [False]
-_hooked = [False]
-
-
 def _patch(module=None) -> None:
     """Install the wrappers on ``ssl.SSLSocket`` (when ssl is, or gets, imported)."""
-    if not _want[0]:
+    if not _hooks.on:
         return
     import ssl
 
@@ -184,20 +181,15 @@ class TLSInstrumentor(Instrumentor):
     ``cutscope.start()`` is recorded too."""
 
     name = "tls"
+    python_versions = ((3, 11), (3, 12), (3, 13))
+    # ssl.SSLSocket._real_close: where the plaintext incoming channel ends (as at EOF).
+    private_names = ("ssl.SSLSocket._real_close",)
 
     def _instrument(self, tracer) -> None:
-        _tracer[0] = tracer
-        _want[0] = True
-        if not _hooked[0]:
-            import wrapt
-
-            _hooked[0] = True
-            wrapt.register_post_import_hook(_patch, "ssl")  # (at once if ssl is imported)
-        elif "ssl" in sys.modules:
-            _patch()
+        _hooks.start(tracer, ("ssl", _patch))  # (at once if ssl is imported)
 
     def _uninstrument(self) -> None:
-        _want[0] = False
+        _hooks.stop()
         ssl = sys.modules.get("ssl")
         if ssl is not None:
             cls = ssl.SSLSocket
@@ -206,4 +198,3 @@ class TLSInstrumentor(Instrumentor):
                     setattr(cls, name, _orig[name])  # (someone who patched over us keeps theirs)
         _orig.clear()
         _state.clear()
-        _tracer[0] = None

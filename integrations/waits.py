@@ -57,6 +57,7 @@ def _wrap(original):
 @register
 class WaitsInstrumentor(Instrumentor):
     name = "waits"
+    python_versions = ((3, 11), (3, 12), (3, 13))
 
     def _instrument(self, tracer) -> None:
         self._saved = []

@@ -17,7 +17,7 @@ from cutscope.tracer.process import _current, _default
 
 
 _Socket = socket.socket
-_ss = _socket.socket
+_ss = _socket.socket  # the C type socket.socket subclasses (private: SocketInstrumentor.private_names)
 _now = time.time_ns
 _mono = time.monotonic
 _HDR = wire.HDR

@@ -126,6 +126,7 @@ def listen(self, *args):
     r = _real["listen"](self, *args)
     if (type(self) is _Socket or not _is_ssl(self)) and self.family in _INET and \
             self.type == socket.SOCK_STREAM:
+        # who calls listen() (private: SocketInstrumentor.private_names)
         caller = sys._getframe(1).f_globals.get("__name__", "")
         if caller not in _NO_REGISTER:
             try:

@@ -14,7 +14,8 @@ import threading
 from cutscope.tracer import control as _control
 from cutscope.tracer.process import OutEndpoint
 
-from .common import FRAMED, RAW, _fault, _framed, _inos, _lp, _tracer
+from .._base import ImportHooks
+from .common import FRAMED, RAW, _fault, _framed, _inos, _lp
 from .conn import Conn
 from .registry import _end_key, _publish
 
@@ -132,7 +133,7 @@ _dupfd_saved: list = []
 
 def _patch_reduction(module=None) -> None:
     mod = module or sys.modules.get("multiprocessing.reduction")
-    if mod is None or _tracer[0] is None or _dupfd_saved:
+    if mod is None or not reduction_hooks.on or _dupfd_saved:
         return
     orig = mod.__dict__.get("DupFd")
     if orig is None or getattr(orig, "__wrapped__", None) is not None:
@@ -148,4 +149,5 @@ def _unpatch_reduction() -> None:
             mod.DupFd = orig
 
 
-_reduction_hooked = [False]
+# On while the socket integration is installed: multiprocessing.reduction's DupFd wrapped.
+reduction_hooks = ImportHooks()

@@ -13,7 +13,7 @@ from .common import (UNFRAMING, _MISSING, _Socket, _detached, _fault, _framed, _
     _listeners, _lookups, _objs, _orig, _refs, _tracer, _udp_bound)
 from .connect import accept, bind, connect, connect_ex, listen
 from .detach import _real_close, detach
-from .handover import _patch_reduction, _reduction_hooked, _unpatch_reduction
+from .handover import _patch_reduction, _unpatch_reduction, reduction_hooks
 from .hotpath import recv, send, sendall
 from .receive import recv_into, recvfrom, recvfrom_into, recvmsg, recvmsg_into
 from .registry import _local_conns, _unregister, _withdraw, _withdraw_all
@@ -65,6 +65,13 @@ class SocketInstrumentor(Instrumentor):
     """TCP framing, UDP envelopes, raw recording of everything else on ``socket.socket``."""
 
     name = "sockets"
+    python_versions = ((3, 11), (3, 12), (3, 13))
+    # _socket.socket: the C type socket.socket subclasses; its methods are the real calls.
+    # socket.socket._real_close: where every close of a socket object's descriptor ends.
+    # socket.socket._sendfile_use_send: sendfile's own way through send() (framed).
+    # sys._getframe: which module calls listen() (multiprocessing.connection is not framed).
+    private_names = ("_socket.socket", "socket.socket._real_close",
+                     "socket.socket._sendfile_use_send", "sys._getframe")
 
     def _instrument(self, tracer) -> None:
         _tracer[0] = tracer
@@ -79,17 +86,13 @@ class SocketInstrumentor(Instrumentor):
             _os_sendfile[0] = os.sendfile
             os.sendfile = os_sendfile
         tracer.tick_hooks.append(_tick)
-        if not _reduction_hooked[0]:
-            import wrapt
-
-            _reduction_hooked[0] = True
-            wrapt.register_post_import_hook(_patch_reduction, "multiprocessing.reduction")
-        _patch_reduction()
+        reduction_hooks.start(tracer, ("multiprocessing.reduction", _patch_reduction))
         atexit.register(_withdraw_all)
 
     def _uninstrument(self) -> None:
         t = _tracer[0]
         _unpatch_reduction()
+        reduction_hooks.stop()
         try:
             atexit.unregister(_withdraw_all)
         except Exception:

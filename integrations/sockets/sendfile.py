@@ -19,7 +19,7 @@ def sendfile(self, file, offset=0, count=None):
         if c.out_mode == UNDECIDED:
             c.decide_out(self)
         if c.out_mode != RAW or c.out_pending:
-            return self._sendfile_use_send(file, offset, count)  # through send: framed
+            return self._sendfile_use_send(file, offset, count)  # through send: framed (private: SocketInstrumentor.private_names)
     # Raw: the real socket.sendfile, whose os.sendfile calls os_sendfile records.
     return _orig["sendfile"](self, file, offset, count)
 
