@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import secrets
 import socket
 import sys
 import threading
@@ -69,9 +68,9 @@ class Tracer:
         self.control = None  # the control socket server (tracer/control.py), once started
         self.listener = None  # PostgreSQL notifications (tracer/notify.py), once started
         self._sink_lock = threading.Lock()
-        from .snapshot.polling import tick as snapshot_tick  # polls requests, ends snapshots, flushes markers
+        from .snapshot.polling import Poller  # polls requests, ends snapshots, flushes markers
 
-        self.tick_hooks: list[Callable[[Tracer], None]] = [snapshot_tick]
+        self.tick_hooks: list[Callable[[Tracer], None]] = [Poller()]
         self._lock = threading.RLock()
         self._last_beat = 0.0
         self.host = socket.gethostname()
@@ -181,7 +180,7 @@ class Tracer:
     # -- channels ---------------------------------------------------------------------
 
     def new_channel_id(self) -> str:
-        return "c" + secrets.token_hex(6)
+        return "c" + os.urandom(6).hex()
 
     def channel(self, cid: str | None, src: str | None, dst: str | None, transport: str,
                 endpoint: str | None, framed: bool, fifo: bool = True) -> str:
@@ -293,6 +292,15 @@ class Tracer:
             c.close()
 
     # -- PostgreSQL notifications (snapshots across hosts; tracer/notify.py) ----------------
+
+    def note_snapshot_signal(self) -> None:
+        """SIGUSR1 arrived (the signal handler: no I/O): the recorder thread starts a snapshot."""
+        self.snapshot_signals += 1
+
+    def take_snapshot_signals(self) -> int:
+        """The SIGUSR1s counted since the last call (the recorder thread)."""
+        n, self.snapshot_signals = self.snapshot_signals, 0
+        return n
 
     def _start_listener(self) -> None:
         from . import notify

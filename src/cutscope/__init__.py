@@ -181,7 +181,7 @@ def _install_sigusr1(t: Tracer) -> None:
 
         def handler(signum, frame):
             # No I/O in a signal handler: count it; the recorder thread starts the snapshot.
-            t.snapshot_signals += 1
+            t.note_snapshot_signal()
 
         signal.signal(signal.SIGUSR1, handler)
         _sig_installed[:] = [handler]

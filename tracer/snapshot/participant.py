@@ -66,5 +66,3 @@ def on_control(tracer, msg: dict) -> None:
             if lp is not None:
                 tracer.guard(lp.close_idle, sid, channel, int(sent), int(before), bool(elsewhere))
 
-
-# -- the recorder thread's part (Tracer.tick_hooks) -----------------------------------------

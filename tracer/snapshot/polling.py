@@ -22,7 +22,20 @@ IDLE_TICK_S = 0.25
 OUTBOX_S = 0.25
 
 
-def tick(tracer) -> None:
+class Poller:
+    """The tick hook (``Tracer.tick_hooks``) of one tracer, with what it remembers
+    between ticks: when it last read the store's requests, and which requests
+    (of running snapshots) it has handed over."""
+
+    def __init__(self):
+        self.polled_at = 0.0  # time.monotonic() of the last read of the requests
+        self.taken: set[tuple[int, str]] = set()  # (snapshot id, process) handed over
+
+    def __call__(self, tracer) -> None:
+        tick(tracer, self)
+
+
+def tick(tracer, poller: Poller) -> None:
     """Called by each interpreter's recorder thread, about every 50 ms.
 
     Writes the markers that a send-exit safe point left queued; turns SIGUSR1s
@@ -37,24 +50,24 @@ def tick(tracer) -> None:
     for lp in list(tracer.processes.values()):  # closed channels of processes not done
         if lp.snaps:
             lp.send_stale_outboxes(OUTBOX_S)
-    if tracer.snapshot_signals:
-        n, tracer.snapshot_signals = tracer.snapshot_signals, 0
+    n = tracer.take_snapshot_signals()
+    if n:
         for _ in range(min(n, 4)):
             _start_from_signal(tracer)
     now = time.monotonic()
     procs = tracer.processes
     every = TICK_S
-    lst = getattr(tracer, "listener", None)
+    lst = tracer.listener
     reached = tracer.control is not None or (lst is not None and lst.ready.is_set())
-    if reached and not tracer.__dict__.get("_snap_taken") and \
+    if reached and not poller.taken and \
             not any(lp.snaps or lp.pending for lp in list(procs.values())):
         every = IDLE_TICK_S
-    if now - getattr(tracer, "_snap_polled", 0.0) < every:
+    if now - poller.polled_at < every:
         return
-    tracer._snap_polled = now
+    poller.polled_at = now
     store = tracer.store
     names = [n for n, lp in list(procs.items()) if not lp.ended]
-    taken = tracer.__dict__.get("_snap_taken", set())
+    taken = poller.taken
     current = set()
     for sid, name, initiator in store.snapshot_requests(names):
         current.add((sid, name))
@@ -63,7 +76,7 @@ def tick(tracer) -> None:
         lp = procs.get(name)
         if lp is not None:
             lp.request(sid, initiator)
-    tracer._snap_taken = current  # only the requests of running snapshots are remembered
+    poller.taken = current  # only the requests of running snapshots are remembered
     open_ = {sid for lp in list(procs.values()) for sid in list(lp.snaps)}
     open_.update(sid for lp in list(procs.values()) for sid, _ in list(lp.pending))
     if open_:
