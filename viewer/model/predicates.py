@@ -179,7 +179,7 @@ def _state_changes(trace, process: str):
         seq = trace._seq[g]
         if kinds[g] == "local":
             data = trace._event_dict(g).get("data")
-            if not isinstance(data, Mapping):
+            if type(data) is not dict:  # (typing's Mapping check costs microseconds per event)
                 continue
             state = {**state, **{k: as_record(v) for k, v in data.items()}}
         else:
