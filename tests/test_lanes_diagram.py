@@ -100,3 +100,64 @@ def test_message_lines_causality_and_the_other_end(db_url):
             await pilot.press("q")
 
     asyncio.run(asyncio.wait_for(go(), 90))
+
+
+def test_chain_keys_follow_messages_hop_by_hop(db_url):
+    """> from a frontier: the next message its process sends, to its receive; < the last
+    message it received, to its send. Checked against the events, walked by hand."""
+    from cutscope.viewer.app import CutscopeApp
+
+    viewer_traces.bank_trace(db_url)
+
+    def next_hop(t, p, seq):
+        for e in t.events[p]:
+            if e["seq"] >= seq and e["kind"] == "send":
+                m = t.message_of(e)
+                if m is not None and m.recv is not None:
+                    return m
+        return None
+
+    def prev_hop(t, p, seq):
+        for e in reversed(list(t.events[p])):
+            if e["seq"] <= seq and e["kind"] == "recv":
+                m = t.message_of(e)
+                if m is not None and m.recv == (p, e["seq"]):
+                    return m
+        return None
+
+    async def go():
+        app = CutscopeApp(db=db_url, follow=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.explorer is not None)
+            ex = app.explorer
+            t = ex.trace
+            await pilot.press("home")  # P1 at 0: the chain starts at P1's first message
+            hops = 0
+            while True:
+                p, f = ex.process, ex.cut[ex.process]
+                m = next_hop(t, p, max(f, 1))
+                await pilot.press("greater_than_sign")
+                if m is None:
+                    assert "sends no received message" in text_of(app, "#status")
+                    assert (ex.process, ex.cut[ex.process]) == (p, f)
+                    break
+                assert (ex.process, ex.cut[ex.process]) == m.recv
+                assert f"chain: {m.src} #{m.send_seq} -> {m.dst} #{m.recv_seq}" in text_of(app, "#status")
+                hops += 1
+                assert hops < t.n_events
+            assert hops >= 2
+            back = 0
+            while True:
+                p, f = ex.process, ex.cut[ex.process]
+                m = prev_hop(t, p, f)
+                await pilot.press("less_than_sign")
+                if m is None:
+                    assert "received no message" in text_of(app, "#status")
+                    break
+                assert (ex.process, ex.cut[ex.process]) == m.send
+                back += 1
+                assert back < t.n_events
+            assert back >= 1
+            await pilot.press("q")
+
+    asyncio.run(asyncio.wait_for(go(), 90))

@@ -363,6 +363,36 @@ class Explorer:
         what = f"{p} #{ev['seq']} {ev['kind']}" if ev else p
         return f"lattice: {note}{'+' if delta > 0 else '-'} {what}: {self.cut_text()}"
 
+    def follow(self, delta: int) -> str:
+        """Follow the chain of messages one hop forward (``delta`` 1: the next message
+        the selected process sends from its frontier event on, to its receive) or back
+        (-1: the last message it received up to its frontier, to its send). The cursor
+        (selected process and its frontier) moves to the other end."""
+        p = self.process
+        if not p:
+            return "no process"
+        f = self.cut[p]
+        t = self.trace
+        if delta > 0:
+            hop = t.next_hop(p, max(f, 1))
+            if hop is None:
+                return f"chain: {p} sends no received message from #{f} on"
+            (sp, ss), (rp, rs) = hop
+            to = (rp, rs)
+            text = f"chain: {sp} #{ss} -> {rp} #{rs}"
+        else:
+            hop = t.previous_hop(p, f)
+            if hop is None:
+                return f"chain: {p} received no message up to #{f}"
+            (sp, ss), (rp, rs) = hop
+            to = (sp, ss)
+            text = f"chain: {rp} #{rs} <- {sp} #{ss}"
+        self.cut[to[0]] = to[1]
+        if to[0] in self.pindex:
+            self.selected = self.pindex[to[0]]
+        self.recompute()
+        return text
+
     def selected_event(self) -> dict | None:
         p = self.process
         if not p:

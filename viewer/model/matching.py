@@ -263,3 +263,32 @@ class MatchingMixin:
         if k == m.send:
             return m.recv
         return m.send
+
+    def next_hop(self, process: str, seq: int) -> tuple[tuple[str, int], tuple[str, int]] | None:
+        """The first message ``process`` sends at or after ``seq`` that was received:
+        ``(its send, its first receive)``; None if there is none. Following it from the
+        receive, hop after hop, walks a chain of messages forward."""
+        i = self._pindex.get(process)
+        if i is None:
+            return None
+        a, b = self._start[i], self._start[i + 1]
+        peer, kind = self._peer, self._kind
+        for g in range(bisect.bisect_left(self._seq, seq, a, b), b):
+            r = peer[g]
+            if kind[g] == "send" and r >= 0 and peer[r] == g:
+                return (process, self._seq[g]), (self.processes[self._pid[r]], self._seq[r])
+        return None
+
+    def previous_hop(self, process: str, seq: int) -> tuple[tuple[str, int], tuple[str, int]] | None:
+        """The last message ``process`` received at or before ``seq``:
+        ``(its send, its first receive)``; None if there is none."""
+        i = self._pindex.get(process)
+        if i is None:
+            return None
+        a = self._start[i]
+        peer, kind = self._peer, self._kind
+        for g in range(bisect.bisect_right(self._seq, seq, a, self._start[i + 1]) - 1, a - 1, -1):
+            s = peer[g]
+            if kind[g] == "recv" and s >= 0 and peer[s] == g:
+                return (self.processes[self._pid[s]], self._seq[s]), (process, self._seq[g])
+        return None

@@ -41,6 +41,8 @@ class MainScreen(Screen):
         Binding("l", "lattice_size", "Lattice size", show=False),
         Binding("c", "causality", "Causality"),
         Binding("o", "other_end", "Other end"),
+        Binding("greater_than_sign", "follow(1)", "Chain forward", key_display=">", show=False),
+        Binding("less_than_sign", "follow(-1)", "Chain back", key_display="<", show=False),
         Binding("p", "snapshots", "Snapshots"),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("w", "predicate", "Predicate"),
@@ -145,6 +147,12 @@ class MainScreen(Screen):
         ex = self.explorer
         if ex is not None:
             self.set_status(ex.jump_to_peer())
+            self.refresh_cut()
+
+    def action_follow(self, delta: int) -> None:
+        ex = self.explorer
+        if ex is not None:
+            self.set_status(ex.follow(delta))
             self.refresh_cut()
 
     def action_lattice_size(self) -> None:
