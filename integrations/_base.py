@@ -15,8 +15,10 @@ checks every declared name on each supported Python.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import sys
+import types
 import warnings
 
 log = logging.getLogger("cutscope")
@@ -108,7 +110,12 @@ def resolve(path: str, create: bool = False):
             call = part.endswith("()")
             if call and not create:
                 raise NotYetImported(path)
-            obj = getattr(obj, part[:-2] if call else part)
+            name = part[:-2] if call else part
+            if isinstance(obj, types.ModuleType) and hasattr(obj, "__path__") and \
+                    not hasattr(obj, name) and \
+                    importlib.util.find_spec(f"{obj.__name__}.{name}") is not None:
+                raise NotYetImported(path)  # a submodule not imported yet
+            obj = getattr(obj, name)
             if call:
                 obj = obj()
                 made.append(obj)

@@ -9,6 +9,7 @@ untraced by it rather than traced wrongly."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
@@ -48,6 +49,17 @@ def test_resolve_imports_and_creates_only_when_asked():
     assert resolve("collections.deque().maxlen", create=True) is None
     with pytest.raises(AttributeError):
         resolve("socket.socket._cutscope_no_such_name")
+
+
+def test_a_submodule_not_imported_yet_is_not_judged_missing():
+    """`import json` does not import json.tool: its names wait for their module."""
+    code = ("import json, sys; from cutscope.integrations._base import NotYetImported, resolve\n"
+            "assert 'json.tool' not in sys.modules\n"
+            "try:\n    resolve('json.tool.main')\nexcept NotYetImported:\n    print('later')\n"
+            "import json.tool\nprint(resolve('json.tool.main').__name__)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["later", "main"]
 
 
 class _Probe(Instrumentor):
