@@ -10,7 +10,13 @@
    (balances recorded + money in transit = what the bank started with).
 3. When the banks have finished: ``cutscope check`` (every snapshot against
    the recorded events), and the cut of the last snapshot rendered to SVG.
-4. Opens the viewer (``cutscope view``) when standard output is a terminal;
+4. A small asyncio cluster (``examples/asyncio_cluster.py``: a coordinator and
+   worker processes that all share one ``Process.name``, both ends of every
+   connection writing first) under ``cutscope run``, in a store of its own
+   (``cutscope-demo/cluster.db``): live snapshots while it computes, each
+   audited (jobs pending + done + held + in transit = the jobs there were),
+   then ``cutscope check``.
+5. Opens the viewer (``cutscope view``) when standard output is a terminal;
    otherwise prints the summary and the paths.
 
 Usage: ``python examples/demo.py [--out DIR] [--seconds S] [--snapshots K] [--no-view]``.
@@ -29,6 +35,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import asyncio_cluster  # noqa: E402
 import bank_tcp  # noqa: E402
 import bank_threads  # noqa: E402
 
@@ -37,6 +44,8 @@ from cutscope.tracer.store import open_store  # noqa: E402
 
 TCP_BRANCHES = 4
 THREAD_BRANCHES = 3
+CLUSTER_WORKERS = 3
+CLUSTER_JOBS = 4000
 # Each branch spends this long on every transfer it receives, so that transfers
 # queue up behind it and the snapshots catch money in transit.
 WORK = 0.004
@@ -88,6 +97,60 @@ def audit(snap) -> tuple[str, bool]:
             f"{thr_held + thr_moving} (started with {thr_total})\n"
             f"    money conserved: {'yes' if ok else 'NO'}")
     return line, ok
+
+
+def run_cluster(out: str, env: dict, snapshots: int) -> tuple[list, bool]:
+    """The asyncio cluster under ``cutscope run``, snapshotted while it computes."""
+    db = os.path.join(out, "cluster.db")
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(db + suffix):
+            os.remove(db + suffix)
+    print(f"demo: the asyncio cluster ({CLUSTER_WORKERS} worker processes, {CLUSTER_JOBS} jobs), "
+          f"store {db}", flush=True)
+    app = subprocess.Popen(
+        cutscope_cmd("run", "--db", db, "--name", "cluster", "--", sys.executable,
+                     os.path.join(HERE, "asyncio_cluster.py"), "--workers", str(CLUSTER_WORKERS),
+                     "--jobs", str(CLUSTER_JOBS)),
+        stdout=subprocess.PIPE, text=True, env=env)
+    snaps, ok = [], True
+    try:
+        wait_live(db, {"cluster"})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the workers are connected
+            store = open_store(db, create=False)
+            try:
+                live = set(store.live_processes(time.time_ns() - SNAPSHOT_LIVE_NS))
+                talking = {p for c in store.channel_ends() for p in (c["src"], c["dst"])}
+            finally:
+                store.close()
+            if len((live & talking) - {"cluster"}) >= CLUSTER_WORKERS:
+                break
+            time.sleep(0.1)
+        for _ in range(snapshots):
+            if app.poll() is not None:
+                break
+            snap = take(db, initiator="cluster")
+            snaps.append(snap)
+            pending, done, held, moving, conserved = asyncio_cluster.audit(snap, CLUSTER_JOBS)
+            good = snap.status == "complete" and conserved
+            ok &= good
+            print(f"{snap.summary()}\n    jobs: pending {pending} + done {done} + held {held} + "
+                  f"in transit {moving} = {pending + done + held + moving} "
+                  f"(there were {CLUSTER_JOBS}): {'conserved' if good else 'NOT conserved'}",
+                  flush=True)
+            time.sleep(0.3)
+        text, _ = app.communicate(timeout=600)
+    except BaseException:
+        if app.poll() is None:
+            app.kill()
+        raise
+    last = [ln for ln in text.strip().splitlines() if ln.startswith("final")]
+    print("demo: the cluster finished: " + (last[-1] if last else "(no final line)"))
+    ok &= app.returncode == 0 and bool(snaps)
+    r = subprocess.run(cutscope_cmd("check", "--db", db), capture_output=True, text=True)
+    print("demo: cutscope check (cluster): "
+          + (r.stdout.strip().splitlines() or [r.stderr.strip()])[0])
+    return snaps, ok and r.returncode == 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     print("demo: cutscope check: " + (r.stdout.strip().splitlines() or [r.stderr.strip()])[0])
     ok &= r.returncode == 0
 
+    cluster_snaps, cluster_ok = run_cluster(out, env, args.snapshots)
+    ok &= cluster_ok
+
     svg = None
     if snaps:
         svg = os.path.join(out, f"snapshot-{snaps[-1].id}.svg")
@@ -169,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"    {len(snaps)} live snapshots, "
           f"{sum(s.status == 'complete' for s in snaps)} complete, "
           f"money conserved in every one: {'yes' if ok else 'NO'}")
+    print(f"    asyncio cluster: {len(cluster_snaps)} live snapshots, "
+          f"{sum(s.status == 'complete' for s in cluster_snaps)} complete, "
+          f"jobs conserved in every one: {'yes' if cluster_ok else 'NO'}")
     print(f"    store: {db}")
     if svg:
         print(f"    cut of snapshot {snaps[-1].id} drawn: {svg}")
