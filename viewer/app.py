@@ -39,8 +39,10 @@ class CutscopeApp(App):
     BINDINGS = [Binding("q", "quit", "Quit")]
 
     def __init__(self, db: str | None = None, doc: dict | None = None, follow: bool = True,
-                 poll: float = POLL_S):
+                 poll: float = POLL_S, view: dict | None = None):
         super().__init__()
+        self.view = view  # a saved view (views.read_view) to open the first load at
+        self.view_note = ""
         self.db = db
         self._fixed_doc = doc
         self.follow = follow and doc is None
@@ -133,6 +135,10 @@ class CutscopeApp(App):
                     ex.selected = ex.pindex[selected]
                 if filt:
                     ex.set_filter(filt)
+            elif self.view is not None:
+                from .views import apply_view
+
+                self.view_note = apply_view(ex, self.view)
         except Exception as exc:  # a store that went bad under us: say it, keep running
             self.post_message(LoadFailed(f"{type(exc).__name__}: {exc}"))
             return
@@ -152,7 +158,9 @@ class CutscopeApp(App):
             ex = msg.explorer
             screen.set_status(f"{msg.events} events, {len(ex.procs)} processes, "
                               f"{len(msg.doc.get('snapshots', []))} snapshots"
-                              + (self._following() if self.follow else ""))
+                              + (self._following() if self.follow else "")
+                              + (", the saved view opened" if first and self.view is not None else "")
+                              + (f" ({self.view_note})" if first and self.view_note else ""))
 
     def on_load_failed(self, msg: LoadFailed) -> None:
         self._loading = False
@@ -184,8 +192,9 @@ class CutscopeApp(App):
 
     # -- render / snapshot ---------------------------------------------------------------
 
-    def render_path(self) -> str:
-        """Where the render key writes: next to the SQLite file, else the working directory."""
+    def render_path(self, prefix: str = "cutscope-cut", ext: str = "svg") -> str:
+        """Where the render (and save-view) key writes: next to the SQLite file, else the
+        working directory."""
         base = os.getcwd()
         if self._store is not None and getattr(self._store, "sqlite", False):
             from sqlalchemy.engine import make_url
@@ -194,11 +203,11 @@ class CutscopeApp(App):
             if dbfile and dbfile != ":memory:":
                 base = os.path.dirname(os.path.abspath(dbfile))
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = os.path.join(base, f"cutscope-cut-{stamp}.svg")
+        path = os.path.join(base, f"{prefix}-{stamp}.{ext}")
         n = 1
         while os.path.exists(path):
             n += 1
-            path = os.path.join(base, f"cutscope-cut-{stamp}-{n}.svg")
+            path = os.path.join(base, f"{prefix}-{stamp}-{n}.{ext}")
         return path
 
     def render_cut(self) -> None:
@@ -228,6 +237,22 @@ class CutscopeApp(App):
         if self.main is not None:
             self.main.set_status(text)
         self.notify(text, severity="information" if msg.path else "error")
+
+    def save_view(self) -> None:
+        from .views import save_view
+
+        if self.explorer is None:
+            return
+        if self.db is not None:
+            self._open()
+        path = self.render_path("cutscope-view", "json")
+        try:
+            save_view(self.explorer, path)
+            text = f"saved the view to {path} (reopen: cutscope view --open {path})"
+        except OSError as exc:
+            text = f"could not save the view: {exc.strerror or exc}"
+        if self.main is not None:
+            self.main.set_status(text)
 
     def take_snapshot(self) -> None:
         if self.db is None:
@@ -264,6 +289,6 @@ class CutscopeApp(App):
             self.load()
 
 
-def run(db: str | None = None, follow: bool = True) -> int:
-    CutscopeApp(db=db, follow=follow).run()
+def run(db: str | None = None, follow: bool = True, view: dict | None = None) -> int:
+    CutscopeApp(db=db, follow=follow, view=view).run()
     return 0

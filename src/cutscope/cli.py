@@ -225,10 +225,18 @@ def cmd_view(args) -> int:
     from cutscope.tracer.store import open_store, resolve_url
 
     url = resolve_url(args.db)  # the app follows, snapshots and titles by this URL
+    view = None
+    if args.open is not None:
+        from cutscope.viewer.views import read_view
+
+        try:
+            view = read_view(args.open)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
     open_store(url, create=False).close()  # a bad database: one line and exit 2
     from cutscope.viewer.app import run
 
-    return run(url, follow=not args.no_follow)
+    return run(url, follow=not args.no_follow, view=view)
 
 
 def add_view(sub) -> None:
@@ -236,6 +244,8 @@ def add_view(sub) -> None:
     _db_arg(p)
     p.add_argument("--no-follow", action="store_true",
                    help="do not reload when new events arrive")
+    p.add_argument("--open", metavar="FILE", default=None,
+                   help="open at a view saved with the v key (cut, selected process, filter)")
     p.set_defaults(func=cmd_view)
 
 

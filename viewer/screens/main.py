@@ -47,6 +47,7 @@ class MainScreen(Screen):
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("w", "predicate", "Predicate"),
         Binding("r", "render", "Render SVG"),
+        Binding("v", "save_view", "Save view", show=False),
         Binding("s", "take_snapshot", "Take snapshot"),
         Binding("f", "toggle_follow", "Follow"),
         Binding("g", "goto", "Go to frontier", show=False),
@@ -334,6 +335,9 @@ class MainScreen(Screen):
 
     def action_render(self) -> None:
         self.app.render_cut()
+
+    def action_save_view(self) -> None:
+        self.app.save_view()
 
     def action_take_snapshot(self) -> None:
         self.app.take_snapshot()
