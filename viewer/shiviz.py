@@ -10,7 +10,7 @@ ShiViz wants each host's own component to count that host's events 1, 2, 3,
 ..., so the clocks written here count events (the position of an event in its
 process), not cutscope's ``seq`` (which may start above 1 for a process name
 that resumed in an existing store). The vector clocks come from the recorded
-events alone (``analysis.Trace``). Events are written in a linear extension
+events alone (``model.Trace``). Events are written in a linear extension
 of happened-before (by Lamport clock, then process, then seq).
 """
 

@@ -60,6 +60,12 @@ def cmd_export(args) -> int:
         buf = io.StringIO()
         write_json(doc, buf)
         _out(args.output, buf.getvalue())
+    elif args.format == "chrome":
+        from cutscope.viewer.chrome import write_chrome
+
+        buf = io.StringIO()
+        write_chrome(doc, buf)
+        _out(args.output, buf.getvalue())
     else:
         from cutscope.viewer.shiviz import to_shiviz
 
@@ -68,7 +74,8 @@ def cmd_export(args) -> int:
 
 
 def add_export(sub) -> None:
-    p = sub.add_parser("export", help="write the trace as one JSON document (or a ShiViz log)")
+    p = sub.add_parser("export", help="write the trace as one JSON document (or a ShiViz log, or "
+                                      "Chrome's trace-event JSON for Perfetto)")
     _db_arg(p)
     p.add_argument("--format", choices=_export_formats(), default="json")
     p.add_argument("-o", "--output", metavar="FILE", default=None, help="default: standard output")
@@ -81,6 +88,8 @@ def _export_formats() -> list[str]:
     fmts = ["json"]
     if importlib.util.find_spec("cutscope.viewer.shiviz") is not None:
         fmts.append("shiviz")
+    if importlib.util.find_spec("cutscope.viewer.chrome") is not None:
+        fmts.append("chrome")
     return fmts
 
 
