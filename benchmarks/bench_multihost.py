@@ -32,6 +32,8 @@ def main() -> int:
     ap.add_argument("--snapshots", type=int, default=10)
     ap.add_argument("--seconds", type=float, default=20.0, help="how long the bank runs")
     ap.add_argument("--rate", type=float, default=200.0, help="transfers per second per branch")
+    ap.add_argument("--steps", action="store_true",
+                    help="print each snapshot's steps (the coordinator's timings)")
     args = ap.parse_args()
     hosts = Hosts(args.hosts + 1)
     try:
@@ -64,6 +66,10 @@ def main() -> int:
           f"PostgreSQL: {good} of {len(snaps)} complete and conserved")
     print("request to complete (ms): " + " ".join(f"{m:.0f}" for m in ms))
     print(f"median {statistics.median(ms):.0f} ms, range {min(ms):.0f}-{max(ms):.0f} ms")
+    if args.steps:  # where the time goes: the coordinator's steps, ms since its start
+        for s in snaps:
+            print(f"  snapshot {s['id']}: " + ", ".join(f"{k} {v * 1000:.0f}"
+                                                      for k, v in s.get("timings", [])))
     return 0 if good == len(snaps) else 1
 
 

@@ -277,7 +277,7 @@ ASKER = textwrap.dedent(r'''
         print(json.dumps({"id": s.id, "status": s.status, "elapsed": s.elapsed,
                           "balances": bank_tcp.balances(s), "in_transit": bank_tcp.in_transit(s),
                           "hosts": sorted({p["host"] for p in store.load(events=False)["processes"]}),
-                          "missing": s.missing}), flush=True)
+                          "missing": s.missing, "timings": c.timings}), flush=True)
         time.sleep(0.2)
     doc = store.load(events=False)
     print(json.dumps({"channels": [c for c in doc["channels"]
