@@ -56,19 +56,19 @@ _state: dict[int, _TLSEnds] = {}  # id(SSLSocket) -> its channels
 
 def _ends(sock) -> _TLSEnds:
     k = id(sock)
-    st = _state.get(k)
-    if st is None or st.ref() is not sock:
+    ends = _state.get(k)
+    if ends is None or ends.ref() is not sock:
         def gone(ref, k=k):
             cur = _state.get(k)
             if cur is not None and cur.ref is ref:
                 del _state[k]
 
-        st = _state[k] = _TLSEnds()
-        st.ref = weakref.ref(sock, gone)
-    return st
+        ends = _state[k] = _TLSEnds()
+        ends.ref = weakref.ref(sock, gone)
+    return ends
 
 
-def _begin(self, st) -> None:
+def _begin(self, ends) -> None:
     """Before this SSLSocket's first I/O in C: the plain connection under it stops
     framing (sockets.tls_begins). Done once; a non-blocking socket may be asked again
     (its SSLWantReadError/SSLWantWriteError pass through, as the handshake's would)."""
@@ -80,7 +80,7 @@ def _begin(self, st) -> None:
         t = _hooks.tracer
         if t is not None:
             t.fault(exc, "tls: the connection under TLS stops framing")
-    st.begun = True
+    ends.begun = True
 
 
 def ssl_want_errors():
@@ -90,46 +90,46 @@ def ssl_want_errors():
 
 
 def do_handshake(self, *args, **kwargs):
-    st = _ends(self)
-    if not st.begun:
-        _begin(self, st)
+    ends = _ends(self)
+    if not ends.begun:
+        _begin(self, ends)
     return _orig["do_handshake"](self, *args, **kwargs)
 
 
 def unwrap(self, *args, **kwargs):
-    st = _ends(self)
-    if not st.begun:
-        _begin(self, st)
+    ends = _ends(self)
+    if not ends.begun:
+        _begin(self, ends)
     return _orig["unwrap"](self, *args, **kwargs)
 
 
 def read(self, *args, **kwargs):
-    st = _ends(self)
-    if not st.begun:
-        _begin(self, st)
+    ends = _ends(self)
+    if not ends.begun:
+        _begin(self, ends)
     r = _orig["read"](self, *args, **kwargs)
     if type(r) is int:  # read into a buffer: the count
-        st.raw_received(self, args[1] if len(args) > 1 else kwargs.get("buffer"), r)
+        ends.raw_received(self, args[1] if len(args) > 1 else kwargs.get("buffer"), r)
     else:
-        st.raw_received(self, r)
+        ends.raw_received(self, r)
     return r
 
 
 def write(self, data):
-    st = _ends(self)
-    if not st.begun:
-        _begin(self, st)
+    ends = _ends(self)
+    if not ends.begun:
+        _begin(self, ends)
     n = _orig["write"](self, data)
-    st.raw_sent(self, n, data)
+    ends.raw_sent(self, n, data)
     return n
 
 
 def send(self, data, flags=0):
-    st = _ends(self)
-    if not st.begun:
-        _begin(self, st)
+    ends = _ends(self)
+    if not ends.begun:
+        _begin(self, ends)
     n = _orig["send"](self, data, flags)
-    st.raw_sent(self, n, data)
+    ends.raw_sent(self, n, data)
     return n
 
 
@@ -137,9 +137,9 @@ def _real_close(self, *args, **kwargs):
     # ssl.SSLSocket._real_close (private: TLSInstrumentor.private_names)
     """Closed: its incoming channel ends (a snapshot no longer waits on it)."""
     try:
-        st = _state.pop(id(self), None)
-        if st is not None and st.ref() is self:
-            st._end_in()
+        ends = _state.pop(id(self), None)
+        if ends is not None and ends.ref() is self:
+            ends._end_in()
     except Exception as exc:
         t = _hooks.tracer
         if t is not None:

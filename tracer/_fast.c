@@ -2127,7 +2127,7 @@ setup_sockets(PyObject *mod, PyObject *args)
     OFF(c_fast_in, "fast_in");
     OFF(c_stok, "stok");
     OFF(c_rtok, "rtok");
-    OFF(c_ep, "ep");
+    OFF(c_ep, "out_endpoint");
     OFF(c_out_left, "out_left");
     OFF(c_out_pending, "out_pending");
     OFF(c_in_left, "in_left");
@@ -2208,7 +2208,7 @@ PyInit__fast(void)
     INTERN(n_rtok, "rtok");
     INTERN(n_out_left, "out_left");
     INTERN(n_out_pending, "out_pending");
-    INTERN(n_ep, "ep");
+    INTERN(n_ep, "out_endpoint");
     INTERN(n_fast_in, "fast_in");
     INTERN(n_in_left, "in_left");
     INTERN(n_in_buf, "in_buf");

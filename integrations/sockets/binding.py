@@ -40,7 +40,7 @@ def _unbind(sock):
     return _objs.pop(sid, None)
 
 
-def _bind_obj(sock, conn) -> tuple:
+def _bind_obj(sock, conn):
     sid = id(sock)
     r = _refs.get(sid)
     old = _objs.get(sid) if r is not None and r() is sock else None
@@ -49,7 +49,7 @@ def _bind_obj(sock, conn) -> tuple:
     if old is not None:
         old.release(sock)
     conn.attach(sock)
-    return (None, conn)
+    return conn
 
 
 def _ino(sock) -> int:
@@ -59,15 +59,16 @@ def _ino(sock) -> int:
         return 0
 
 
-def _attach(sock) -> tuple:
-    """The slow path: a socket object seen for the first time."""
+def _attach(sock):
+    """The slow path: a socket object seen for the first time; its state (a Conn,
+    a UdpConn or PASS)."""
     if type(sock) is not _Socket and _is_ssl(sock):
-        return (None, PASS)  # never cached: an SSLSocket's state is the ssl module's
+        return PASS  # never cached: an SSLSocket's state is the ssl module's
     try:
         fam = sock.family
         typ = sock.type
     except OSError:
-        return (None, PASS)
+        return PASS
     if fam not in _INET:
         return _bind_obj(sock, PASS)
     if typ == socket.SOCK_DGRAM:
@@ -128,7 +129,7 @@ def _attach(sock) -> tuple:
 def _conn_of(sock):
     c = _objs.get(id(sock))
     if c is None:
-        c = _attach(sock)[1]
+        c = _attach(sock)
     return c
 
 

@@ -38,7 +38,7 @@ class Conn(Outgoing, Incoming, RawEnds):
     raw_held = b""  # raw bytes read together with the peer's RAW, beyond what was asked
     # What the hot paths read: slots (tracer/_fast.c reads them at their offsets);
     # the rest lives in the instance's __dict__ (RawEnds has none of its own).
-    __slots__ = ("fast_lp", "fast_in", "stok", "rtok", "ep", "out_left", "out_pending",
+    __slots__ = ("fast_lp", "fast_in", "stok", "rtok", "out_endpoint", "out_left", "out_pending",
                  "in_left", "in_buf", "in_cid", "in_name")
 
 
@@ -71,7 +71,7 @@ class Conn(Outgoing, Incoming, RawEnds):
         self.raw_echo = False  # the peer's RAW arrived: ours is owed (after the current frame)
         self.raw_sent_ = False  # this end sent a RAW (TLS starts): the peer's comes back
         # out direction
-        self.ep: OutEndpoint | None = None
+        self.out_endpoint: OutEndpoint | None = None
         self.out_cid: str | None = None
         self.out_name: str | None = None
         self.out_pending = bytearray()  # control bytes owed to the stream before anything else
@@ -98,10 +98,10 @@ class Conn(Outgoing, Incoming, RawEnds):
 
     def _fast(self) -> None:
         """Recompute the hot paths' tests (after any change of mode or sender)."""
-        ep = self.ep
-        self.fast_lp = ep.process if (self.out_mode == FRAMED and ep is not None and
-                                      self.out_name == ep.process.name and not self.ended) \
-            else None
+        endpoint = self.out_endpoint
+        self.fast_lp = endpoint.process if (
+            self.out_mode == FRAMED and endpoint is not None and
+            self.out_name == endpoint.process.name and not self.ended) else None
         self.fast_in = self.in_mode == FRAMED and not self.in_hello and not self.ended and \
             self.in_err is None and self.in_oserr is None
 
@@ -143,8 +143,8 @@ class Conn(Outgoing, Incoming, RawEnds):
         if t is None:
             return
         try:
-            if self.ep is not None:
-                self.ep.process.remove_out(self.ep)
+            if self.out_endpoint is not None:
+                self.out_endpoint.process.remove_out(self.out_endpoint)
             self._end_in()
         except Exception as exc:
             _fault(exc, "closing a connection")
@@ -297,7 +297,7 @@ class Conn(Outgoing, Incoming, RawEnds):
     def _unframe(self, announce: bool) -> None:
         """This direction's frames end (TLS starts): with a RAW frame (``announce``) in
         front of the next bytes, or silently. Its channel ends. Under slock."""
-        ep, self.ep = self.ep, None
+        endpoint, self.out_endpoint = self.out_endpoint, None
         if announce:
             self.out_pending += wire.RAW_FRAME
             self.out_mode = UNFRAMING
@@ -306,8 +306,8 @@ class Conn(Outgoing, Incoming, RawEnds):
             self.out_pending.clear()  # (markers not sent: no frame may follow)
             self.out_mode = RAW
         self._fast()
-        if ep is not None:
-            ep.process.remove_out(ep)
+        if endpoint is not None:
+            endpoint.process.remove_out(endpoint)
 
     def go_tls(self, sock, server_side: bool) -> None:
         """TLS starts here, read and written in C (``ssl.SSLSocket`` on this descriptor).

@@ -38,15 +38,15 @@ def _export(c) -> None:
     stops covering it in snapshots (its frames now come from the receiver)."""
     if c.key is None or c.ended:
         return
-    st = {k: getattr(c, k) for k in _STATE}
-    st["out_pending"] = base64.b64encode(bytes(c.out_pending)).decode()
-    st["in_buf"] = base64.b64encode(bytes(c.in_buf)).decode()
-    _control.put_file("h", str(c.ino), json.dumps(st).encode())
-    ep, c.ep = c.ep, None
+    state = {k: getattr(c, k) for k in _STATE}
+    state["out_pending"] = base64.b64encode(bytes(c.out_pending)).decode()
+    state["in_buf"] = base64.b64encode(bytes(c.in_buf)).decode()
+    _control.put_file("h", str(c.ino), json.dumps(state).encode())
+    endpoint, c.out_endpoint = c.out_endpoint, None
     c._fast()
     _framed.discard(c)
-    if ep is not None:
-        ep.process.remove_out(ep)
+    if endpoint is not None:
+        endpoint.process.remove_out(endpoint)
     if c.in_cid is not None and c.in_lp is not None and not c.in_eof:
         c.in_lp.remove_in(c.in_cid)
         c.in_lp = None
@@ -74,20 +74,20 @@ def _adopt(sock, ino: int):
     raw = _control.take_file("h", str(ino))
     if raw is None:
         return None
-    st = json.loads(raw)
+    state = json.loads(raw)
     here, there = sock.getsockname(), sock.getpeername()
-    if _end_key(here, there) != st["key"]:
+    if _end_key(here, there) != state["key"]:
         return None  # an old entry of an inode since reused
-    c = Conn(ino, st["out_mode"], st["in_mode"], st["accepted"])
+    c = Conn(ino, state["out_mode"], state["in_mode"], state["accepted"])
     for k in _STATE:
-        setattr(c, k, st[k])
+        setattr(c, k, state[k])
     c.laddr, c.raddr = here, there
-    c.out_pending = bytearray(base64.b64decode(st["out_pending"]))
-    c.in_buf = base64.b64decode(st["in_buf"])
+    c.out_pending = bytearray(base64.b64decode(state["out_pending"]))
+    c.in_buf = base64.b64decode(state["in_buf"])
     lp = _lp()
     if c.out_mode == FRAMED and c.out_cid is not None and lp is not None:
-        c.ep = OutEndpoint(lp, c.out_cid, c._flush, True)
-        lp.add_out(c.ep)
+        c.out_endpoint = OutEndpoint(lp, c.out_cid, c._flush, True)
+        lp.add_out(c.out_endpoint)
         _framed.add(c)
     if c.in_mode == FRAMED and c.in_cid is not None and lp is not None:
         c.in_lp = lp

@@ -28,10 +28,10 @@ def _fast_sender(name, general, ret_n):
             return _as_called(name, self, (*(() if data is _NOARG else (data, flags)), *more), kw)
         c = _objs.get(id(self))
         if c is None:
-            c = _attach(self)[1]
-        fl = c.fast_lp
-        if fl is not None and not flags and type(data) is bytes and \
-                (_current.get() or _default[0]) is fl:
+            c = _attach(self)
+        lp = c.fast_lp
+        if lp is not None and not flags and type(data) is bytes and \
+                (_current.get() or _default[0]) is lp:
             tok = c.stok
             try:
                 tok.pop()
@@ -42,10 +42,10 @@ def _fast_sender(name, general, ret_n):
                     n = len(data)
                     if not c.out_left and not c.out_pending and 0 < n <= 65536 and \
                             self.gettimeout() is None:
-                        ep = c.ep
+                        endpoint = c.out_endpoint
                         try:
-                            seq, lam, markers = fl.send(
-                                ep, n, data if (_tracer[0].capture or fl.snaps) else None)
+                            seq, lam, markers = lp.send(
+                                endpoint, n, data if (_tracer[0].capture or lp.snaps) else None)
                         except Exception as exc:
                             _fault(exc, "recording a send")
                             markers, seq, lam = None, 0, 0
@@ -55,7 +55,7 @@ def _fast_sender(name, general, ret_n):
                             buf = _pack(_DATA, n, seq, lam) + data
                         # a blocking socket takes it all (or fails, and the stream is gone)
                         _sendall(self, buf)
-                        if ep.pending:
+                        if endpoint.pending:
                             c._markers_after()
                             c._push(self, block=True)
                         return n if ret_n else None
@@ -136,7 +136,7 @@ def recv(self, bufsize=_NOARG, flags=0, /, *more, **kw):
         return _as_called("recv", self, (*(() if bufsize is _NOARG else (bufsize, flags)), *more), kw)
     c = _objs.get(id(self))
     if c is None:
-        c = _attach(self)[1]
+        c = _attach(self)
     if c.fast_in and not flags:
         lp = _current.get() or _default[0]
         if lp is not None and not lp.pending and type(bufsize) is int and bufsize > 0:

@@ -37,8 +37,8 @@ def _tick(tracer) -> None:
         if c.ended:
             continue
         try:
-            if c.ep is not None and (c.ep.pending or c.out_pending):
-                c._flush(c.ep)
+            if c.out_endpoint is not None and (c.out_endpoint.pending or c.out_pending):
+                c._flush(c.out_endpoint)
             elif c.raw_echo:
                 sock = c.sock()
                 if sock is not None:

@@ -35,10 +35,10 @@ class Outgoing:
         self.out_name = lp.name
         self.out_mode = FRAMED
         _framed.add(self)
-        ep = OutEndpoint(lp, cid, self._flush, True)
-        self.ep = ep
+        endpoint = OutEndpoint(lp, cid, self._flush, True)
+        self.out_endpoint = endpoint
         self._fast()
-        lp.add_out(ep)
+        lp.add_out(endpoint)
 
     def _begin_frame(self, sock, n: int, data) -> None:
         """Record the send and queue its header (and markers due before it). Under slock."""
@@ -48,13 +48,13 @@ class Outgoing:
             if self.out_mode == HELLO_PENDING:
                 self._open_out(sock, lp)
             payload = bytes(data[:n]) if (t.capture or lp.snaps) else None
-            ep = self.ep
+            endpoint = self.out_endpoint
             if self.out_name != lp.name:  # another logical process sends on this connection
                 self.out_pending += wire.as_frame(lp.name)
                 self.out_name = lp.name
                 self._fast()
-            if ep is not None and lp is ep.process:
-                seq, lam, markers = lp.send(ep, n, payload)
+            if endpoint is not None and lp is endpoint.process:
+                seq, lam, markers = lp.send(endpoint, n, payload)
             else:
                 seq, lam, markers = lp.send(None, n, payload, channel=self.out_cid)
             if markers:
@@ -67,9 +67,9 @@ class Outgoing:
         self.out_left = n
 
     def _markers_after(self) -> None:
-        ep = self.ep
-        if ep is not None and ep.pending and not self.out_left:
-            for m in ep.take_markers():
+        endpoint = self.out_endpoint
+        if endpoint is not None and endpoint.pending and not self.out_left:
+            for m in endpoint.take_markers():
                 self.out_pending += wire.marker(m.snapshot, m.initiator)
 
     def send_framed(self, sock, data, flags: int, whole: bool, anc=()) -> int:
@@ -260,7 +260,7 @@ class Outgoing:
             os.lseek(in_fd, pos + total, os.SEEK_SET)
         return total
 
-    def _flush(self, ep) -> None:
+    def _flush(self, endpoint) -> None:
         """Write the markers queued on an idle outgoing direction (never blocks)."""
         if not self.slock.try_acquire():
             return  # a sender holds it: it writes the markers after its frame

@@ -39,7 +39,7 @@ def recv_into(self, buffer=_NOARG, nbytes=_NOARG, flags=_NOARG, *more, **kw):
         flags = 0
     c = _objs.get(id(self))
     if c is None:
-        c = _attach(self)[1]
+        c = _attach(self)
     k = c.kind
     if k == "pass" or (k == "tcp" and c.in_mode == RAW and not c.raw_held):
         if k == "tcp":
