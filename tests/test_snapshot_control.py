@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import time
@@ -57,3 +58,22 @@ def test_a_request_reaches_the_process_through_its_socket_only_for_its_own_store
     finally:
         cutscope.stop()
     assert not os.path.exists(path)  # removed at stop
+
+
+def test_snapshot_records_cross_the_control_socket_as_named_records():
+    """A process's snapshot records, encoded for a coordinator's control socket and
+    decoded there, are the same named records (fields by name, the kind first, and
+    equal to what was sent), whatever the channel messages' stored form."""
+    from cutscope.tracer.records import (ChannelRecord, DoneRecord, StateRecord, channel_record,
+                                         done_record, state_record)
+
+    sent = [state_record(3, "p", 7, {"balance": 5}, ["c1"], "p"),
+            channel_record(3, "p", "c2", [("p#4", 3, b"abc", None)], True),
+            done_record(3, "p")]
+    got = control.decode_records(json.loads(json.dumps(control.encode_records(sent))))
+    assert [type(r) for r in got] == [StateRecord, ChannelRecord, DoneRecord]
+    assert got[0].state == json.dumps({"balance": 5}) and got[0].outgoing == ["c1"]
+    assert got[1].complete and got[1].channel == "c2"
+    assert got[1].messages[0]["payload"] == b"abc" and got[1].messages[0]["nbytes"] == 3
+    assert got[2] == ("snap_done", 3, "p")
+    assert sent[1]._replace(complete=False)[:5] == sent[1][:5]

@@ -46,6 +46,8 @@ import threading
 import time
 import _socket
 
+from .records import RECORD_TYPES
+
 log = logging.getLogger("cutscope")
 
 _LEN = struct.Struct(">I")
@@ -323,6 +325,7 @@ def encode_records(items: list[tuple]) -> list:
 
 
 def decode_records(items: list) -> list[tuple]:
+    """Records from ``encode_records``' form, as the named tuples of ``records.py``."""
     out = []
     for it in items:
         if it[0] == "snap_chan":
@@ -333,7 +336,7 @@ def decode_records(items: list) -> list[tuple]:
                     r["payload"] = base64.b64decode(r["payload"])
                 recs.append(r)
             it = it[:4] + [recs] + it[5:]
-        out.append(tuple(it))
+        out.append(RECORD_TYPES[it[0]](*it))
     return out
 
 

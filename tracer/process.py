@@ -23,6 +23,8 @@ import threading
 import time
 from typing import Any, Callable
 
+from .records import channel_record, done_record, state_record
+
 _now = time.time_ns
 
 # Event kinds, as stored.
@@ -290,7 +292,7 @@ class LogicalProcess:
                         s.closed.add(channel)
                         ended.append((s, s.messages.pop(channel, [])))
         for s, msgs in ended:
-            self._report(s, [("snap_chan", s.id, self.name, channel, msgs, True)], now=s.done)
+            self._report(s, [channel_record(s.id, self.name, channel, msgs, True)], now=s.done)
         self._maybe_done()
 
     # -- snapshots --------------------------------------------------------------
@@ -356,10 +358,10 @@ class LogicalProcess:
             self.pending = [p for p in self.pending if p[0] != sid]
         self._append((self.name, seq, lamport, _now(), SNAPSHOT, None, None, 0, None,
                       {"snapshot": sid}))
-        recs = [("snap_state", sid, self.name, seq, {**state, "_cutscope": own}, list(out),
-                 initiator)]
+        recs = [state_record(sid, self.name, seq, {**state, "_cutscope": own}, list(out),
+                             initiator)]
         if via is not None:
-            recs.append(("snap_chan", sid, self.name, via, [], True))
+            recs.append(channel_record(sid, self.name, via, [], True))
         self._report(s, recs, now=False)  # sent below, with "done" if it is done at once
         if after_send:
             self.tracer.deferred_flush.extend(flush)
@@ -398,7 +400,7 @@ class LogicalProcess:
                 return
             s.closed.add(channel)
             msgs = s.messages.pop(channel, [])
-        self._report(s, [("snap_chan", sid, self.name, channel, msgs, True)], now=s.done)
+        self._report(s, [channel_record(sid, self.name, channel, msgs, True)], now=s.done)
         self._maybe_done()
 
     def close_idle(self, sid: int, channel: str, sent: int, before: int,
@@ -432,7 +434,7 @@ class LogicalProcess:
                 return False  # messages sent before the sender's state are still on the way
             s.closed.add(channel)
             msgs = [m for m in s.messages.pop(channel, []) if _sent_before(m[0], before)]
-        self._report(s, [("snap_chan", sid, self.name, channel, msgs, True)], now=s.done)
+        self._report(s, [channel_record(sid, self.name, channel, msgs, True)], now=s.done)
         self._maybe_done()
         return True
 
@@ -468,7 +470,7 @@ class LogicalProcess:
                     s.done = True
                     done.append(s)
         for s in done:
-            self._report(s, [("snap_done", s.id, self.name)], now=True)
+            self._report(s, [done_record(s.id, self.name)], now=True)
 
     def _report(self, s: SnapState, items: list[tuple], now: bool) -> None:
         """Hand snapshot records to ``s``'s sink: the recorder (the store), or the
@@ -526,10 +528,10 @@ class LogicalProcess:
             # Closed channels not yet reported to the coordinator: their messages
             # are kept as incomplete channel states, like those of the open ones.
             for it in unsent:
-                if it[0] == "snap_chan" and it[4]:
-                    other(it[:5] + (False,))
+                if it.kind == "snap_chan" and it.messages:
+                    other(it._replace(complete=False))
             for ch, msgs in s.messages.items():
-                other(("snap_chan", sid, self.name, ch, msgs, False))
+                other(channel_record(sid, self.name, ch, msgs, False))
 
     def open_channels(self, sid: int) -> list[str]:
         """The registered FIFO incoming channels snapshot ``sid`` still waits for here."""
