@@ -208,7 +208,7 @@ slot_empty(PyObject *v)
     return 0;
 }
 
-/* `_current.get() or _default[0]` when it is a LogicalProcess (borrowed), else NULL. */
+/* `current_var.get() or default_process[0]` when it is a LogicalProcess (borrowed), else NULL. */
 static inline PyObject *
 current_lp(void)
 {
@@ -991,8 +991,8 @@ static PyMethodDef methods[] = {
      "Python functions, since the module was loaded (for the tests)."},
     {"setup", setup, METH_VARARGS,
      "setup(queue.Queue, QState, LogicalProcess, OutEndpoint, collections.deque, "
-     "_thread.LockType, _current, _default, Queue._qsize, py_put, py_get) -> (put, get): "
-     "method descriptors for queue.Queue."},
+     "_thread.LockType, current_var, default_process, Queue._qsize, py_put, py_get) -> "
+     "(put, get): method descriptors for queue.Queue."},
     {NULL, NULL, 0, NULL},
 };
 

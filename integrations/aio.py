@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextvars
 import threading
 
-from cutscope.tracer.process import OutEndpoint, _current, _default
+from cutscope.tracer.process import OutEndpoint, current_var, default_process
 
 from ._base import ImportHooks, Instrumentor, register
 from .queues import QState, _ATTR, deliver, is_fifo, Mk
@@ -82,7 +82,7 @@ def _flush_for(st: QState):
 
 
 def put_nowait(self, item):
-    lp = _current.get() or _default[0]
+    lp = current_var.get() or default_process[0]
     if lp is None:
         return _ORIG["put_nowait"](self, item)
     st = self.__dict__.get(_ATTR) or _state(self)
@@ -122,7 +122,7 @@ class _Marks(Exception):
 
 
 def get_nowait(self):
-    lp = _current.get() or _default[0]
+    lp = current_var.get() or default_process[0]
     if lp is None:
         return _ORIG["get_nowait"](self)
     st = self.__dict__.get(_ATTR) or _state(self)
@@ -160,7 +160,7 @@ def empty(self):
 
 
 async def get(self):
-    lp = _current.get() or _default[0]
+    lp = current_var.get() or default_process[0]
     if lp is None:
         return await _ORIG["get"](self)
     st = self.__dict__.get(_ATTR) or _state(self)

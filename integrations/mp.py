@@ -59,8 +59,8 @@ import struct
 import threading
 from time import monotonic as _time
 
-from cutscope.tracer.process import OutEndpoint, _current, _default
-from cutscope.tracer.tracer import _active
+from cutscope.tracer.process import OutEndpoint, current_var, default_process
+from cutscope.tracer.tracer import active
 
 from ._base import ImportHooks, Instrumentor, register
 
@@ -77,7 +77,7 @@ _hooks = ImportHooks()  # on while installed
 
 
 def _lp():
-    return _current.get() or _default[0]
+    return current_var.get() or default_process[0]
 
 
 # -- envelopes for multiprocessing.Queue ---------------------------------------------------
@@ -634,7 +634,7 @@ def wait(object_list, timeout=None):
 
 def Pipe(duplex=True):
     a, b = _ORIG["Pipe"](duplex)
-    if _active[0] is not None:
+    if active() is not None:
         for c in (a, b):
             c.__dict__["_cutscope_c"] = _CS(True)  # both ends stay in traced processes
     return a, b
@@ -753,7 +753,7 @@ def _hs_recv(conn, hs, maxsize):
 
 def deliver_challenge(connection, authkey, *a, **kw):
     orig = _ORIG["deliver_challenge"]
-    if not isinstance(authkey, bytes) or _active[0] is None:
+    if not isinstance(authkey, bytes) or active() is None:
         return orig(connection, authkey, *a, **kw)
     _in_handshake(connection)
     d = connection.__dict__
@@ -768,7 +768,7 @@ def deliver_challenge(connection, authkey, *a, **kw):
 
 def answer_challenge(connection, authkey, *a, **kw):
     orig = _ORIG["answer_challenge"]
-    if not isinstance(authkey, bytes) or _active[0] is None:
+    if not isinstance(authkey, bytes) or active() is None:
         return orig(connection, authkey, *a, **kw)
     _in_handshake(connection)
     d = connection.__dict__
@@ -813,7 +813,7 @@ def _in_handshake(c) -> None:
 
 
 def _made(c):
-    if c.__dict__.get("_cutscope_c") is None and _active[0] is not None:
+    if c.__dict__.get("_cutscope_c") is None and active() is not None:
         c.__dict__["_cutscope_c"] = _CS(False)
     return c
 
@@ -860,7 +860,7 @@ class _Boot:
 
 
 def _boot_child(cfg: dict):
-    if _active[0] is not None:
+    if active() is not None:
         return None
     try:
         from cutscope import integrations
@@ -898,7 +898,7 @@ def _fork_name() -> str | None:
 
 
 def start(self):
-    t = _active[0]
+    t = active()
     if t is None:
         return _ORIG["BaseProcess.start"](self)
     url = getattr(t.store, "url", None)
@@ -942,7 +942,7 @@ def _on_sigterm(signum, frame):
         # ends their loop just as Pool.terminate() sends SIGTERM.
         _term[1] = True
         return
-    t = _active[0]
+    t = active()
     if t is not None:
         done = _thread.allocate_lock()
         done.acquire()
@@ -981,7 +981,7 @@ def _install_sigterm() -> None:
 
 
 def _bootstrap(self, *a, **kw):
-    t = _active[0]
+    t = active()
     if t is not None:
         # In the child our name is "<parent>/<pid>" (or, under spawn, the name the
         # parent chose): the parent is what comes before the last "/".
@@ -999,7 +999,7 @@ def _bootstrap(self, *a, **kw):
     try:
         return _ORIG["BaseProcess._bootstrap"](self, *a, **kw)
     finally:
-        t = _active[0]
+        t = active()
         if t is not None:  # os._exit() follows: no atexit, so flush now
             _term[0] = True
             try:

@@ -69,7 +69,7 @@ from collections import deque
 from time import monotonic as _time
 
 from cutscope.tracer import process as _process
-from cutscope.tracer.process import LogicalProcess, OutEndpoint, _current, _default
+from cutscope.tracer.process import LogicalProcess, OutEndpoint, current_var, default_process
 
 from ._base import Instrumentor, register
 
@@ -327,7 +327,7 @@ class _Marks(Exception):
 
 
 def put(self, item, block=True, timeout=None):
-    lp = _current.get() or _default[0]
+    lp = current_var.get() or default_process[0]
     if lp is None:
         return _ORIG["put"](self, item, block, timeout)
     try:
@@ -377,7 +377,7 @@ def _put_then_safepoint(q, lp, item, block, timeout):
 
 
 def get(self, block=True, timeout=None):
-    lp = _current.get() or _default[0]
+    lp = current_var.get() or default_process[0]
     if lp is None:
         return _ORIG["get"](self, block, timeout)
     try:
@@ -522,7 +522,7 @@ if FASTQ is not None:
     import _thread
 
     put, get = FASTQ.setup(_Q, QState, LogicalProcess, OutEndpoint, deque, _thread.LockType,
-                           _current, _default, _HOOKS["_qsize"], put, get)
+                           current_var, default_process, _HOOKS["_qsize"], put, get)
 
 
 @register

@@ -13,7 +13,7 @@ import sys
 import time
 
 from cutscope.tracer import wire
-from cutscope.tracer.process import _current, _default
+from cutscope.tracer.process import current_var, default_process
 
 
 _Socket = socket.socket
@@ -83,7 +83,7 @@ _addr_cache: dict = {}
 
 
 def _lp():
-    return _current.get() or _default[0]
+    return current_var.get() or default_process[0]
 
 
 def _fault(exc, where):

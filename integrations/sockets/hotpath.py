@@ -4,7 +4,7 @@ is there), their general paths, and the decision every receive takes."""
 from __future__ import annotations
 
 from cutscope.tracer import wire
-from cutscope.tracer.process import FAST, _current, _default
+from cutscope.tracer.process import FAST, current_var, default_process
 
 from .args import _as_called, _check, _index, _size_ok, _usual_buf
 from .binding import _attach
@@ -31,7 +31,7 @@ def _fast_sender(name, general, ret_n):
             c = _attach(self)
         lp = c.fast_lp
         if lp is not None and not flags and type(data) is bytes and \
-                (_current.get() or _default[0]) is lp:
+                (current_var.get() or default_process[0]) is lp:
             tok = c.stok
             try:
                 tok.pop()
@@ -138,7 +138,7 @@ def recv(self, bufsize=_NOARG, flags=0, /, *more, **kw):
     if c is None:
         c = _attach(self)
     if c.fast_in and not flags:
-        lp = _current.get() or _default[0]
+        lp = current_var.get() or default_process[0]
         if lp is not None and not lp.pending and type(bufsize) is int and bufsize > 0:
             tok = c.rtok
             try:
@@ -176,7 +176,7 @@ def recv(self, bufsize=_NOARG, flags=0, /, *more, **kw):
 def _tcp_framed_in(self, c, flags) -> bool:
     """Before a receive on TCP: a safe point, the incoming direction decided. True if
     that direction is framed."""
-    lp = _current.get() or _default[0]
+    lp = current_var.get() or default_process[0]
     if lp is not None and lp.pending:
         lp.safepoint()
     m = c.in_mode
@@ -215,5 +215,5 @@ def _recv_general(self, c, bufsize, flags):
 # (kept as the reference) whenever a test fails, before doing anything.
 if FAST is not None:
     send, sendall, recv = FAST.setup_sockets(
-        _Socket, Conn, _objs, _current, _default, _tracer, _fault, _marker_prefix, _sendall,
-        _recv, send, sendall, recv)
+        _Socket, Conn, _objs, current_var, default_process, _tracer, _fault, _marker_prefix,
+        _sendall, _recv, send, sendall, recv)

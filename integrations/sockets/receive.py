@@ -3,7 +3,7 @@ recvmsg_into, all through the same framed-receive decision and parser."""
 
 from __future__ import annotations
 
-from cutscope.tracer.process import _current, _default
+from cutscope.tracer.process import current_var, default_process
 
 from .args import (_ANC_BIG, _as_called, _check, _gathered, _index, _into_as_called, _scatter,
     _size_ok, _views)
@@ -43,7 +43,7 @@ def recv_into(self, buffer=_NOARG, nbytes=_NOARG, flags=_NOARG, *more, **kw):
     k = c.kind
     if k == "pass" or (k == "tcp" and c.in_mode == RAW and not c.raw_held):
         if k == "tcp":
-            lp = _current.get() or _default[0]
+            lp = current_var.get() or default_process[0]
             if lp is not None and lp.pending:
                 lp.safepoint()
         n = _recv_into(self, buffer, nbytes, flags)
