@@ -331,8 +331,11 @@ class Coordinator:
                 # leads into and that the channel table did not show at the start.
                 self._refreshed = now
                 self._chan_info.update({c["id"]: c for c in self.store.channel_ends()})
-                self.expected |= {self._chan_info[c]["src"] for c in open_
-                                  if self._chan_info.get(c, {}).get("src")} - recorded
+                # Its receiver too: one that never reads the channel again gets no
+                # marker, and only its state lets the channel close by count
+                # (_close_idle); it may not have been in the table at the start either.
+                self.expected |= {self._chan_info[c][k] for c in open_ for k in ("src", "dst")
+                                  if self._chan_info.get(c, {}).get(k)} - recorded
             if (self.expected - recorded) - self.requested:
                 # Not reached by a marker in time: start it directly (at its next safe point).
                 self._request(self.expected - recorded)
