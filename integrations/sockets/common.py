@@ -150,5 +150,7 @@ def _resolve(host, family: int = 0) -> str | None:
     return r
 
 
-_orig: dict = {}  # name -> what socket.socket had in its own __dict__ (absent: inherited)
+# name -> what socket.socket had in its own __dict__ (absent: inherited); "os.sendfile":
+# the os.sendfile that os_sendfile replaced
+_orig: dict = {}
 _MISSING = object()

@@ -18,7 +18,7 @@ from .hotpath import recv, send, sendall
 from .receive import recv_into, recvfrom, recvfrom_into, recvmsg, recvmsg_into
 from .registry import _local_conns, _unregister, _withdraw, _withdraw_all
 from .send import sendmsg, sendto
-from .sendfile import _os_sendfile, os_sendfile, sendfile
+from .sendfile import os_sendfile, sendfile
 
 
 _WRAPPERS = {
@@ -83,7 +83,7 @@ class SocketInstrumentor(Instrumentor):
                 _orig["_inherited_" + name] = True
             setattr(_Socket, name, fn)
         if hasattr(os, "sendfile") and os.sendfile is not os_sendfile:
-            _os_sendfile[0] = os.sendfile
+            _orig["os.sendfile"] = os.sendfile
             os.sendfile = os_sendfile
         tracer.tick_hooks.append(_tick)
         reduction_hooks.start(tracer, ("multiprocessing.reduction", _patch_reduction))
@@ -109,7 +109,7 @@ class SocketInstrumentor(Instrumentor):
             else:
                 setattr(_Socket, name, _orig[name])
         if getattr(os, "sendfile", None) is os_sendfile:
-            os.sendfile = _os_sendfile[0]  # (someone who patched over us keeps theirs)
+            os.sendfile = _orig["os.sendfile"]  # (someone who patched over us keeps theirs)
         if t is not None:
             try:
                 t.tick_hooks.remove(_tick)

@@ -27,8 +27,7 @@ def sendfile(self, file, offset=0, count=None):
 # os.sendfile writes a file into a descriptor in the kernel, bypassing the socket
 # methods (asyncio's loop.sock_sendfile and transports' sendfile, socket.sendfile,
 # user code). Wrapped so that a framed direction stays framed; everything else keeps
-# the real call.
-_os_sendfile = [None]  # the os.sendfile that os_sendfile replaced
+# the real call (the os.sendfile it replaced: _orig["os.sendfile"]).
 
 
 def _tcp_conn_of_fd(fd):
@@ -52,7 +51,7 @@ def os_sendfile(out_fd, in_fd, offset, count):
     then the file's bytes are read with ``os.pread`` and sent framed (``Conn.sendfile``),
     with os.sendfile's return value, partial counts, ``EAGAIN`` and offset semantics.
     A raw direction keeps the real call and records one raw send per call."""
-    real = _os_sendfile[0]
+    real = _orig["os.sendfile"]
     c = _tcp_conn_of_fd(out_fd)
     if c is None or type(count) is not int or count <= 0 or not (
             offset is None or (type(offset) is int and offset >= 0)):
