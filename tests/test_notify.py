@@ -113,3 +113,37 @@ def test_a_fork_child_listens_on_its_own_connection(pg_url, slow_poll):
     finally:
         other.close()
         cutscope.stop()
+
+
+def test_while_listening_a_snapshot_does_not_bring_back_the_fast_poll(pg_url, slow_poll,
+                                                                       monkeypatch):
+    """A snapshot that this interpreter takes part in: its requests and end come as
+    notifications, so the store's poll keeps the slow pace (each poll holds the
+    recorder, and its writes, for two queries); the recorder itself ticks faster."""
+    from cutscope.tracer import recorder
+
+    monkeypatch.setattr(polling, "TICK_S", 0.0)  # a poll at every tick, where one is due
+    t = cutscope.start(db=pg_url, name="far", instrument=False)
+    other = open_store(pg_url, create=False)
+    polls = []
+    real = t.store.snapshot_requests
+
+    def counted(names):
+        polls.append(time.monotonic())
+        return real(names)
+
+    try:
+        assert t.listener is not None and t.listener.ready.wait(10)
+        time.sleep(0.2)  # the recorder's first poll is behind us
+        t.store.snapshot_requests = counted
+        sid = _ask(other, "far")
+        assert _wait(lambda: t.main.pending == [(sid, "elsewhere")])
+        assert _wait(lambda: t.recorder.interval == recorder.SNAPSHOT_INTERVAL)
+        time.sleep(0.3)  # pending all along: no safe point in this test
+        assert t.main.pending and polls == []
+        assert other.finish_snapshot(sid, "partial", [], time.time_ns())
+        assert _wait(lambda: not t.main.pending)
+        assert _wait(lambda: t.recorder.interval == recorder.INTERVAL)
+    finally:
+        other.close()
+        cutscope.stop()

@@ -32,6 +32,10 @@ _held = FAST.held if FAST is not None else len
 BUFFER_LIMIT = 200_000  # events held in memory before the application waits
 BATCH = 20_000  # events per store transaction (at most)
 INTERVAL = 0.05  # seconds between writer wake-ups when idle (the tick's pace)
+# ... while this interpreter takes part in a snapshot (``Recorder.interval``): the tick
+# consumes the markers at the head of idle channels and writes the markers that a
+# send left queued, and each of them holds the snapshot up until it comes.
+SNAPSHOT_INTERVAL = 0.01
 # Events alone wait up to this long for their batch (each batch has a fixed cost: on the
 # TCP ping-pong, a write every 50 ms held up the application 6.5% of the time, every
 # 150 ms 3.5%); other records, a flush and a full buffer are written at once.
@@ -54,6 +58,7 @@ class Recorder:
         self.dropped = 0
         self.tick = tick
         self.on_error = on_error
+        self.interval = INTERVAL  # the tick's pace (SNAPSHOT_INTERVAL during a snapshot)
         self._reset()
         self.running = False
 
@@ -180,7 +185,7 @@ class Recorder:
             # transaction costs the application the GIL and a share of its CPU);
             # other() -- snapshot records, channels -- a flush and a full buffer are
             # written at once.
-            self._wake.wait(INTERVAL)
+            self._wake.wait(self.interval)
             self._wake.clear()
             try:
                 while self._calls and not self._forking:
@@ -196,7 +201,7 @@ class Recorder:
                     # still run.
                     self._drain(bounded=True)
                     now = time.monotonic()
-                if self.tick is not None and (now - last_tick >= INTERVAL / 2 or not self._buf):
+                if self.tick is not None and (now - last_tick >= self.interval / 2 or not self._buf):
                     last_tick = now
                     if self._forking:
                         continue

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 
+from ..recorder import INTERVAL, SNAPSHOT_INTERVAL
 from .coordinator import Coordinator
 from .result import SnapshotError
 
@@ -14,8 +15,9 @@ log = logging.getLogger("cutscope")
 
 TICK_S = 0.05  # minimum interval between two request polls of one interpreter
 # ... while it takes part in no snapshot and serves a control socket (coordinators
-# of this host reach it through the socket; the store is for the other hosts') or
-# listens to PostgreSQL's notifications (tracer/notify.py: the poll is the fallback):
+# of this host reach it through the socket; the store is for the other hosts'), and
+# always while it listens to PostgreSQL's notifications (tracer/notify.py: requests
+# and ends come at once; the poll is the fallback):
 IDLE_TICK_S = 0.25
 # A process reports the channels it closes together with its "done"; one that is
 # still not done this long after it recorded sends what it has (tick).
@@ -56,11 +58,18 @@ def tick(tracer, poller: Poller) -> None:
             _start_from_signal(tracer)
     now = time.monotonic()
     procs = tracer.processes
+    busy = any(lp.snaps or lp.pending for lp in list(procs.values()))
+    # While this interpreter takes part in a snapshot, the recorder ticks faster (idle
+    # channels' markers, queued markers); the store's poll below keeps its own pace.
+    rec = tracer.recorder
+    rec.interval = SNAPSHOT_INTERVAL if busy else INTERVAL
     every = TICK_S
     lst = tracer.listener
-    reached = tracer.control is not None or (lst is not None and lst.ready.is_set())
-    if reached and not poller.taken and \
-            not any(lp.snaps or lp.pending for lp in list(procs.values())):
+    if lst is not None and lst.ready.is_set():
+        # Requests and ends come as notifications, at once: the poll is the fallback
+        # (a notification lost with a dropped connection), snapshot or not.
+        every = IDLE_TICK_S
+    elif tracer.control is not None and not poller.taken and not busy:
         every = IDLE_TICK_S
     if now - poller.polled_at < every:
         return
