@@ -187,9 +187,11 @@ def _patch(module=None) -> None:
     global _Q
     if not _hooks.on:
         return
-    import asyncio.queues
+    # From the module itself: wrapt 1 calls this hook while ``asyncio`` is still
+    # importing it, before the package has its ``queues`` attribute.
+    from asyncio import queues
 
-    Q = asyncio.queues.Queue
+    Q = queues.Queue
     if not _ORIG:
         for attr, _fn in _TARGETS:
             _ORIG[attr] = Q.__dict__[attr]

@@ -245,3 +245,32 @@ def test_shutdown_with_a_marker_left_in_the_queue(immediate):
 
         traced = asyncio.run(traced_run())
     assert traced == plain
+
+
+def test_asyncio_imported_after_start_is_traced(tmp_path):
+    """A program that imports asyncio after ``cutscope.start()``: the post-import hook
+    runs while the ``asyncio`` package is still importing ``asyncio.queues`` (wrapt 1),
+    and must wrap the queue then, in a fresh interpreter, in strict mode."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "t.db"
+    script = (
+        "import cutscope\n"
+        f"cutscope.start(db={str(db)!r}, name='late')\n"
+        "import asyncio\n"
+        "async def main():\n"
+        "    q = asyncio.Queue()\n"
+        "    await q.put(1)\n"
+        "    return await q.get()\n"
+        "print(asyncio.run(main()))\n"
+        "cutscope.stop()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, env={**__import__("os").environ, "CUTSCOPE_STRICT": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1"
+    from cutscope.viewer.export import load
+
+    kinds = [e["kind"] for e in load(str(db))["events"] if e["process"] == "late"]
+    assert "send" in kinds and "recv" in kinds, kinds
