@@ -692,6 +692,7 @@ class _Answer:
 
 _HS = "_cutscope_hs"
 CHALLENGE = b"#CHALLENGE#"  # how the challenge message starts (every version's protocol)
+_LEGACY_LENGTHS = (16, 20)  # the answers without a digest prefix (HMAC-MD5, HMAC-SHA1)
 
 
 def _mac_for(authkey: bytes, response: bytes, signed: bytes, bare: bytes):
@@ -700,7 +701,9 @@ def _mac_for(authkey: bytes, response: bytes, signed: bytes, bare: bytes):
     import hmac
 
     name, mac, prefix = "md5", response, b""
-    if response[:1] == b"{":
+    # As the stdlib reads an answer: at a legacy length (a bare HMAC-MD5 or -SHA1) it
+    # has no prefix, even when its first byte happens to be b"{".
+    if len(response) not in _LEGACY_LENGTHS and response[:1] == b"{":
         end = response.find(b"}", 1, 22)
         if end < 0:
             return None

@@ -783,3 +783,25 @@ def test_a_marker_alone_in_the_pipe_leaves_the_queue_empty():
         assert not q._poll()
         q.close()
         q.join_thread()
+
+
+def test_a_bare_md5_answer_that_starts_with_a_brace_is_read_as_bare():
+    """A 3.11 (or legacy) peer answers with a bare 16-byte HMAC-MD5, whose first byte is
+    b"{" once in 256 answers: the stdlib reads an answer of that length as bare, and so
+    must the traced end that checks it (else the handshake fails at random)."""
+    import hmac
+
+    from cutscope.integrations.mp import MAGIC, _mac_for
+
+    authkey = b"secret"
+    for n in range(100_000):
+        bare = b"{sha256}" + n.to_bytes(32, "big")  # the stdlib's challenge (3.12+)
+        signed = bare + MAGIC  # the challenge as the traced end sent it
+        answer = hmac.new(authkey, signed, "md5").digest()
+        if answer[:1] == b"{":
+            break
+    else:
+        pytest.fail("no answer starting with a brace")
+    assert _mac_for(authkey, answer, signed, bare) == hmac.new(authkey, bare, "md5").digest()
+    # a wrong bare answer is still refused
+    assert _mac_for(b"other", answer, signed, bare) is None
