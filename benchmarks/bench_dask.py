@@ -80,18 +80,13 @@ def run_job(d: str, args, traced: bool, snapshots: int = 0) -> dict:
 
 
 def take_snapshots(db: str, n: int) -> list:
-    from cutscope.tracer.snapshot.coordinator import SNAPSHOT_LIVE_NS, Coordinator
+    from cutscope.testing import talking_processes
+    from cutscope.tracer.snapshot.coordinator import Coordinator
     from cutscope.tracer.store import open_store
 
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # the workers are live and talking
-        store = open_store(db, create=False)
-        try:
-            live = set(store.live_processes(time.time_ns() - SNAPSHOT_LIVE_NS))
-            talking = {q for c in store.channel_ends() for q in (c["src"], c["dst"])}
-        finally:
-            store.close()
-        if len((live & talking) - {"dask"}) >= 2:
+        if len(talking_processes(db) - {"dask"}) >= 2:
             break
         time.sleep(0.2)
     out = []

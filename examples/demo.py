@@ -39,6 +39,7 @@ import asyncio_cluster  # noqa: E402
 import bank_tcp  # noqa: E402
 import bank_threads  # noqa: E402
 
+from cutscope.testing import talking_processes  # noqa: E402
 from cutscope.tracer.snapshot.coordinator import Coordinator, SNAPSHOT_LIVE_NS  # noqa: E402
 from cutscope.tracer.store import open_store  # noqa: E402
 
@@ -117,13 +118,7 @@ def run_cluster(out: str, env: dict, snapshots: int) -> tuple[list, bool]:
         wait_live(db, {"cluster"})
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # the workers are connected
-            store = open_store(db, create=False)
-            try:
-                live = set(store.live_processes(time.time_ns() - SNAPSHOT_LIVE_NS))
-                talking = {p for c in store.channel_ends() for p in (c["src"], c["dst"])}
-            finally:
-                store.close()
-            if len((live & talking) - {"cluster"}) >= CLUSTER_WORKERS:
+            if len(talking_processes(db) - {"cluster"}) >= CLUSTER_WORKERS:
                 break
             time.sleep(0.1)
         for _ in range(snapshots):

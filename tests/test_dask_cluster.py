@@ -21,7 +21,8 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from cutscope.tracer.snapshot.coordinator import Coordinator, SNAPSHOT_LIVE_NS  # noqa: E402
+from cutscope.testing import talking_processes  # noqa: E402
+from cutscope.tracer.snapshot.coordinator import Coordinator  # noqa: E402
 from cutscope.tracer.store import open_store  # noqa: E402
 from cutscope.viewer.export import load  # noqa: E402
 
@@ -69,15 +70,10 @@ def test_live_snapshots_of_a_dask_cluster(tmp_path):
         assert app.stdout.readline().strip() == "ready", app.stderr.read()[-3000:]
         deadline = time.monotonic() + 60
         while True:  # the workers are live and talking
-            store = open_store(db, create=False)
-            try:
-                live = set(store.live_processes(time.time_ns() - SNAPSHOT_LIVE_NS))
-                talking = {p for c in store.channel_ends() for p in (c["src"], c["dst"])}
-            finally:
-                store.close()
-            if len((live & talking) - {"dask"}) >= WORKERS:
+            talking = talking_processes(db)
+            if len(talking - {"dask"}) >= WORKERS:
                 break
-            assert time.monotonic() < deadline, (live, talking)
+            assert time.monotonic() < deadline, talking
             time.sleep(0.2)
         for _ in range(10):
             store = open_store(db, create=False)

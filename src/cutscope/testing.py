@@ -236,3 +236,22 @@ class Network:
     def settle(self) -> None:
         """Write everything recorded so far to the store (before reading progress)."""
         self.tracer.flush()
+
+
+def talking_processes(db: str) -> set[str]:
+    """The processes of the store ``db`` that are live (seen within a snapshot
+    coordinator's liveness window) and have a channel: those a snapshot asked now
+    would wait for. For tests, examples and benchmarks that wait for a traced
+    system to be up before they snapshot it."""
+    import time
+
+    from cutscope.tracer.snapshot.coordinator import SNAPSHOT_LIVE_NS
+    from cutscope.tracer.store import open_store
+
+    store = open_store(db, create=False)
+    try:
+        live = set(store.live_processes(time.time_ns() - SNAPSHOT_LIVE_NS))
+        talking = {p for c in store.channel_ends() for p in (c["src"], c["dst"])}
+    finally:
+        store.close()
+    return live & talking
