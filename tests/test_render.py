@@ -16,7 +16,7 @@ import pytest
 from cutscope.cli import main as cli
 from cutscope.viewer.model import Trace
 from cutscope.viewer.export import load
-from cutscope.viewer.render import build, render_file
+from cutscope.viewer.render import COLORS, render_file
 
 import viewer_traces
 
@@ -109,7 +109,97 @@ def test_render_bad_extension_and_missing_db(tmp_path, bank_db, capsys):
     assert "no cutscope database" in capsys.readouterr().err
 
 
-def test_large_trace_renders_a_window_around_the_cut(tmp_path):
+NUM = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def node_center(g):
+    """The centre of a node's shape (path, polygon or ellipse) in SVG coordinates."""
+    for el in g.iter():
+        if el.tag == f"{SVG}ellipse":
+            return float(el.get("cx")), float(el.get("cy"))
+        if el.tag in (f"{SVG}path", f"{SVG}polygon"):
+            nums = [float(v) for v in NUM.findall(el.get("d") or el.get("points"))]
+            xs, ys = nums[0::2], nums[1::2]
+            return (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+    raise AssertionError("a node without a shape")
+
+
+def edge_points(g):
+    path = g.find(f".//{SVG}path")
+    nums = [float(v) for v in NUM.findall(path.get("d"))]
+    return list(zip(nums[0::2], nums[1::2])), path
+
+
+def nodes_by_title(path):
+    root = ET.parse(path).getroot()
+    return {g.find(f"{SVG}title").text: g for g in root.iter(f"{SVG}g")
+            if "node" in (g.get("class") or "").split()}
+
+
+def assert_straight(points):
+    (x0, y0), (x1, y1) = points[0], points[-1]
+    for x, y in points:  # every control point on the segment's line: a straight arrow
+        assert abs((x1 - x0) * (y - y0) - (y1 - y0) * (x - x0)) <= 1.0 * max(1.0, abs(x1 - x0) + abs(y1 - y0))
+
+
+def test_render_draws_lanes_a_straight_cut_line_and_straight_arrows(bank_db, tmp_path):
+    out = tmp_path / "snap.svg"
+    assert cli(["render", "--db", bank_db, "--snapshot", "1", "-o", str(out)]) == 0
+    t = Trace(load(bank_db))
+    cut = t.snapshot_cut(1)
+    nodes = nodes_by_title(out)
+    # The cut: one mark per lane, all on one horizontal line, joined by straight edges.
+    marks = [node_center(g) for g in svg_groups(out, "cut") if "node" in g.get("class")]
+    assert len(marks) == 3
+    cut_y = marks[0][1]
+    assert all(abs(y - cut_y) < 0.5 for _, y in marks)
+    line = [g for g in svg_groups(out, "cut") if "edge" in g.get("class")]
+    assert len(line) == 4  # left end -> P1 -> P2 -> P3 -> right end
+    for g in line:
+        pts, path = edge_points(g)
+        assert all(abs(y - cut_y) < 0.5 for _, y in pts)
+        assert path.get("stroke") == COLORS["cut"]
+    # Each process is a vertical lane: its events share one x, in seq order downwards,
+    # above the line when inside the cut and below it when outside.
+    for p in ("P1", "P2", "P3"):
+        i = t.processes.index(p)
+        centers = [(s, node_center(nodes[f"e{i}_{s}"])) for s in t.seqs[p]]
+        assert len({round(x) for _, (x, _) in centers}) == 1
+        ys = [y for _, (_, y) in centers]
+        assert ys == sorted(ys) and len(set(ys)) == len(ys)
+        for s, (_, y) in centers:
+            cls = nodes[f"e{i}_{s}"].get("class").split()
+            if s <= cut[p]:
+                assert y < cut_y and "inside" in cls
+            else:
+                assert y > cut_y and "outside" in cls
+    # Every message is a straight arrow; it points down the page, and only the in-transit
+    # one (blue) crosses the line.
+    msgs = svg_groups(out, "msg") + svg_groups(out, "intransit")
+    assert len(msgs) == len(t.messages)
+    for g in msgs:
+        pts, path = edge_points(g)
+        assert_straight(pts)
+        assert pts[-1][1] > pts[0][1]
+        crosses = pts[0][1] < cut_y < pts[-1][1]
+        assert crosses == ("intransit" in g.get("class"))
+        assert path.get("stroke") == (COLORS["intransit"] if crosses else COLORS["msg"])
+    text = out.read_text()
+    assert "a window" not in text  # a small trace is drawn whole
+
+
+def test_render_orphan_arrow_crosses_the_line_upwards_in_red(thin_air_db, tmp_path):
+    out = tmp_path / "thin.svg"
+    assert cli(["render", "--db", thin_air_db, "--snapshot", "1", "-o", str(out)]) == 0
+    [orphan] = svg_groups(out, "orphan")
+    pts, path = edge_points(orphan)
+    assert_straight(pts)
+    cut_y = node_center(svg_groups(out, "cut")[0])[1]
+    assert pts[0][1] > cut_y > pts[-1][1]  # sent below the line, received above it
+    assert path.get("stroke") == COLORS["orphan"] and path.get("stroke-dasharray")
+
+
+def test_large_trace_renders_a_window_around_the_cut_and_says_so(tmp_path):
     from test_analysis import Sim
 
     sim = Sim(["a", "b", "c"])
@@ -121,12 +211,20 @@ def test_large_trace_renders_a_window_around_the_cut(tmp_path):
     doc = sim.doc()
     assert len(doc["events"]) == 2800
     cut = {"a": 600, "b": 900, "c": 300}
-    g = build(doc, cut, window=10)
-    nodes = re.findall(r"^\s*e\d+_\d+ \[", g.source, re.M)
-    assert 30 <= len(nodes) <= 200  # a window, not 2800 events
-    assert "... " in g.source and " events" in g.source
     out = render_file(doc, cut, str(tmp_path / "big.svg"), window=10)
+    nodes = nodes_by_title(out)
+    events = [g for g in nodes.values() if "event" in g.get("class").split()]
+    assert 30 <= len(events) <= 200  # a window, not 2800 events
+    # The left-out runs are marked on their lanes, and they and the drawn events add up.
+    gaps = svg_groups(out, "gap")
+    left = sum(int(g.find(f".//{SVG}text").text.split()[1].replace(",", "")) for g in gaps)
+    assert left + len(events) == 2800
+    text = open(out, encoding="utf-8").read()
+    assert f"{len(events)} of 2,800 events drawn, {left:,} left out" in text
+    assert "a window of the trace: 10 events on each side of every frontier" in text
     assert svg_groups(out, "intransit") or svg_groups(out, "orphan")
+    for g in svg_groups(out, "intransit"):
+        assert_straight(edge_points(g)[0])
 
 
 def test_check_passes_on_a_recorded_snapshot(bank_db, capsys):
