@@ -86,10 +86,12 @@ class Explorer:
     def _order(self) -> None:
         """The display order: every event by (Lamport clock, process, seq).
 
-        One sort of integer keys ``(lamport * P + process) * N + row`` over the
-        trace's columns, at C speed: no tuple or dict per event. The sorted keys
-        are kept (an array of 8 bytes per event): a trace row's display row is a
-        binary search in them."""
+        One sort of integer keys ``lamport * N + row`` over the trace's columns, at C
+        speed: no tuple or dict per event. A trace row ``row`` orders the events by
+        (process, seq) already, in the lanes' order of processes, so it breaks the
+        ties of a Lamport clock as the display order does. The sorted keys are kept
+        (an array of 8 bytes per event): a trace row's display row is a binary
+        search in them."""
         t = self.trace
         n = t.n_events
         tidx = [t._pindex[p] for p in self.procs]
@@ -97,12 +99,9 @@ class Explorer:
         for i, k in enumerate(tidx):
             emap[k] = i
         self._emap = emap
-        nproc = max(1, len(t.processes))
-        self._mul = (nproc, n)
-        mul, add = operator.mul, operator.add
+        self._n = n
         lam = map(t._lam.__getitem__, t._srow)  # the trace's rows in (process, seq) order
-        keys = list(map(add, map(mul, map(add, map(mul, lam, itertools.repeat(nproc)), t._pid),
-                                 itertools.repeat(n)), range(n)))
+        keys = list(map(operator.add, map(operator.mul, lam, itertools.repeat(n)), range(n)))
         keys.sort()
         if keys and (keys[0] < 0 or keys[-1] >= 1 << 63):
             self._keys: array | list = keys  # Lamport clocks too large for an array
@@ -131,8 +130,7 @@ class Explorer:
     def _display_row(self, tg: int) -> int:
         """The display row of trace row ``tg``."""
         t = self.trace
-        nproc, n = self._mul
-        key = (t._lam[t._srow[tg]] * nproc + t._pid[tg]) * n + tg
+        key = t._lam[t._srow[tg]] * self._n + tg
         return bisect.bisect_left(self._keys, key)
 
     # -- rows -------------------------------------------------------------------

@@ -45,8 +45,10 @@ def decode_block(block_id: int, encoding: str, data: bytes) -> list[tuple]:
             rows = marshal.loads(raw)
         elif raw[:4] != encoding[:3].upper().encode() + b"\0":
             raise ValueError(f"not a {encoding[:3]} event block")
+        elif FAST is not None:
+            return FAST.decode(raw)  # checks each row as it makes it: a list of 10-tuples
         else:
-            rows = FAST.decode(raw) if FAST is not None else decode_cs(raw)
+            rows = decode_cs(raw)
         if type(rows) is not list or not all(type(r) is tuple and len(r) == 10 for r in rows):
             raise ValueError("not a list of event tuples")
     except (ValueError, EOFError, TypeError, IndexError, zlib.error) as exc:

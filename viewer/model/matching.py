@@ -8,6 +8,7 @@ counts, later receives of the same id deliver the rest of a frame.
 from __future__ import annotations
 
 import bisect
+import collections
 import itertools
 import operator
 from array import array
@@ -52,22 +53,28 @@ class MatchingMixin:
 
     def _match(self) -> None:
         """Match receives to sends: ``_peer[row]`` is the first receive of a send's
-        message (-1: never received) and the send of a receive's (-1: unmatched)."""
+        message (-1: never received) and the send of a receive's (-1: unmatched).
+
+        Passes over the columns at C speed (``compress``, ``map``); the arrays are
+        filled by scattering (``map(peer.__setitem__, ...)``), with no dict or
+        tuple per event."""
         n = self.n_events
         kind, msg, seq, pid, start = self._kind, self._msg, self._seq, self._pid, self._start
         derived = self._derived
         rng = range(n)
-        is_send = list(map(operator.eq, kind, itertools.repeat("send")))
-        send_rows = list(itertools.compress(rng, is_send))
-        if derived:  # the sends with an id: msg None (derived) or written out
+        send_rows = list(itertools.compress(rng, map(operator.eq, kind, itertools.repeat("send"))))
+        smsg = list(map(msg.__getitem__, send_rows))
+        if derived and smsg.count(None) == len(smsg):  # every send's id derived: no explicit id
+            explicit_rows: list[int] = []
+        elif derived:  # the sends with an id: msg None (derived) or written out
             send_rows = list(itertools.compress(send_rows, map(
-                operator.ne, map(msg.__getitem__, send_rows), itertools.repeat(""))))
+                operator.ne, smsg, itertools.repeat(""))))
             explicit_rows = list(itertools.compress(send_rows, map(
                 operator.is_not, map(msg.__getitem__, send_rows), itertools.repeat(None))))
         else:
-            send_rows = list(itertools.compress(send_rows, map(msg.__getitem__, send_rows)))
+            send_rows = list(itertools.compress(send_rows, smsg))
             explicit_rows = send_rows
-        del is_send
+        del smsg
         explicit: dict[str, int] = {}
         if explicit_rows:
             ids = list(map(msg.__getitem__, explicit_rows))
@@ -84,39 +91,47 @@ class MatchingMixin:
         nproc = len(procs)
         # The receives that name a message, and the row of each one's send (None: unmatched).
         recv = list(itertools.compress(rng, map(operator.eq, kind, itertools.repeat("recv"))))
-        recv = list(itertools.compress(recv, map(msg.__getitem__, recv)))
         ms = list(map(msg.__getitem__, recv))
+        if None in ms or "" in ms:
+            recv = list(itertools.compress(recv, ms))
+            ms = list(filter(None, ms))
         cand = self._resolve_derived(ms) if derived and not explicit else None
         if cand is None:
             resolve = self._resolve
             cand = [explicit.get(m) if m in explicit else resolve(m) if derived else None
                     for m in ms]
-        # The first receive of each message (in process order, then seq order) counts.
-        first = dict(zip(reversed(cand), reversed(recv)))
-        first.pop(None, None)
-        more_parts: dict[str, int] = {}
         unmatched: dict[str, int] = {}
-        if len(first) != len(cand):  # later parts of frames, or unmatched receives
+        if None in cand:  # receives of a message that no send of the trace sent
             for g, s, m in zip(recv, cand, ms):
                 if s is None:
                     unmatched.setdefault(m, g)
-                elif first[s] != g:
+            keep = list(map(operator.is_not, cand, itertools.repeat(None)))
+            recv = list(itertools.compress(recv, keep))
+            ms = list(itertools.compress(ms, keep))
+            cand = list(itertools.compress(cand, keep))
+            del keep
+        peer = self._peer = array("q", [-1]) * n
+        drain = collections.deque(maxlen=0).extend
+        drain(map(peer.__setitem__, recv, cand))  # receive -> its send
+        # send -> its first receive (in process order, then seq order): written last to first
+        drain(map(peer.__setitem__, reversed(cand), reversed(recv)))
+        firsts = list(map(peer.__getitem__, cand))
+        more_parts: dict[str, int] = {}
+        if firsts != recv:  # later parts of frames: only the first receive is the message's
+            is_first = list(map(operator.eq, firsts, recv))
+            for g, m, f in zip(recv, ms, is_first):
+                if not f:
                     q = seq[g]
                     if more_parts.get(m, 0) < q:
                         more_parts[m] = q
-        other = dict(zip(recv, cand))  # receive -> send, send -> first receive
-        if unmatched:
-            for g in [g for g, s in other.items() if s is None]:
-                del other[g]
-        other.update(first)
-        peer = self._peer = array("q", map(other.get, rng, itertools.repeat(-1)))
-        del recv, ms, cand, other
+            recv = list(itertools.compress(recv, is_first))
+            cand = list(itertools.compress(cand, is_first))
+            del is_first
+        del firsts, ms
+        fr = array("q", recv)  # first receives, in row order (rows ascend)
+        fs = array("q", cand)
+        del recv, cand
         # The matched messages per (sender, receiver), in receive order.
-        fr = array("q", first.values())
-        if any(map(operator.gt, fr, itertools.islice(fr, 1, None))):
-            fr = array("q", sorted(fr))
-        del first
-        fs = array("q", map(peer.__getitem__, fr))
         spid = array("i", map(pid.__getitem__, fs))
         self.pairs: dict[tuple[str, str], PairIndex] = {}
         for i in range(nproc):  # each receiver's first receives are a slice of fr
