@@ -116,7 +116,9 @@ conformance: venv
 demo: venv system-deps
 	$(BIN)/python examples/demo.py
 
+# The `bench` extra (aiohttp, for bench_http.py) is installed here, not by `make test`.
 bench: venv
+	@$(BIN)/python -c "import aiohttp" 2>/dev/null || $(BIN)/python -m pip install -q -e '.[test,bench]'
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
