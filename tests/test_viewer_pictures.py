@@ -73,3 +73,8 @@ def test_picture_filtered_lanes(snap_compare, bank_doc):
         await pilot.press("slash", *"k:send", "enter")
 
     assert picture(snap_compare, bank_doc, before=type_filter)
+
+
+def test_picture_hidden_relay_and_collapsed_locals(snap_compare, db_url):
+    viewer_traces.relay_trace(db_url)
+    assert picture(snap_compare, load(db_url), press=["right", "h", "x"])

@@ -126,3 +126,38 @@ def mutex_trace(db_url: str, token: bool = True) -> None:
         t.flush()
     finally:
         cutscope.stop()
+
+
+def relay_trace(db_url: str, rounds: int = 3) -> None:
+    """A client, a relay and a server, with runs of local events.
+
+    Each round: ``client`` does two local steps and sends a request to
+    ``relay``; the relay receives it, does three local steps, forwards it to
+    ``server``; the server receives it, does a local step, answers the relay;
+    the relay passes the answer back to the client. With the relay hidden,
+    every message of the client and the server goes through it.
+    """
+    t = cutscope.start(db=db_url, name="main", instrument=False)
+    try:
+        c, r, s = t.process("client"), t.process("relay"), t.process("server")
+        for cid, a, b in (("cr", "client", "relay"), ("rs", "relay", "server"),
+                          ("sr", "server", "relay"), ("rc", "relay", "client")):
+            t.channel(cid, a, b, "queue", None, True)
+
+        def hop(src, dst, ch):
+            m, st, _ = src.send(None, 8, channel=ch)
+            dst.recv(ch, f"{src.name}#{m}", st, 8)
+
+        for i in range(rounds):
+            c.local("prepare", {"round": i})
+            c.local("encode", {"round": i})
+            hop(c, r, "cr")
+            for step in ("check", "route", "stamp"):
+                r.local(step, {"round": i})
+            hop(r, s, "rs")
+            s.local("serve", {"round": i})
+            hop(s, r, "sr")
+            hop(r, c, "rc")
+        t.flush()
+    finally:
+        cutscope.stop()

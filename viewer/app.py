@@ -94,8 +94,8 @@ class CutscopeApp(App):
         prev = None
         if self.explorer is not None:
             ex = self.explorer
-            prev = (dict(ex.cut), {p: ex.trace.last_seq(p) for p in ex.procs}, ex.process,
-                    ex.filter_text)
+            prev = (dict(ex.cut), {p: ex.trace.last_seq(p) for p in ex.order}, ex.process,
+                    ex.filter_text, (list(ex.order), set(ex.hidden), ex.collapse))
         self._load(prev)
 
     @work(thread=True, exclusive=True, group="load")
@@ -128,9 +128,14 @@ class CutscopeApp(App):
                 doc = trace.doc
             ex = Explorer(trace)
             if prev is not None:
-                cut, last, selected, filt = prev
+                cut, last, selected, filt, (order, hidden, collapse) = prev
                 keep = {p: n for p, n in cut.items() if p in ex.cut and n < last.get(p, 0)}
                 ex.set_cut(keep)
+                if order != ex.order or hidden:
+                    ex.order = [p for p in order if p in ex.order] + [p for p in ex.order if p not in order]
+                    ex.set_hidden(hidden)
+                if collapse:
+                    ex.toggle_collapse()
                 if selected in ex.pindex:
                     ex.selected = ex.pindex[selected]
                 if filt:

@@ -21,6 +21,7 @@ from .model.query import Query, is_structured
 GLYPH = {"send": "S", "recv": "R", "local": "•", "snapshot": "◆"}
 ORPHAN_LIMIT = 5000  # orphans listed per cut; the panel shows "5000+" beyond
 SYNC_FILTER_EVENTS = 50_000  # above this, a free-text filter runs in a worker
+TRANSITIVE_STEPS = 10_000  # events read to follow a message through hidden lanes
 
 
 def describe(e: Mapping, trace: Trace | None = None) -> str:
@@ -65,11 +66,17 @@ class Explorer:
     def __init__(self, trace: Trace, cut: Mapping[str, int] | None = None):
         self.trace = trace
         # Processes without events (a launcher's idle main process) get no lane.
-        self.procs = [p for p in trace.processes if len(trace.events[p])] or list(trace.processes)
+        self.order = [p for p in trace.processes if len(trace.events[p])] or list(trace.processes)
+        self.hidden: set[str] = set()  # processes whose lanes are hidden
+        self.collapse = False  # runs of local events shown as one row
+        self.procs = list(self.order)  # the visible lanes, left to right
         self.pindex = {p: i for i, p in enumerate(self.procs)}
         self._order()
         self.filter_text = ""
-        self.rows: array | None = None  # filtered global rows (None: all)
+        self.filter_g: array | None = None  # display rows matching the filter (None: all)
+        self.rows: array | None = None  # visible display rows (None: all)
+        self._runs: dict[int, int] = {}  # collapsed run: its first display row -> its last
+        self._transitive: dict[tuple[str, int], tuple[str, int] | None] = {}
         self.selected = 0  # index of the selected process
         self.show_causality = False
         # (process, seq, vector clock) of the selected event while causality is shown
@@ -110,6 +117,26 @@ class Explorer:
         del keys
         self.all_g = array("q", map(operator.mod, self._keys, itertools.repeat(n)))  # row -> trace row
         self._first = [t._start[k] for k in tidx]  # each lane's first trace row
+
+    def _relane(self) -> None:
+        """The visible lanes changed (order or hidden): their indexes, not the display order."""
+        t = self.trace
+        sel = self.process if self.procs else None
+        self.procs = [p for p in self.order if p not in self.hidden]
+        self.pindex = {p: i for i, p in enumerate(self.procs)}
+        emap = [-1] * len(t.processes)  # trace process index -> lane index (-1: hidden)
+        for i, p in enumerate(self.procs):
+            emap[t._pindex[p]] = i
+        self._emap = emap
+        self._first = [t._start[t._pindex[p]] for p in self.procs]
+        self.__dict__.pop("all_proc", None)
+        self._transitive.clear()
+        if sel in self.pindex:
+            self.selected = self.pindex[sel]
+        else:
+            self.selected = min(self.selected, max(0, len(self.procs) - 1))
+        self._rows()
+        self.recompute()
 
     @functools.cached_property
     def all_proc(self) -> array:
@@ -166,10 +193,175 @@ class Explorer:
         return max(0, bisect.bisect_right(self.rows, g) - 1)
 
     def set_filter(self, text: str) -> int:
-        """Show only the events matching ``text``; returns how many match."""
+        """Show only the events matching ``text``; returns how many rows are shown."""
         rows = self.filter_rows(text)  # a bad query raises before anything changes
-        self.filter_text, self.rows = text.strip(), rows
-        return len(self) if self.rows is None else len(self.rows)
+        self.set_filter_rows(text, rows)
+        return len(self)
+
+    def set_filter_rows(self, text: str, rows: array | None) -> None:
+        """The filter's answer (``filter_rows``, maybe from a worker) applied."""
+        self.filter_text, self.filter_g = text.strip(), rows
+        self._rows()
+
+    def _rows(self) -> None:
+        """The visible rows: the filter's, less hidden lanes and collapsed local events."""
+        runs = self._collapsed_runs() if self.collapse else {}
+        self._runs = runs
+        if not self.hidden and not runs:
+            self.rows = self.filter_g
+            return
+        drop = set()
+        for a, b in runs.items():
+            drop.update(self._run_rows(a, b))
+        lane = self.all_proc
+        src = self.filter_g if self.filter_g is not None else range(len(self.all_g))
+        self.rows = array("l", [r for r in src if lane[r] >= 0 and r not in drop])
+
+    def _run_rows(self, a: int, b: int):
+        """The display rows of a collapsed run but its first (``a``) whose last is ``b``."""
+        i = self.all_proc[a]
+        return [r for r in range(a + 1, b + 1) if self.all_proc[r] == i]
+
+    def _collapsed_runs(self) -> dict[int, int]:
+        """Each run of two or more consecutive local events of one visible process: the
+        display row of its first event -> the display row of its last."""
+        t = self.trace
+        runs: dict[int, int] = {}
+        for i, p in enumerate(self.procs):
+            a = self._first[i]
+            kinds = t._kind[a:a + len(t.seqs[p])]
+            k = 0
+            n = len(kinds)
+            while k < n:
+                if kinds[k] != "local":
+                    k += 1
+                    continue
+                m = k
+                while m + 1 < n and kinds[m + 1] == "local":
+                    m += 1
+                if m > k:
+                    runs[self._display_row(a + k)] = self._display_row(a + m)
+                k = m + 1
+        return runs
+
+    def run_at(self, g: int) -> tuple[int, int] | None:
+        """(first, last) display rows of the collapsed run that row ``g`` stands for."""
+        b = self._runs.get(g)
+        return None if b is None else (g, b)
+
+    def lane_of_frontier_in_run(self, g: int, i: int) -> bool:
+        """Whether lane ``i``'s frontier is inside the collapsed run drawn at row ``g``."""
+        b = self._runs.get(g)
+        return b is not None and g <= self.frontiers[i] <= b
+
+    # -- lanes: hide, collapse, reorder -------------------------------------------------
+
+    def hide(self, process: str | None = None) -> str:
+        """Hide a process's lane (the selected one by default); its messages to and from
+        the visible lanes are drawn as dashed links through it. The cut keeps it."""
+        p = process or self.process
+        if not p or p in self.hidden:
+            return "no lane to hide"
+        if len(self.procs) <= 1:
+            return f"{p} is the last visible lane: it stays"
+        self.hidden.add(p)
+        self._relane()
+        return f"lanes: {p} hidden ({len(self.hidden)} hidden; H shows them all)"
+
+    def show_all(self) -> str:
+        if not self.hidden:
+            return "lanes: none hidden"
+        names = ", ".join(p for p in self.order if p in self.hidden)
+        self.hidden.clear()
+        self._relane()
+        return f"lanes: shown again: {names}"
+
+    def set_hidden(self, names) -> None:
+        self.hidden = {p for p in names if p in self.order}
+        if len(self.hidden) >= len(self.order):
+            self.hidden.discard(self.order[0])
+        self._relane()
+
+    def move_lane(self, delta: int) -> str:
+        """Move the selected lane ``delta`` places left (-1) or right (1) among the visible ones."""
+        p = self.process
+        if not p:
+            return "no lane"
+        i = self.pindex[p]
+        j = i + delta
+        if not 0 <= j < len(self.procs):
+            return f"lanes: {p} is already {'first' if delta < 0 else 'last'}"
+        q = self.procs[j]
+        a, b = self.order.index(p), self.order.index(q)
+        self.order[a], self.order[b] = q, p
+        self._relane()
+        return f"lanes: {' '.join(self.procs)}"
+
+    def set_order(self, names) -> None:
+        known = [p for p in names if p in self.order]
+        self.order = known + [p for p in self.order if p not in known]
+        self._relane()
+
+    def toggle_collapse(self) -> str:
+        self.collapse = not self.collapse
+        self._rows()
+        self.generation += 1
+        if not self.collapse:
+            return "local events: every one shown"
+        hid = sum(len(self._run_rows(a, b)) for a, b in self._runs.items())
+        return (f"local events: {len(self._runs)} runs collapsed to one row each "
+                f"({hid} rows fewer)")
+
+    def transitive_peer(self, e: Mapping) -> tuple[str, int] | None:
+        """For a send into a hidden lane: the first visible receive that its message reaches
+        through hidden lanes (the first message each hidden process sends from its
+        receive on, followed until it reaches a visible lane). For a receive from a
+        hidden lane: the visible send that started the chain that delivered it (the
+        last message each hidden process received up to its send, followed back).
+        None when the chain ends in hidden lanes or is longer than TRANSITIVE_STEPS."""
+        key = (e["process"], e["seq"])
+        if key in self._transitive:
+            return self._transitive[key]
+        t = self.trace
+        ans = None
+        other = t.peer(e)
+        if other is not None and other[0] in self.hidden:
+            forward = e["kind"] == "send"
+            want = "send" if forward else "recv"
+            p, s = other
+            steps = 0
+            seen = set()
+            while ans is None and steps < TRANSITIVE_STEPS and (p, s) not in seen:
+                seen.add((p, s))
+                seqs = t.seqs[p]
+                pos = bisect.bisect_left(seqs, s)
+                ks = range(pos + 1, len(seqs)) if forward else range(pos - 1, -1, -1)
+                hop = None
+                for k in ks:
+                    steps += 1
+                    if steps >= TRANSITIVE_STEPS:
+                        break
+                    g = self._first_of(p) + k
+                    if t._kind[g] != want:
+                        continue
+                    o = t.peer(t._event_dict(g))
+                    if o is None:
+                        continue
+                    hop = o
+                    break
+                if hop is None:
+                    break
+                if hop[0] in self.hidden:
+                    p, s = hop
+                else:
+                    ans = hop if hop[0] in self.pindex else None
+                    break
+        self._transitive[key] = ans
+        return ans
+
+    def _first_of(self, p: str) -> int:
+        t = self.trace
+        return t._start[t._pindex[p]]
 
     def filter_rows(self, text: str) -> array | None:
         """The display rows matching ``text`` (None: no filter, every row). Reads the
@@ -207,12 +399,13 @@ class Explorer:
         return out
 
     def hit_counts(self) -> tuple[int, int]:
-        """(events shown by the filter, how many of them are inside the cut)."""
-        if self.rows is None:
-            return len(self.all_g), sum(self.trace.count_inside(p, self.cut[p]) for p in self.procs)
+        """(events matching the filter, how many of them are inside the cut): the whole
+        trace's, hidden lanes and collapsed rows included."""
+        if self.filter_g is None:
+            return len(self.all_g), sum(self.trace.count_inside(p, self.cut[p]) for p in self.order)
         t = self.trace
         inside = 0
-        for r in self.rows:
+        for r in self.filter_g:
             g = self.all_g[r]
             if t._seq[g] <= self.cut[t.processes[t._pid[g]]]:
                 inside += 1
@@ -398,4 +591,4 @@ class Explorer:
         return self.trace.event(p, self.cut[p]) if self.cut[p] else None
 
     def cut_text(self) -> str:
-        return ",".join(f"{p}={self.cut[p]}" for p in self.procs)
+        return ",".join(f"{p}={self.cut[p]}" for p in self.order)

@@ -1,4 +1,5 @@
-"""A saved view of the explorer: the cut, the selected process, the filter, causality.
+"""A saved view of the explorer: the cut, the selected process, the filter, causality,
+the lanes' order, the hidden lanes and whether local events are collapsed.
 
 A small JSON file (``{"format": "cutscope-view", "version": 1, ...}``) written
 by the viewer's ``v`` key and reopened with ``cutscope view --open FILE``.
@@ -16,7 +17,8 @@ FORMAT = "cutscope-view"
 
 def view_of(ex: Explorer) -> dict:
     return {"format": FORMAT, "version": 1, "cut": dict(ex.cut), "selected": ex.process,
-            "filter": ex.filter_text, "causality": ex.show_causality}
+            "filter": ex.filter_text, "causality": ex.show_causality,
+            "lanes": list(ex.order), "hidden": sorted(ex.hidden), "collapse": ex.collapse}
 
 
 def save_view(ex: Explorer, path: str) -> None:
@@ -47,6 +49,10 @@ def read_view(path: str) -> dict:
         raise ValueError(f"{path}: \"cut\" must map process names to frontiers (seqs, 0 or more)")
     if not isinstance(view.get("filter", ""), str) or not isinstance(view.get("selected", ""), str):
         raise ValueError(f"{path}: \"filter\" and \"selected\" must be text")
+    for key in ("lanes", "hidden"):
+        v = view.get(key, [])
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise ValueError(f"{path}: \"{key}\" must be a list of process names")
     return view
 
 
@@ -57,6 +63,15 @@ def apply_view(ex: Explorer, view: dict) -> str:
     if unknown:
         notes.append(f"not in this trace: {', '.join(unknown)}")
     ex.set_cut({p: n for p, n in view.get("cut", {}).items() if p in ex.cut})
+    if view.get("lanes"):
+        ex.set_order(view["lanes"])
+    if view.get("hidden"):
+        missing = [p for p in view["hidden"] if p not in ex.order]
+        if missing:
+            notes.append(f"hidden lanes not in this trace: {', '.join(missing)}")
+        ex.set_hidden(view["hidden"])
+    if bool(view.get("collapse")) != ex.collapse:
+        ex.toggle_collapse()
     if view.get("selected") in ex.pindex:
         ex.selected = ex.pindex[view["selected"]]
     if view.get("filter"):

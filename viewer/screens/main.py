@@ -43,6 +43,11 @@ class MainScreen(Screen):
         Binding("o", "other_end", "Other end"),
         Binding("greater_than_sign", "follow(1)", "Chain forward", key_display=">", show=False),
         Binding("less_than_sign", "follow(-1)", "Chain back", key_display="<", show=False),
+        Binding("h", "hide", "Hide lane"),
+        Binding("H", "show_all", "Show lanes", show=False),
+        Binding("x", "collapse", "Collapse locals", show=False),
+        Binding("shift+left", "move_lane(-1)", "Lane left", show=False),
+        Binding("shift+right", "move_lane(1)", "Lane right", show=False),
         Binding("p", "snapshots", "Snapshots"),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("w", "predicate", "Predicate"),
@@ -155,6 +160,31 @@ class MainScreen(Screen):
         if ex is not None:
             self.set_status(ex.follow(delta))
             self.refresh_cut()
+
+    def _lanes_changed(self, text: str) -> None:
+        self.set_status(text)
+        self.query_one(Lanes).refresh_rows()
+        self.refresh_cut()
+
+    def action_hide(self) -> None:
+        ex = self.explorer
+        if ex is not None:
+            self._lanes_changed(ex.hide())
+
+    def action_show_all(self) -> None:
+        ex = self.explorer
+        if ex is not None:
+            self._lanes_changed(ex.show_all())
+
+    def action_collapse(self) -> None:
+        ex = self.explorer
+        if ex is not None:
+            self._lanes_changed(ex.toggle_collapse())
+
+    def action_move_lane(self, delta: int) -> None:
+        ex = self.explorer
+        if ex is not None:
+            self._lanes_changed(ex.move_lane(delta))
 
     def action_lattice_size(self) -> None:
         ex = self.explorer
@@ -305,7 +335,7 @@ class MainScreen(Screen):
         # another filter was applied or cleared since.
         if ex is not msg.explorer or msg.seq != getattr(self, "_filter_seq", 0):
             return
-        ex.filter_text, ex.rows = msg.text, msg.rows
+        ex.set_filter_rows(msg.text, msg.rows)
         self._show_filter(ex)
 
     def _show_filter(self, ex: Explorer) -> None:

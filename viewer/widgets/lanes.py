@@ -43,6 +43,8 @@ S_TEXT = Style(color="#d0d0d0")
 S_LINE = Style(color="#8787af")
 S_PAST = Style(color="#5fd7ff", bold=True)
 S_FUTURE = Style(color="#ffaf5f", bold=True)
+S_TRANSITIVE = Style(color="#af87d7", italic=True)
+S_RUN = Style(color="#bcbcbc", italic=True)
 
 
 def lane_width(explorer: Explorer) -> int:
@@ -80,6 +82,9 @@ class LaneHeader(Widget):
                 style = style + Style(color="#ffaf00")
             segs.append(Segment(name.center(w - 1)[: w - 1], style))
             segs.append(Segment(" "))
+        if ex.hidden:
+            segs.append(Segment(f"  ({len(ex.hidden)} hidden: {', '.join(sorted(ex.hidden))[:60]})",
+                                S_GUTTER))
         strip = Strip(segs)
         return strip.crop_extend(self.offset_x, self.offset_x + width, None)
 
@@ -139,30 +144,41 @@ class Lanes(ScrollView, can_focus=False):
 
     @staticmethod
     def _message_line(ex: Explorer, e: dict, i: int, w: int, left: int, chars: list,
-                      styles: list) -> None:
+                      styles: list) -> tuple[str, int] | None:
         """The line of a message between two lanes, drawn on its send's row and on its
         receive's row: ``S───╮`` toward the receiver's lane from the send, ``╰──▶R``
         into the receive from the sender's lane (mirrored when the other lane is on
-        the left). Lanes it crosses show ``┼``."""
+        the left). Lanes it crosses show ``┼``. A message to or from a hidden lane is
+        drawn dashed (``S┄┄╮``) to the visible event it reaches through the hidden
+        lanes (``Explorer.transitive_peer``), which is returned."""
         if e["kind"] not in ("send", "recv") or not e.get("msg"):
-            return
+            return None
         other = ex.trace.peer(e)
-        if other is None or other[0] not in ex.pindex:
-            return
+        if other is None:
+            return None
+        style, dash = S_LINE, False
+        if other[0] not in ex.pindex:
+            # The other end is in a hidden lane: a dashed line to the visible event the
+            # message reaches (or came from) through the hidden lanes.
+            other = ex.transitive_peer(e) if other[0] in ex.hidden else None
+            if other is None or other[0] not in ex.pindex:
+                return None
+            style, dash = S_TRANSITIVE, True
         j = ex.pindex[other[0]]
         if j == i:
-            return
+            return other if dash else None
         a, b = i * w + left, j * w + left  # this event's column, the other lane's
         step = 1 if b > a else -1
         for c in range(a + step, b, step):
-            chars[c] = "┼" if chars[c] in "│┆" else "─"
-            styles[c] = S_LINE
+            chars[c] = "┼" if chars[c] in "│┆" else ("┄" if dash else "─")
+            styles[c] = style
         if e["kind"] == "send":
             chars[b] = "╮" if step > 0 else "╭"
         else:
             chars[b] = "╯" if step > 0 else "╰"
             chars[a + step] = "◀" if step > 0 else "▶"
-        styles[b] = S_LINE
+        styles[b] = style
+        return other if dash else None
 
     @staticmethod
     def _causal_style(ex: Explorer, p: str, seq: int) -> Style | None:
@@ -191,7 +207,9 @@ class Lanes(ScrollView, can_focus=False):
         msg = e.get("msg")
         w = lane_width(ex)
         segs = [Segment(f"{e.get('lamport', 0):>7} ", S_GUTTER)]
-        selected_ev = i == ex.selected and g == ex.frontiers[i]
+        run = ex.run_at(g)
+        selected_ev = i == ex.selected and (g == ex.frontiers[i] or (
+            run is not None and run[0] <= ex.frontiers[i] <= run[1]))
         is_peer = self.peer is not None and (p, e["seq"]) == self.peer
         n = len(ex.procs)
         left = (w - 2) // 2  # a lane's glyph column inside its w cells
@@ -201,14 +219,14 @@ class Lanes(ScrollView, can_focus=False):
             f = ex.frontiers[j]
             c = j * w + left
             if j == i:
-                glyph = GLYPH.get(e["kind"], "?")
+                glyph = GLYPH.get(e["kind"], "?") if run is None else "≡"
                 style = S_KIND.get(e["kind"], S_TEXT) if inside else S_OUTSIDE
                 if msg is not None:
                     if msg in ex.orphan_ids:
                         style = S_ORPHAN
                     elif msg in ex.transit_ids and e["kind"] == "send":
                         style = S_TRANSIT
-                if g == f:
+                if g == f or (run is not None and run[0] <= f <= run[1]):
                     style = style + S_FRONTIER
                 if selected_ev:
                     style = style + S_SELECTED
@@ -221,7 +239,7 @@ class Lanes(ScrollView, can_focus=False):
                 styles[c] = S_LANE_IN if inside_lane else S_LANE_OUT
                 if g == f:
                     styles[c] = styles[c] + S_FRONTIER
-        self._message_line(ex, e, i, w, left, chars, styles)
+        via = self._message_line(ex, e, i, w, left, chars, styles)
         cause = self._causal_style(ex, p, e["seq"])
         if cause is not None and not selected_ev:
             c = i * w + left
@@ -235,6 +253,15 @@ class Lanes(ScrollView, can_focus=False):
             k = m
         text = describe(e, t)
         tstyle = S_TEXT if inside else S_OUTSIDE
+        if run is not None:
+            last = ex.trace._event_dict(ex.all_g[run[1]])
+            count = 1 + len(ex._run_rows(*run))
+            text = f"{p} #{e['seq']}..#{last['seq']} L{e.get('lamport')}..L{last.get('lamport')} " \
+                   f"{count} local events (collapsed; the last: {describe(last, t).split(' local ', 1)[-1]})"
+            if inside:
+                tstyle = S_RUN
+        if via is not None:
+            text += f"   ┄ via hidden lanes {'to' if e['kind'] == 'send' else 'from'} {via[0]} #{via[1]}"
         if cause is not None and not selected_ev:
             tstyle = tstyle + cause
             text += "   (causal past)" if cause is S_PAST else "   (causal future)"

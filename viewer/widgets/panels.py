@@ -46,6 +46,11 @@ class CutPanel(VerticalScroll, can_focus=False):
             mark = "▶ " if i == ex.selected else "  "
             fr.append(f"{mark}{i:>2} {p} = {n}  ({inside}/{total} events inside)\n",
                       style="reverse" if i == ex.selected else "")
+        for p in ex.order:
+            if p in ex.hidden:
+                inside = ex.trace.count_inside(p, ex.cut[p])
+                fr.append(f"   ·· {p} = {ex.cut[p]}  ({inside}/{len(ex.trace.seqs[p])} events inside, "
+                          f"lane hidden)\n", style="dim")
         fr.append(f"cut: {ex.cut_text()}", style="dim")
         self.query_one("#frontiers", Static).update(fr)
         ev = ex.selected_event()

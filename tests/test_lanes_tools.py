@@ -1,0 +1,224 @@
+"""Lanes a person arranges: hide a process (its messages become dashed links through it),
+collapse runs of local events, reorder lanes, a header that stays while scrolling.
+
+Driven by the Pilot over real SQLite traces recorded through the tracer
+(``viewer_traces.relay_trace``: a client and a server that talk only through a
+relay, with runs of local steps).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from cutscope.viewer.app import CutscopeApp
+from cutscope.viewer.explorer import Explorer
+from cutscope.viewer.export import load
+from cutscope.viewer.model import Trace
+from cutscope.viewer.views import apply_view, read_view, save_view
+from cutscope.viewer.widgets import LaneHeader, Lanes
+from cutscope.viewer.widgets.lanes import S_SELECTED, lane_width
+
+import viewer_traces
+from test_viewer import SIZE, text_of, wait_for
+
+ROUNDS = 3
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 90))
+
+
+def drawn_rows(app):
+    """{(process, seq): the row's text} of every visible row."""
+    ex = app.explorer
+    lanes = app.screen.query_one(Lanes)
+    return {(ex.event_at(y)["process"], ex.event_at(y)["seq"]): lanes._build(y).text
+            for y in range(len(ex))}
+
+
+def header_text(app) -> str:
+    return app.screen.query_one(LaneHeader).render_line(0).text
+
+
+def columns(ex):
+    w = lane_width(ex)
+    return {p: 8 + j * w + (w - 2) // 2 for j, p in enumerate(ex.procs)}
+
+
+def test_hiding_a_lane_keeps_causality_as_dashed_links(db_url):
+    viewer_traces.relay_trace(db_url, rounds=ROUNDS)
+    t = Trace(load(db_url))
+
+    async def go():
+        app = CutscopeApp(db=db_url, follow=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.explorer is not None)
+            ex = app.explorer
+            assert ex.procs == ["client", "relay", "server"]
+            await pilot.press("t", "b")  # a consistent cut inside the trace
+            await pilot.press("right", "up", "up")
+            cut, verdict = dict(ex.cut), ex.consistent
+            await pilot.press("right")
+            assert ex.process == "server"
+            await pilot.press("left", "h")  # hide the relay
+            assert "relay hidden" in text_of(app, "#status")
+            assert ex.procs == ["client", "server"] and ex.hidden == {"relay"}
+            assert ex.cut == cut and ex.consistent == verdict  # the cut keeps the hidden lane
+            assert f"relay = {cut['relay']}" in text_of(app, "#frontiers") and "lane hidden" in \
+                text_of(app, "#frontiers")
+            assert "relay" not in header_text(app).split("(")[0] and "1 hidden: relay" in header_text(app)
+            rows = drawn_rows(app)
+            assert len(rows) == sum(len(t.seqs[p]) for p in ("client", "server"))
+            assert all(p != "relay" for p, _ in rows)
+            col = columns(ex)
+            a, b = col["client"], col["server"]
+            links = 0
+            for (p, s), text in rows.items():
+                e = t.event(p, s)
+                if e["kind"] not in ("send", "recv"):
+                    assert "┄" not in text
+                    continue
+                links += 1
+                # The message went to (came from) the relay; the link goes to (comes from)
+                # the other visible process, by the relay's forwarding in the same round.
+                i, k = divmod(s - 1, 4) if p == "client" else divmod(s - 1, 3)
+                if p == "client" and e["kind"] == "send":
+                    other = ("server", 3 * i + 1)
+                elif p == "client":
+                    other = ("server", 3 * i + 3)
+                elif e["kind"] == "recv":
+                    other = ("client", 4 * i + 3)
+                else:
+                    other = ("client", 4 * i + 4)
+                verb = "to" if e["kind"] == "send" else "from"
+                assert f"┄ via hidden lanes {verb} {other[0]} #{other[1]}" in text, text
+                # Dashed all the way between the two lanes, into the far lane.
+                assert set(text[min(a, b) + 1:max(a, b)]) <= {"┄", "┼", "◀", "▶"}
+                assert "┄" in text[min(a, b) + 1:max(a, b)]
+                # Causality survives: the link's send happened before its receive.
+                src, dst = ((p, s), other) if e["kind"] == "send" else (other, (p, s))
+                assert t.vector_clock(*dst).get(src[0], 0) >= src[1]
+            assert links == 4 * ROUNDS
+            await pilot.press("H")
+            assert "shown again: relay" in text_of(app, "#status")
+            assert ex.procs == ["client", "relay", "server"] and not ex.hidden
+            assert len(drawn_rows(app)) == sum(len(t.seqs[p]) for p in t.seqs)
+            assert not any("┄" in x for x in drawn_rows(app).values())
+            # The last visible lane cannot be hidden.
+            await pilot.press("h", "h", "h")
+            assert len(ex.procs) == 1 and "last visible lane" in text_of(app, "#status")
+            await pilot.press("H", "q")
+
+    run(go())
+
+
+def test_collapsing_runs_of_local_events(db_url):
+    viewer_traces.relay_trace(db_url, rounds=ROUNDS)
+    t = Trace(load(db_url))
+
+    async def go():
+        app = CutscopeApp(db=db_url, follow=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.explorer is not None)
+            ex = app.explorer
+            full = len(ex)
+            await pilot.press("x")
+            # Runs of local events of one process, from the events: client's 2 a round,
+            # the relay's 3; the server's single local steps stay.
+            assert f"{2 * ROUNDS} runs collapsed" in text_of(app, "#status")
+            assert len(ex) == full - ROUNDS * (1 + 2)
+            rows = drawn_rows(app)
+            heads = {k: x for k, x in rows.items() if "local events (collapsed" in x}
+            assert len(heads) == 2 * ROUNDS
+            for (p, s), text in heads.items():
+                n = 2 if p == "client" else 3
+                assert t.event(p, s)["kind"] == "local"
+                assert f"{p} #{s}..#{s + n - 1} " in text and f"{n} local events" in text
+                assert all(t.event(p, q)["kind"] == "local" for q in range(s, s + n))
+                assert (p, s + 1) not in rows
+            assert ("server", 2) in rows and "collapsed" not in rows[("server", 2)]
+            # The client's frontier inside a run: the run's row carries the selection.
+            await pilot.press("t")
+            while t.event("client", ex.cut["client"])["kind"] != "local" or \
+                    t.event("client", ex.cut["client"] - 1)["kind"] != "local":
+                await pilot.press("up")
+            s = ex.cut["client"] - 1  # the run's first event
+            y = ex.row_for_event("client", s)
+            strip = app.screen.query_one(Lanes)._build(y)
+            assert any(seg.style == S_SELECTED and seg.text.startswith(" client #") for seg in strip)
+            await pilot.press("x")
+            assert "every one shown" in text_of(app, "#status") and len(ex) == full
+            await pilot.press("q")
+
+    run(go())
+
+
+def test_reordering_lanes_keeps_the_message_lines(db_url):
+    viewer_traces.relay_trace(db_url, rounds=ROUNDS)
+    t = Trace(load(db_url))
+
+    async def go():
+        app = CutscopeApp(db=db_url, follow=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.explorer is not None)
+            ex = app.explorer
+            cut = dict(ex.cut)
+            await pilot.press("shift+right")  # client one place right
+            assert ex.procs == ["relay", "client", "server"] and ex.process == "client"
+            await pilot.press("shift+right")
+            assert ex.procs == ["relay", "server", "client"] and ex.process == "client"
+            await pilot.press("shift+right")
+            assert ex.procs == ["relay", "server", "client"] and "already last" in text_of(app, "#status")
+            assert header_text(app).split()[1:4] == ["relay", "server", "client"]
+            assert ex.cut == cut
+            col = columns(ex)
+            rows = drawn_rows(app)
+            for m in t.messages.values():
+                s, r = rows[m.send], rows[m.recv]
+                a, b = col[m.src], col[m.dst]
+                assert s[a] == "S" and r[b] == "R"
+                assert s[b] == ("╮" if b > a else "╭") and set(s[min(a, b) + 1:max(a, b)]) <= {"─", "┼"}
+                assert r[a] == ("╯" if a > b else "╰")
+            await pilot.press("shift+left", "shift+left")
+            assert ex.procs == ["client", "relay", "server"]
+            await pilot.press("q")
+
+    run(go())
+
+
+def test_lane_header_stays_while_scrolling(db_url):
+    viewer_traces.big_trace(db_url, 600, procs=4)
+
+    async def go():
+        app = CutscopeApp(db=db_url, follow=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.explorer is not None)
+            lanes = app.screen.query_one(Lanes)
+            await pilot.press("home")  # N0's frontier to its start: the view scrolls to the top
+            top = lanes.scroll_offset.y
+            await pilot.press("pagedown", "pagedown", "pagedown")
+            await pilot.pause()
+            assert lanes.scroll_offset.y > top
+            head = header_text(app)
+            assert head.split()[:5] == ["lamport", "N0", "N1", "N2", "N3"]
+            # The header is its own row above the scrolled lanes, in the same place.
+            assert app.screen.query_one(LaneHeader).region.y < lanes.region.y
+            await pilot.press("q")
+
+    run(go())
+
+
+def test_saved_view_keeps_lane_order_hidden_lanes_and_collapse(db_url, tmp_path):
+    viewer_traces.relay_trace(db_url, rounds=ROUNDS)
+    ex = Explorer(Trace(load(db_url)))
+    ex.select(2)
+    ex.move_lane(-2 + 1)  # server before relay
+    ex.hide("relay")
+    ex.toggle_collapse()
+    path = str(tmp_path / "v.json")
+    save_view(ex, path)
+    again = Explorer(Trace(load(db_url)))
+    note = apply_view(again, read_view(path))
+    assert note == ""
+    assert again.order == ["client", "server", "relay"] and again.procs == ["client", "server"]
+    assert again.hidden == {"relay"} and again.collapse and len(again) == len(ex)
