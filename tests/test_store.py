@@ -625,7 +625,7 @@ def test_both_stores_provide_the_store_protocol(tmp_path):
 
     methods = [n for n, v in vars(Store).items() if not n.startswith("_") and callable(v)]
     fields = list(Store.__annotations__)
-    assert "live_and_ends" in methods and "notify" in fields
+    assert "live_and_ends" in methods and "listen" in methods and "notify" in fields
     sql = open_store(f"sqlite:///{tmp_path}/p.db")
     try:
         for store in (sql, MemoryStore()):
@@ -636,6 +636,7 @@ def test_both_stores_provide_the_store_protocol(tmp_path):
                 assert callable(impl), (type(store).__name__, name)
                 want = list(inspect.signature(getattr(Store, name)).parameters)[1:]
                 assert list(inspect.signature(impl).parameters) == want, (type(store).__name__, name)
+            assert store.listen(("cutscope_rep",), print) is None  # no notifications
         mem = MemoryStore()
         mem.claim_name("a", 1, "h", None, 10, None)
         mem.write([], [("channel", "c1", "a", "b", "tcp", None, True, True)])
@@ -692,3 +693,53 @@ def test_sqlite_store_does_not_import_sqlalchemy(tmp_path):
     assert out.stdout.strip() == "False False"  # (wrapt 2 imports asyncio: wrapt<2)
     doc = open_store(str(db), create=False).load()
     assert {e["process"] for e in doc["events"]} >= {"q"}
+
+
+def test_both_stores_apply_the_same_records_alike(tmp_path):
+    """The recorder's records, through ``write`` and a coordinator's ``finish_snapshot``,
+    give the same document in a SQLite store and a memory store: process rows and
+    their heartbeats and ends, channel upserts, snapshot states, closed channels,
+    in-transit messages, and the records each store drops (after a snapshot ended,
+    except a partial one's incomplete channel states)."""
+    from cutscope.tracer.records import channel_record, done_record, state_record
+    from cutscope.tracer.store import MemoryStore
+
+    msg = ("a#3", 5, b"hello", None)
+    batches = [
+        [("process", "a", 11, "h", None, 100, "argv a", 0), ("process", "b", 12, "h", "a", 110, None),
+         ("channel", "c1", "a", None, "tcp", None, True, True),
+         ("channel", "c1", None, "b", "tcp", "127.0.0.1:1", True, True),
+         ("heartbeat", ["a", "b", "nobody"], 200), ("fault", 210, "a", "here", "one line")],
+        [state_record(1, "b", 4, {"x": 1}, ["c2"], "a"), channel_record(1, "b", "c1", [msg], False),
+         channel_record(1, "b", "c1", [msg, msg], True), channel_record(1, "b", "c1", [], True),
+         done_record(1, "b"), done_record(1, "nobody"), channel_record(1, "nobody", "c9", [], True)],
+        [state_record(2, "a", 7, {"y": 2}, [], "a"), ("ended", "b", 300)],
+    ]
+    late = [state_record(1, "a", 9, {}, [], "a"), channel_record(2, "a", "c1", [msg], False),
+            channel_record(2, "a", "c1", [msg], True), done_record(2, "a")]
+    docs = []
+    sql = open_store(f"sqlite:///{tmp_path}/same.db")
+    try:
+        for store in (sql, MemoryStore()):
+            s1 = store.create_snapshot("a", 50)
+            s2 = store.create_snapshot("a", 60)
+            assert (s1, s2) == (1, 2)
+            for others in batches:
+                store.write([], others)
+            assert store.finish_snapshot(1, "complete", [], 400)
+            assert store.finish_snapshot(2, "partial", ["b"], 410)
+            store.write([], late)  # 1 ended: all dropped; 2 partial: only the incomplete channel
+            doc = store.load()
+            docs.append({k: doc[k] for k in ("processes", "channels", "snapshots")})
+            assert store.snapshot_progress(1)["states"]["b"]["closed"] == ["c1"]
+    finally:
+        sql.close()
+    assert docs[0] == docs[1]
+    snaps = {s["id"]: s for s in docs[0]["snapshots"]}
+    assert [p["name"] for p in docs[0]["processes"]] == ["a", "b"]
+    assert set(snaps[1]["processes"]) == {"b"} and snaps[1]["processes"]["b"]["done"]
+    assert [(c["channel"], c["complete"], len(c["messages"])) for c in snaps[1]["channels"]] == [
+        ("c1", True, 3)]
+    assert snaps[2]["processes"]["a"]["done"] is False
+    assert [(c["channel"], c["complete"], len(c["messages"])) for c in snaps[2]["channels"]] == [
+        ("c1", False, 1)]

@@ -52,14 +52,12 @@ WAKE_S = 0.5  # a listener checks whether it should stop at least this often
 _orphans: list = []
 
 
-def enabled(store) -> bool:
-    """Whether ``store`` carries notifications (PostgreSQL through psycopg 3)."""
+def enabled(driver: str | None) -> bool:
+    """Whether a PostgreSQL store reached through the SQLAlchemy driver ``driver``
+    carries notifications: psycopg 3.2 or later, unless ``CUTSCOPE_NOTIFY=0``."""
     if os.environ.get("CUTSCOPE_NOTIFY", "1") in ("0", "no", "false"):
         return False
-    if getattr(store, "sqlite", True) or getattr(store, "url", "memory:") == "memory:":
-        return False
-    engine = getattr(store, "engine", None)
-    if engine is None or engine.dialect.driver != "psycopg":
+    if driver != "psycopg":
         return False
     try:  # Connection.notifies(timeout=...) came with psycopg 3.2
         import psycopg

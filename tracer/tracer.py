@@ -305,11 +305,8 @@ class Tracer:
     def _start_listener(self) -> None:
         from . import notify
 
-        if not self.store.notify:
-            return
         try:
-            self.listener = notify.Listener(self.store.url, (notify.REQ, notify.END),
-                                            self._notified)
+            self.listener = self.store.listen((notify.REQ, notify.END), self._notified)
         except Exception as exc:  # the store's poll still reaches us
             log.debug("cutscope: no notifications: %s", exc)
 

@@ -201,8 +201,8 @@ class Coordinator:
         from .. import notify
 
         try:
-            self._listener = notify.Listener(self.store.url, (notify.REP,), self._on_report,
-                                             name=f"cutscope-coordinator-{self.id}")
+            self._listener = self.store.listen((notify.REP,), self._on_report,
+                                               name=f"cutscope-coordinator-{self.id}")
         except Exception as exc:
             log.debug("cutscope: no notifications: %s", exc)
 

@@ -125,7 +125,7 @@ class SqlConnection:
 
         # PostgreSQL: the rows that other hosts wait for are announced with
         # LISTEN/NOTIFY in the transaction that writes them (tracer/notify.py).
-        self.notify = enabled(self)
+        self.notify = not self.sqlite and enabled(self.engine.dialect.driver)
         self._ins_block = (f"INSERT INTO event_blocks (writer, n, wall_ns, encoding, data) "
                            f"VALUES ({ph}, {ph}, {ph}, {ph}, {ph})")
         self._set_last = (f"UPDATE processes SET last_seq = {ph}, last_lamport = {ph} "
@@ -164,6 +164,7 @@ class SqlConnection:
             request=(f"INSERT INTO snapshot_requests (snapshot_id, process, initiator, created_ns, "
                      f"taken) VALUES ({ph}, {ph}, {ph}, {ph}, {ph}) "
                      f"ON CONFLICT (snapshot_id, process) DO NOTHING"),
+            status=f"SELECT status FROM snapshots WHERE id = {ph}",
             ph=ph,
         )
         # Set by the tracer: () -> {process: (seq, clock)} of its logical processes,
@@ -320,6 +321,15 @@ class SqlConnection:
             finally:
                 fcntl.flock(main, fcntl.LOCK_UN)
 
+    def listen(self, channels: tuple[str, ...], handle, name: str = "cutscope-notify"):
+        """A thread that calls ``handle(channel, payload)`` for each notification on
+        ``channels`` (``notify.Listener``); None if this store carries none."""
+        if not self.notify:
+            return None
+        from ..notify import Listener
+
+        return Listener(self.url, channels, handle, name=name)
+
     # -- direct operations -------------------------------------------------------
 
     def execute(self, fn):
@@ -328,14 +338,7 @@ class SqlConnection:
             return fn(conn)
 
     def _snap_status(self, conn, sid: int) -> str | None:
-        return conn.exec_driver_sql(f"SELECT status FROM snapshots WHERE id = {self._ph}",
-                                    (sid,)).scalar()
-
-    @staticmethod
-    def _message_row(sid: int, channel: str, idx: int, m) -> tuple:
-        rec = stored_message(m)
-        return (sid, channel, idx, rec["msg"], rec["nbytes"], rec["payload"], rec["value"],
-                rec["truncated"])
+        return conn.exec_driver_sql(self._sql["status"], (sid,)).scalar()
 
     def _write_now(self, fn):
         """Run ``fn(conn)`` in one write transaction, ahead of this process's recorder
@@ -351,6 +354,13 @@ class SqlConnection:
     def _places(self, n: int) -> str:
         """``n`` parameter places, comma-separated (an IN list)."""
         return ", ".join([self._sql["ph"]] * n)
+
+
+def message_row(sid: int, channel: str, idx: int, m) -> tuple:
+    """A ``snapshot_messages`` row of in-transit message ``m`` (``values.stored_message``)."""
+    rec = stored_message(m)
+    return (sid, channel, idx, rec["msg"], rec["nbytes"], rec["payload"], rec["value"],
+            rec["truncated"])
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

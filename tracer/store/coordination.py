@@ -10,9 +10,11 @@ import os
 import time
 from typing import Iterable
 
-from .connection import SqlConnection, dicts
+from .apply import apply_record
+from .connection import SqlConnection, dicts, message_row
 from .document import build_trace
 from .folding import fold_reports, progress_row, snapshot_record_order
+from .writing import SqlRecords
 
 
 class SqlCoordination(SqlConnection):
@@ -154,10 +156,11 @@ class SqlCoordination(SqlConnection):
                 f"SELECT channel, count(*) FROM snapshot_messages WHERE snapshot_id = {self._ph} "
                 f"AND channel IN ({self._places(len(chans))}) GROUP BY channel", (sid, *chans)).all())
             conn.exec_driver_sql(self._sql["message"], [
-                self._message_row(sid, ch, base.get(ch, 0) + i, m)
+                message_row(sid, ch, base.get(ch, 0) + i, m)
                 for ch, ms in msgs.items() for i, m in enumerate(ms)])
+        target = SqlRecords(conn, self._sql, self._rows)
         for item in rest:  # records of a process whose state went to the store
-            self._write_other(conn, item)
+            apply_record(target, item)
 
     def snapshot_statuses(self, sids: Iterable[int]) -> dict[int, str]:
         sids = list(sids)

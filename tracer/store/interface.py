@@ -3,7 +3,10 @@ the shape of the records the recorder hands it."""
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
+
+if TYPE_CHECKING:
+    from ..notify import Listener
 
 SCHEMA_VERSION = 2
 DEFAULT_URL = "sqlite:///cutscope.db"
@@ -43,6 +46,10 @@ class Store(Protocol):
     def claim_name(self, base: str, pid: int, host: str, parent: str | None, started_ns: int,
                    argv: str | None) -> str: ...
     def release_name(self, name: str, pid: int, host: str) -> None: ...
+    def listen(self, channels: tuple[str, ...], handle: Callable[[str, str], None],
+               name: str = "cutscope-notify") -> Listener | None:
+        """Where ``notify`` is true: a started thread that calls ``handle(channel,
+        payload)`` for each notification on ``channels``; else None."""
     def dispose_after_fork(self) -> None: ...
     def close(self) -> None: ...
 

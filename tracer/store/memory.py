@@ -9,9 +9,10 @@ from typing import Iterable, Iterator
 
 from cutscope.tracer.process import FAST  # the C extension, or None
 
+from .apply import apply_record
 from .document import build_trace
 from .folding import progress_row, snapshot_record_order
-from .values import event_row, state_json, stored_message
+from .values import event_row, stored_message
 
 
 class MemoryStore:
@@ -34,6 +35,7 @@ class MemoryStore:
         self.messages: list[dict] = []
         self.listeners: dict[tuple[str, int], dict] = {}
         self.ends: dict[str, dict] = {}
+        self._target = MemoryRecords(self)
 
     def dispose_after_fork(self) -> None:
         pass
@@ -41,10 +43,13 @@ class MemoryStore:
     def close(self) -> None:
         pass
 
+    def listen(self, channels: tuple[str, ...], handle, name: str = "cutscope-notify"):
+        return None  # no notifications: the polls serve
+
     def write(self, rows: list[tuple], others: list[tuple]) -> None:
         with self._lock:
             for item in others:
-                self._write_other(item)
+                apply_record(self._target, item)
             if FAST is not None:
                 rows = FAST.expand(rows)  # the C paths' chunks
             self.events.extend(event_row(r, self.capture) for r in rows)
@@ -67,64 +72,6 @@ class MemoryStore:
             p = self.processes_.get(name)
             if p is not None and (p.get("pid"), p.get("host")) == (pid, host):
                 del self.processes_[name]
-
-    def _write_other(self, item: tuple) -> None:
-        kind = item[0]
-        if kind == "process":
-            _, name, pid, host, parent, started, argv, *_ = item
-            p = self.processes_.setdefault(name, dict(name=name, parent=parent, started_ns=started,
-                                                      argv=argv))
-            p.update(pid=pid, host=host, heartbeat_ns=started, ended_ns=None)
-        elif kind == "heartbeat":
-            _, names, ns = item
-            for n in names:
-                if n in self.processes_:
-                    self.processes_[n]["heartbeat_ns"] = ns
-        elif kind == "ended":
-            _, name, ns = item
-            if name in self.processes_:
-                self.processes_[name]["ended_ns"] = ns
-        elif kind == "channel":
-            _, cid, src, dst, transport, endpoint, framed, fifo = item
-            c = self.channels.get(cid)
-            if c is None:
-                self.channels[cid] = dict(id=cid, src=src, dst=dst, transport=transport,
-                                          endpoint=endpoint, framed=framed, fifo=fifo)
-            else:
-                for k, v in (("src", src), ("dst", dst), ("endpoint", endpoint)):
-                    if v is not None:
-                        c[k] = v
-        elif kind == "fault":
-            _, ns, process, location, detail = item
-            self.faults.append(dict(wall_ns=ns, process=process, location=location, detail=detail))
-        elif kind == "snap_state":
-            _, sid, process, seq, state, out, _initiator = item
-            if self._snap_status(sid) in (None, "running"):
-                self.states.setdefault((sid, process), dict(
-                    snapshot_id=sid, process=process, event_seq=seq,
-                    state=state_json(state), outgoing=json.dumps(out), closed="[]",
-                    done=False))
-        elif kind == "snap_chan":
-            _, sid, process, channel, msgs, complete = item
-            status = self._snap_status(sid)
-            if not (status in (None, "running") or (status == "partial" and not complete)):
-                return
-            st = self.states.get((sid, process))
-            if complete and st is not None:
-                closed = json.loads(st["closed"] or "[]")
-                if channel not in closed:
-                    st["closed"] = json.dumps(closed + [channel])
-            base = sum(1 for m in self.messages if m["snapshot_id"] == sid and m["channel"] == channel)
-            for i, m in enumerate(msgs):
-                self.messages.append(dict(snapshot_id=sid, channel=channel, idx=base + i,
-                                          **stored_message(m)))
-        elif kind == "snap_done":
-            _, sid, process = item
-            st = self.states.get((sid, process))
-            if st is not None and self._snap_status(sid) in (None, "running"):
-                st["done"] = True
-        else:
-            raise ValueError(f"unknown record {kind!r}")
 
     def register_listener(self, host: str, port: int, process: str, pid: int) -> None:
         with self._lock:
@@ -209,7 +156,7 @@ class MemoryStore:
             if s is None or s["status"] != "running":
                 return False
             for item in sorted(records, key=snapshot_record_order):
-                self._write_other(item)
+                apply_record(self._target, item)
             s.update(status=status, missing=json.dumps(missing), finished_ns=finished_ns)
             return True
 
@@ -259,3 +206,67 @@ class MemoryStore:
     def processes(self) -> list[dict]:
         with self._lock:
             return [dict(p) for p in self.processes_.values()]
+
+
+class MemoryRecords:
+    """The writes of ``apply_record`` into a ``MemoryStore``'s lists (under its lock)."""
+
+    def __init__(self, store: MemoryStore):
+        self.store = store
+
+    def snapshot_status(self, sid: int) -> str | None:
+        return self.store._snap_status(sid)
+
+    def put_process(self, name: str, pid: int, host: str, parent: str | None, started_ns: int,
+                    argv: str | None, seq0: int | None) -> None:
+        p = self.store.processes_.setdefault(name, dict(name=name, parent=parent,
+                                                        started_ns=started_ns, argv=argv))
+        p.update(pid=pid, host=host, heartbeat_ns=started_ns, ended_ns=None)
+
+    def put_heartbeats(self, names: list[str], ns: int) -> None:
+        procs = self.store.processes_
+        for n in names:
+            if n in procs:
+                procs[n]["heartbeat_ns"] = ns
+
+    def put_ended(self, name: str, ns: int) -> None:
+        if name in self.store.processes_:
+            self.store.processes_[name]["ended_ns"] = ns
+
+    def put_channel(self, cid: str, src, dst, transport: str, endpoint, framed: bool,
+                    fifo: bool) -> None:
+        c = self.store.channels.get(cid)
+        if c is None:
+            self.store.channels[cid] = dict(id=cid, src=src, dst=dst, transport=transport,
+                                            endpoint=endpoint, framed=framed, fifo=fifo)
+        else:
+            for k, v in (("src", src), ("dst", dst), ("endpoint", endpoint)):
+                if v is not None:
+                    c[k] = v
+
+    def put_fault(self, wall_ns: int, process: str, location: str, detail: str) -> None:
+        self.store.faults.append(dict(wall_ns=wall_ns, process=process, location=location,
+                                      detail=detail))
+
+    def put_state(self, sid: int, process: str, seq: int, state: str, outgoing: str) -> None:
+        self.store.states.setdefault((sid, process), dict(
+            snapshot_id=sid, process=process, event_seq=seq, state=state, outgoing=outgoing,
+            closed="[]", done=False))
+
+    def close_channel(self, sid: int, process: str, channel: str) -> None:
+        st = self.store.states.get((sid, process))
+        if st is not None:
+            closed = json.loads(st["closed"] or "[]")
+            if channel not in closed:
+                st["closed"] = json.dumps(closed + [channel])
+
+    def put_messages(self, sid: int, channel: str, msgs: list) -> None:
+        stored = self.store.messages
+        base = sum(1 for m in stored if m["snapshot_id"] == sid and m["channel"] == channel)
+        for i, m in enumerate(msgs):
+            stored.append(dict(snapshot_id=sid, channel=channel, idx=base + i, **stored_message(m)))
+
+    def set_done(self, sid: int, process: str) -> None:
+        st = self.store.states.get((sid, process))
+        if st is not None:
+            st["done"] = True

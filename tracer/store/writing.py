@@ -8,7 +8,8 @@ import json
 import time
 
 from .codec import BLOCK_ENCODING, encode_block
-from .connection import SqlConnection
+from .apply import apply_record, takes_report
+from .connection import SqlConnection, message_row
 from .interface import SNAPSHOT_RECORDS
 from .values import state_json
 
@@ -34,11 +35,12 @@ class SqlWriting(SqlConnection):
             if chans:
                 conn.exec_driver_sql(self._sql["channel"], chans)
             snaps = []
+            target = SqlRecords(conn, self._sql, self._rows)
             for item in others:
                 if item[0] in SNAPSHOT_RECORDS:
                     snaps.append(item)
                 elif item[0] != "channel":
-                    self._write_other(conn, item)
+                    apply_record(target, item)
             if snaps:
                 self._write_snapshot_records(conn, snaps)
             if self.notify:
@@ -91,14 +93,13 @@ class SqlWriting(SqlConnection):
             kind, sid = item[0], item[1]
             if kind == "snap_state":
                 _, sid, process, seq, state, out, _initiator = item
-                if state_of(sid) in (None, "running") and rows.get((sid, process)) is None:
+                if takes_report(state_of(sid)) and rows.get((sid, process)) is None:
                     # (inserted unless the row exists: a process records a snapshot once)
                     rows[(sid, process)] = {"new": (seq, state_json(state), json.dumps(out)),
                                             "closed": [], "done": False, "changed": True}
             elif kind == "snap_chan":
                 _, sid, process, channel, ms, complete = item
-                st = state_of(sid)
-                if not (st in (None, "running") or (st == "partial" and not complete)):
+                if not takes_report(state_of(sid), complete):
                     continue  # a report that came after the snapshot ended
                 if complete:
                     r = row_of(sid, process)
@@ -112,12 +113,12 @@ class SqlWriting(SqlConnection):
                             f"SELECT count(*) FROM snapshot_messages WHERE snapshot_id = {ph} "
                             f"AND channel = {ph}", key).scalar()
                     base = counts[key]
-                    msgs.extend(self._message_row(sid, channel, base + i, m)
+                    msgs.extend(message_row(sid, channel, base + i, m)
                                 for i, m in enumerate(ms))
                     counts[key] = base + len(ms)
             elif kind == "snap_done":
                 _, sid, process = item
-                if state_of(sid) in (None, "running"):
+                if takes_report(state_of(sid)):
                     r = row_of(sid, process)
                     if r is not None and not r["done"]:
                         r["done"] = r["changed"] = True
@@ -134,73 +135,6 @@ class SqlWriting(SqlConnection):
                                  f"snapshot_id = {ph} AND process = {ph}", upd)
         if msgs:
             conn.exec_driver_sql(self._sql["message"], msgs)
-
-    def _write_other(self, conn, item: tuple) -> None:
-        kind = item[0]
-        sql = self._sql
-        if kind == "process":
-            _, name, pid, host, parent, started, argv, *rest = item
-            seq0 = rest[0] if rest else None  # the seq this process started from
-            old = conn.exec_driver_sql(sql["process_old"], (name,)).first()
-            if old is not None and (old[0], old[1]) != (pid, host) and (
-                    (old[3] is None and started - old[2] < NAME_IN_USE_NS)
-                    or (seq0 is not None and (old[4] or 0) > seq0)):
-                # The events of two processes with one name collide (same seqs): both
-                # live, or the other stored seqs past where this one started (it read
-                # the last seq before they were stored). The export keeps the first
-                # written of each; say so where it is seen.
-                conn.exec_driver_sql(sql["fault"], (
-                    started, name, "store.write",
-                    f"two live processes share the name {name!r} ({old[1]}:{old[0]} and "
-                    f"{host}:{pid}): their events collide; give each its own --name"))
-            conn.exec_driver_sql(sql["process"], (name, pid, host, parent, started, started, argv))
-            self._rows.add(name)
-        elif kind == "heartbeat":
-            _, names, ns = item
-            if names:
-                conn.exec_driver_sql(sql["heartbeat"], [(ns, n) for n in names])
-        elif kind == "ended":
-            _, name, ns = item
-            conn.exec_driver_sql(sql["ended"], (ns, name))
-        elif kind == "channel":
-            conn.exec_driver_sql(sql["channel"], item[1:])
-        elif kind == "fault":
-            conn.exec_driver_sql(sql["fault"], item[1:])
-        elif kind == "snap_state":
-            _, sid, process, seq, state, out, _initiator = item
-            if self._snap_status(conn, sid) in (None, "running"):
-                conn.exec_driver_sql(self._sql["state"], (sid, process, seq, state_json(state),
-                                                          json.dumps(out), "[]", False))
-        elif kind == "snap_chan":
-            _, sid, process, channel, msgs, complete = item
-            status = self._snap_status(conn, sid)
-            if not (status in (None, "running") or (status == "partial" and not complete)):
-                return  # a report that came after the snapshot ended
-            ph = self._ph
-            if complete:
-                row = conn.exec_driver_sql(f"SELECT closed FROM snapshot_states WHERE snapshot_id = "
-                                           f"{ph} AND process = {ph}", (sid, process)).first()
-                if row is not None:
-                    closed = json.loads(row[0] or "[]")
-                    if channel not in closed:
-                        closed.append(channel)
-                        conn.exec_driver_sql(f"UPDATE snapshot_states SET closed = {ph} WHERE "
-                                             f"snapshot_id = {ph} AND process = {ph}",
-                                             (json.dumps(closed), sid, process))
-            if msgs:
-                base = conn.exec_driver_sql(f"SELECT count(*) FROM snapshot_messages WHERE "
-                                            f"snapshot_id = {ph} AND channel = {ph}",
-                                            (sid, channel)).scalar()
-                conn.exec_driver_sql(self._sql["message"], [
-                    self._message_row(sid, channel, base + i, m) for i, m in enumerate(msgs)])
-        elif kind == "snap_done":
-            _, sid, process = item
-            if self._snap_status(conn, sid) in (None, "running"):
-                conn.exec_driver_sql(f"UPDATE snapshot_states SET done = {self._ph} WHERE "
-                                     f"snapshot_id = {self._ph} AND process = {self._ph}",
-                                     (True, sid, process))
-        else:
-            raise ValueError(f"unknown record {kind!r}")
 
     # -- names ---------------------------------------------------------------------
 
@@ -248,3 +182,75 @@ class SqlWriting(SqlConnection):
                 conn.exec_driver_sql(f"DELETE FROM processes WHERE name = {ph} AND pid = {ph} "
                                      f"AND host = {ph}", (name, pid, host))
         self._rows.discard(name)
+
+
+class SqlRecords:
+    """The writes of ``apply_record`` on one connection of a SQL store, a statement
+    each; ``written``: the processes whose row the store has written (the
+    store's, updated here)."""
+
+    def __init__(self, conn, sql: dict, written: set[str]):
+        self.conn = conn
+        self.sql = sql
+        self.ph = sql["ph"]
+        self.written = written
+
+    def snapshot_status(self, sid: int) -> str | None:
+        return self.conn.exec_driver_sql(self.sql["status"], (sid,)).scalar()
+
+    def put_process(self, name: str, pid: int, host: str, parent: str | None, started_ns: int,
+                    argv: str | None, seq0: int | None) -> None:
+        sql, q = self.sql, self.conn.exec_driver_sql
+        old = q(sql["process_old"], (name,)).first()
+        if old is not None and (old[0], old[1]) != (pid, host) and (
+                (old[3] is None and started_ns - old[2] < NAME_IN_USE_NS)
+                or (seq0 is not None and (old[4] or 0) > seq0)):
+            # The events of two processes with one name collide (same seqs): both
+            # live, or the other stored seqs past where this one started (it read
+            # the last seq before they were stored). The export keeps the first
+            # written of each; say so where it is seen.
+            q(sql["fault"], (
+                started_ns, name, "store.write",
+                f"two live processes share the name {name!r} ({old[1]}:{old[0]} and "
+                f"{host}:{pid}): their events collide; give each its own --name"))
+        q(sql["process"], (name, pid, host, parent, started_ns, started_ns, argv))
+        self.written.add(name)
+
+    def put_heartbeats(self, names: list[str], ns: int) -> None:
+        self.conn.exec_driver_sql(self.sql["heartbeat"], [(ns, n) for n in names])
+
+    def put_ended(self, name: str, ns: int) -> None:
+        self.conn.exec_driver_sql(self.sql["ended"], (ns, name))
+
+    def put_channel(self, cid: str, src, dst, transport: str, endpoint, framed: bool,
+                    fifo: bool) -> None:
+        self.conn.exec_driver_sql(self.sql["channel"], (cid, src, dst, transport, endpoint, framed,
+                                                        fifo))
+
+    def put_fault(self, wall_ns: int, process: str, location: str, detail: str) -> None:
+        self.conn.exec_driver_sql(self.sql["fault"], (wall_ns, process, location, detail))
+
+    def put_state(self, sid: int, process: str, seq: int, state: str, outgoing: str) -> None:
+        self.conn.exec_driver_sql(self.sql["state"], (sid, process, seq, state, outgoing, "[]", False))
+
+    def close_channel(self, sid: int, process: str, channel: str) -> None:
+        ph, q = self.ph, self.conn.exec_driver_sql
+        row = q(f"SELECT closed FROM snapshot_states WHERE snapshot_id = {ph} AND process = {ph}",
+                (sid, process)).first()
+        if row is not None:
+            closed = json.loads(row[0] or "[]")
+            if channel not in closed:
+                closed.append(channel)
+                q(f"UPDATE snapshot_states SET closed = {ph} WHERE snapshot_id = {ph} "
+                  f"AND process = {ph}", (json.dumps(closed), sid, process))
+
+    def put_messages(self, sid: int, channel: str, msgs: list) -> None:
+        ph, q = self.ph, self.conn.exec_driver_sql
+        base = q(f"SELECT count(*) FROM snapshot_messages WHERE snapshot_id = {ph} AND channel = {ph}",
+                 (sid, channel)).scalar()
+        q(self.sql["message"], [message_row(sid, channel, base + i, m) for i, m in enumerate(msgs)])
+
+    def set_done(self, sid: int, process: str) -> None:
+        ph = self.ph
+        self.conn.exec_driver_sql(f"UPDATE snapshot_states SET done = {ph} WHERE snapshot_id = {ph} "
+                                  f"AND process = {ph}", (True, sid, process))
