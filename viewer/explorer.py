@@ -22,6 +22,7 @@ GLYPH = {"send": "S", "recv": "R", "local": "•", "snapshot": "◆"}
 ORPHAN_LIMIT = 5000  # orphans listed per cut; the panel shows "5000+" beyond
 SYNC_FILTER_EVENTS = 50_000  # above this, a free-text filter runs in a worker
 TRANSITIVE_STEPS = 10_000  # events read to follow a message through hidden lanes
+CHAIN_HOPS = 100_000  # hops followed by the whole-chain keys
 
 
 def describe(e: Mapping, trace: Trace | None = None) -> str:
@@ -77,6 +78,7 @@ class Explorer:
         self.rows: array | None = None  # visible display rows (None: all)
         self._runs: dict[int, int] = {}  # collapsed run: its first display row -> its last
         self._transitive: dict[tuple[str, int], tuple[str, int] | None] = {}
+        self.replay_trail: list[tuple[str, dict, dict]] = []  # (process, cut after, cut before)
         self.selected = 0  # index of the selected process
         self.show_causality = False
         # (process, seq, vector clock) of the selected event while causality is shown
@@ -430,6 +432,7 @@ class Explorer:
 
     def recompute(self) -> None:
         t = self.trace
+        self.chain: dict[tuple[str, int], int] = {}  # the events of a followed chain
         self.consistent = t.consistent(self.cut)
         self.orphans: list[Message] = (t.orphans(self.cut, limit=ORPHAN_LIMIT)
                                        if not self.consistent else [])
@@ -583,6 +586,87 @@ class Explorer:
             self.selected = self.pindex[to[0]]
         self.recompute()
         return text
+
+    def follow_chain(self, delta: int) -> str:
+        """Follow the chain of messages from the selected frontier to its end: forward
+        (``delta`` 1) hop after hop from each receive, or back (-1) from each send. The
+        cursor moves to the chain's last end; the chain's events are marked
+        (``self.chain``) until the cut next changes."""
+        p = self.process
+        if not p:
+            return "no process"
+        t = self.trace
+        at = (p, max(self.cut[p], 1) if delta > 0 else self.cut[p])
+        ends: list[tuple[str, int]] = []
+        while len(ends) < 2 * CHAIN_HOPS:
+            hop = t.next_hop(*at) if delta > 0 else t.previous_hop(*at)
+            if hop is None:
+                break
+            (sp, ss), (rp, rs) = hop
+            pair = [(sp, ss), (rp, rs)] if delta > 0 else [(rp, rs), (sp, ss)]
+            ends += pair
+            at = pair[1]
+        if not ends:
+            return (f"chain: {p} sends no received message from #{self.cut[p]} on" if delta > 0
+                    else f"chain: {p} received no message up to #{self.cut[p]}")
+        to = ends[-1]
+        self.cut[to[0]] = to[1]
+        if to[0] in self.pindex:
+            self.selected = self.pindex[to[0]]
+        self.recompute()
+        self.chain = {e: k for k, e in enumerate(ends)}
+        hops = len(ends) // 2
+        arrow = " -> " if delta > 0 else " <- "
+        shown = [f"{q} #{n}" for q, n in ends[1::2]]
+        path = arrow.join([f"{ends[0][0]} #{ends[0][1]}"] + (shown if len(shown) <= 6 else
+                                                              shown[:2] + ["..."] + shown[-3:]))
+        more = f" (stopped after {CHAIN_HOPS} hops)" if len(ends) >= 2 * CHAIN_HOPS else ""
+        return f"chain {'forward' if delta > 0 else 'back'}: {hops} hop{'s' if hops != 1 else ''}: {path}{more}"
+
+    def replay_step(self, delta: int) -> str:
+        """The replay of a chosen linearisation: the lanes' order (left to right, then the
+        hidden lanes) is the priority. Forward (``delta`` 1), the leftmost process whose
+        next event can join the cut through a consistent cut moves; back (-1), the replay
+        retraces its own steps (then, past its start, the rightmost process that can
+        leave). An inconsistent cut first goes to its nearest consistent cut below."""
+        t = self.trace
+        note = ""
+        if not self.consistent:
+            self.cut = t.nearest_below(self.cut)
+            self.replay_trail = []
+            note = "to the nearest consistent cut below, then "
+        trail = self.replay_trail
+        priority = list(self.procs) + [p for p in self.order if p in self.hidden]
+        r = None
+        if delta > 0:
+            for p in priority:
+                r = t.next_cut(self.cut, p)
+                if r is not None:
+                    break
+        elif trail and trail[-1][1] == self.cut:
+            r = (trail[-1][0], trail[-1][2])
+            trail.pop()
+        else:
+            for p in reversed(priority):
+                r = t.previous_cut(self.cut, p)
+                if r is not None:
+                    break
+        if r is None:
+            self.recompute()
+            return f"replay: {note}{'the top: every event is in' if delta > 0 else 'the bottom: the empty cut'}"
+        p, cut = r
+        before = dict(self.cut)
+        self.cut = dict(cut)
+        if delta > 0:
+            trail.append((p, dict(self.cut), before))
+        if p in self.pindex:
+            self.selected = self.pindex[p]
+        self.recompute()
+        seq = self.cut[p] if delta > 0 else before[p]
+        ev = t.event(p, seq)
+        what = f"{p} #{seq} {ev['kind']}" if ev else p
+        return (f"replay (lanes' order {' '.join(priority)}): {note}{'+' if delta > 0 else '-'} {what}: "
+                f"{self.cut_text()}")
 
     def selected_event(self) -> dict | None:
         p = self.process

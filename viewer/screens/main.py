@@ -48,6 +48,12 @@ class MainScreen(Screen):
         Binding("x", "collapse", "Collapse locals", show=False),
         Binding("shift+left", "move_lane(-1)", "Lane left", show=False),
         Binding("shift+right", "move_lane(1)", "Lane right", show=False),
+        Binding("right_parenthesis", "follow_chain(1)", "Whole chain forward", key_display=")",
+                show=False),
+        Binding("left_parenthesis", "follow_chain(-1)", "Whole chain back", key_display="(",
+                show=False),
+        Binding("n", "replay(1)", "Replay", show=False),
+        Binding("N", "replay(-1)", "Replay back", show=False),
         Binding("p", "snapshots", "Snapshots"),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("w", "predicate", "Predicate"),
@@ -185,6 +191,18 @@ class MainScreen(Screen):
         ex = self.explorer
         if ex is not None:
             self._lanes_changed(ex.move_lane(delta))
+
+    def action_follow_chain(self, delta: int) -> None:
+        ex = self.explorer
+        if ex is not None:
+            self.set_status(ex.follow_chain(delta))
+            self.refresh_cut()
+
+    def action_replay(self, delta: int) -> None:
+        ex = self.explorer
+        if ex is not None:
+            self.set_status(ex.replay_step(delta))
+            self.refresh_cut()
 
     def action_lattice_size(self) -> None:
         ex = self.explorer

@@ -45,6 +45,7 @@ S_PAST = Style(color="#5fd7ff", bold=True)
 S_FUTURE = Style(color="#ffaf5f", bold=True)
 S_TRANSITIVE = Style(color="#af87d7", italic=True)
 S_RUN = Style(color="#bcbcbc", italic=True)
+S_CHAIN = Style(color="#ffd75f", bold=True)
 
 
 def lane_width(explorer: Explorer) -> int:
@@ -260,6 +261,12 @@ class Lanes(ScrollView, can_focus=False):
                    f"{count} local events (collapsed; the last: {describe(last, t).split(' local ', 1)[-1]})"
             if inside:
                 tstyle = S_RUN
+        k = ex.chain.get((p, e["seq"])) if ex.chain else None
+        if k is not None:
+            c = i * w + left
+            styles[c] = (styles[c] or S_TEXT) + S_CHAIN
+            tstyle = tstyle + S_CHAIN
+            text += f"   (chain, hop {k // 2 + 1})"
         if via is not None:
             text += f"   ┄ via hidden lanes {'to' if e['kind'] == 'send' else 'from'} {via[0]} #{via[1]}"
         if cause is not None and not selected_ev:
