@@ -50,17 +50,66 @@ def _out(path: str | None, text: str) -> None:
 
 # -- export -------------------------------------------------------------------------
 
+class _Progress:
+    """Export progress on standard error, one line rewritten in place (a terminal only)."""
+
+    def __init__(self) -> None:
+        self.shown = False
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        text = (f"reading the events: {done:,}" if phase == "read" else
+                f"writing the events: {done:,} of {total:,} ({100 * done // max(total, 1)}%)")
+        sys.stderr.write(f"\r{text}\x1b[K")
+        sys.stderr.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+def _export_json(db: str | None, path: str | None) -> None:
+    """The JSON document written as it is made (``store_json``): a million events
+    in a bounded memory, into a temporary file renamed at the end."""
+    from cutscope.tracer.store import open_store
+    from cutscope.viewer.export import store_json
+
+    progress = _Progress() if sys.stderr.isatty() else None
+    store = open_store(db, create=False)
+    try:
+        if path in (None, "-"):
+            store_json(store, sys.stdout, progress)
+        else:
+            _check_writable(path)
+            if os.path.islink(path) or (os.path.exists(path) and not os.path.isfile(path)):
+                with open(path, "w", encoding="utf-8") as f:  # /dev/null, a FIFO: through it
+                    store_json(store, f, progress)
+            else:
+                tmp = f"{path}.tmp{os.getpid()}"
+                try:
+                    with open(tmp, "w", encoding="utf-8") as f:
+                        store_json(store, f, progress)
+                    os.replace(tmp, path)
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+    finally:
+        store.close()
+        if progress is not None:
+            progress.done()
+
+
 def cmd_export(args) -> int:
     import io
 
-    from cutscope.viewer.export import load, write_json
+    from cutscope.viewer.export import load
 
-    doc = load(args.db)
     if args.format == "json":
-        buf = io.StringIO()
-        write_json(doc, buf)
-        _out(args.output, buf.getvalue())
-    elif args.format == "chrome":
+        _export_json(args.db, args.output)
+        return 0
+    doc = load(args.db)
+    if args.format == "chrome":
         from cutscope.viewer.chrome import write_chrome
 
         buf = io.StringIO()

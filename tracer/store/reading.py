@@ -33,6 +33,22 @@ class SqlReading(SqlConnection):
             msgs = dicts(q("SELECT * FROM snapshot_messages"))
         return build_trace(procs, chans, events, snaps, states, msgs)
 
+    def document_and_blocks(self) -> Iterator:
+        """``load(events=False)``, then each decoded event block as ``event_blocks()``
+        gives it, all read in one read transaction (a consistent trace, as ``load()``
+        reads it) without holding every event at once: the first item is the
+        document, the others are blocks."""
+        with self.engine.connect() as conn:
+            q = conn.exec_driver_sql
+            procs = dicts(q("SELECT * FROM processes ORDER BY started_ns"))
+            chans = dicts(q("SELECT * FROM channels ORDER BY id"))
+            snaps = dicts(q("SELECT * FROM snapshots"))
+            states = dicts(q("SELECT * FROM snapshot_states"))
+            msgs = dicts(q("SELECT * FROM snapshot_messages"))
+            yield build_trace(procs, chans, [], snaps, states, msgs)
+            for r in q(EVENT_BLOCKS):
+                yield decode_block(*r)
+
     def event_blocks(self) -> Iterator[list[tuple]]:
         """The stored event tuples (``EVENT_COLUMNS``), one decoded block at a time, in
         the order written. Raw: a send's msg is None (its id is ``"<process>#<seq>"``),
