@@ -52,6 +52,7 @@ def to_shiviz(doc: Mapping, trace: Trace | None = None) -> str:
     t = trace or Trace(doc)
     hosts = {p: host_name(p) for p in t.processes}
     out = [REGEX, ""]
+    t._vector_clocks()  # every event's clock is asked: the whole table at once
     order = sorted((e for p in t.processes for e in t.events[p]),
                    key=lambda e: (e.get("lamport") or 0, e["process"], e["seq"]))
     for e in order:

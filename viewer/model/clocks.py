@@ -6,6 +6,8 @@ import bisect
 
 from .records import event_key
 
+PER_QUERY = 20_000  # vector clocks answered one by one before the whole table is built
+
 
 class ClocksMixin:
     """Vector clocks of events (part of ``Trace``); computed on first use."""
@@ -65,7 +67,16 @@ class ClocksMixin:
         return stored
 
     def vector_clock(self, process: str, seq: int) -> dict[str, int]:
-        """The vector clock of event ``(process, seq)``, as ``{process: seq}``."""
+        """The vector clock of event ``(process, seq)``, as ``{process: seq}``.
+
+        The first ``PER_QUERY`` are answered one at a time from the pair indexes
+        (``_past``: a few binary searches, whatever the trace's length, so the
+        viewer's causality key answers at once on a million events); past that, or
+        once built, from the table of every receive's clock (``_vector_clocks``: a
+        pass over the whole trace, for a reader that asks about every event)."""
+        if self._vc is None and getattr(self, "_vc_queries", 0) < PER_QUERY:
+            self._vc_queries = getattr(self, "_vc_queries", 0) + 1
+            return self._past(process, seq)
         stored = self._vector_clocks()
         seqs, vcs = stored[process]
         i = bisect.bisect_right(seqs, seq)
@@ -73,6 +84,29 @@ class ClocksMixin:
         out = dict(zip(self.processes, base))
         out[process] = seq
         return out
+
+    def _past(self, process: str, seq: int) -> dict[str, int]:
+        """The vector clock of one event, as the least fixpoint over the pair indexes:
+        process r's component f brings in, from each sender q, the largest send seq
+        among r's first receives up to f (``PairIndex.need_at``); repeated until no
+        component grows (at most one round per hop of the longest message chain)."""
+        v = dict.fromkeys(self.processes, 0)
+        if process not in v:
+            return v
+        v[process] = seq
+        pairs = [(q, r, pair) for (q, r), pair in self.pairs.items() if q != r]
+        changed = True
+        while changed:
+            changed = False
+            for q, r, pair in pairs:
+                f = v[r]
+                if f:
+                    need = pair.need_at(f)
+                    if need > v[q]:
+                        v[q] = need
+                        changed = True
+        v[process] = seq
+        return v
 
     def happened_before(self, e1, e2) -> bool:
         """Whether event ``e1`` happened before ``e2`` (strictly), by vector clocks."""
