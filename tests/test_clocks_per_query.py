@@ -1,6 +1,7 @@
-"""A vector clock asked for one event (``Trace._past``: a fixpoint over the pair
-indexes) is the one the whole table gives (``Trace._vector_clocks``), and the
-viewer's causality key needs no pass over the trace."""
+"""Answers the viewer asks for on a key, made without a pass over the trace: a
+vector clock asked for one event (``Trace._past``: a fixpoint over the pair
+indexes) is the one the whole table gives (``Trace._vector_clocks``); messages
+made in bulk (``Trace._messages``) are those made one by one."""
 
 from __future__ import annotations
 
@@ -34,3 +35,12 @@ def test_the_table_is_built_past_per_query(monkeypatch):
     assert t._vc is None
     assert t.vector_clock("b", 1) == {"a": 1, "b": 1}
     assert t._vc is not None
+
+
+@settings(max_examples=100, deadline=None)
+@given(traces(max_procs=4, max_steps=40))
+def test_messages_made_in_bulk_are_the_messages_made_one_by_one(doc):
+    t = Trace(doc)
+    rows = list(t._send_rows) * 40  # past the size made one by one
+    assert t._messages(rows) == [t._message(s) for s in rows]
+    assert all(type(m) is type(t._message(s)) for m, s in zip(t._messages(rows), rows))

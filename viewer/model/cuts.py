@@ -44,7 +44,7 @@ class CutsMixin:
                                              None if limit is None else max(0, limit - len(rows))))
             if limit is not None and len(rows) >= limit:
                 break
-        out = list(map(self._message, rows))
+        out = self._messages(rows)
         out.sort(key=lambda m: (m.dst, m.recv_seq))
         return out
 
@@ -56,12 +56,12 @@ class CutsMixin:
         rows: list[int] = []
         for q, p, pair in self._pairs_in(cut):
             rows.extend(pair.in_transit(cut[p], cut[q]))
-        out = list(map(self._message, rows))
+        out = self._messages(rows)
         for q, srows in self._unreceived_rows.items():
             if q not in cut:
                 continue
             j = bisect.bisect_right(self._unreceived_seqs[q], cut[q])
-            ms = map(self._message, srows[:j])
+            ms = self._messages(srows[:j])
             out.extend(m for m in ms if m.dst is None or m.dst in cut)
         out.sort(key=lambda m: (m.channel or "", m.src, m.send_seq))
         return out

@@ -239,6 +239,28 @@ class MatchingMixin:
             return Message(self._msg_id(s), ch, procs[pid[s]], seq[s], procs[pid[r]], seq[r])
         return Message(self._msg_id(s), ch, procs[pid[s]], seq[s],
                        (self.channels.get(ch) or {}).get("dst"), None)
+    def _messages(self, rows) -> list[Message]:
+        """``[self._message(s) for s in rows]``, made column by column at C speed (the
+        cut panel lists tens of thousands when a frontier moves far)."""
+        if len(rows) < 32:
+            return list(map(self._message, rows))
+        procs, pid, seq, peer, msg = self.processes, self._pid, self._seq, self._peer, self._msg
+        rep = itertools.repeat
+        rs = list(map(peer.__getitem__, rows))
+        names = list(map(procs.__getitem__, map(pid.__getitem__, rows)))
+        sseqs = list(map(seq.__getitem__, rows))
+        ids = [m if m is not None else f"{p}#{q}"
+               for m, p, q in zip(map(msg.__getitem__, rows), names, sseqs)]
+        chans = list(map(self._ch.__getitem__, map(self._srow.__getitem__, rows)))
+        if -1 in rs:
+            dsts = [procs[pid[r]] if r >= 0 else (self.channels.get(c) or {}).get("dst")
+                    for r, c in zip(rs, chans)]
+            rseqs = [seq[r] if r >= 0 else None for r in rs]
+        else:
+            dsts = list(map(procs.__getitem__, map(pid.__getitem__, rs)))
+            rseqs = list(map(seq.__getitem__, rs))
+        return list(map(tuple.__new__, rep(Message), zip(ids, chans, names, sseqs, dsts, rseqs)))
+
     def _send_row(self, mid: str) -> int | None:
         """The row of the send of message ``mid`` (None: no such message)."""
         s = self._explicit.get(mid)
