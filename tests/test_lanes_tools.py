@@ -320,3 +320,54 @@ def test_replay_of_the_lanes_order_linearisation(db_url):
             await pilot.press("q")
 
     run(go())
+
+
+def test_minimap_shows_the_screen_and_the_cut_and_scrolls_on_click(db_url):
+    from cutscope.viewer.widgets import Minimap
+
+    viewer_traces.big_trace(db_url, 2000, procs=4)
+
+    async def go():
+        app = CutscopeApp(db=db_url, follow=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.explorer is not None)
+            ex = app.explorer
+            mm = app.screen.query_one(Minimap)
+            lanes = app.screen.query_one(Lanes)
+            h = mm.size.height
+            assert h > 10 and len(ex) == 2000
+
+            def cells():
+                return [mm.render_line(y).text for y in range(h)]
+
+            def cell_of(row):
+                return min(h - 1, row * h // len(ex))
+
+            # N0's frontier back to 100 events from its start, the others at their end.
+            ex.set_frontier("N0", 100)
+            await pilot.press("g")
+            await pilot.pause()
+            f = ex.nearest_row(ex.frontiers[0])
+            c = cells()
+            assert c[cell_of(f)][2] == "◀"
+            others = {cell_of(ex.nearest_row(x)) for x in ex.frontiers[1:]}
+            assert all(c[k][2] == "•" for k in others - {cell_of(f)})
+            # Rows before every frontier are solid, after the earliest frontier mixed.
+            assert all(x[0] == "█" for x in c[:cell_of(f)])
+            assert all(x[0] == "▒" for x in c[cell_of(f) + 1:])
+            # The screen's rows are the marked ones, and they follow the scrolling.
+            top = lanes.scroll_offset.y
+            marked = [y for y, x in enumerate(c) if x[1] == "┃"]
+            assert marked and marked[0] == cell_of(top) and marked[-1] == cell_of(top + lanes.size.height - 1)
+            await pilot.press("pagedown", "pagedown")
+            await pilot.pause()
+            assert lanes.scroll_offset.y > top
+            assert [y for y, x in enumerate(cells()) if x[1] == "┃"][0] == cell_of(lanes.scroll_offset.y)
+            # A click on the minimap scrolls the lanes there.
+            await pilot.click("#minimap", offset=(1, h - 2))
+            await pilot.pause()
+            a, _ = mm.cell_rows(h - 2)
+            assert lanes.scroll_offset.y <= a < lanes.scroll_offset.y + lanes.size.height
+            await pilot.press("q")
+
+    run(go())

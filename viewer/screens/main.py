@@ -11,7 +11,7 @@ from textual.widgets import Footer, Header, Input, Static
 
 from ..explorer import Explorer
 from ..messages import CutChanged, FilterDone, PredicateDone
-from ..widgets import CutPanel, LaneHeader, Lanes
+from ..widgets import CutPanel, LaneHeader, Lanes, Minimap
 
 
 class MainScreen(Screen):
@@ -72,7 +72,9 @@ class MainScreen(Screen):
         with Horizontal(id="body"):
             with Vertical(id="left"):
                 yield LaneHeader(id="lane-header")
-                yield Lanes(id="lanes")
+                with Horizontal(id="lanes-row"):
+                    yield Lanes(id="lanes")
+                    yield Minimap(id="minimap")
             yield CutPanel(id="panel")
         yield Input(placeholder="filter: p:PROCESS k:KIND text, field=value field~regex /regex/ "
                                 "a && b || c  (Enter applies, empty clears)", id="filter", disabled=True)
@@ -94,6 +96,7 @@ class MainScreen(Screen):
         ex = self.explorer
         lanes = self.query_one(Lanes)
         self.query_one(LaneHeader).set_explorer(ex)
+        self.query_one(Minimap).set_explorer(ex)
         lanes.set_explorer(ex)
         self.refresh_cut(scroll=scroll)
 
@@ -111,6 +114,7 @@ class MainScreen(Screen):
         self.query_one(LaneHeader).refresh()
         if scroll:
             self.action_goto()
+        lanes.update_minimap()
         self.post_message(CutChanged(dict(ex.cut), ex.consistent))
 
     # -- actions -------------------------------------------------------------------------

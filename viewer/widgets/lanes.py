@@ -115,6 +115,22 @@ class Lanes(ScrollView, can_focus=False):
             w = 8 + lane_width(ex) * len(ex.procs) + 100
             self.virtual_size = Size(w, len(ex))
         self.refresh()
+        if self.is_mounted:
+            self.update_minimap()
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        self.update_minimap()
+
+    def update_minimap(self) -> None:
+        from .minimap import Minimap
+
+        for m in self.screen.query(Minimap):
+            m.set_view(round(self.scroll_offset.y), self.size.height)
+            m.refresh()
+
+    def on_resize(self, event) -> None:
+        self.update_minimap()
 
     def watch_scroll_x(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_x(old_value, new_value)
