@@ -371,3 +371,56 @@ def test_minimap_shows_the_screen_and_the_cut_and_scrolls_on_click(db_url):
             await pilot.press("q")
 
     run(go())
+
+
+def test_logical_time_layout_packs_concurrent_events_on_one_row(db_url):
+    from test_lanes_diagram import brute_past
+
+    viewer_traces.bank_trace(db_url)
+    t = Trace(load(db_url))
+    events = [(p, s) for p in t.processes for s in t.seqs[p]]
+    past = {e: brute_past(t, e) for e in events}
+
+    async def go():
+        app = CutscopeApp(db=db_url, follow=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.explorer is not None)
+            ex = app.explorer
+            await pilot.press("z")
+            assert ex.packed and "logical-time layout" in text_of(app, "#status")
+            assert header_text(app).startswith("step ")
+            row_of = {}
+            for y in range(len(ex)):
+                evs = [ex.trace._event_dict(ex.all_g[r]) for r in ex.layers[y]]
+                lanes_here = [e["process"] for e in evs]
+                assert len(set(lanes_here)) == len(lanes_here)  # one event per lane
+                for e in evs:
+                    row_of[(e["process"], e["seq"])] = y
+            assert set(row_of) == set(events)
+            assert len(ex) < len(events)  # concurrent events share rows
+            for b in events:
+                for a in past[b]:
+                    assert row_of[a] < row_of[b]  # happened-before goes down the screen
+            for a in events:  # the same row: concurrent
+                for b in events:
+                    if a != b and row_of[a] == row_of[b]:
+                        assert a not in past[b] and b not in past[a]
+            # Each row draws its events' glyphs in their lanes and names them.
+            col = columns(ex)
+            lanes = app.screen.query_one(Lanes)
+            for y in range(len(ex)):
+                text = lanes._build_packed(y).text
+                for r in ex.layers[y]:
+                    e = ex.trace._event_dict(ex.all_g[r])
+                    assert text[col[e["process"]]] in "SR•◆"
+                    assert f"{e['process']} #{e['seq']} {e['kind']}" in text
+            # The keys still move the cut; the selected frontier's row is marked.
+            await pilot.press("right", "up", "up")
+            y = ex.packed_row(ex.frontiers[ex.selected])
+            strip = lanes._build_packed(y)
+            assert any(seg.style == S_SELECTED and seg.text.startswith(f"P2 #{ex.cut['P2']}") for seg in strip)
+            await pilot.press("z")
+            assert not ex.packed and len(ex) == len(events)
+            await pilot.press("q")
+
+    run(go())

@@ -78,3 +78,7 @@ def test_picture_filtered_lanes(snap_compare, bank_doc):
 def test_picture_hidden_relay_and_collapsed_locals(snap_compare, db_url):
     viewer_traces.relay_trace(db_url)
     assert picture(snap_compare, load(db_url), press=["right", "h", "x"])
+
+
+def test_picture_logical_time_layout(snap_compare, bank_doc):
+    assert picture(snap_compare, bank_doc, press=["z", "right", "up", "up"])

@@ -79,6 +79,10 @@ class Explorer:
         self._runs: dict[int, int] = {}  # collapsed run: its first display row -> its last
         self._transitive: dict[tuple[str, int], tuple[str, int] | None] = {}
         self.replay_trail: list[tuple[str, dict, dict]] = []  # (process, cut after, cut before)
+        self.packed = False  # the logical-time layout
+        self.layers: list[list[int]] | None = None  # packed: the display rows of each row
+        self._pack_of: dict[int, int] | None = None
+        self._step: array | None = None
         self.selected = 0  # index of the selected process
         self.show_causality = False
         # (process, seq, vector clock) of the selected event while causality is shown
@@ -165,13 +169,79 @@ class Explorer:
     # -- rows -------------------------------------------------------------------
 
     def __len__(self) -> int:
+        if self.layers is not None:
+            return len(self.layers)
         return len(self.rows) if self.rows is not None else len(self.all_g)
 
     def global_row(self, y: int) -> int:
+        """The display row shown on screen row ``y`` (packed: the first of that row's)."""
+        if self.layers is not None:
+            return self.layers[y][0]
         return self.rows[y] if self.rows is not None else y
 
     def event_at(self, y: int) -> dict:
         return self.trace._event_dict(self.all_g[self.global_row(y)])
+
+    # -- the logical-time layout ----------------------------------------------------------
+
+    def toggle_packed(self) -> str:
+        """One event per row (the lanes' Lamport order), or the logical-time layout:
+        concurrent events packed on shared rows."""
+        self.packed = not self.packed
+        self._pack()
+        self.generation += 1
+        if not self.packed:
+            return "layout: one event per row (Lamport order)"
+        n = sum(len(x) for x in self.layers)
+        return (f"logical-time layout: {n} events on {len(self.layers)} rows "
+                f"(events on one row are concurrent)")
+
+    def _steps(self) -> array:
+        """Each trace row's logical step: one more than the step of the event before it in
+        its process and of the send it receives (the earliest layering of happened-before,
+        over every process, hidden or not). Events of one step are concurrent."""
+        if self._step is None:
+            t = self.trace
+            n = len(self.all_g)
+            step = array("l", [0]) * n
+            last = [0] * len(t.processes)
+            pid, kind, peer = t._pid, t._kind, t._peer
+            for g in self.all_g:  # a linear extension: a send comes before its receives
+                i = pid[g]
+                k = last[i] + 1
+                if kind[g] == "recv":
+                    sg = peer[g]
+                    if sg >= 0 and step[sg] >= k:
+                        k = step[sg] + 1
+                step[g] = k
+                last[i] = k
+            self._step = step
+        return self._step
+
+    def _pack(self) -> None:
+        """The packed rows of the visible rows (``self.layers``), when packed."""
+        if not self.packed:
+            self.layers = None
+            self._pack_of = None
+            return
+        step = self._steps()
+        all_g = self.all_g
+        src = self.rows if self.rows is not None else range(len(all_g))
+        keyed = sorted((step[all_g[r]], r) for r in src)
+        layers: list[list[int]] = []
+        pack_of: dict[int, int] = {}
+        prev = None
+        for k, r in keyed:
+            if k != prev:
+                layers.append([])
+                prev = k
+            layers[-1].append(r)
+            pack_of[r] = len(layers) - 1
+        self.layers, self._pack_of = layers, pack_of
+
+    def packed_row(self, r: int) -> int:
+        """The packed row holding display row ``r`` (-1: none)."""
+        return self._pack_of.get(r, -1) if self._pack_of is not None else r
 
     def row_for_event(self, process: str, seq: int) -> int | None:
         """The visible row of an event (None if filtered out or absent)."""
@@ -183,6 +253,9 @@ class Explorer:
         if pos >= len(seqs) or seqs[pos] != seq:
             return None
         g = self._display_row(self._first[i] + pos)
+        if self.layers is not None:
+            y = self._pack_of.get(g)
+            return y
         if self.rows is None:
             return g
         y = bisect.bisect_left(self.rows, g)
@@ -191,8 +264,13 @@ class Explorer:
     def nearest_row(self, g: int) -> int:
         """The visible row at or just before global row ``g``."""
         if self.rows is None:
-            return g
-        return max(0, bisect.bisect_right(self.rows, g) - 1)
+            y = g
+        else:
+            y = max(0, bisect.bisect_right(self.rows, g) - 1)
+        if self.layers is not None:
+            r = self.rows[y] if self.rows is not None else y
+            return max(0, self._pack_of.get(r, 0))
+        return y
 
     def set_filter(self, text: str) -> int:
         """Show only the events matching ``text``; returns how many rows are shown."""
@@ -211,6 +289,7 @@ class Explorer:
         self._runs = runs
         if not self.hidden and not runs:
             self.rows = self.filter_g
+            self._pack()
             return
         drop = set()
         for a, b in runs.items():
@@ -218,6 +297,7 @@ class Explorer:
         lane = self.all_proc
         src = self.filter_g if self.filter_g is not None else range(len(self.all_g))
         self.rows = array("l", [r for r in src if lane[r] >= 0 and r not in drop])
+        self._pack()
 
     def _run_rows(self, a: int, b: int):
         """The display rows of a collapsed run but its first (``a``) whose last is ``b``."""

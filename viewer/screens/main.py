@@ -52,6 +52,7 @@ class MainScreen(Screen):
                 show=False),
         Binding("left_parenthesis", "follow_chain(-1)", "Whole chain back", key_display="(",
                 show=False),
+        Binding("z", "packed", "Logical-time layout", show=False),
         Binding("n", "replay(1)", "Replay", show=False),
         Binding("N", "replay(-1)", "Replay back", show=False),
         Binding("p", "snapshots", "Snapshots"),
@@ -185,6 +186,11 @@ class MainScreen(Screen):
         ex = self.explorer
         if ex is not None:
             self._lanes_changed(ex.show_all())
+
+    def action_packed(self) -> None:
+        ex = self.explorer
+        if ex is not None:
+            self._lanes_changed(ex.toggle_packed())
 
     def action_collapse(self) -> None:
         ex = self.explorer

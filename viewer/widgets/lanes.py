@@ -51,7 +51,7 @@ S_CHAIN = Style(color="#ffd75f", bold=True)
 def lane_width(explorer: Explorer) -> int:
     n = max(1, len(explorer.procs))
     longest = max((len(p) for p in explorer.procs), default=1)
-    w = min(max(longest + 1, 3), 10)
+    w = min(max(longest + 1, 6 if explorer.packed else 3), 10)
     return w if n * w <= 80 else 3
 
 
@@ -75,7 +75,7 @@ class LaneHeader(Widget):
         if ex is None or y:
             return Strip.blank(width)
         w = lane_width(ex)
-        segs = [Segment("lamport ", S_GUTTER)]
+        segs = [Segment("step    " if ex.packed else "lamport ", S_GUTTER)]
         for i, p in enumerate(ex.procs):
             name = (p if len(p) < w else (p[: w - 2] + "…" if w > 3 else str(i)))
             style = S_SELECTED if i == ex.selected else Style(bold=True)
@@ -155,7 +155,7 @@ class Lanes(ScrollView, can_focus=False):
         key = (row, ex.generation, self.peer)
         strip = self._cache.get(key)
         if strip is None:
-            strip = self._build(row)
+            strip = self._build_packed(row) if ex.layers is not None else self._build(row)
             self._cache[key] = strip
         return strip.crop_extend(scroll_x, scroll_x + width, None)
 
@@ -186,15 +186,27 @@ class Lanes(ScrollView, can_focus=False):
             return other if dash else None
         a, b = i * w + left, j * w + left  # this event's column, the other lane's
         step = 1 if b > a else -1
+        lines = " │┆─┄┼"
+        if chars[b] not in lines:
+            # A packed row with another event in the far lane: a stub only (``S─``,
+            # ``▶R``), so that no line seems to start or end at that event.
+            if e["kind"] == "recv":
+                chars[a + step] = "◀" if step > 0 else "▶"
+            elif chars[a + step] in lines:
+                chars[a + step] = "┄" if dash else "─"
+            styles[a + step] = style
+            return other if dash else None
         for c in range(a + step, b, step):
-            chars[c] = "┼" if chars[c] in "│┆" else ("┄" if dash else "─")
+            if chars[c] not in lines:
+                continue  # another event's glyph on a packed row
+            chars[c] = "┼" if chars[c] in "│┆┼" else ("┄" if dash else "─")
             styles[c] = style
-        if e["kind"] == "send":
-            chars[b] = "╮" if step > 0 else "╭"
-        else:
-            chars[b] = "╯" if step > 0 else "╰"
+        if chars[b] in lines:
+            chars[b] = ("╮" if step > 0 else "╭") if e["kind"] == "send" else ("╯" if step > 0 else "╰")
+            styles[b] = style
+        if e["kind"] == "recv" and chars[a + step] in lines:
             chars[a + step] = "◀" if step > 0 else "▶"
-        styles[b] = style
+            styles[a + step] = style
         return other if dash else None
 
     @staticmethod
@@ -212,6 +224,81 @@ class Lanes(ScrollView, can_focus=False):
         if ex.trace.vector_clock(p, seq).get(sp, 0) >= ss:
             return S_FUTURE
         return None
+
+    def _build_packed(self, row: int) -> Strip:
+        """A row of the logical-time layout: every event of one logical step (concurrent
+        events), each in its lane, their message lines where the lanes are free, and a
+        short description of each."""
+        ex = self.explorer
+        t = ex.trace
+        w = lane_width(ex)
+        n = len(ex.procs)
+        left = (w - 2) // 2
+        chars = [" "] * (w * n)
+        styles: list[Style | None] = [None] * (w * n)
+        here = {}
+        for r in ex.layers[row]:
+            i = ex.all_proc[r]
+            if i >= 0:
+                here[i] = (r, t._event_dict(ex.all_g[r]))
+        lamports = [e.get("lamport", 0) for _, e in here.values()]
+        segs = [Segment(f"{row + 1:>7} ", S_GUTTER)]
+        for j in range(n):
+            f = ex.frontiers[j]
+            c = j * w + left
+            if j in here:
+                r, e = here[j]
+                p = ex.procs[j]
+                inside = e["seq"] <= ex.cut[p]
+                run = ex.run_at(r)
+                glyph = GLYPH.get(e["kind"], "?") if run is None else "≡"
+                style = S_KIND.get(e["kind"], S_TEXT) if inside else S_OUTSIDE
+                msg = e.get("msg")
+                if msg is not None:
+                    if msg in ex.orphan_ids:
+                        style = S_ORPHAN
+                    elif msg in ex.transit_ids and e["kind"] == "send":
+                        style = S_TRANSIT
+                hit = r == f or (run is not None and run[0] <= f <= run[1])
+                if hit:
+                    style = style + S_FRONTIER
+                if hit and j == ex.selected:
+                    style = style + S_SELECTED
+                elif self.peer is not None and (p, e["seq"]) == self.peer:
+                    style = S_PEER
+                chars[c], styles[c] = glyph, style
+            else:
+                inside_lane = f >= 0 and row <= ex.packed_row(f)
+                chars[c] = "│" if inside_lane else "┆"
+                styles[c] = S_LANE_IN if inside_lane else S_LANE_OUT
+        for j, (r, e) in sorted(here.items()):
+            self._message_line(ex, e, j, w, left, chars, styles)
+        k = 0
+        while k < len(chars):
+            m = k + 1
+            while m < len(chars) and styles[m] is styles[k]:
+                m += 1
+            segs.append(Segment("".join(chars[k:m]), styles[k]))
+            k = m
+        for j, (r, e) in sorted(here.items()):
+            p = ex.procs[j]
+            text = f"{p} #{e['seq']} {e['kind']}"
+            if e["kind"] in ("send", "recv"):
+                other = t.peer(e)
+                if other is not None:
+                    text += f" {'->' if e['kind'] == 'send' else '<-'} {other[0]}"
+            elif e["kind"] == "local":
+                text += f" {(e.get('data') or {}).get('label', '')}".rstrip()
+            elif e["kind"] == "snapshot":
+                text += f" {e.get('snapshot')}"
+            style = S_TEXT if e["seq"] <= ex.cut[p] else S_OUTSIDE
+            if r == ex.frontiers[j] and j == ex.selected:
+                style = S_SELECTED
+            segs.append(Segment("  " if segs[-1].text.endswith(" ") else "   ", None))
+            segs.append(Segment(text, style))
+        segs.append(Segment(f"   L{min(lamports)}" + (f"..{max(lamports)}" if max(lamports) != min(lamports) else ""),
+                            S_GUTTER))
+        return Strip(segs)
 
     def _build(self, row: int) -> Strip:
         ex = self.explorer
