@@ -1,7 +1,7 @@
 """``asyncio.Queue`` (and its subclasses): the same design as ``queues.py``.
 
 Items are never wrapped: the metadata of each item and the markers live in the
-queue's side deque (``queues.QState``), in step with ``_queue``. The wrappers
+queue's side deque (``queues.QueueState``), in step with ``_queue``. The wrappers
 call the stdlib's own methods, so ``QueueFull``/``QueueEmpty`` and, on 3.13,
 ``shutdown()``/``QueueShutDown`` are the running interpreter's. ``put_nowait``
 (which ``put`` calls) records the send and queues pending markers before the
@@ -28,7 +28,7 @@ import threading
 from cutscope.tracer.process import OutEndpoint, current_var, default_process
 
 from ._base import ImportHooks, Instrumentor, register
-from .queues import QState, _ATTR, deliver, is_fifo, Mk
+from .queues import QueueState, _ATTR, deliver, is_fifo, QueueMarker
 
 __all__ = ["AsyncioQueueInstrumentor"]
 
@@ -36,15 +36,16 @@ _ORIG: dict = {}
 _Q = None  # asyncio.Queue, once imported
 
 
-def _state(q) -> QState:
-    st = q.__dict__.get(_ATTR)
-    if st is None:
+def _state(q) -> QueueState:
+    state = q.__dict__.get(_ATTR)
+    if state is None:
         import asyncio
 
         cls = type(q)
         fifo = is_fifo(cls, _Q, _HOOKS)
-        st = q.__dict__.setdefault(_ATTR, QState(q, fifo, issubclass(cls, asyncio.LifoQueue)))
-    return st
+        lifo = issubclass(cls, asyncio.LifoQueue)
+        state = q.__dict__.setdefault(_ATTR, QueueState(q, fifo, lifo))
+    return state
 
 
 def _wake_all(q) -> None:
@@ -55,29 +56,29 @@ def _wake_all(q) -> None:
             g.set_result(None)
 
 
-def _flush_for(st: QState):
-    def flush_here(ep: OutEndpoint) -> None:
-        q = st.ref()
+def _flush_for(state: QueueState):
+    def flush_here(endpoint: OutEndpoint) -> None:
+        q = state.ref()
         if q is None:
-            ep.process.remove_out(ep)
+            endpoint.process.remove_out(endpoint)
             return
-        if st.add_marks(ep):
+        if state.add_marks(endpoint):
             _wake_all(q)
-        for c, m in st.idle_close():
+        for c, m in state.idle_close():
             c.marker(m.cid, m.sid, m.initiator)
 
-    def flush(ep: OutEndpoint) -> None:
-        q = st.ref()
+    def flush(endpoint: OutEndpoint) -> None:
+        q = state.ref()
         if q is None:
-            ep.process.remove_out(ep)
+            endpoint.process.remove_out(endpoint)
             return
         # the queue's loop and its thread (private: AsyncioQueueInstrumentor.private_names)
         loop = getattr(q, "_loop", None)
         if loop is not None and loop.is_running() and getattr(loop, "_thread_id", None) != \
                 threading.get_ident():
-            loop.call_soon_threadsafe(ep.process.tracer.guard, flush_here, ep)
+            loop.call_soon_threadsafe(endpoint.process.tracer.guard, flush_here, endpoint)
         else:
-            flush_here(ep)
+            flush_here(endpoint)
     return flush
 
 
@@ -85,28 +86,28 @@ def put_nowait(self, item):
     lp = current_var.get() or default_process[0]
     if lp is None:
         return _ORIG["put_nowait"](self, item)
-    st = self.__dict__.get(_ATTR) or _state(self)
-    ep = st.out.get(lp)
-    if ep is None:
-        ep = st.open_out(lp, _flush_for(st))
+    state = self.__dict__.get(_ATTR) or _state(self)
+    endpoint = state.out.get(lp)
+    if endpoint is None:
+        endpoint = state.open_out(lp, _flush_for(state))
     # The stdlib's put_nowait (QueueFull, and QueueShutDown on 3.13, as without cutscope);
     # nothing else runs on the loop before the recording below.
     _ORIG["put_nowait"](self, item)
     try:
         t = lp.tracer
-        seq, lam, markers = lp.send(ep, len(item) if type(item) is bytes else 0,
+        seq, lam, markers = lp.send(endpoint, len(item) if type(item) is bytes else 0,
                                     item if t.capture else None)
-        st.sent(item, ep, f"{lp.name}#{seq}", lam, markers)
+        state.sent(item, endpoint, f"{lp.name}#{seq}", lam, markers)
     except Exception as exc:
         lp.tracer.fault(exc, "asyncio.Queue.put")
 
 
-def _marks(st: QState, lp):
-    side = st.side
-    if st.pend or (side and type(side[0]) is Mk):
-        marks = st.take_marks(lp)
-        if st.pend:
-            q = st.ref()
+def _marks(state: QueueState, lp):
+    side = state.side
+    if state.pend or (side and type(side[0]) is QueueMarker):
+        marks = state.take_marks(lp)
+        if state.pend:
+            q = state.ref()
             if q is not None:
                 _wake_all(q)  # the other consumers have markers to take too
         return marks
@@ -125,20 +126,20 @@ def get_nowait(self):
     lp = current_var.get() or default_process[0]
     if lp is None:
         return _ORIG["get_nowait"](self)
-    st = self.__dict__.get(_ATTR) or _state(self)
+    state = self.__dict__.get(_ATTR) or _state(self)
     if lp.pending:
         lp.tracer.guard(lp.safepoint)
-    marks = _marks(st, lp)
+    marks = _marks(state, lp)
     if marks:
         while marks:
             lp.tracer.guard(deliver, lp, marks)
-            marks = _marks(st, lp)
+            marks = _marks(state, lp)
         c = _in_get.get()
         if c is not None and c[0] is self and _ORIG["empty"](self):
             raise _Marks  # only markers: the stdlib's get waits again (see get)
     item = _ORIG["get_nowait"](self)  # QueueEmpty, and QueueShutDown on 3.13
     try:
-        st.took(lp, item, self.qsize())
+        state.took(lp, item, self.qsize())
     except Exception as exc:
         lp.tracer.fault(exc, "asyncio.Queue.get")
     return item
@@ -152,9 +153,9 @@ def empty(self):
     if r:
         c = _in_get.get()
         if c is not None and c[0] is self:
-            st, lp = c[1], c[2]
-            side = st.side
-            if lp in st.pend or (side and type(side[0]) is Mk):
+            state, lp = c[1], c[2]
+            side = state.side
+            if lp in state.pend or (side and type(side[0]) is QueueMarker):
                 return False
     return r
 
@@ -163,10 +164,10 @@ async def get(self):
     lp = current_var.get() or default_process[0]
     if lp is None:
         return await _ORIG["get"](self)
-    st = self.__dict__.get(_ATTR) or _state(self)
+    state = self.__dict__.get(_ATTR) or _state(self)
     if lp.pending:
         lp.tracer.guard(lp.safepoint)
-    token = _in_get.set((self, st, lp))
+    token = _in_get.set((self, state, lp))
     try:
         while True:
             try:

@@ -34,7 +34,7 @@ in C, for a FIFO queue, a producer whose endpoint is open and a consumer that
 knows the item's channel, no snapshot asked of the caller and no marker in the
 way, an item that goes in or comes out at once. The same state is read and
 written, in the same order, under the same mutex, with the same calls
-(``lp.send``/``lp.recv``, ``st.sent``, ``tracer.fault``, ``notify``). Any other
+(``lp.send``/``lp.recv``, ``state.sent``, ``tracer.fault``, ``notify``). Any other
 case calls the Python function, before anything has been done: it stays the
 reference. For the common case the C path does what the stdlib's ``put``/``get``
 do there (append or pop the item, count ``unfinished_tasks``, notify the
@@ -73,7 +73,7 @@ from cutscope.tracer.process import LogicalProcess, OutEndpoint, current_var, de
 
 from ._base import Instrumentor, register
 
-__all__ = ["QueueInstrumentor", "QState"]
+__all__ = ["QueueInstrumentor", "QueueState"]
 
 _ATTR = "_cutscope_q"  # the per-queue state, an attribute of the queue (its __dict__)
 
@@ -84,7 +84,7 @@ _Empty = _queue.Empty
 _Full = _queue.Full
 
 
-class Mk:
+class QueueMarker:
     """A marker waiting in a queue's side deque."""
 
     __slots__ = ("cid", "sid", "initiator")
@@ -95,14 +95,14 @@ class Mk:
         self.initiator = initiator
 
     def __repr__(self) -> str:
-        return f"Mk({self.cid}, {self.sid})"
+        return f"QueueMarker({self.cid}, {self.sid})"
 
 
-class QState:
+class QueueState:
     """What cutscope keeps about one queue (both ends, this interpreter).
 
     ``side``: for FIFO queues, ``(item, channel, msg, stamp)`` tuples in the
-    order of the items in the queue's container, and ``Mk`` markers between
+    order of the items in the queue's container, and ``QueueMarker`` markers between
     them. ``bymap``: for the other queues,
     ``id(item) -> [entries]``. ``out``: producer LP -> its endpoint.
     ``seen``: channel -> the consumer LPs that registered it. ``consumers``:
@@ -135,34 +135,35 @@ class QState:
         """The endpoint of producer ``lp`` (call it outside the queue's lock)."""
         t = lp.tracer
         cid = t.new_channel_id()
-        ep = OutEndpoint(lp, cid, flush=flush, fifo=self.fifo)
-        have = self.out.setdefault(lp, ep)
-        if have is not ep:
+        endpoint = OutEndpoint(lp, cid, flush=flush, fifo=self.fifo)
+        have = self.out.setdefault(lp, endpoint)
+        if have is not endpoint:
             return have
         t.channel(cid, lp.name, None, "queue", self.endpoint, True, self.fifo)
         if self.fifo:
-            lp.add_out(ep)  # may flush at once (a snapshot is running): takes the queue lock
-        return ep
+            # (may flush at once, when a snapshot is running: takes the queue lock)
+            lp.add_out(endpoint)
+        return endpoint
 
-    def sent(self, item, ep: OutEndpoint, msg: str, stamp: int, markers) -> None:
+    def sent(self, item, endpoint: OutEndpoint, msg: str, stamp: int, markers) -> None:
         """Under the queue's lock, right after the item went into the container."""
         if self.fifo:
             side = self.side
             if markers:
-                cid = ep.channel
+                cid = endpoint.channel
                 for m in markers:
-                    side.append(Mk(cid, m.snapshot, m.initiator))
-            side.append((item, ep.channel, msg, stamp))
+                    side.append(QueueMarker(cid, m.snapshot, m.initiator))
+            side.append((item, endpoint.channel, msg, stamp))
         else:
-            self.bymap.setdefault(id(item), []).append((item, ep.channel, msg, stamp))
+            self.bymap.setdefault(id(item), []).append((item, endpoint.channel, msg, stamp))
 
-    def add_marks(self, ep: OutEndpoint) -> bool:
-        """Under the queue's lock: move ``ep``'s pending markers into the side deque."""
-        ms = ep.take_markers()
+    def add_marks(self, endpoint: OutEndpoint) -> bool:
+        """Under the queue's lock: move ``endpoint``'s pending markers into the side deque."""
+        ms = endpoint.take_markers()
         if not ms:
             return False
-        cid = ep.channel
-        self.side.extend(Mk(cid, m.snapshot, m.initiator) for m in ms)
+        cid = endpoint.channel
+        self.side.extend(QueueMarker(cid, m.snapshot, m.initiator) for m in ms)
         return True
 
     def idle_close(self) -> list:
@@ -170,14 +171,14 @@ class QState:
 
         Once every known consumer has recorded its state for a snapshot, a
         marker at the head of the queue (no item before it) may be consumed by
-        cutscope itself (an idle channel). Returns (consumer, Mk) pairs
+        cutscope itself (an idle channel). Returns (consumer, QueueMarker) pairs
         to hand over outside the lock.
         """
         side = self.side
-        if not self.consumers or not side or type(side[0]) is not Mk:
+        if not self.consumers or not side or type(side[0]) is not QueueMarker:
             return []
         out = []
-        while side and type(side[0]) is Mk:
+        while side and type(side[0]) is QueueMarker:
             m = side[0]
             if not all(m.sid in c.snaps for c in self.consumers):
                 break
@@ -193,9 +194,9 @@ class QState:
         if self.pend:
             out = self.pend.pop(lp, None)
         side = self.side
-        if side and type(side[0]) is Mk:
+        if side and type(side[0]) is QueueMarker:
             head = []
-            while side and type(side[0]) is Mk:
+            while side and type(side[0]) is QueueMarker:
                 head.append(side.popleft())
             others = [c for c in self.consumers if c is not lp]
             for c in others:
@@ -269,16 +270,16 @@ def is_fifo(cls, base, hooks: dict, ours: dict | None = None) -> bool:
     return True
 
 
-def state(q) -> QState:
-    st = q.__dict__.get(_ATTR)
-    if st is None:
+def queue_state(q) -> QueueState:
+    state = q.__dict__.get(_ATTR)
+    if state is None:
         cls = type(q)
         fifo = is_fifo(cls, _Q, _FIFO_HOOKS, _HOOKS)
         lifo = issubclass(cls, _queue.LifoQueue)
-        st = q.__dict__.setdefault(_ATTR, QState(q, fifo, lifo))
-    if not st.fifo and type(q) not in _HOOKED_CLASSES:
+        state = q.__dict__.setdefault(_ATTR, QueueState(q, fifo, lifo))
+    if not state.fifo and type(q) not in _HOOKED_CLASSES:
         _hook_class(type(q))
-    return st
+    return state
 
 
 def deliver(lp, marks) -> None:
@@ -287,16 +288,16 @@ def deliver(lp, marks) -> None:
         lp.marker(m.cid, m.sid, m.initiator)
 
 
-def _flush_for(st: QState):
-    def flush(ep: OutEndpoint) -> None:
-        q = st.ref()
+def _flush_for(state: QueueState):
+    def flush(endpoint: OutEndpoint) -> None:
+        q = state.ref()
         if q is None:
-            ep.process.remove_out(ep)
+            endpoint.process.remove_out(endpoint)
             return
         with q.mutex:
-            if st.add_marks(ep):
+            if state.add_marks(endpoint):
                 q.not_empty.notify_all()
-            closing = st.idle_close()
+            closing = state.idle_close()
         for c, m in closing:
             c.marker(m.cid, m.sid, m.initiator)
     return flush
@@ -331,24 +332,24 @@ def put(self, item, block=True, timeout=None):
     if lp is None:
         return _ORIG["put"](self, item, block, timeout)
     try:
-        st = self._cutscope_q
+        state = self._cutscope_q
     except AttributeError:
-        st = state(self)
-    if not st.fifo and type(self) not in _HOOKED_CLASSES:
+        state = queue_state(self)
+    if not state.fifo and type(self) not in _HOOKED_CLASSES:
         _hook_class(type(self))
-    last = st.last  # (producer, endpoint): one attribute, written whole (threads race here)
+    last = state.last  # (producer, endpoint): one attribute, written whole (threads race here)
     if last[0] is lp:
-        ep = last[1]
+        endpoint = last[1]
     else:
-        ep = st.out.get(lp)
-        if ep is None:
-            ep = st.open_out(lp, _flush_for(st))
-        st.last = (lp, ep)
+        endpoint = state.out.get(lp)
+        if endpoint is None:
+            endpoint = state.open_out(lp, _flush_for(state))
+        state.last = (lp, endpoint)
     if lp.pending and not lp.incoming:
         return _put_then_safepoint(self, lp, item, block, timeout)
     tls = _tls
     prev = getattr(tls, "put", None)
-    c = tls.put = [self, st, lp, ep, None]
+    c = tls.put = [self, state, lp, endpoint, None]
     try:
         _ORIG["put"](self, item, block, timeout)
     finally:
@@ -381,10 +382,10 @@ def get(self, block=True, timeout=None):
     if lp is None:
         return _ORIG["get"](self, block, timeout)
     try:
-        st = self._cutscope_q
+        state = self._cutscope_q
     except AttributeError:
-        st = state(self)
-    if not st.fifo and type(self) not in _HOOKED_CLASSES:
+        state = queue_state(self)
+    if not state.fifo and type(self) not in _HOOKED_CLASSES:
         _hook_class(type(self))
     if lp.pending:
         lp.tracer.guard(lp.safepoint)
@@ -393,7 +394,7 @@ def get(self, block=True, timeout=None):
     tls = _tls
     while True:
         prev = getattr(tls, "get", None)
-        c = tls.get = [self, st, lp, None]
+        c = tls.get = [self, state, lp, None]
         try:
             item = orig(self, block, timeout)
             if c[3] is not None:  # a fault that the tracer raises (strict mode), after the get
@@ -418,11 +419,11 @@ def _hook_put(orig):
             return orig(self, item)
         _tls.put = None  # recorded once, by the outermost hook (a subclass's super()._put)
         orig(self, item)
-        st, lp, ep = c[1], c[2], c[3]
+        state, lp, endpoint = c[1], c[2], c[3]
         try:
-            seq, lam, markers = lp.send(ep, len(item) if type(item) is bytes else 0,
+            seq, lam, markers = lp.send(endpoint, len(item) if type(item) is bytes else 0,
                                         item if lp.tracer.capture else None)
-            st.sent(item, ep, f"{lp.name}#{seq}", lam, markers)
+            state.sent(item, endpoint, f"{lp.name}#{seq}", lam, markers)
         except Exception as exc:
             try:
                 lp.tracer.fault(exc, "queue.put")
@@ -439,22 +440,22 @@ def _hook_get(orig):
             return orig(self)
         _tls.get = None
         item = orig(self)
-        st, lp = c[1], c[2]
+        state, lp = c[1], c[2]
         try:
-            side = st.side
+            side = state.side
             e = side[0] if side else None
             if type(e) is tuple and e[0] is item:  # a FIFO queue's head entry
                 side.popleft()
                 cid = e[1]
-                if st.rlp is not lp or st.rcid is not cid:
-                    s = st.seen.get(cid)
+                if state.rlp is not lp or state.rcid is not cid:
+                    s = state.seen.get(cid)
                     if s is None or lp not in s:
-                        st.first(lp, cid)
-                    st.rlp, st.rcid = lp, cid
+                        state.first(lp, cid)
+                    state.rlp, state.rcid = lp, cid
                 lp.recv(cid, e[2], e[3], len(item) if type(item) is bytes else 0,
                         item if lp.tracer.capture else None, item)
-            elif st.fifo or st.bymap:
-                st.took(lp, item, _QSIZE(self) if st.fifo else 0)
+            elif state.fifo or state.bymap:
+                state.took(lp, item, _QSIZE(self) if state.fifo else 0)
         except Exception as exc:
             try:
                 lp.tracer.fault(exc, "queue.get")
@@ -469,11 +470,11 @@ def _hook_qsize(orig):
     def _qsize(self):
         c = getattr(_tls, "get", None)
         if c is not None and c[0] is self:
-            st = c[1]
-            side = st.side
-            if st.pend or (side and type(side[0]) is Mk):
-                marks = st.take_marks(c[2])
-                if st.pend:
+            state = c[1]
+            side = state.side
+            if state.pend or (side and type(side[0]) is QueueMarker):
+                marks = state.take_marks(c[2])
+                if state.pend:
                     self.not_empty.notify_all()  # the other consumers have markers to take too
                 if marks:
                     raise _Marks(marks)
@@ -521,7 +522,7 @@ if _process.FAST is not None:
 if FASTQ is not None:
     import _thread
 
-    put, get = FASTQ.setup(_Q, QState, LogicalProcess, OutEndpoint, deque, _thread.LockType,
+    put, get = FASTQ.setup(_Q, QueueState, LogicalProcess, OutEndpoint, deque, _thread.LockType,
                            current_var, default_process, _HOOKS["_qsize"], put, get)
 
 

@@ -8,7 +8,7 @@ import pytest
 
 import cutscope
 from cutscope.integrations import aio as aint
-from cutscope.integrations.queues import Mk
+from cutscope.integrations.queues import QueueMarker
 from cutscope.testing import recording
 
 
@@ -120,7 +120,7 @@ def test_markers_are_consumed_invisibly_by_a_waiting_getter():
             await asyncio.wait_for(proceed.wait(), 5)
             await asyncio.sleep(0)
             prod.record(3, prod.name)  # flush: marker into the side deque, getter woken
-            assert [type(e) for e in q._cutscope_q.side] == [Mk]
+            assert [type(e) for e in q._cutscope_q.side] == [QueueMarker]
             assert q.qsize() == 0 and q.empty() and q._unfinished_tasks == 1
             for _ in range(100):
                 await asyncio.sleep(0)

@@ -791,7 +791,8 @@ def test_a_bare_md5_answer_that_starts_with_a_brace_is_read_as_bare():
     must the traced end that checks it (else the handshake fails at random)."""
     import hmac
 
-    from cutscope.integrations.mp import MAGIC, _mac_for
+    from cutscope.integrations.mp.frames import MAGIC
+    from cutscope.integrations.mp.handshake import mac_for
 
     authkey = b"secret"
     for n in range(100_000):
@@ -802,6 +803,6 @@ def test_a_bare_md5_answer_that_starts_with_a_brace_is_read_as_bare():
             break
     else:
         pytest.fail("no answer starting with a brace")
-    assert _mac_for(authkey, answer, signed, bare) == hmac.new(authkey, bare, "md5").digest()
+    assert mac_for(authkey, answer, signed, bare) == hmac.new(authkey, bare, "md5").digest()
     # a wrong bare answer is still refused
-    assert _mac_for(b"other", answer, signed, bare) is None
+    assert mac_for(b"other", answer, signed, bare) is None

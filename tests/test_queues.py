@@ -253,7 +253,7 @@ def test_cleared_container_resynchronises():
 # -- markers ---------------------------------------------------------------------------------------
 
 def side_markers(q):
-    return [e for e in q._cutscope_q.side if type(e) is qint.Mk]
+    return [e for e in q._cutscope_q.side if type(e) is qint.QueueMarker]
 
 
 def test_markers_are_invisible_and_do_not_count():
@@ -310,7 +310,7 @@ def test_markers_taken_by_a_put_go_before_its_item():
             with prod.lock:
                 ep.pending.append(Marker(4, prod.name, 0))  # as a deferred flush leaves it
             q.put("b")
-            assert [type(e).__name__ for e in q._cutscope_q.side] == ["tuple", "Mk", "tuple"]
+            assert [type(e).__name__ for e in q._cutscope_q.side] == ["tuple", "QueueMarker", "tuple"]
         with cutscope.process("cons"):
             assert [q.get_nowait(), q.get_nowait()] == ["a", "b"]
         doc = rec.trace()

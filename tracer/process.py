@@ -572,8 +572,6 @@ FAST = _speedups()
 # a one-item list, which the C extension reads without a call. A hot path reads
 # ``current_var.get() or default_process[0]`` inline; anything else calls current().
 default_process: list["LogicalProcess | None"] = [None]
-_current = current_var  # the names integrations/ imports until it uses the public ones
-_default = default_process
 
 
 def current() -> LogicalProcess | None:

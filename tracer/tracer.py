@@ -22,10 +22,16 @@ log = logging.getLogger("cutscope")
 HEARTBEAT_S = 1.0  # how often the recorder says the processes of this interpreter are alive
 FORK_CLAIM_S = 2.0  # at most this long a fork child waits to register its name in the store
 
-# The running tracer of this interpreter, if any (a one-item list that modules share;
-# active() reads it).
-active_tracer: list["Tracer | None"] = [None]
-_active = active_tracer  # the name integrations/ imports until it uses active()
+# The running tracer of this interpreter, if any: set by start and stop (_set_active),
+# read through active().
+_active_tracer: "Tracer | None" = None
+
+
+def _set_active(tracer: "Tracer | None", main) -> None:
+    """Make ``tracer`` (and its main logical process ``main``) the running ones."""
+    global _active_tracer
+    _active_tracer = tracer
+    _process.default_process[0] = main
 
 
 def strict_default() -> bool:
@@ -76,7 +82,7 @@ class Tracer:
         self.host = socket.gethostname()
         self.faults = 0
         # () -> the name a fork child takes, or None for "<parent>/<pid>": asked in the
-        # child, at the fork (integrations/mp.py: the Process being started).
+        # child, at the fork (integrations/mp/children.py: the Process being started).
         self.fork_name: Callable[[], str | None] | None = None
         # The main name came from whoever created this OS process (a multiprocessing
         # Process's name, or its parent's choice): nothing renames it later.
@@ -226,8 +232,7 @@ class Tracer:
         # Children we launch name themselves after us, not after our name.
         os.environ.pop("CUTSCOPE_NAME", None)
         os.environ["CUTSCOPE_PARENT"] = self.main.name
-        active_tracer[0] = self
-        _process.default_process[0] = self.main
+        _set_active(self, self.main)
         self.recorder.start()
         self._start_control()
         self._start_listener()
@@ -247,13 +252,11 @@ class Tracer:
         try:
             self.recorder.close()
         except Exception as exc:  # the store refused the last batches
-            if active_tracer[0] is self:
-                active_tracer[0] = None
-                _process.default_process[0] = None
+            if _active_tracer is self:
+                _set_active(None, None)
             self.fault(exc, f"flushing {self.recorder.buffered()} events at stop")
-        if active_tracer[0] is self:
-            active_tracer[0] = None
-            _process.default_process[0] = None
+        if _active_tracer is self:
+            _set_active(None, None)
         try:
             atexit.unregister(self._atexit)
         except Exception:
@@ -480,17 +483,17 @@ def _install_fork_hooks() -> None:
     _fork_hooks_installed = True
 
     def before():
-        t = active_tracer[0]
+        t = _active_tracer
         if t is not None:
             t._before_fork()
 
     def parent():
-        t = active_tracer[0]
+        t = _active_tracer
         if t is not None:
             t._after_fork_parent()
 
     def child():
-        t = active_tracer[0]
+        t = _active_tracer
         if t is not None:
             t._after_fork_child()
 
@@ -498,4 +501,5 @@ def _install_fork_hooks() -> None:
 
 
 def active() -> Tracer | None:
-    return active_tracer[0]
+    """The running tracer of this interpreter, or None."""
+    return _active_tracer
