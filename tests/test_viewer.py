@@ -342,6 +342,23 @@ def test_cutscope_view_in_a_real_terminal(bank_db, tmp_path):
         keys("c")
         wait_pane("causality of ", "(causal past)")
         keys("c")
+        # The logical-time layout, a hidden lane with its dashed links, the whole chain.
+        keys("z")
+        wait_pane("logical-time layout: 23 events on ", "step ")
+        keys("z")
+        wait_pane("one event per row", "lamport ")
+        keys("h")
+        text = wait_pane("1 hidden: P", "lane hidden")
+        if "1 hidden: P3" in text:  # P3 sends nothing: hide P2 instead, whose messages go on
+            keys("H")
+            wait_pane("shown again: P3", absent="lane hidden")
+            keys("Left", "h")
+        text = wait_pane("lane hidden", "┄ via hidden lanes")
+        hidden = text.split("1 hidden: ")[1][:2]
+        keys("H")
+        wait_pane(f"shown again: {hidden}", absent="lane hidden")
+        keys(")")
+        wait_pane("chain forward: ", "(chain, hop 1)")
         keys("q")
         deadline = time.monotonic() + 20
         while subprocess.run([*tmux, "has-session", "-t", session], capture_output=True,
