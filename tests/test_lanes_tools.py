@@ -215,13 +215,14 @@ def test_saved_view_keeps_lane_order_hidden_lanes_and_collapse(db_url, tmp_path)
     ex.move_lane(-2 + 1)  # server before relay
     ex.hide("relay")
     ex.toggle_collapse()
+    ex.toggle_packed()
     path = str(tmp_path / "v.json")
     save_view(ex, path)
     again = Explorer(Trace(load(db_url)))
     note = apply_view(again, read_view(path))
     assert note == ""
     assert again.order == ["client", "server", "relay"] and again.procs == ["client", "server"]
-    assert again.hidden == {"relay"} and again.collapse and len(again) == len(ex)
+    assert again.hidden == {"relay"} and again.collapse and again.packed and len(again) == len(ex)
 
 
 def walk_chain(t, start, forward):
@@ -421,6 +422,28 @@ def test_logical_time_layout_packs_concurrent_events_on_one_row(db_url):
             assert any(seg.style == S_SELECTED and seg.text.startswith(f"P2 #{ex.cut['P2']}") for seg in strip)
             await pilot.press("z")
             assert not ex.packed and len(ex) == len(events)
+            await pilot.press("q")
+
+    run(go())
+
+
+def test_a_reload_keeps_the_lanes_arrangement(db_url):
+    viewer_traces.relay_trace(db_url, rounds=ROUNDS)
+
+    async def go():
+        app = CutscopeApp(db=db_url, follow=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.explorer is not None)
+            await pilot.press("shift+right", "right", "h", "x", "z")
+            ex = app.explorer
+            arranged = (list(ex.order), set(ex.hidden), ex.collapse, ex.packed, len(ex))
+            assert arranged[:4] == (["relay", "client", "server"], {"server"}, True, True)
+            loads = app.loads
+            app.load()  # what live follow does when the store grows
+            await wait_for(pilot, lambda: app.loads > loads)
+            ex2 = app.explorer
+            assert ex2 is not ex
+            assert (list(ex2.order), set(ex2.hidden), ex2.collapse, ex2.packed, len(ex2)) == arranged
             await pilot.press("q")
 
     run(go())

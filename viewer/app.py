@@ -95,7 +95,7 @@ class CutscopeApp(App):
         if self.explorer is not None:
             ex = self.explorer
             prev = (dict(ex.cut), {p: ex.trace.last_seq(p) for p in ex.order}, ex.process,
-                    ex.filter_text, (list(ex.order), set(ex.hidden), ex.collapse))
+                    ex.filter_text, (list(ex.order), set(ex.hidden), ex.collapse, ex.packed))
         self._load(prev)
 
     @work(thread=True, exclusive=True, group="load")
@@ -128,7 +128,7 @@ class CutscopeApp(App):
                 doc = trace.doc
             ex = Explorer(trace)
             if prev is not None:
-                cut, last, selected, filt, (order, hidden, collapse) = prev
+                cut, last, selected, filt, (order, hidden, collapse, packed) = prev
                 keep = {p: n for p, n in cut.items() if p in ex.cut and n < last.get(p, 0)}
                 ex.set_cut(keep)
                 if order != ex.order or hidden:
@@ -136,6 +136,8 @@ class CutscopeApp(App):
                     ex.set_hidden(hidden)
                 if collapse:
                     ex.toggle_collapse()
+                if packed:
+                    ex.toggle_packed()
                 if selected in ex.pindex:
                     ex.selected = ex.pindex[selected]
                 if filt:

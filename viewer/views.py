@@ -1,5 +1,6 @@
 """A saved view of the explorer: the cut, the selected process, the filter, causality,
-the lanes' order, the hidden lanes and whether local events are collapsed.
+the lanes' order, the hidden lanes, whether local events are collapsed and whether
+the layout is the logical-time one.
 
 A small JSON file (``{"format": "cutscope-view", "version": 1, ...}``) written
 by the viewer's ``v`` key and reopened with ``cutscope view --open FILE``.
@@ -18,7 +19,8 @@ FORMAT = "cutscope-view"
 def view_of(ex: Explorer) -> dict:
     return {"format": FORMAT, "version": 1, "cut": dict(ex.cut), "selected": ex.process,
             "filter": ex.filter_text, "causality": ex.show_causality,
-            "lanes": list(ex.order), "hidden": sorted(ex.hidden), "collapse": ex.collapse}
+            "lanes": list(ex.order), "hidden": sorted(ex.hidden), "collapse": ex.collapse,
+            "packed": ex.packed}
 
 
 def save_view(ex: Explorer, path: str) -> None:
@@ -72,6 +74,8 @@ def apply_view(ex: Explorer, view: dict) -> str:
         ex.set_hidden(view["hidden"])
     if bool(view.get("collapse")) != ex.collapse:
         ex.toggle_collapse()
+    if bool(view.get("packed")) != ex.packed:
+        ex.toggle_packed()
     if view.get("selected") in ex.pindex:
         ex.selected = ex.pindex[view["selected"]]
     if view.get("filter"):
