@@ -447,3 +447,36 @@ def test_a_reload_keeps_the_lanes_arrangement(db_url):
             await pilot.press("q")
 
     run(go())
+
+
+def test_every_lane_key_in_any_order_keeps_the_screen_drawable(db_url):
+    """Random sequences of the lane keys, mixed with the cut keys and a filter: every
+    visible row draws, each lane's frontier row is on screen, nothing raises."""
+    import random
+
+    viewer_traces.relay_trace(db_url, rounds=2)
+    keys = ["h", "H", "x", "z", "shift+left", "shift+right", "left", "right", "up", "down",
+            "right_parenthesis", "left_parenthesis", "n", "N", "b", "t", "c", "o",
+            "greater_than_sign", "less_than_sign", "right_square_bracket", "pagedown", "home"]
+
+    async def go():
+        app = CutscopeApp(db=db_url, follow=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.explorer is not None)
+            ex = app.explorer
+            lanes = app.screen.query_one(Lanes)
+            rnd = random.Random(17)
+            for k in range(160):
+                if k == 80:  # a filter in the middle of it
+                    await pilot.press("slash", *"k:send", "enter")
+                await pilot.press(rnd.choice(keys))
+                assert 1 <= len(ex.procs) and len(ex.frontiers) == len(ex.procs)
+                assert len(ex) > 0
+                for y in range(len(ex)):
+                    lanes._build_packed(y) if ex.layers is not None else lanes._build(y)
+                for f in ex.frontiers:
+                    if f >= 0:
+                        assert 0 <= ex.nearest_row(f) < len(ex)
+            await pilot.press("q")
+
+    run(go())
