@@ -29,25 +29,45 @@
 #include "_fast.h"
 #include <string.h>
 
-/* ---- configuration (set once by setup) ---- */
-static PyTypeObject *Q_type, *QS_type, *LP_type, *EP_type, *Deque_type, *Lock_type;
-static Py_ssize_t s_fifo, s_side, s_out, s_seen, s_pend, s_last, s_rlp, s_rcid;
-static Py_ssize_t o_name, o_pending, o_tracer;
-static Py_ssize_t e_channel;
-static PyObject *C_current;     /* the ContextVar of the logical process */
-static PyObject *C_default;     /* [main logical process or None] */
-static PyObject *C_qsize;       /* queue.Queue._qsize, CPython's (len(self.queue)) */
-static PyObject *C_py_put, *C_py_get;  /* the Python functions replaced (fallbacks) */
-static PyObject *D_append, *D_popleft, *L_acquire, *L_release;  /* method descriptors */
+/* ---- the module's state -------------------------------------------------------------
+ *
+ * Everything the module keeps lives here, in the module object's state (multi-phase
+ * initialisation). The method descriptors installed on queue.Queue receive the queue,
+ * not the module: they reach this state through `Q`, the state of the one module object
+ * a process loads (a second one is refused; the module object lives until the process
+ * ends). Hence the module declares that it supports one interpreter, and that it needs
+ * the GIL: on a free-threaded build it is not loaded (integrations/queues.py loads it
+ * only with the core's extension, which tracer/process.py does not load there). */
+#define NPLAIN 8
+typedef struct {
+    /* configuration (set once by setup) */
+    PyTypeObject *q_type, *qs_type, *lp_type, *ep_type, *deque_type, *lock_type;
+    Py_ssize_t s_fifo, s_side, s_out, s_seen, s_pend, s_last, s_rlp, s_rcid;
+    Py_ssize_t o_name, o_pending, o_tracer;
+    Py_ssize_t e_channel;
+    PyObject *c_current;     /* the ContextVar of the logical process */
+    PyObject *c_default;     /* [main logical process or None] */
+    PyObject *c_qsize;       /* queue.Queue._qsize, CPython's (len(self.queue)) */
+    PyObject *c_py_put, *c_py_get;  /* the Python functions replaced (fallbacks) */
+    PyObject *d_append, *d_popleft, *l_acquire, *l_release;  /* method descriptors */
+    /* interned names and constants */
+    PyObject *n_is_shutdown;  /* 3.13+: queue.Queue.shutdown() sets it (under the mutex) */
+    PyObject *n_cutscope_q, *n_mutex, *n_queue, *n_maxsize, *n_qsize, *n_unfinished,
+        *n_not_empty, *n_not_full, *n_waiters, *n_notify, *n_capture, *n_send, *n_recv,
+        *n_sent, *n_fault, *n_acquire, *n_release, *n_append, *n_block, *n_timeout,
+        *w_put, *w_get, *s_hash, *s_empty;
+    PyObject *one, *zero;
+    PyObject *attr_names;  /* tuple of every name read or written on the queue's objects */
+    /* caches, each valid while a type's version tag holds (see plain_type, lp_call) */
+    struct { PyTypeObject *tp; unsigned int tag; } plain_cache[NPLAIN];
+    int plain_next;
+    PyObject *m_send, *m_recv;  /* borrowed from the type's dict while the tag holds */
+    unsigned int m_tag;
+    /* how often each path ran (tests: the C path is the one taken) */
+    unsigned long long n_put_fast, n_put_py, n_get_fast, n_get_py;
+} fastq_state;
 
-static PyObject *n_is_shutdown;  /* 3.13+: queue.Queue.shutdown() sets it (under the mutex) */
-static PyObject *n_cutscope_q, *n_mutex, *n_queue, *n_maxsize, *n_qsize, *n_unfinished,
-    *n_not_empty, *n_not_full, *n_waiters, *n_notify, *n_capture, *n_send, *n_recv,
-    *n_sent, *n_fault, *n_acquire, *n_release, *n_append, *n_block, *n_timeout,
-    *w_put, *w_get, *s_hash, *s_empty;
-static PyObject *ONE, *ZERO;
-
-
+static fastq_state *Q;
 
 /* ---- attributes of the queue, its conditions and the tracer ----
  * `obj.name` is looked up in the instance's __dict__ directly when the type is
@@ -55,48 +75,48 @@ static PyObject *ONE, *ZERO;
  * of that name on the type (so the instance's __dict__ decides, as in the generic
  * lookup); a name missing from the __dict__ takes the generic lookup. The verdict is
  * cached per (type, version tag): any change to the type gives it a new tag. */
-static PyObject *attr_names;  /* tuple of every name read or written on those objects */
-#define NPLAIN 8
-static struct { PyTypeObject *tp; unsigned int tag; } plain_cache[NPLAIN];
-static int plain_next;
 
 static int
 plain_type(PyTypeObject *tp)
 {
     for (int i = 0; i < NPLAIN; i++)
-        if (plain_cache[i].tp == tp) {
-            if ((tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) && tp->tp_version_tag == plain_cache[i].tag)
+        if (Q->plain_cache[i].tp == tp) {
+            if ((tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) && tp->tp_version_tag == Q->plain_cache[i].tag)
                 return 1;
-            plain_cache[i].tp = NULL;
+            Q->plain_cache[i].tp = NULL;
             break;
         }
     if (tp->tp_getattro != PyObject_GenericGetAttr || tp->tp_setattro != PyObject_GenericSetAttr)
         return 0;
-    Py_ssize_t n = PyTuple_GET_SIZE(attr_names);
+    Py_ssize_t n = PyTuple_GET_SIZE(Q->attr_names);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *d = _PyType_Lookup(tp, PyTuple_GET_ITEM(attr_names, i));
+        PyObject *d = mro_lookup(tp, PyTuple_GET_ITEM(Q->attr_names, i));
         if (d != NULL && Py_TYPE(d)->tp_descr_set != NULL)
             return 0;
     }
     if (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) {
-        plain_cache[plain_next].tp = tp;
-        plain_cache[plain_next].tag = tp->tp_version_tag;
-        plain_next = (plain_next + 1) % NPLAIN;
+        Q->plain_cache[Q->plain_next].tp = tp;
+        Q->plain_cache[Q->plain_next].tag = tp->tp_version_tag;
+        Q->plain_next = (Q->plain_next + 1) % NPLAIN;
     }
     return 1;
 }
 
-static inline PyObject *  /* borrowed, or NULL */
+/* The instance's __dict__ when its type is plain (PyObject_GenericGetDict: the public
+ * way to the dict that generic getattr reads): borrowed (the object holds it), or NULL
+ * with no error. */
+static inline PyObject *
 inst_dict(PyObject *obj)
 {
     if (!plain_type(Py_TYPE(obj)))
         return NULL;
-    PyObject **dp = _PyObject_GetDictPtr(obj);
-    if (dp == NULL) {
+    PyObject *d = PyObject_GenericGetDict(obj, NULL);
+    if (d == NULL) {
         PyErr_Clear();
         return NULL;
     }
-    return *dp != NULL && PyDict_CheckExact(*dp) ? *dp : NULL;
+    Py_DECREF(d);  /* the object keeps its dict */
+    return PyDict_CheckExact(d) ? d : NULL;
 }
 
 /* obj.name (new reference; NULL with an error). `d`: inst_dict(obj) or NULL. */
@@ -133,36 +153,32 @@ set_attr_in(PyObject *obj, PyObject *d, PyObject *name, PyObject *v)
  * attribute is the type's; a function or method descriptor found there is called with
  * lp first (what the bound method does). Cached per version tag of the type (a new
  * LogicalProcess.send, e.g. a test's patch, gives the type a new tag). */
-static PyObject *m_send, *m_recv;  /* borrowed from the type's dict while the tag holds */
-static unsigned int m_tag;
 
 static PyObject *
 lp_call(PyObject *name, PyObject *const *args, size_t nargs)
 {
-    PyTypeObject *tp = LP_type;
-    if (!((tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) && tp->tp_version_tag == m_tag &&
-          m_send != NULL)) {
-        PyObject *s = _PyType_Lookup(tp, n_send), *r = _PyType_Lookup(tp, n_recv);
-        m_send = m_recv = NULL;
+    PyTypeObject *tp = Q->lp_type;
+    if (!((tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) && tp->tp_version_tag == Q->m_tag &&
+          Q->m_send != NULL)) {
+        PyObject *s = mro_lookup(tp, Q->n_send), *r = mro_lookup(tp, Q->n_recv);
+        Q->m_send = Q->m_recv = NULL;
         if (s != NULL && r != NULL && (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) &&
             (PyFunction_Check(s) || Py_IS_TYPE(s, &PyMethodDescr_Type)) &&
             (PyFunction_Check(r) || Py_IS_TYPE(r, &PyMethodDescr_Type))) {
-            m_send = s;
-            m_recv = r;
-            m_tag = tp->tp_version_tag;
+            Q->m_send = s;
+            Q->m_recv = r;
+            Q->m_tag = tp->tp_version_tag;
         }
         else
             return PyObject_VectorcallMethod(name, args, nargs, NULL);
     }
-    PyObject *fn = name == n_send ? m_send : m_recv;
+    PyObject *fn = name == Q->n_send ? Q->m_send : Q->m_recv;
     Py_INCREF(fn);  /* (a patch of the type during the call cannot free it under us) */
     PyObject *r = PyObject_Vectorcall(fn, args, nargs, NULL);
     Py_DECREF(fn);
     return r;
 }
 
-/* how often each path ran (tests: the C path is the one taken) */
-static unsigned long long n_put_fast, n_put_py, n_get_fast, n_get_py;
 
 static inline void
 slot_set(PyObject *obj, Py_ssize_t off, PyObject *v)  /* new reference to v taken */
@@ -213,18 +229,18 @@ static inline PyObject *
 current_lp(void)
 {
     PyObject *v = NULL;
-    if (PyContextVar_Get(C_current, NULL, &v) < 0) {
+    if (PyContextVar_Get(Q->c_current, NULL, &v) < 0) {
         PyErr_Clear();
         return NULL;
     }
     if (v != NULL) {
         Py_DECREF(v);  /* the context holds it */
         if (v != Py_None)
-            return Py_IS_TYPE(v, LP_type) ? v : NULL;
+            return Py_IS_TYPE(v, Q->lp_type) ? v : NULL;
     }
-    if (PyList_CheckExact(C_default) && PyList_GET_SIZE(C_default) > 0) {
-        PyObject *d = PyList_GET_ITEM(C_default, 0);
-        return Py_IS_TYPE(d, LP_type) ? d : NULL;
+    if (PyList_CheckExact(Q->c_default) && PyList_GET_SIZE(Q->c_default) > 0) {
+        PyObject *d = PyList_GET_ITEM(Q->c_default, 0);
+        return Py_IS_TYPE(d, Q->lp_type) ? d : NULL;
     }
     return NULL;
 }
@@ -242,9 +258,9 @@ call_void(PyObject *fn, PyObject *const *args, size_t n)
 static inline int
 mutex_acquire(PyObject *m)
 {
-    if (Py_IS_TYPE(m, Lock_type))
-        return call_void(L_acquire, &m, 1);
-    PyObject *r = PyObject_CallMethodNoArgs(m, n_acquire);
+    if (Py_IS_TYPE(m, Q->lock_type))
+        return call_void(Q->l_acquire, &m, 1);
+    PyObject *r = PyObject_CallMethodNoArgs(m, Q->n_acquire);
     if (r == NULL)
         return -1;
     Py_DECREF(r);
@@ -254,9 +270,9 @@ mutex_acquire(PyObject *m)
 static inline int
 mutex_release(PyObject *m)
 {
-    if (Py_IS_TYPE(m, Lock_type))
-        return call_void(L_release, &m, 1);
-    PyObject *r = PyObject_CallMethodNoArgs(m, n_release);
+    if (Py_IS_TYPE(m, Q->lock_type))
+        return call_void(Q->l_release, &m, 1);
+    PyObject *r = PyObject_CallMethodNoArgs(m, Q->n_release);
     if (r == NULL)
         return -1;
     Py_DECREF(r);
@@ -293,11 +309,11 @@ release_keep_error(PyObject *m)
 static inline int
 deque_append(PyObject *d, PyObject *x)
 {
-    if (Py_IS_TYPE(d, Deque_type)) {
+    if (Py_IS_TYPE(d, Q->deque_type)) {
         PyObject *a[2] = {d, x};
-        return call_void(D_append, a, 2);
+        return call_void(Q->d_append, a, 2);
     }
-    PyObject *r = PyObject_CallMethodOneArg(d, n_append, x);
+    PyObject *r = PyObject_CallMethodOneArg(d, Q->n_append, x);
     if (r == NULL)
         return -1;
     Py_DECREF(r);
@@ -312,7 +328,7 @@ notify_if_waiting(PyObject *self, PyObject *qd, PyObject *cname)
     if (cond == NULL)
         return -1;
     int waiting;
-    PyObject *w = attr(cond, n_waiters);
+    PyObject *w = attr(cond, Q->n_waiters);
     if (w == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
             Py_DECREF(cond);
@@ -330,7 +346,7 @@ notify_if_waiting(PyObject *self, PyObject *qd, PyObject *cname)
         }
     }
     if (waiting) {
-        PyObject *r = PyObject_CallMethodNoArgs(cond, n_notify);
+        PyObject *r = PyObject_CallMethodNoArgs(cond, Q->n_notify);
         if (r == NULL) {
             Py_DECREF(cond);
             return -1;
@@ -356,7 +372,7 @@ fault_current(PyObject *lp, PyObject *where)
         PyException_SetTraceback(ev, tb);
     Py_XDECREF(et);
     Py_XDECREF(tb);
-    PyObject *t = SLOT(lp, o_tracer);
+    PyObject *t = SLOT(lp, Q->o_tracer);
     if (t == NULL) {
         Py_XDECREF(ev);
         PyErr_SetString(PyExc_AttributeError, "tracer");
@@ -364,7 +380,7 @@ fault_current(PyObject *lp, PyObject *where)
     }
     Py_INCREF(t);
     PyObject *a[3] = {t, ev ? ev : Py_None, where};
-    PyObject *r = PyObject_VectorcallMethod(n_fault, a, 3, NULL);
+    PyObject *r = PyObject_VectorcallMethod(Q->n_fault, a, 3, NULL);
     Py_DECREF(t);
     Py_XDECREF(ev);
     if (r == NULL)
@@ -377,13 +393,13 @@ fault_current(PyObject *lp, PyObject *where)
 static inline PyObject *
 payload_of(PyObject *lp, PyObject *item)
 {
-    PyObject *t = SLOT(lp, o_tracer);
+    PyObject *t = SLOT(lp, Q->o_tracer);
     if (t == NULL) {
         PyErr_SetString(PyExc_AttributeError, "tracer");
         return NULL;
     }
     Py_INCREF(t);
-    PyObject *cap = attr(t, n_capture);
+    PyObject *cap = attr(t, Q->n_capture);
     Py_DECREF(t);
     if (cap == NULL)
         return NULL;
@@ -402,8 +418,8 @@ nbytes_of(PyObject *item)
 {
     if (PyBytes_CheckExact(item))
         return PyLong_FromSsize_t(PyBytes_GET_SIZE(item));
-    Py_INCREF(ZERO);
-    return ZERO;
+    Py_INCREF(Q->zero);
+    return Q->zero;
 }
 
 /* f"{name}#{seq}" */
@@ -440,11 +456,11 @@ msg_id(PyObject *name, PyObject *seq)
         if (PyErr_Occurred())
             return NULL;
     }
-    PyObject *a = PyObject_Format(name, s_empty);
-    PyObject *b = a == NULL ? NULL : PyObject_Format(seq, s_empty);
+    PyObject *a = PyObject_Format(name, Q->s_empty);
+    PyObject *b = a == NULL ? NULL : PyObject_Format(seq, Q->s_empty);
     PyObject *out = NULL;
     if (b != NULL) {
-        PyObject *ab = PyUnicode_Concat(a, s_hash);
+        PyObject *ab = PyUnicode_Concat(a, Q->s_hash);
         if (ab != NULL) {
             out = PyUnicode_Concat(ab, b);
             Py_DECREF(ab);
@@ -475,9 +491,9 @@ parse_bt(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, Py_ssize_t 
         for (Py_ssize_t i = 0; i < nkw; i++) {
             PyObject *k = PyTuple_GET_ITEM(kwnames, i);
             PyObject *v = args[nargs + i];
-            if (PyUnicode_Check(k) && PyUnicode_Compare(k, n_block) == 0 && nargs <= npos0)
+            if (PyUnicode_Check(k) && PyUnicode_Compare(k, Q->n_block) == 0 && nargs <= npos0)
                 *block = v;
-            else if (PyUnicode_Check(k) && PyUnicode_Compare(k, n_timeout) == 0 &&
+            else if (PyUnicode_Check(k) && PyUnicode_Compare(k, Q->n_timeout) == 0 &&
                      nargs <= npos0 + 1)
                 *timeout = v;
             else {
@@ -495,12 +511,12 @@ parse_bt(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, Py_ssize_t 
 static inline PyObject *
 qstate(PyObject *self, PyObject *qd)
 {
-    PyObject *st = attr_in(self, qd, n_cutscope_q);
+    PyObject *st = attr_in(self, qd, Q->n_cutscope_q);
     if (st == NULL) {
         PyErr_Clear();
         return NULL;
     }
-    if (!Py_IS_TYPE(st, QS_type) || SLOT(st, s_fifo) != Py_True) {
+    if (!Py_IS_TYPE(st, Q->qs_type) || SLOT(st, Q->s_fifo) != Py_True) {
         Py_DECREF(st);
         return NULL;
     }
@@ -523,7 +539,7 @@ fast_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     PyObject *lp = current_lp();
     if (lp == NULL)
         return NULL;
-    if (!slot_empty(SLOT(lp, o_pending)))  /* a snapshot asked of it: _put_then_safepoint */
+    if (!slot_empty(SLOT(lp, Q->o_pending)))  /* a snapshot asked of it: _put_then_safepoint */
         return NULL;
     PyObject *qd = inst_dict(self);
     PyObject *st = qstate(self, qd);
@@ -534,12 +550,12 @@ fast_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     PyObject *ep = NULL, *mutex = NULL, *container = NULL, *result = NULL;
     int set_last = 0;
     PyObject *epb = NULL;  /* borrowed */
-    PyObject *last = SLOT(st, s_last);
+    PyObject *last = SLOT(st, Q->s_last);
     if (last != NULL && PyTuple_CheckExact(last) && PyTuple_GET_SIZE(last) == 2 &&
         PyTuple_GET_ITEM(last, 0) == lp)
         epb = PyTuple_GET_ITEM(last, 1);
     else {
-        PyObject *out = SLOT(st, s_out);
+        PyObject *out = SLOT(st, Q->s_out);
         if (out == NULL || !PyDict_CheckExact(out))
             goto fallback;
         epb = PyDict_GetItemWithError(out, lp);  /* identity-hashed: no Python code */
@@ -549,11 +565,11 @@ fast_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
         }
         set_last = 1;
     }
-    if (!Py_IS_TYPE(epb, EP_type))
+    if (!Py_IS_TYPE(epb, Q->ep_type))
         goto fallback;
     ep = epb;
     Py_INCREF(ep);
-    mutex = attr_in(self, qd, n_mutex);
+    mutex = attr_in(self, qd, Q->n_mutex);
     if (mutex == NULL) {
         PyErr_Clear();
         goto fallback;
@@ -570,12 +586,12 @@ fast_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
         long long maxsize = 0;
 #if PY_VERSION_HEX >= 0x030D0000
         /* A shut-down queue: the Python put (the stdlib's) raises ShutDown. */
-        PyObject *sd = attr_in(self, qd, n_is_shutdown);
+        PyObject *sd = attr_in(self, qd, Q->n_is_shutdown);
         int down = sd != Py_False;
         Py_XDECREF(sd);
-        PyObject *m = down ? NULL : attr_in(self, qd, n_maxsize);
+        PyObject *m = down ? NULL : attr_in(self, qd, Q->n_maxsize);
 #else
-        PyObject *m = attr_in(self, qd, n_maxsize);
+        PyObject *m = attr_in(self, qd, Q->n_maxsize);
 #endif
         if (m != NULL && PyLong_CheckExact(m)) {
             int overflow = 0;
@@ -586,18 +602,18 @@ fast_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
         if (ok && maxsize > 0) {
             ok = block == Py_False || (block == Py_True && timeout == Py_None);
             if (ok && qd != NULL)  /* self._qsize is CPython's (len(self.queue)) */
-                ok = PyDict_GetItemWithError(qd, n_qsize) == NULL && !PyErr_Occurred() &&
-                     _PyType_Lookup(Py_TYPE(self), n_qsize) == C_qsize;
+                ok = PyDict_GetItemWithError(qd, Q->n_qsize) == NULL && !PyErr_Occurred() &&
+                     mro_lookup(Py_TYPE(self), Q->n_qsize) == Q->c_qsize;
             else if (ok) {
-                PyObject *qs = PyObject_GetAttr(self, n_qsize);
-                ok = qs != NULL && PyMethod_Check(qs) && PyMethod_GET_FUNCTION(qs) == C_qsize &&
+                PyObject *qs = PyObject_GetAttr(self, Q->n_qsize);
+                ok = qs != NULL && PyMethod_Check(qs) && PyMethod_GET_FUNCTION(qs) == Q->c_qsize &&
                      PyMethod_GET_SELF(qs) == self;
                 Py_XDECREF(qs);
             }
         }
         if (ok) {
-            container = attr_in(self, qd, n_queue);
-            ok = container != NULL && Py_IS_TYPE(container, Deque_type) &&
+            container = attr_in(self, qd, Q->n_queue);
+            ok = container != NULL && Py_IS_TYPE(container, Q->deque_type) &&
                  !(maxsize > 0 && PySequence_Size(container) >= maxsize);
         }
         if (!ok) {
@@ -615,20 +631,20 @@ fast_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
         PyObject *t = PyTuple_Pack(2, lp, ep);
         if (t == NULL)
             goto unlock_fail;
-        slot_set(st, s_last, t);
+        slot_set(st, Q->s_last, t);
         Py_DECREF(t);
     }
     if (deque_append(container, item) < 0)
         goto unlock_fail;
     {  /* self.unfinished_tasks += 1 */
-        PyObject *u = attr_in(self, qd, n_unfinished);
+        PyObject *u = attr_in(self, qd, Q->n_unfinished);
         if (u == NULL)
             goto unlock_fail;
-        PyObject *u1 = PyNumber_InPlaceAdd(u, ONE);
+        PyObject *u1 = PyNumber_InPlaceAdd(u, Q->one);
         Py_DECREF(u);
         if (u1 == NULL)
             goto unlock_fail;
-        int r = set_attr_in(self, qd, n_unfinished, u1);
+        int r = set_attr_in(self, qd, Q->n_unfinished, u1);
         Py_DECREF(u1);
         if (r < 0)
             goto unlock_fail;
@@ -644,7 +660,7 @@ fast_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
             goto send_done;
         {
             PyObject *a[4] = {lp, ep, nb, pl};
-            r = lp_call(n_send, a, 4);
+            r = lp_call(Q->n_send, a, 4);
         }
         if (r == NULL)
             goto send_done;
@@ -664,7 +680,7 @@ fast_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
         int has = truth(markers);
         if (has < 0)
             goto send_done;
-        PyObject *name = SLOT(lp, o_name);
+        PyObject *name = SLOT(lp, Q->o_name);
         if (name == NULL) {
             PyErr_SetString(PyExc_AttributeError, "name");
             goto send_done;
@@ -673,7 +689,7 @@ fast_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
         if (msg == NULL)
             goto send_done;
         if (!has) {  /* st.side.append((item, ep.channel, msg, lam)) */
-            PyObject *side = SLOT(st, s_side), *cid = SLOT(ep, e_channel);
+            PyObject *side = SLOT(st, Q->s_side), *cid = SLOT(ep, Q->e_channel);
             if (side == NULL || cid == NULL) {
                 PyErr_SetString(PyExc_AttributeError, side == NULL ? "side" : "channel");
                 goto send_done;
@@ -688,7 +704,7 @@ fast_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
         }
         else {  /* st.sent(item, ep, msg, lam, markers) */
             PyObject *a[6] = {st, item, ep, msg, lam, markers};
-            PyObject *x = PyObject_VectorcallMethod(n_sent, a, 6, NULL);
+            PyObject *x = PyObject_VectorcallMethod(Q->n_sent, a, 6, NULL);
             if (x == NULL)
                 goto send_done;
             Py_DECREF(x);
@@ -699,10 +715,10 @@ fast_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
         Py_XDECREF(pl);
         Py_XDECREF(r);
         Py_XDECREF(msg);
-        if (err && fault_current(lp, w_put) < 0)
+        if (err && fault_current(lp, Q->w_put) < 0)
             goto unlock_fail;
     }
-    if (notify_if_waiting(self, qd, n_not_empty) < 0)
+    if (notify_if_waiting(self, qd, Q->n_not_empty) < 0)
         goto unlock_fail;
     if (mutex_release(mutex) < 0)
         goto out;
@@ -731,10 +747,10 @@ q_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
     int fb;
     PyObject *r = fast_put(self, args, nargs, kwnames, &fb);
     if (r == NULL && fb && !PyErr_Occurred()) {
-        n_put_py++;
-        return call_with_self(C_py_put, self, args, nargs, kwnames);
+        Q->n_put_py++;
+        return call_with_self(Q->c_py_put, self, args, nargs, kwnames);
     }
-    n_put_fast += !fb;
+    Q->n_put_fast += !fb;
     return r;
 }
 
@@ -758,7 +774,7 @@ fast_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
                 return NULL;
         }
         else if (PyLong_CheckExact(timeout)) {
-            if (PyObject_RichCompareBool(timeout, ZERO, Py_LT) != 0) {
+            if (PyObject_RichCompareBool(timeout, Q->zero, Py_LT) != 0) {
                 PyErr_Clear();
                 return NULL;
             }
@@ -773,12 +789,12 @@ fast_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     PyObject *st = qstate(self, qd);
     if (st == NULL)
         return NULL;
-    if (!slot_empty(SLOT(lp, o_pending))) {  /* a safe point: the Python code records */
+    if (!slot_empty(SLOT(lp, Q->o_pending))) {  /* a safe point: the Python code records */
         Py_DECREF(st);
         return NULL;
     }
-    PyObject *side = SLOT(st, s_side);
-    if (side == NULL || !Py_IS_TYPE(side, Deque_type)) {
+    PyObject *side = SLOT(st, Q->s_side);
+    if (side == NULL || !Py_IS_TYPE(side, Q->deque_type)) {
         Py_DECREF(st);
         return NULL;
     }
@@ -787,7 +803,7 @@ fast_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     Py_XINCREF(qd);
     PyObject *mutex = NULL, *container = NULL, *e = NULL, *head = NULL, *item = NULL,
              *result = NULL;
-    mutex = attr_in(self, qd, n_mutex);
+    mutex = attr_in(self, qd, Q->n_mutex);
     if (mutex == NULL) {
         PyErr_Clear();
         goto fallback;
@@ -798,14 +814,14 @@ fast_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     }
     /* `if fifo and side and not st.pend`, the head entry is the head item's, and the
      * consumer knows its channel (else: st.first, in the Python code) */
-    int ok = PySequence_Size(side) > 0 && slot_empty(SLOT(st, s_pend));
+    int ok = PySequence_Size(side) > 0 && slot_empty(SLOT(st, Q->s_pend));
     if (ok) {
         e = PySequence_GetItem(side, 0);
         ok = e != NULL && PyTuple_CheckExact(e) && PyTuple_GET_SIZE(e) == 4;
     }
     if (ok) {
-        container = attr_in(self, qd, n_queue);
-        ok = container != NULL && Py_IS_TYPE(container, Deque_type) &&
+        container = attr_in(self, qd, Q->n_queue);
+        ok = container != NULL && Py_IS_TYPE(container, Q->deque_type) &&
              PySequence_Size(container) > 0;
     }
     if (ok) {
@@ -815,9 +831,9 @@ fast_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     PyObject *cid = ok ? PyTuple_GET_ITEM(e, 1) : NULL;
     int known = 0;  /* st.rlp is lp and st.rcid is cid */
     if (ok) {
-        known = SLOT(st, s_rlp) == lp && SLOT(st, s_rcid) == cid;
+        known = SLOT(st, Q->s_rlp) == lp && SLOT(st, Q->s_rcid) == cid;
         if (!known) {
-            PyObject *seen = SLOT(st, s_seen);
+            PyObject *seen = SLOT(st, Q->s_seen);
             ok = seen != NULL && PyDict_CheckExact(seen) && PyUnicode_CheckExact(cid);
             PyObject *s = ok ? PyDict_GetItemWithError(seen, cid) : NULL;
             ok = s != NULL && PyAnySet_CheckExact(s) && PySet_Contains(s, lp) == 1;
@@ -834,35 +850,35 @@ fast_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     /* From here the get is ours. */
     *fallback = 0;
     {
-        PyObject *x = PyObject_Vectorcall(D_popleft, &container, 1, NULL);
+        PyObject *x = PyObject_Vectorcall(Q->d_popleft, &container, 1, NULL);
         if (x == NULL)
             goto unlock_fail;
         item = x;
-        x = PyObject_Vectorcall(D_popleft, &side, 1, NULL);
+        x = PyObject_Vectorcall(Q->d_popleft, &side, 1, NULL);
         if (x == NULL)
             goto unlock_fail;
         Py_DECREF(x);
     }
-    if (notify_if_waiting(self, qd, n_not_full) < 0)
+    if (notify_if_waiting(self, qd, Q->n_not_full) < 0)
         goto unlock_fail;
     {  /* try: the receive event; except Exception: tracer.fault */
         PyObject *nb = NULL, *pl = NULL, *r = NULL;
         if (!known) {  /* st.rlp, st.rcid = lp, cid */
-            slot_set(st, s_rlp, lp);
-            slot_set(st, s_rcid, cid);
+            slot_set(st, Q->s_rlp, lp);
+            slot_set(st, Q->s_rcid, cid);
         }
         nb = nbytes_of(item);
         pl = nb == NULL ? NULL : payload_of(lp, item);
         if (pl != NULL) {
             PyObject *a[7] = {lp, cid, PyTuple_GET_ITEM(e, 2), PyTuple_GET_ITEM(e, 3), nb, pl,
                               item};
-            r = lp_call(n_recv, a, 7);
+            r = lp_call(Q->n_recv, a, 7);
         }
         Py_XDECREF(nb);
         Py_XDECREF(pl);
         if (r != NULL)
             Py_DECREF(r);
-        else if (fault_current(lp, w_get) < 0)
+        else if (fault_current(lp, Q->w_get) < 0)
             goto unlock_fail;
     }
     if (mutex_release(mutex) < 0)
@@ -895,10 +911,10 @@ q_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
     int fb;
     PyObject *r = fast_get(self, args, nargs, kwnames, &fb);
     if (r == NULL && fb && !PyErr_Occurred()) {
-        n_get_py++;
-        return call_with_self(C_py_get, self, args, nargs, kwnames);
+        Q->n_get_py++;
+        return call_with_self(Q->c_py_get, self, args, nargs, kwnames);
     }
-    n_get_fast += !fb;
+    Q->n_get_fast += !fb;
     return r;
 }
 
@@ -942,27 +958,27 @@ setup(PyObject *mod, PyObject *args)
     }
     PyTypeObject *qs = (PyTypeObject *)qst, *lt = (PyTypeObject *)lpt, *et = (PyTypeObject *)ept;
 #define OFF(var, tp, name) if ((var = slot_offset(tp, name)) < 0) return NULL
-    OFF(s_fifo, qs, "fifo");
-    OFF(s_side, qs, "side");
-    OFF(s_out, qs, "out");
-    OFF(s_seen, qs, "seen");
-    OFF(s_pend, qs, "pend");
-    OFF(s_last, qs, "last");
-    OFF(s_rlp, qs, "rlp");
-    OFF(s_rcid, qs, "rcid");
-    OFF(o_name, lt, "name");
-    OFF(o_pending, lt, "pending");
-    OFF(o_tracer, lt, "tracer");
-    OFF(e_channel, et, "channel");
+    OFF(Q->s_fifo, qs, "fifo");
+    OFF(Q->s_side, qs, "side");
+    OFF(Q->s_out, qs, "out");
+    OFF(Q->s_seen, qs, "seen");
+    OFF(Q->s_pend, qs, "pend");
+    OFF(Q->s_last, qs, "last");
+    OFF(Q->s_rlp, qs, "rlp");
+    OFF(Q->s_rcid, qs, "rcid");
+    OFF(Q->o_name, lt, "name");
+    OFF(Q->o_pending, lt, "pending");
+    OFF(Q->o_tracer, lt, "tracer");
+    OFF(Q->e_channel, et, "channel");
 #undef OFF
-    if (method_of((PyTypeObject *)dqt, "append", &D_append) < 0 ||
-        method_of((PyTypeObject *)dqt, "popleft", &D_popleft) < 0 ||
-        method_of((PyTypeObject *)lkt, "acquire", &L_acquire) < 0 ||
-        method_of((PyTypeObject *)lkt, "release", &L_release) < 0)
+    if (method_of((PyTypeObject *)dqt, "append", &Q->d_append) < 0 ||
+        method_of((PyTypeObject *)dqt, "popleft", &Q->d_popleft) < 0 ||
+        method_of((PyTypeObject *)lkt, "acquire", &Q->l_acquire) < 0 ||
+        method_of((PyTypeObject *)lkt, "release", &Q->l_release) < 0)
         return NULL;
-    PyObject **dst[] = {(PyObject **)&Q_type, (PyObject **)&QS_type, (PyObject **)&LP_type,
-                        (PyObject **)&EP_type, (PyObject **)&Deque_type, (PyObject **)&Lock_type,
-                        &C_current, &C_default, &C_qsize, &C_py_put, &C_py_get};
+    PyObject **dst[] = {(PyObject **)&Q->q_type, (PyObject **)&Q->qs_type, (PyObject **)&Q->lp_type,
+                        (PyObject **)&Q->ep_type, (PyObject **)&Q->deque_type, (PyObject **)&Q->lock_type,
+                        &Q->c_current, &Q->c_default, &Q->c_qsize, &Q->c_py_put, &Q->c_py_get};
     PyObject *src[] = {qt, qst, lpt, ept, dqt, lkt, cur, dflt, qsize, pput, pget};
     for (int i = 0; i < 11; i++) {
         Py_INCREF(src[i]);
@@ -981,8 +997,8 @@ setup(PyObject *mod, PyObject *args)
 static PyObject *
 counts(PyObject *mod, PyObject *unused)
 {
-    return Py_BuildValue("{sKsKsKsK}", "put", n_put_fast, "put_py", n_put_py, "get", n_get_fast,
-                         "get_py", n_get_py);
+    return Py_BuildValue("{sKsKsKsK}", "put", Q->n_put_fast, "put_py", Q->n_put_py, "get", Q->n_get_fast,
+                         "get_py", Q->n_get_py);
 }
 
 static PyMethodDef methods[] = {
@@ -996,46 +1012,78 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_fastq",
-                                    "cutscope's queue.Queue hot paths in C (optional).", -1,
-                                    methods};
+static int
+mod_exec(PyObject *mod)
+{
+    fastq_state *st = PyModule_GetState(mod);
+    if (Q != NULL) {
+        PyErr_SetString(PyExc_ImportError, "cutscope.integrations._fastq: one module object "
+                        "per process");
+        return -1;
+    }
+#define INTERN(var, s) if ((var = PyUnicode_InternFromString(s)) == NULL) return -1
+    INTERN(st->n_cutscope_q, "_cutscope_q");
+    INTERN(st->n_mutex, "mutex");
+    INTERN(st->n_queue, "queue");
+    INTERN(st->n_maxsize, "maxsize");
+    INTERN(st->n_is_shutdown, "is_shutdown");
+    INTERN(st->n_qsize, "_qsize");
+    INTERN(st->n_unfinished, "unfinished_tasks");
+    INTERN(st->n_not_empty, "not_empty");
+    INTERN(st->n_not_full, "not_full");
+    INTERN(st->n_waiters, "_waiters");
+    INTERN(st->n_notify, "notify");
+    INTERN(st->n_capture, "capture");
+    INTERN(st->n_send, "send");
+    INTERN(st->n_recv, "recv");
+    INTERN(st->n_sent, "sent");
+    INTERN(st->n_fault, "fault");
+    INTERN(st->n_acquire, "acquire");
+    INTERN(st->n_release, "release");
+    INTERN(st->n_append, "append");
+    INTERN(st->n_block, "block");
+    INTERN(st->n_timeout, "timeout");
+    INTERN(st->w_put, "queue.put");
+    INTERN(st->w_get, "queue.get");
+    INTERN(st->s_hash, "#");
+    INTERN(st->s_empty, "");
+#undef INTERN
+    st->attr_names = PyTuple_Pack(11, st->n_cutscope_q, st->n_mutex, st->n_queue, st->n_maxsize, st->n_unfinished,
+                              st->n_not_empty, st->n_not_full, st->n_waiters, st->n_capture, st->n_qsize,
+                              st->n_is_shutdown);
+    if (st->attr_names == NULL)
+        return -1;
+    if ((st->one = PyLong_FromLong(1)) == NULL || (st->zero = PyLong_FromLong(0)) == NULL)
+        return -1;
+    /* The state is reached through Q from now on, and the module object lives until
+     * the process ends (a reference that is never given back): Q never dangles. */
+    Q = st;
+    Py_INCREF(mod);
+    return 0;
+}
+
+static PyModuleDef_Slot slots[] = {
+    {Py_mod_exec, mod_exec},
+#if PY_VERSION_HEX >= 0x030C0000
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+#if PY_VERSION_HEX >= 0x030D0000
+    {Py_mod_gil, Py_MOD_GIL_USED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef moddef = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_fastq",
+    .m_doc = "cutscope's queue.Queue hot paths in C (optional).",
+    .m_size = sizeof(fastq_state),
+    .m_methods = methods,
+    .m_slots = slots,
+};
 
 PyMODINIT_FUNC
 PyInit__fastq(void)
 {
-#define INTERN(var, s) if ((var = PyUnicode_InternFromString(s)) == NULL) return NULL
-    INTERN(n_cutscope_q, "_cutscope_q");
-    INTERN(n_mutex, "mutex");
-    INTERN(n_queue, "queue");
-    INTERN(n_maxsize, "maxsize");
-    INTERN(n_is_shutdown, "is_shutdown");
-    INTERN(n_qsize, "_qsize");
-    INTERN(n_unfinished, "unfinished_tasks");
-    INTERN(n_not_empty, "not_empty");
-    INTERN(n_not_full, "not_full");
-    INTERN(n_waiters, "_waiters");
-    INTERN(n_notify, "notify");
-    INTERN(n_capture, "capture");
-    INTERN(n_send, "send");
-    INTERN(n_recv, "recv");
-    INTERN(n_sent, "sent");
-    INTERN(n_fault, "fault");
-    INTERN(n_acquire, "acquire");
-    INTERN(n_release, "release");
-    INTERN(n_append, "append");
-    INTERN(n_block, "block");
-    INTERN(n_timeout, "timeout");
-    INTERN(w_put, "queue.put");
-    INTERN(w_get, "queue.get");
-    INTERN(s_hash, "#");
-    INTERN(s_empty, "");
-#undef INTERN
-    attr_names = PyTuple_Pack(11, n_cutscope_q, n_mutex, n_queue, n_maxsize, n_unfinished,
-                              n_not_empty, n_not_full, n_waiters, n_capture, n_qsize,
-                              n_is_shutdown);
-    if (attr_names == NULL)
-        return NULL;
-    if ((ONE = PyLong_FromLong(1)) == NULL || (ZERO = PyLong_FromLong(0)) == NULL)
-        return NULL;
-    return PyModule_Create(&moddef);
+    return PyModuleDef_Init(&moddef);
 }

@@ -1,4 +1,5 @@
-"""Whether the C hot paths (tracer/_fast.c, integrations/_fastq.c) are in use, and if not, why.
+"""Whether the C hot paths (tracer/_fast.c, integrations/_fastq.c,
+integrations/sockets/_fastsock.c) are in use, and if not, why.
 
 Tests that exercise the C paths themselves use ``needs_c_paths``: they skip, saying why,
 when the suite runs the pure-Python paths on purpose (``CUTSCOPE_SPEEDUPS=0``) or on a

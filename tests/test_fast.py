@@ -1,4 +1,4 @@
-"""The C hot paths (tracer/_fast.c): installed when built, equal to the Python code they
+"""The C hot paths (tracer/_fast.c, integrations/sockets/_fastsock.c): installed when built, equal to the Python code they
 replace, atomic against the Python critical sections, and a failure inside them never
 reaches the application's bytes.
 
@@ -40,6 +40,69 @@ def test_the_c_paths_are_built_and_installed():
             assert type(m).__name__ == "method_descriptor", name
             assert "cutscope" in m.__doc__
     assert socket.socket.__dict__.get("send") is plain  # uninstalled
+
+
+@needs_c_paths
+def test_the_socket_fast_path_is_the_socket_integrations():
+    """The core's extension knows no integration: the socket fast path is the socket
+    integration's own extension, which reaches the core through the core's capsule."""
+    import importlib
+
+    from cutscope.integrations.sockets import hotpath
+
+    core = importlib.import_module("cutscope.tracer._fast")
+    assert not [n for n in dir(core) if "sock" in n.lower()], dir(core)
+    assert type(core._C_API).__name__ == "PyCapsule"
+    assert hotpath.FASTSOCK is not None
+    assert hotpath.FASTSOCK.__name__ == "cutscope.integrations.sockets._fastsock"
+    assert hotpath.send.__doc__.startswith("socket.send, traced")
+
+
+def test_a_free_threaded_build_runs_the_python_paths():
+    """The C paths rely on the GIL: where ``sys.abiflags`` names a free-threaded build,
+    none of the extensions is loaded and every hot path is the Python one."""
+    code = ("import sys; sys.abiflags += 't'\n"
+            "import socket, queue, cutscope\n"
+            "from cutscope.tracer import process\n"
+            "from cutscope.integrations import queues\n"
+            "from cutscope.integrations.sockets import hotpath\n"
+            "assert process.FAST is None and queues.FASTQ is None and hotpath.FASTSOCK is None\n"
+            "assert [m for m in sys.modules if m.rpartition('.')[2].startswith('_fast')] == []\n"
+            "assert type(process.LogicalProcess.send).__name__ == 'function'\n"
+            "cutscope.start(db='sqlite:///' + sys.argv[1])\n"
+            "assert type(socket.socket.__dict__['send']).__name__ == 'function'\n"
+            "assert type(queue.Queue.__dict__['put']).__name__ == 'function'\n"
+            "cutscope.stop()\nprint('ok')\n")
+    with __import__("tempfile").TemporaryDirectory() as d:
+        r = subprocess.run([sys.executable, "-c", code, os.path.join(d, "t.db")],
+                           capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+@needs_c_paths
+@pytest.mark.parametrize("name", ["cutscope.tracer._fast", "cutscope.integrations._fastq",
+                                  "cutscope.integrations.sockets._fastsock"])
+def test_each_extension_is_loaded_once_per_process(name):
+    """Multi-phase initialisation with module state; the method descriptors a module
+    installs reach the state of the one module object the process loaded, so a second
+    one is refused and the first keeps working."""
+    import importlib
+    import importlib.util
+
+    loaded = importlib.import_module(name)
+    spec = importlib.util.find_spec(name)
+    again = importlib.util.module_from_spec(spec)
+    with pytest.raises(ImportError, match="one module object per process"):
+        spec.loader.exec_module(again)
+    assert sys.modules[name] is loaded
+    with recording("p"):
+        c, s = pair()
+        c.sendall(b"x" * 10)
+        assert recv_exactly(s, 10) == b"x" * 10
+        c.sendall(b"y" * 10)
+        assert recv_exactly(s, 10) == b"y" * 10
+        c.close()
+        s.close()
 
 
 def test_speedups_off_keeps_the_python_paths():

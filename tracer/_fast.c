@@ -1,20 +1,18 @@
-/* cutscope.tracer._fast: the hot paths in C (optional; the pure-Python code is the
- * reference and the fallback).
+/* cutscope.tracer._fast: the core's hot paths in C (optional; the pure-Python code is
+ * the reference and the fallback).
  *
  * What is here, and only this:
  *   - LogicalProcess.send / LogicalProcess.recv, the core's Lamport events, for the
  *     common case (an OutEndpoint, no keyword arguments); anything else calls the
  *     Python methods they replace.
- *   - The fast paths of socket.socket.send / sendall / recv on a framed blocking TCP
- *     connection (integrations/sockets/hotpath.py: _fast_sender, recv): the same tests in the
- *     same order, the same state read and written, the same calls. Whenever one of
- *     those tests fails, the Python function they replace is called instead, before
- *     anything has been done, so behaviour is the Python code's by construction.
+ *   - The recorder's packed events (Chunk), its batches (take, events, held, expand)
+ *     and the "cs2" event blocks of the store (encode, decode).
+ *   - The C entry points of the core for an integration's C fast path, exported in the
+ *     capsule `_C_API` (tracer/_fastapi.h). The core knows no integration.
  *
  * Locking is the Python code's: the logical process's lock (a _thread.lock, through
- * its acquire/release methods) around the clock and sequence, the connection's token
- * (the one item of a list) around a direction's state. Between acquire and release no
- * Python code runs (only int, tuple and dict operations on str keys).
+ * its acquire/release methods) around the clock and sequence. Between acquire and
+ * release no Python code runs (only int, tuple and dict operations on str keys).
  *
  * Slots of LogicalProcess and OutEndpoint (__slots__) are read and written at their
  * offsets (looked up once from the member descriptors); an object whose type is not
@@ -24,60 +22,12 @@
 #include <Python.h>
 #include <structmember.h>
 #include "_fast.h"
+#include "_fastapi.h"
 #include <marshal.h>
 #include <time.h>
 #include <string.h>
 
-#define HDR_SIZE 21
-#define T_DATA 1
 #define CHECK_MASK 255
-
-/* ---- configuration (set once by setup / setup_sockets) ---- */
-static PyTypeObject *LP_type, *EP_type;
-static Py_ssize_t o_name, o_lock, o_clock, o_seq, o_pending, o_incoming, o_snaps,
-    o_append, o_check;
-static Py_ssize_t e_channel, e_pending;
-static PyObject *K_SEND, *K_RECV;       /* the event kinds, the core's own str objects */
-static PyObject *py_send, *py_recv;     /* the Python methods replaced */
-static PyTypeObject *LockType;          /* _thread.LockType */
-static PyObject *m_locked;              /* _thread.LockType.locked */
-
-static PyObject *S_objs;          /* id(socket object) -> Conn */
-static PyObject *S_current;       /* the ContextVar of the logical process */
-static PyObject *S_default;       /* [main logical process or None] */
-static PyObject *S_tracer;        /* [tracer or None] */
-static PyObject *S_fault;         /* _fault(exc, where) */
-static PyObject *S_prefix;        /* _marker_prefix(conn, markers) -> bytes */
-static PyObject *S_real_sendall, *S_real_recv;
-static PyObject *S_py_send, *S_py_sendall, *S_py_recv;  /* the Python wrappers (fallbacks) */
-static PyTypeObject *S_socket;    /* socket.socket */
-static PyTypeObject *S_conn;      /* sockets.Conn: its hot attributes are slots */
-static Py_ssize_t c_fast_lp, c_fast_in, c_stok, c_rtok, c_ep, c_out_left, c_out_pending,
-    c_in_left, c_in_buf, c_in_cid, c_in_name;
-static PyObject *S_gettimeout;    /* _socket.socket.gettimeout */
-
-/* interned attribute names */
-static PyObject *n_acquire, *n_release, *n_gettimeout, *n_fast_lp, *n_stok, *n_rtok,
-    *n_out_left, *n_out_pending, *n_ep, *n_fast_in, *n_in_left, *n_in_buf, *n_in_cid,
-    *n_in_name, *n_capture, *n_record_after_send, *n_markers_after, *n_push,
-    *n_recv_framed, *n_closed, *n_messages, *n_block, *n_setdefault;
-static PyObject *kw_block;  /* ("block",) */
-static PyObject *w_send, *w_recv;  /* "recording a send", "recording a receive" */
-
-static PyObject *ZERO;  /* the int 0 */
-
-/* The exact int 0 (the flags argument of the plain calls). */
-static inline int
-is_zero(PyObject *v)
-{
-    if (!PyLong_CheckExact(v))
-        return 0;
-    int overflow = 0;
-    long r = PyLong_AsLongAndOverflow(v, &overflow);
-    return r == 0 && !overflow;
-}
-
-
 
 static inline PyObject *
 now_ns(void)
@@ -95,19 +45,6 @@ lock_call(PyObject *lock, PyObject *name)
         return -1;
     Py_DECREF(r);
     return 0;
-}
-
-/* Truth of a container slot without calling Python for the exact built-in types. */
-static inline int
-nonempty(PyObject *v)
-{
-    if (v == NULL)
-        return 0;
-    if (PyList_CheckExact(v))
-        return PyList_GET_SIZE(v) > 0;
-    if (PyDict_CheckExact(v))
-        return PyDict_GET_SIZE(v) > 0;
-    return PyObject_IsTrue(v);
 }
 
 /* Read an int slot as a long long; -1 with an error set if it is not one. */
@@ -172,18 +109,48 @@ typedef struct {
     evrec r[CHUNK_CAP];
 } Chunk;
 
-static PyTypeObject ChunkType;
-static PyCFunction deque_append_fn;  /* the C function of deque.append */
-static PyTypeObject *DequeType;
-static PyObject *cur_deque;          /* the deque cur_chunk was appended to */
-static Chunk *cur_chunk;
-static Py_ssize_t live_chunks, live_events;  /* chunks alive, and the events they hold */
+/* ---- the module's state ------------------------------------------------------------
+ *
+ * Everything the module keeps lives here, in the module object's state (multi-phase
+ * initialisation). The method descriptors installed on LogicalProcess, and the entry
+ * points of the capsule, receive a logical process, not the module: they reach this
+ * state through `S`, the state of the one module object a process loads (a second one
+ * is refused; the module object lives until the process ends). Hence the module
+ * declares that it supports one interpreter, and that it needs the GIL: on a
+ * free-threaded build, tracer/process.py does not load it. */
+typedef struct {
+    /* configuration (set once by setup) */
+    PyTypeObject *lp_type, *ep_type;
+    Py_ssize_t o_name, o_lock, o_clock, o_seq, o_pending, o_incoming, o_snaps, o_append,
+        o_check;
+    Py_ssize_t e_channel, e_pending;
+    PyObject *k_send, *k_recv;    /* the event kinds, the core's own str objects */
+    PyObject *py_send, *py_recv;  /* the Python methods replaced */
+    PyTypeObject *lock_type;      /* _thread.LockType */
+    PyObject *m_locked;           /* _thread.LockType.locked */
+    /* interned attribute names */
+    PyObject *n_acquire, *n_release, *n_record_after_send, *n_closed, *n_messages,
+        *n_setdefault;
+    /* packed events */
+    PyTypeObject *chunk_type;
+    PyCFunction deque_append_fn;  /* the C function of deque.append */
+    PyTypeObject *deque_type;
+    PyObject *cur_deque;          /* the deque cur_chunk was appended to */
+    Chunk *cur_chunk;
+    Py_ssize_t live_chunks, live_events;  /* chunks alive, and the events they hold */
+} fast_state;
+
+static fast_state *S;
 
 static void
 chunk_dealloc(Chunk *c)
 {
-    live_chunks--;
-    live_events -= c->n;
+    PyTypeObject *tp = Py_TYPE(c);
+    fast_state *st = PyType_GetModuleState(tp);  /* the type keeps its module alive */
+    if (st != NULL) {
+        st->live_chunks--;
+        st->live_events -= c->n;
+    }
     for (Py_ssize_t i = 0; i < c->n; i++) {
         evrec *e = &c->r[i];
         Py_XDECREF(e->name);
@@ -193,7 +160,8 @@ chunk_dealloc(Chunk *c)
         Py_XDECREF(e->nbytes);
         Py_XDECREF(e->payload);
     }
-    Py_TYPE(c)->tp_free((PyObject *)c);
+    tp->tp_free((PyObject *)c);
+    Py_DECREF(tp);
 }
 
 static Py_ssize_t
@@ -252,26 +220,31 @@ static PyMethodDef chunk_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PySequenceMethods chunk_as_seq = {.sq_length = (lenfunc)chunk_len};
+static PyType_Slot chunk_slots[] = {
+    {Py_tp_dealloc, chunk_dealloc},
+    {Py_sq_length, chunk_len},
+    {Py_tp_methods, chunk_methods},
+    {Py_tp_doc, "Up to 64 events of the C paths, packed (see _fast.c)."},
+    {0, NULL},
+};
 
-static PyTypeObject ChunkType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "cutscope.tracer._fast.Chunk",
-    .tp_basicsize = sizeof(Chunk),
-    .tp_dealloc = (destructor)chunk_dealloc,
-    .tp_as_sequence = &chunk_as_seq,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Up to 64 events of the C paths, packed (see _fast.c).",
-    .tp_methods = chunk_methods,
+static PyType_Spec chunk_spec = {
+    .name = "cutscope.tracer._fast.Chunk",
+    .basicsize = sizeof(Chunk),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = chunk_slots,
 };
 
 /* Whether ch is the last item of the deque dq (O(1) for the last index). */
 static inline int
 last_of(PyObject *dq, PyObject *ch)
 {
-    if (Py_SIZE(dq) <= 0)
+    Py_ssize_t n = PyObject_Size(dq);
+    if (n <= 0) {
+        PyErr_Clear();
         return 0;
-    PyObject *last = PySequence_GetItem(dq, Py_SIZE(dq) - 1);
+    }
+    PyObject *last = PySequence_GetItem(dq, n - 1);
     if (last == NULL) {
         PyErr_Clear();
         return 0;
@@ -292,10 +265,10 @@ put_event(PyObject *lp, PyObject *s, PyObject *c, long long seq, long long clk,
           PyObject *kind, PyObject *channel, PyObject *msg, long long mnum, PyObject *nbytes,
           PyObject *payload)
 {
-    PyObject *app = SLOT(lp, o_append), *name = SLOT(lp, o_name), *dq;
-    if (app == NULL || deque_append_fn == NULL || !PyCFunction_Check(app) ||
-        PyCFunction_GET_FUNCTION(app) != deque_append_fn ||
-        (dq = PyCFunction_GET_SELF(app)) == NULL || !Py_IS_TYPE(dq, DequeType)) {
+    PyObject *app = SLOT(lp, S->o_append), *name = SLOT(lp, S->o_name), *dq;
+    if (app == NULL || S->deque_append_fn == NULL || !PyCFunction_Check(app) ||
+        PyCFunction_GET_FUNCTION(app) != S->deque_append_fn ||
+        (dq = PyCFunction_GET_SELF(app)) == NULL || !Py_IS_TYPE(dq, S->deque_type)) {
         PyObject *m = msg_of(msg, mnum);
         if (m == NULL)
             return -1;
@@ -303,13 +276,13 @@ put_event(PyObject *lp, PyObject *s, PyObject *c, long long seq, long long clk,
         Py_DECREF(m);
         return r;
     }
-    Chunk *ch = cur_chunk;
-    if (ch == NULL || ch->n >= CHUNK_CAP || cur_deque != dq || !last_of(dq, (PyObject *)ch)) {
-        ch = PyObject_New(Chunk, &ChunkType);
+    Chunk *ch = S->cur_chunk;
+    if (ch == NULL || ch->n >= CHUNK_CAP || S->cur_deque != dq || !last_of(dq, (PyObject *)ch)) {
+        ch = PyObject_New(Chunk, S->chunk_type);
         if (ch == NULL)
             return -1;
         ch->n = 0;
-        live_chunks++;
+        S->live_chunks++;
         PyObject *r = PyObject_CallOneArg(app, (PyObject *)ch);
         if (r == NULL) {
             Py_DECREF(ch);
@@ -317,8 +290,8 @@ put_event(PyObject *lp, PyObject *s, PyObject *c, long long seq, long long clk,
         }
         Py_DECREF(r);
         Py_INCREF(dq);
-        Py_XSETREF(cur_deque, dq);
-        Py_XSETREF(cur_chunk, ch);  /* our reference */
+        Py_XSETREF(S->cur_deque, dq);
+        Py_XSETREF(S->cur_chunk, ch);  /* our reference */
     }
     evrec *e = &ch->r[ch->n];
     PyObject *objs[6] = {name, kind, channel, msg, nbytes, payload};
@@ -335,9 +308,9 @@ put_event(PyObject *lp, PyObject *s, PyObject *c, long long seq, long long clk,
     e->wall = now_ll();
     e->mnum = mnum;
     ch->n++;
-    live_events++;
+    S->live_events++;
     if (!(seq & CHECK_MASK)) {
-        PyObject *chk = SLOT(lp, o_check);
+        PyObject *chk = SLOT(lp, S->o_check);
         if (chk != NULL) {
             PyObject *r = PyObject_CallNoArgs(chk);
             if (r == NULL)
@@ -353,7 +326,7 @@ put_event(PyObject *lp, PyObject *s, PyObject *c, long long seq, long long clk,
 static int
 append_event(PyObject *lp, long long seq, PyObject *ev)  /* steals ev */
 {
-    PyObject *app = SLOT(lp, o_append);
+    PyObject *app = SLOT(lp, S->o_append);
     if (ev == NULL)
         return -1;
     if (app == NULL) {
@@ -367,7 +340,7 @@ append_event(PyObject *lp, long long seq, PyObject *ev)  /* steals ev */
         return -1;
     Py_DECREF(r);
     if (!(seq & CHECK_MASK)) {
-        PyObject *chk = SLOT(lp, o_check);
+        PyObject *chk = SLOT(lp, S->o_check);
         if (chk != NULL) {
             r = PyObject_CallNoArgs(chk);
             if (r == NULL)
@@ -390,8 +363,8 @@ static inline int
 enter(PyObject *lock, int force)
 {
 #ifndef Py_GIL_DISABLED
-    if (!force && Py_IS_TYPE(lock, LockType)) {
-        PyObject *r = PyObject_Vectorcall(m_locked, &lock, 1, NULL);
+    if (!force && Py_IS_TYPE(lock, S->lock_type)) {
+        PyObject *r = PyObject_Vectorcall(S->m_locked, &lock, 1, NULL);
         if (r == NULL)
             return -1;
         int busy = r != Py_False;
@@ -400,7 +373,7 @@ enter(PyObject *lock, int force)
             return 0;
     }
 #endif
-    return lock_call(lock, n_acquire) < 0 ? -1 : 1;
+    return lock_call(lock, S->n_acquire) < 0 ? -1 : 1;
 }
 
 /* Leave the section; `held` is enter()'s answer. Keeps a pending error. */
@@ -412,12 +385,12 @@ leave(PyObject *lock, int held)
     if (PyErr_Occurred()) {
         PyObject *et, *ev, *tb;
         PyErr_Fetch(&et, &ev, &tb);
-        lock_call(lock, n_release);
+        lock_call(lock, S->n_release);
         PyErr_Clear();
         PyErr_Restore(et, ev, tb);
         return -1;
     }
-    return lock_call(lock, n_release);
+    return lock_call(lock, S->n_release);
 }
 
 /* The event tuple (name, seq, lamport, wall_ns, kind, channel, msg, nbytes, payload,
@@ -434,7 +407,7 @@ event_tuple(PyObject *lp, PyObject *s, PyObject *c, PyObject *kind, PyObject *ch
         Py_DECREF(now);
         return NULL;
     }
-    PyObject *items[10] = {SLOT(lp, o_name), s, c, now, kind, channel, msg, nbytes, payload,
+    PyObject *items[10] = {SLOT(lp, S->o_name), s, c, now, kind, channel, msg, nbytes, payload,
                            Py_None};
     for (int i = 0; i < 10; i++) {
         if (i != 3)
@@ -458,17 +431,17 @@ static PyObject *
 core_send(PyObject *lp, PyObject *ep, PyObject *nbytes, PyObject *payload)
 {
     long long seq, clk;
-    PyObject *lock = SLOT(lp, o_lock), *markers = NULL, *channel, *s = NULL, *c = NULL;
+    PyObject *lock = SLOT(lp, S->o_lock), *markers = NULL, *channel, *s = NULL, *c = NULL;
     PyObject *fresh = NULL;
     int held, force = 0;
-    if (lock == NULL || SLOT(lp, o_name) == NULL) {
+    if (lock == NULL || SLOT(lp, S->o_name) == NULL) {
         PyErr_SetString(PyExc_AttributeError, "cutscope: logical process not initialised");
         return NULL;
     }
     Py_INCREF(lock);
 again:
     {
-        PyObject *pend0 = SLOT(ep, e_pending);
+        PyObject *pend0 = SLOT(ep, S->e_pending);
         if (pend0 != NULL && !PyList_CheckExact(pend0))
             force = 1;
         else if (pend0 != NULL && PyList_GET_SIZE(pend0) && fresh == NULL &&
@@ -478,9 +451,9 @@ again:
     held = enter(lock, force);
     if (held < 0)
         goto fail;
-    if (slot_ll(lp, o_seq, &seq) < 0 || slot_ll(lp, o_clock, &clk) < 0)
+    if (slot_ll(lp, S->o_seq, &seq) < 0 || slot_ll(lp, S->o_clock, &clk) < 0)
         goto fail_in;
-    PyObject *pend = SLOT(ep, e_pending);
+    PyObject *pend = SLOT(ep, S->e_pending);
     int has_markers = pend != NULL && nonempty(pend) > 0;
     if (has_markers && fresh == NULL) {
         if (!held) {  /* markers arrived meanwhile: allocate outside, then again */
@@ -497,20 +470,20 @@ again:
     if (s == NULL || c == NULL)
         goto fail_in;
     Py_INCREF(s);
-    slot_set(lp, o_seq, s);
+    slot_set(lp, S->o_seq, s);
     Py_INCREF(c);
-    slot_set(lp, o_clock, c);
+    slot_set(lp, S->o_clock, c);
     if (has_markers) {
         Py_INCREF(pend);
         markers = pend;
-        slot_set(ep, e_pending, fresh);
+        slot_set(ep, S->e_pending, fresh);
         fresh = NULL;
     }
     else {
         Py_INCREF(Py_None);
         markers = Py_None;
     }
-    channel = SLOT(ep, e_channel);
+    channel = SLOT(ep, S->e_channel);
     if (channel == NULL)
         channel = Py_None;
     Py_INCREF(channel);
@@ -522,16 +495,16 @@ again:
     Py_XDECREF(fresh);
     fresh = NULL;
 
-    int rc = put_event(lp, s, c, seq, clk, K_SEND, channel, Py_None, -1, nbytes, payload);
+    int rc = put_event(lp, s, c, seq, clk, S->k_send, channel, Py_None, -1, nbytes, payload);
     Py_DECREF(channel);
     if (rc < 0)
         goto fail;
     /* A process that never receives starts an asked-for snapshot at the exit of its send. */
-    int pending = nonempty(SLOT(lp, o_pending));
+    int pending = nonempty(SLOT(lp, S->o_pending));
     if (pending < 0)
         goto fail;
-    if (pending && nonempty(SLOT(lp, o_incoming)) == 0) {
-        PyObject *r = PyObject_CallMethodNoArgs(lp, n_record_after_send);
+    if (pending && nonempty(SLOT(lp, S->o_incoming)) == 0) {
+        PyObject *r = PyObject_CallMethodNoArgs(lp, S->n_record_after_send);
         if (r == NULL)
             goto fail;
         Py_DECREF(r);
@@ -571,18 +544,18 @@ recv_into_snaps(PyObject *snaps, PyObject *channel, PyObject *msg, PyObject *nby
         return -1;
     PyObject *s;
     while ((s = PyIter_Next(it)) != NULL) {
-        PyObject *closed = PyObject_GetAttr(s, n_closed);
+        PyObject *closed = PyObject_GetAttr(s, S->n_closed);
         int in = closed == NULL ? -1 : PySequence_Contains(closed, channel);
         Py_XDECREF(closed);
         if (in < 0)
             goto fail_s;
         if (!in) {
-            PyObject *msgs = PyObject_GetAttr(s, n_messages);
+            PyObject *msgs = PyObject_GetAttr(s, S->n_messages);
             if (msgs == NULL)
                 goto fail_s;
             PyObject *empty = PyList_New(0);
             PyObject *lst = empty == NULL ? NULL :
-                PyObject_CallMethodObjArgs(msgs, n_setdefault, channel, empty, NULL);
+                PyObject_CallMethodObjArgs(msgs, S->n_setdefault, channel, empty, NULL);
             Py_XDECREF(empty);
             Py_DECREF(msgs);
             if (lst == NULL)
@@ -613,20 +586,20 @@ core_recv(PyObject *lp, PyObject *channel, PyObject *msg, long long mnum, PyObje
           PyObject *nbytes, PyObject *payload, PyObject *value, long long st, int has_stamp)
 {
     long long seq, clk;
-    PyObject *lock = SLOT(lp, o_lock), *s = NULL, *c = NULL;
-    if (lock == NULL || SLOT(lp, o_name) == NULL) {
+    PyObject *lock = SLOT(lp, S->o_lock), *s = NULL, *c = NULL;
+    if (lock == NULL || SLOT(lp, S->o_name) == NULL) {
         PyErr_SetString(PyExc_AttributeError, "cutscope: logical process not initialised");
         return NULL;
     }
     Py_INCREF(lock);
     /* The lock is needed when a snapshot records this channel (Python code runs then). */
-    PyObject *snaps = SLOT(lp, o_snaps), *inc = SLOT(lp, o_incoming);
+    PyObject *snaps = SLOT(lp, S->o_snaps), *inc = SLOT(lp, S->o_incoming);
     int force = snaps == NULL || !PyDict_CheckExact(snaps) || PyDict_GET_SIZE(snaps) ||
         inc == NULL || !PyDict_CheckExact(inc);
     int held = enter(lock, force);
     if (held < 0)
         goto fail;
-    if (slot_ll(lp, o_seq, &seq) < 0 || slot_ll(lp, o_clock, &clk) < 0)
+    if (slot_ll(lp, S->o_seq, &seq) < 0 || slot_ll(lp, S->o_clock, &clk) < 0)
         goto fail_in;
     seq += 1;
     clk = ((!has_stamp || clk > st) ? clk : st) + 1;
@@ -635,10 +608,10 @@ core_recv(PyObject *lp, PyObject *channel, PyObject *msg, long long mnum, PyObje
     if (s == NULL || c == NULL)
         goto fail_in;
     Py_INCREF(s);
-    slot_set(lp, o_seq, s);
+    slot_set(lp, S->o_seq, s);
     Py_INCREF(c);
-    slot_set(lp, o_clock, c);
-    inc = SLOT(lp, o_incoming);
+    slot_set(lp, S->o_clock, c);
+    inc = SLOT(lp, S->o_incoming);
     if (inc == NULL || !PyDict_CheckExact(inc)) {
         PyErr_SetString(PyExc_TypeError, "cutscope: incoming is not a dict");
         goto fail_in;
@@ -649,7 +622,7 @@ core_recv(PyObject *lp, PyObject *channel, PyObject *msg, long long mnum, PyObje
             goto fail_in;
     }
     if (held) {
-        snaps = SLOT(lp, o_snaps);
+        snaps = SLOT(lp, S->o_snaps);
         int ns = nonempty(snaps);
         if (ns < 0)
             goto fail_in;
@@ -671,7 +644,7 @@ core_recv(PyObject *lp, PyObject *channel, PyObject *msg, long long mnum, PyObje
         goto fail;
     Py_CLEAR(lock);
 
-    int rc = put_event(lp, s, c, seq, clk, K_RECV, channel, msg, mnum, nbytes, payload);
+    int rc = put_event(lp, s, c, seq, clk, S->k_recv, channel, msg, mnum, nbytes, payload);
     Py_DECREF(c);
     c = NULL;
     if (rc < 0)
@@ -717,10 +690,10 @@ static PyObject *
 lp_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     /* send(ep, nbytes, payload=None, channel=None) */
-    if (kwnames == NULL && (nargs == 2 || nargs == 3) && Py_IS_TYPE(self, LP_type) &&
-        Py_IS_TYPE(args[0], EP_type))
+    if (kwnames == NULL && (nargs == 2 || nargs == 3) && Py_IS_TYPE(self, S->lp_type) &&
+        Py_IS_TYPE(args[0], S->ep_type))
         return core_send(self, args[0], args[1], nargs == 3 ? args[2] : Py_None);
-    return call_with_self(py_send, self, args, nargs, kwnames);
+    return call_with_self(S->py_send, self, args, nargs, kwnames);
 }
 
 static PyObject *
@@ -729,13 +702,13 @@ lp_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnam
     /* recv(channel, msg, stamp, nbytes, payload=None, value=None) */
     long long st;
     int has;
-    if (kwnames == NULL && nargs >= 4 && nargs <= 6 && Py_IS_TYPE(self, LP_type) &&
+    if (kwnames == NULL && nargs >= 4 && nargs <= 6 && Py_IS_TYPE(self, S->lp_type) &&
         (args[0] == Py_None || PyUnicode_CheckExact(args[0])) &&
         stamp_value(args[2], &st, &has))
         return core_recv(self, args[0], args[1], -1, args[2], args[3],
                          nargs > 4 ? args[4] : Py_None, nargs > 5 ? args[5] : Py_None,
                          st, has);
-    return call_with_self(py_recv, self, args, nargs, kwnames);
+    return call_with_self(S->py_recv, self, args, nargs, kwnames);
 }
 
 static PyMethodDef lp_send_def = {"send", (PyCFunction)(void (*)(void))lp_send,
@@ -744,220 +717,6 @@ static PyMethodDef lp_send_def = {"send", (PyCFunction)(void (*)(void))lp_send,
 static PyMethodDef lp_recv_def = {"recv", (PyCFunction)(void (*)(void))lp_recv,
                                   METH_FASTCALL | METH_KEYWORDS,
                                   "LogicalProcess.recv (C; see process.py)"};
-
-/* ---- sockets -------------------------------------------------------------------- */
-
-static inline PyObject *  /* borrowed */
-current_lp(void)
-{
-    PyObject *v = NULL;
-    if (PyContextVar_Get(S_current, NULL, &v) < 0) {
-        PyErr_Clear();
-        return NULL;
-    }
-    if (v != NULL) {
-        Py_DECREF(v);  /* the context holds it */
-        if (v != Py_None)
-            return v;
-    }
-    if (PyList_CheckExact(S_default) && PyList_GET_SIZE(S_default) > 0) {
-        PyObject *d = PyList_GET_ITEM(S_default, 0);
-        return d == Py_None ? NULL : d;
-    }
-    return NULL;
-}
-
-#if PY_VERSION_HEX < 0x030C0000
-/* The last Conns found, by socket object, and the version of _objs they were found in.
- * A dict's ma_version_tag (CPython 3.11) changes with every change of the dict, so while
- * it is the same the entry is too: the Conn is still in it (a borrowed reference is
- * safe), and the socket object is alive (its death removes its entry). It saves the
- * key int and the lookup of every traced call. */
-#define CONN_CACHE 16
-static struct {
-    PyObject *sock, *conn;
-    uint64_t ver;
-} conn_cache[CONN_CACHE];
-#endif
-
-static inline PyObject *  /* new reference or NULL (no error) */
-conn_of(PyObject *sock)
-{
-#if PY_VERSION_HEX < 0x030C0000
-    uint64_t ver = PyDict_CheckExact(S_objs) ? ((PyDictObject *)S_objs)->ma_version_tag : 0;
-    size_t h = ((size_t)sock >> 4) & (CONN_CACHE - 1);
-    if (ver && conn_cache[h].sock == sock && conn_cache[h].ver == ver) {
-        Py_INCREF(conn_cache[h].conn);
-        return conn_cache[h].conn;
-    }
-#endif
-    PyObject *key = PyLong_FromVoidPtr(sock);
-    if (key == NULL) {
-        PyErr_Clear();
-        return NULL;
-    }
-    PyObject *c = PyDict_GetItemWithError(S_objs, key);
-    Py_DECREF(key);
-    if (c == NULL) {
-        PyErr_Clear();
-        return NULL;
-    }
-#if PY_VERSION_HEX < 0x030C0000
-    conn_cache[h].sock = sock;
-    conn_cache[h].conn = c;
-    conn_cache[h].ver = ver;
-#endif
-    Py_INCREF(c);
-    return c;
-}
-
-/* An instance attribute of a plain Python object (a Conn, the tracer), read from its
- * __dict__ (the classes define no descriptor of these names): a new reference, or
- * NULL with no error when it is not there. */
-static inline PyObject *
-dattr(PyObject *obj, PyObject *name)
-{
-    PyObject **dp = _PyObject_GetDictPtr(obj);
-    if (dp == NULL || *dp == NULL)
-        return NULL;
-    PyObject *v = PyDict_GetItemWithError(*dp, name);
-    if (v == NULL) {
-        PyErr_Clear();
-        return NULL;
-    }
-    Py_INCREF(v);
-    return v;
-}
-
-/* A hot attribute of a Conn (a slot, `off`), or of anything else by name: a new
- * reference, or NULL with no error when it is not set. */
-static inline PyObject *
-cattr(PyObject *c, Py_ssize_t off, PyObject *name)
-{
-    if (Py_IS_TYPE(c, S_conn)) {
-        PyObject *v = SLOT(c, off);
-        Py_XINCREF(v);
-        return v;
-    }
-    PyObject *v = PyObject_GetAttr(c, name);
-    if (v == NULL)
-        PyErr_Clear();
-    return v;
-}
-
-/* 1: the value is the int 0 or an empty bytes/bytearray (steals v; NULL: 0). */
-static inline int
-zero_or_empty(PyObject *v)
-{
-    if (v == NULL)
-        return 0;
-    int z;
-    if (PyLong_CheckExact(v))
-        z = is_zero(v);
-    else if (PyByteArray_CheckExact(v))
-        z = PyByteArray_GET_SIZE(v) == 0;
-    else if (PyBytes_CheckExact(v))
-        z = PyBytes_GET_SIZE(v) == 0;
-    else
-        z = 0;
-    Py_DECREF(v);
-    return z;
-}
-
-/* Take the token of a direction (the single item of a list, as the Python code's
- * tok.pop()): 1 taken, 0 not. The list's own storage, without the slice machinery: the
- * size shrinks by one, the capacity stays (give_token puts it back in place). */
-static inline int
-take_token(PyObject *tok)
-{
-    if (!PyList_CheckExact(tok))
-        return 0;
-    Py_ssize_t n = PyList_GET_SIZE(tok);
-    if (n == 0)
-        return 0;
-    PyObject *item = PyList_GET_ITEM(tok, n - 1);
-    Py_SET_SIZE(tok, n - 1);
-    Py_DECREF(item);  /* (True: never the last reference) */
-    return 1;
-}
-
-/* Give the token back (tok.append(True)), keeping a pending error; if the append itself
- * fails, *result is dropped and that error stands. */
-static inline void
-give_token(PyObject *tok, PyObject **result)
-{
-    Py_ssize_t n = PyList_GET_SIZE(tok);
-    if (n < ((PyListObject *)tok)->allocated) {  /* room: the common case */
-        Py_INCREF(Py_True);
-        PyList_SET_ITEM(tok, n, Py_True);
-        Py_SET_SIZE(tok, n + 1);
-        return;
-    }
-    PyObject *et, *ev, *tb;
-    PyErr_Fetch(&et, &ev, &tb);
-    if (PyList_Append(tok, Py_True) < 0) {
-        Py_CLEAR(*result);
-        Py_XDECREF(et);
-        Py_XDECREF(ev);
-        Py_XDECREF(tb);
-        return;
-    }
-    PyErr_Restore(et, ev, tb);
-}
-
-/* _fault(exc, where) with the current exception; 0 if it was swallowed, -1 if it
- * raised (strict mode: the error is set). */
-static int
-fault_current(PyObject *where)
-{
-    PyObject *et, *ev, *tb;
-    PyErr_Fetch(&et, &ev, &tb);
-    PyErr_NormalizeException(&et, &ev, &tb);
-    if (tb != NULL && ev != NULL)
-        PyException_SetTraceback(ev, tb);
-    PyObject *r = PyObject_CallFunctionObjArgs(S_fault, ev ? ev : Py_None, where, NULL);
-    Py_XDECREF(et);
-    Py_XDECREF(ev);
-    Py_XDECREF(tb);
-    if (r == NULL)
-        return -1;
-    Py_DECREF(r);
-    return 0;
-}
-
-static inline int  /* _tracer[0].capture or lp.snaps */
-want_payload(PyObject *lp)
-{
-    PyObject *t = PyList_CheckExact(S_tracer) && PyList_GET_SIZE(S_tracer) ?
-        PyList_GET_ITEM(S_tracer, 0) : Py_None;
-    if (t != Py_None) {
-        PyObject *cap = dattr(t, n_capture);
-        if (cap == NULL)
-            cap = PyObject_GetAttr(t, n_capture);
-        if (cap == NULL)
-            return -1;
-        int r = PyObject_IsTrue(cap);
-        Py_DECREF(cap);
-        if (r != 0)
-            return r;
-    }
-    return nonempty(SLOT(lp, o_snaps));
-}
-
-/* sock.gettimeout() is None (the plain method called directly on a socket.socket). */
-static inline int
-blocking(PyObject *sock)
-{
-    PyObject *to = Py_IS_TYPE(sock, S_socket) ?
-        PyObject_Vectorcall(S_gettimeout, &sock, 1, NULL) :
-        PyObject_CallMethodNoArgs(sock, n_gettimeout);
-    if (to == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
-    Py_DECREF(to);
-    return to == Py_None;
-}
 
 /* "<name>#<seq>" (the message id), without the formatting machinery for ASCII names. */
 static PyObject *
@@ -983,307 +742,73 @@ msg_id(PyObject *name, unsigned long long seq)
     return s;
 }
 
-static inline void
-put_header(char *p, unsigned long long n, unsigned long long seq, unsigned long long lam)
+
+/* ---- the C entry points for the integrations' fast paths (tracer/_fastapi.h) ---- */
+
+static int
+api_is_process(PyObject *obj)
 {
-    p[0] = T_DATA;
-    for (int i = 0; i < 4; i++)
-        p[1 + i] = (char)(n >> (24 - 8 * i));
-    for (int i = 0; i < 8; i++) {
-        p[5 + i] = (char)(seq >> (56 - 8 * i));
-        p[13 + i] = (char)(lam >> (56 - 8 * i));
-    }
+    return S->lp_type != NULL && Py_IS_TYPE(obj, S->lp_type);
 }
 
-static inline unsigned long long
-get_be(const unsigned char *p, int k)
+static int
+api_is_endpoint(PyObject *obj)
 {
-    unsigned long long v = 0;
-    for (int i = 0; i < k; i++)
-        v = (v << 8) | p[i];
-    return v;
+    return S->ep_type != NULL && Py_IS_TYPE(obj, S->ep_type);
 }
 
-/* The send itself, the token held and every test passed (sockets/hotpath.py _fast_sender). */
-static PyObject *
-framed_send(PyObject *self, PyObject *c, PyObject *fl, PyObject *ep, PyObject *data,
-            Py_ssize_t n, int ret_n)
+static int
+api_asked(PyObject *lp)
 {
-    unsigned long long seq = 0, lam = 0;
-    PyObject *markers = NULL, *pre = NULL, *r;
-    PyObject *nb = PyLong_FromSsize_t(n);
-    if (nb == NULL)
-        return NULL;
-    int wp = want_payload(fl);
-    r = wp < 0 ? NULL : core_send(fl, ep, nb, wp ? data : Py_None);
-    Py_DECREF(nb);
-    if (r == NULL) {
-        if (fault_current(w_send) < 0)
-            return NULL;  /* strict mode: nothing was sent */
-    }
-    else {
-        seq = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(r, 0));
-        lam = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(r, 1));
-        markers = PyTuple_GET_ITEM(r, 2);
-        Py_INCREF(markers);
-        Py_DECREF(r);
-        if (PyErr_Occurred()) {
-            Py_DECREF(markers);
-            return NULL;
-        }
-        int has = nonempty(markers);
-        if (has > 0) {
-            pre = PyObject_CallFunctionObjArgs(S_prefix, c, markers, NULL);
-            if (pre != NULL && !PyBytes_Check(pre)) {
-                Py_CLEAR(pre);
-                PyErr_SetString(PyExc_TypeError, "cutscope: marker prefix is not bytes");
-            }
-        }
-        Py_DECREF(markers);
-        if (has < 0 || (has > 0 && pre == NULL))
-            return NULL;
-    }
-    Py_ssize_t np = pre == NULL ? 0 : PyBytes_GET_SIZE(pre);
-    PyObject *buf = PyBytes_FromStringAndSize(NULL, np + HDR_SIZE + n);
-    if (buf == NULL) {
-        Py_XDECREF(pre);
-        return NULL;
-    }
-    char *p = PyBytes_AS_STRING(buf);
-    if (np)
-        memcpy(p, PyBytes_AS_STRING(pre), np);
-    Py_XDECREF(pre);
-    put_header(p + np, (unsigned long long)n, seq, lam);
-    memcpy(p + np + HDR_SIZE, PyBytes_AS_STRING(data), n);
-    /* a blocking socket takes it all (or fails, and the stream is gone) */
-    PyObject *st[2] = {self, buf};
-    r = PyObject_Vectorcall(S_real_sendall, st, 2, NULL);
-    Py_DECREF(buf);
-    if (r == NULL)
-        return NULL;
-    Py_DECREF(r);
-    int more = nonempty(SLOT(ep, e_pending));
-    if (more < 0)
-        return NULL;
-    if (more) {  /* markers queued meanwhile: after this frame, now */
-        r = PyObject_CallMethodNoArgs(c, n_markers_after);
-        if (r == NULL)
-            return NULL;
-        Py_DECREF(r);
-        PyObject *pa[3] = {c, self, Py_True};
-        r = PyObject_VectorcallMethod(n_push, pa, 2, kw_block);
-        if (r == NULL)
-            return NULL;
-        Py_DECREF(r);
-    }
-    if (ret_n)
-        return PyLong_FromSsize_t(n);
-    Py_RETURN_NONE;
+    return nonempty(SLOT(lp, S->o_pending));
 }
 
-/* send / sendall: the fast path, or the Python function (before anything is done). */
-static PyObject *
-fast_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs, int ret_n, PyObject *py)
+static int
+api_recording(PyObject *lp)
 {
-    PyObject *c = NULL, *fl = NULL, *tok = NULL, *ep = NULL, *result = NULL;
-    if (nargs < 1 || nargs > 2 || !PyBytes_CheckExact(args[0]) ||
-        (nargs == 2 && !is_zero(args[1])))
-        goto python;
-    Py_ssize_t n = PyBytes_GET_SIZE(args[0]);
-    if (n <= 0 || n > 65536 || (c = conn_of(self)) == NULL)
-        goto python;
-    fl = cattr(c, c_fast_lp, n_fast_lp);
-    if (fl == NULL || !Py_IS_TYPE(fl, LP_type) || current_lp() != fl)
-        goto python;
-    tok = cattr(c, c_stok, n_stok);
-    if (tok == NULL || !take_token(tok))
-        goto python;  /* another thread sends on this connection: the general path waits */
-    ep = cattr(c, c_ep, n_ep);
-    if (ep == NULL || !Py_IS_TYPE(ep, EP_type) || !zero_or_empty(cattr(c, c_out_left, n_out_left)) ||
-        !zero_or_empty(cattr(c, c_out_pending, n_out_pending)) || !blocking(self)) {
-        give_token(tok, &result);
-        if (PyErr_Occurred())
-            goto out;
-        goto python;
-    }
-    result = framed_send(self, c, fl, ep, args[0], n, ret_n);
-    give_token(tok, &result);
-    goto out;
-python:
-    result = call_with_self(py, self, args, nargs, NULL);
-out:
-    Py_XDECREF(ep);
-    Py_XDECREF(tok);
-    Py_XDECREF(fl);
-    Py_XDECREF(c);
-    return result;
+    return nonempty(SLOT(lp, S->o_snaps));
 }
 
-/* Keyword arguments go to the Python function, which hands them to the socket's own
- * method: the application gets that method's TypeError, word for word. */
-static PyObject *
-sock_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+static int
+api_markers_waiting(PyObject *ep)
 {
-    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0)
-        return call_with_self(S_py_send, self, args, nargs, kwnames);
-    return fast_send(self, args, nargs, 1, S_py_send);
+    return nonempty(SLOT(ep, S->e_pending));
 }
 
 static PyObject *
-sock_sendall(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+api_send(PyObject *lp, PyObject *ep, PyObject *nbytes, PyObject *payload)
 {
-    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0)
-        return call_with_self(S_py_sendall, self, args, nargs, kwnames);
-    return fast_send(self, args, nargs, 0, S_py_sendall);
+    return core_send(lp, ep, nbytes, payload);
 }
 
-/* One whole frame received on the fast path: record it, return its payload. */
 static PyObject *
-framed_piece(PyObject *c, PyObject *lp, const unsigned char *p, Py_ssize_t len)
+api_recv(PyObject *lp, PyObject *channel, PyObject *msg, long long mnum, PyObject *stamp,
+         PyObject *nbytes, PyObject *payload)
 {
-    unsigned long long seq = get_be(p + 5, 8), lam = get_be(p + 13, 8);
-    Py_ssize_t n = len - HDR_SIZE;
-    PyObject *piece = PyBytes_FromStringAndSize((const char *)p + HDR_SIZE, n);
-    if (piece == NULL)
-        return NULL;
-    PyObject *cid = NULL, *msg = NULL, *nb = NULL, *stamp = NULL, *r = NULL;
-    long long mnum = -1;  /* the message id is msg_of(msg, mnum): no string made here */
-    cid = cattr(c, c_in_cid, n_in_cid);
-    if (cid == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "in_cid");
-        goto recorded;
-    }
-    if (seq) {
-        msg = cattr(c, c_in_name, n_in_name);  /* the sender's name */
-        if (msg == NULL) {
-            PyErr_SetString(PyExc_AttributeError, "in_name");
-            goto recorded;
-        }
-        if (seq < (1ULL << 63) && PyUnicode_CheckExact(msg))
-            mnum = (long long)seq;
-        else {
-            PyObject *name = msg;
-            msg = msg_id(name, seq);
-            Py_DECREF(name);
-            if (msg == NULL)
-                goto recorded;
-        }
-    }
-    else {
-        Py_INCREF(Py_None);
-        msg = Py_None;
-    }
-    nb = PyLong_FromSsize_t(n);
-    stamp = PyLong_FromUnsignedLongLong(lam);
-    if (nb == NULL || stamp == NULL)
-        goto recorded;
-    int wp = want_payload(lp);
-    if (wp < 0)
-        goto recorded;
-    long long stv;
+    long long st;
     int has;
-    if ((cid == Py_None || PyUnicode_CheckExact(cid)) && stamp_value(stamp, &stv, &has))
-        r = core_recv(lp, cid, msg, mnum, stamp, nb, wp ? piece : Py_None, Py_None, stv, has);
-    else {
-        PyObject *m = msg_of(msg, mnum);
-        if (m != NULL) {
-            PyObject *a[5] = {cid, m, stamp, nb, wp ? piece : Py_None};
-            r = call_with_self(py_recv, lp, a, 5, NULL);
-            Py_DECREF(m);
-        }
-    }
-recorded:
-    Py_XDECREF(cid);
-    Py_XDECREF(msg);
-    Py_XDECREF(nb);
-    Py_XDECREF(stamp);
-    if (r == NULL && fault_current(w_recv) < 0) {
-        Py_DECREF(piece);
+    if ((channel == Py_None || PyUnicode_CheckExact(channel)) && stamp_value(stamp, &st, &has))
+        return core_recv(lp, channel, msg, mnum, stamp, nbytes, payload, Py_None, st, has);
+    PyObject *m = msg_of(msg, mnum);
+    if (m == NULL)
         return NULL;
-    }
-    Py_XDECREF(r);
-    return piece;
+    PyObject *a[5] = {channel, m, stamp, nbytes, payload};
+    PyObject *r = call_with_self(S->py_recv, lp, a, 5, NULL);
+    Py_DECREF(m);
+    return r;
 }
 
-/* recv: the fast path, or the Python function (before anything is done). */
-static PyObject *
-sock_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    PyObject *c = NULL, *tok = NULL, *result = NULL, *lp = NULL, *fin = NULL;
-    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0)  /* (as in sock_send) */
-        return call_with_self(S_py_recv, self, args, nargs, kwnames);
-    if (nargs < 1 || nargs > 2 || !PyLong_CheckExact(args[0]) ||
-        (nargs == 2 && !is_zero(args[1])))
-        goto python;
-    Py_ssize_t bufsize = PyLong_AsSsize_t(args[0]);
-    if (bufsize <= 0 || bufsize > PY_SSIZE_T_MAX - HDR_SIZE) {
-        PyErr_Clear();
-        goto python;
-    }
-    if ((c = conn_of(self)) == NULL)
-        goto python;
-    fin = cattr(c, c_fast_in, n_fast_in);
-    if (fin != Py_True)
-        goto python;
-    lp = current_lp();
-    if (lp == NULL || !Py_IS_TYPE(lp, LP_type) || nonempty(SLOT(lp, o_pending)) != 0) {
-        PyErr_Clear();
-        lp = NULL;
-        goto python;
-    }
-    Py_INCREF(lp);
-    tok = cattr(c, c_rtok, n_rtok);
-    if (tok == NULL || !take_token(tok))
-        goto python;  /* another thread reads this connection: the Python path waits */
-    if (!zero_or_empty(cattr(c, c_in_left, n_in_left)) ||
-        !zero_or_empty(cattr(c, c_in_buf, n_in_buf))) {
-        give_token(tok, &result);  /* mid-frame, or a header held: the Python path */
-        if (PyErr_Occurred())
-            goto out;
-        goto python;
-    }
-    /* At a frame boundary: header and payload in one syscall (a timeout or a
-     * non-blocking socket raises here exactly as the plain call would). */
-    PyObject *sz = PyLong_FromSsize_t(bufsize + HDR_SIZE);
-    if (sz != NULL) {
-        PyObject *st[2] = {self, sz};
-        PyObject *data = PyObject_Vectorcall(S_real_recv, st, 2, NULL);
-        Py_DECREF(sz);
-        if (data != NULL) {
-            Py_ssize_t len = PyBytes_Check(data) ? PyBytes_GET_SIZE(data) : 0;
-            const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
-            if (len > HDR_SIZE && p[0] == T_DATA &&
-                (unsigned long long)(len - HDR_SIZE) == get_be(p + 1, 4))
-                result = framed_piece(c, lp, p, len);  /* one whole frame */
-            else {  /* the general path, still holding the token (see recv_framed) */
-                PyObject *a[6] = {c, self, args[0], ZERO, data, Py_True};
-                result = PyObject_VectorcallMethod(n_recv_framed, a, 6, NULL);
-            }
-            Py_DECREF(data);
-        }
-    }
-    give_token(tok, &result);
-    goto out;
-python:
-    result = call_with_self(S_py_recv, self, args, nargs, NULL);
-out:
-    Py_XDECREF(tok);
-    Py_XDECREF(lp);
-    Py_XDECREF(fin);
-    Py_XDECREF(c);
-    return result;
-}
-
-
-static PyMethodDef sock_send_def = {"send", (PyCFunction)(void (*)(void))sock_send,
-                                    METH_FASTCALL | METH_KEYWORDS,
-                                    "socket.send, traced (cutscope; C fast path)"};
-static PyMethodDef sock_sendall_def = {"sendall", (PyCFunction)(void (*)(void))sock_sendall,
-                                       METH_FASTCALL | METH_KEYWORDS,
-                                       "socket.sendall, traced (cutscope; C fast path)"};
-static PyMethodDef sock_recv_def = {"recv", (PyCFunction)(void (*)(void))sock_recv,
-                                    METH_FASTCALL | METH_KEYWORDS,
-                                    "socket.recv, traced (cutscope; C fast path)"};
+static const cutscope_core_api core_api = {
+    .version = CUTSCOPE_CORE_API_VERSION,
+    .is_process = api_is_process,
+    .is_endpoint = api_is_endpoint,
+    .asked = api_asked,
+    .recording = api_recording,
+    .markers_waiting = api_markers_waiting,
+    .send = api_send,
+    .recv = api_recv,
+    .msg_id = msg_id,
+};
 
 /* ---- the recorder ------------------------------------------------------------------ */
 
@@ -1291,7 +816,7 @@ static PyMethodDef sock_recv_def = {"recv", (PyCFunction)(void (*)(void))sock_re
 static inline Py_ssize_t
 item_events(PyObject *x)
 {
-    return Py_IS_TYPE(x, &ChunkType) ? ((Chunk *)x)->n : 1;
+    return Py_IS_TYPE(x, S->chunk_type) ? ((Chunk *)x)->n : 1;
 }
 
 /* take(deque, n, max_events=-1) -> list: the first items of the deque, popped, up to n
@@ -1355,7 +880,7 @@ held(PyObject *mod, PyObject *buf)
     Py_ssize_t n = PyObject_Length(buf);
     if (n < 0)
         return NULL;
-    return PyLong_FromSsize_t(n - live_chunks + live_events);
+    return PyLong_FromSsize_t(n - S->live_chunks + S->live_events);
 }
 
 /* expand(items) -> list of event tuples: the chunks' records as tuples, in place. */
@@ -1367,7 +892,7 @@ expand(PyObject *mod, PyObject *items)
         return NULL;
     PyObject *out = PyList_New(0);
     while (out != NULL && (x = PyIter_Next(it)) != NULL) {
-        if (Py_IS_TYPE(x, &ChunkType)) {
+        if (Py_IS_TYPE(x, S->chunk_type)) {
             Chunk *c = (Chunk *)x;
             for (Py_ssize_t i = 0; out != NULL && i < c->n; i++) {
                 PyObject *t = rec_tuple(&c->r[i]);
@@ -1804,7 +1329,7 @@ encode(PyObject *mod, PyObject *args)
     long long prev = 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rows); i++) {
         PyObject *r = PyList_GET_ITEM(rows, i);
-        if (!Py_IS_TYPE(r, &ChunkType)) {
+        if (!Py_IS_TYPE(r, S->chunk_type)) {
             if (enc_tuple(&t, &b, &prev, r, event_row, cap) < 0)
                 goto done;
             nrows++;
@@ -2064,17 +1589,17 @@ setup(PyObject *mod, PyObject *args)
         return NULL;
     PyTypeObject *lt = (PyTypeObject *)lpt, *et = (PyTypeObject *)ept;
 #define OFF(var, tp, name) if ((var = slot_offset(tp, name)) < 0) return NULL
-    OFF(o_name, lt, "name");
-    OFF(o_lock, lt, "lock");
-    OFF(o_clock, lt, "clock");
-    OFF(o_seq, lt, "seq");
-    OFF(o_pending, lt, "pending");
-    OFF(o_incoming, lt, "incoming");
-    OFF(o_snaps, lt, "snaps");
-    OFF(o_append, lt, "_append");
-    OFF(o_check, lt, "_check");
-    OFF(e_channel, et, "channel");
-    OFF(e_pending, et, "pending");
+    OFF(S->o_name, lt, "name");
+    OFF(S->o_lock, lt, "lock");
+    OFF(S->o_clock, lt, "clock");
+    OFF(S->o_seq, lt, "seq");
+    OFF(S->o_pending, lt, "pending");
+    OFF(S->o_incoming, lt, "incoming");
+    OFF(S->o_snaps, lt, "snaps");
+    OFF(S->o_append, lt, "_append");
+    OFF(S->o_check, lt, "_check");
+    OFF(S->e_channel, et, "channel");
+    OFF(S->e_pending, et, "pending");
 #undef OFF
     PyObject *thread = PyImport_ImportModule("_thread");
     if (thread == NULL)
@@ -2088,20 +1613,20 @@ setup(PyObject *mod, PyObject *args)
         Py_DECREF(lk);
         return NULL;
     }
-    Py_XSETREF(LockType, (PyTypeObject *)lk);
-    Py_XSETREF(m_locked, lkd);
+    Py_XSETREF(S->lock_type, (PyTypeObject *)lk);
+    Py_XSETREF(S->m_locked, lkd);
     Py_INCREF(lt);
-    Py_XSETREF(LP_type, lt);
+    Py_XSETREF(S->lp_type, lt);
     Py_INCREF(et);
-    Py_XSETREF(EP_type, et);
+    Py_XSETREF(S->ep_type, et);
     Py_INCREF(ks);
-    Py_XSETREF(K_SEND, ks);
+    Py_XSETREF(S->k_send, ks);
     Py_INCREF(kr);
-    Py_XSETREF(K_RECV, kr);
+    Py_XSETREF(S->k_recv, kr);
     Py_INCREF(ps);
-    Py_XSETREF(py_send, ps);
+    Py_XSETREF(S->py_send, ps);
     Py_INCREF(pr);
-    Py_XSETREF(py_recv, pr);
+    Py_XSETREF(S->py_recv, pr);
     PyObject *s = PyDescr_NewMethod(lt, &lp_send_def);
     PyObject *r = PyDescr_NewMethod(lt, &lp_recv_def);
     if (s == NULL || r == NULL) {
@@ -2112,73 +1637,10 @@ setup(PyObject *mod, PyObject *args)
     return Py_BuildValue("(NN)", s, r);
 }
 
-static PyObject *
-setup_sockets(PyObject *mod, PyObject *args)
-{
-    PyObject *sockt, *connt, *objs, *cur, *dflt, *tracer, *fault, *prefix, *rsa, *rr, *ps,
-        *psa, *pr;
-    if (!PyArg_ParseTuple(args, "O!O!O!OO!O!OOOOOOO:setup_sockets", &PyType_Type, &sockt,
-                          &PyType_Type, &connt, &PyDict_Type, &objs, &cur, &PyList_Type, &dflt,
-                          &PyList_Type, &tracer, &fault, &prefix, &rsa, &rr, &ps, &psa, &pr))
-        return NULL;
-    PyTypeObject *ct = (PyTypeObject *)connt;
-#define OFF(var, name) if ((var = slot_offset(ct, name)) < 0) return NULL
-    OFF(c_fast_lp, "fast_lp");
-    OFF(c_fast_in, "fast_in");
-    OFF(c_stok, "stok");
-    OFF(c_rtok, "rtok");
-    OFF(c_ep, "out_endpoint");
-    OFF(c_out_left, "out_left");
-    OFF(c_out_pending, "out_pending");
-    OFF(c_in_left, "in_left");
-    OFF(c_in_buf, "in_buf");
-    OFF(c_in_cid, "in_cid");
-    OFF(c_in_name, "in_name");
-#undef OFF
-    Py_INCREF(ct);
-    Py_XSETREF(S_conn, ct);
-    if (LP_type == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "setup() first");
-        return NULL;
-    }
-    if (!PyContextVar_CheckExact(cur)) {
-        PyErr_SetString(PyExc_TypeError, "not a ContextVar");
-        return NULL;
-    }
-    PyObject **dst[] = {&S_objs, &S_current, &S_default, &S_tracer, &S_fault, &S_prefix,
-                        &S_real_sendall, &S_real_recv, &S_py_send, &S_py_sendall, &S_py_recv};
-    PyObject *src[] = {objs, cur, dflt, tracer, fault, prefix, rsa, rr, ps, psa, pr};
-    for (int i = 0; i < 11; i++) {
-        Py_INCREF(src[i]);
-        Py_XSETREF(*dst[i], src[i]);
-    }
-    PyTypeObject *t = (PyTypeObject *)sockt;
-    PyObject *gt = PyObject_GetAttrString((PyObject *)t->tp_base, "gettimeout");
-    if (gt == NULL)
-        return NULL;
-    Py_XSETREF(S_gettimeout, gt);
-    Py_INCREF(t);
-    Py_XSETREF(S_socket, t);
-    PyObject *a = PyDescr_NewMethod(t, &sock_send_def);
-    PyObject *b = PyDescr_NewMethod(t, &sock_sendall_def);
-    PyObject *c = PyDescr_NewMethod(t, &sock_recv_def);
-    if (a == NULL || b == NULL || c == NULL) {
-        Py_XDECREF(a);
-        Py_XDECREF(b);
-        Py_XDECREF(c);
-        return NULL;
-    }
-    return Py_BuildValue("(NNN)", a, b, c);
-}
-
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS,
      "setup(LogicalProcess, OutEndpoint, SEND, RECV, py_send, py_recv) -> (send, recv): "
      "method descriptors for LogicalProcess."},
-    {"setup_sockets", setup_sockets, METH_VARARGS,
-     "setup_sockets(socket.socket, Conn, _objs, _current, _default, _tracer, _fault, "
-     "marker_prefix, real_sendall, real_recv, py_send, py_sendall, py_recv) -> "
-     "(send, sendall, recv): method descriptors for socket.socket."},
     {"take", take, METH_VARARGS,
      "take(deque, n, max_events=-1) -> list of the first items (up to n, and up to "
      "max_events events), popped."},
@@ -2193,73 +1655,82 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_fast",
-                                    "cutscope's hot paths in C (optional).", -1, methods};
-
-PyMODINIT_FUNC
-PyInit__fast(void)
+static int
+mod_exec(PyObject *mod)
 {
-#define INTERN(var, s) if ((var = PyUnicode_InternFromString(s)) == NULL) return NULL
+    fast_state *st = PyModule_GetState(mod);
+    if (S != NULL) {
+        PyErr_SetString(PyExc_ImportError, "cutscope.tracer._fast: one module object per "
+                        "process");
+        return -1;
+    }
+#define INTERN(var, s) if ((st->var = PyUnicode_InternFromString(s)) == NULL) return -1
     INTERN(n_acquire, "acquire");
     INTERN(n_release, "release");
-    INTERN(n_gettimeout, "gettimeout");
-    INTERN(n_fast_lp, "fast_lp");
-    INTERN(n_stok, "stok");
-    INTERN(n_rtok, "rtok");
-    INTERN(n_out_left, "out_left");
-    INTERN(n_out_pending, "out_pending");
-    INTERN(n_ep, "out_endpoint");
-    INTERN(n_fast_in, "fast_in");
-    INTERN(n_in_left, "in_left");
-    INTERN(n_in_buf, "in_buf");
-    INTERN(n_in_cid, "in_cid");
-    INTERN(n_in_name, "in_name");
-    INTERN(n_capture, "capture");
     INTERN(n_record_after_send, "_record_after_send");
-    INTERN(n_markers_after, "_markers_after");
-    INTERN(n_push, "_push");
-    INTERN(n_recv_framed, "recv_framed");
     INTERN(n_closed, "closed");
     INTERN(n_messages, "messages");
-    INTERN(n_block, "block");
     INTERN(n_setdefault, "setdefault");
-    INTERN(w_send, "recording a send");
-    INTERN(w_recv, "recording a receive");
 #undef INTERN
-    if ((ZERO = PyLong_FromLong(0)) == NULL)
-        return NULL;
-    if ((kw_block = PyTuple_Pack(1, n_block)) == NULL)
-        return NULL;
-    if (PyType_Ready(&ChunkType) < 0)
-        return NULL;
+    st->chunk_type = (PyTypeObject *)PyType_FromModuleAndSpec(mod, &chunk_spec, NULL);
+    if (st->chunk_type == NULL)
+        return -1;
+    if (PyModule_AddObjectRef(mod, "Chunk", (PyObject *)st->chunk_type) < 0)
+        return -1;
     /* deque.append's C function: put_event recognises lp._append by it */
     PyObject *coll = PyImport_ImportModule("collections");
     if (coll == NULL)
-        return NULL;
+        return -1;
     PyObject *dqt = PyObject_GetAttrString(coll, "deque");
     Py_DECREF(coll);
     if (dqt == NULL)
-        return NULL;
+        return -1;
     PyObject *d = PyObject_CallNoArgs(dqt), *bound = d ? PyObject_GetAttrString(d, "append") : NULL;
     if (bound == NULL || !PyCFunction_Check(bound)) {
         Py_XDECREF(bound);
         Py_XDECREF(d);
         Py_DECREF(dqt);
         PyErr_SetString(PyExc_ImportError, "collections.deque.append is not a C method");
-        return NULL;
+        return -1;
     }
-    deque_append_fn = PyCFunction_GET_FUNCTION(bound);
-    DequeType = (PyTypeObject *)dqt;  /* keeps the reference */
+    st->deque_append_fn = PyCFunction_GET_FUNCTION(bound);
+    st->deque_type = (PyTypeObject *)dqt;  /* keeps the reference */
     Py_DECREF(bound);
     Py_DECREF(d);
-    PyObject *mod = PyModule_Create(&moddef);
-    if (mod == NULL)
-        return NULL;
-    Py_INCREF(&ChunkType);
-    if (PyModule_AddObject(mod, "Chunk", (PyObject *)&ChunkType) < 0) {
-        Py_DECREF(&ChunkType);
-        Py_DECREF(mod);
-        return NULL;
+    PyObject *capi = PyCapsule_New((void *)&core_api, CUTSCOPE_CORE_CAPSULE, NULL);
+    if (capi == NULL || PyModule_AddObject(mod, "_C_API", capi) < 0) {
+        Py_XDECREF(capi);
+        return -1;
     }
-    return mod;
+    /* The state is reached through S from now on, and the module object lives until
+     * the process ends (a reference that is never given back): S never dangles. */
+    S = st;
+    Py_INCREF(mod);
+    return 0;
+}
+
+static PyModuleDef_Slot slots[] = {
+    {Py_mod_exec, mod_exec},
+#if PY_VERSION_HEX >= 0x030C0000
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+#if PY_VERSION_HEX >= 0x030D0000
+    {Py_mod_gil, Py_MOD_GIL_USED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef moddef = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_fast",
+    .m_doc = "cutscope's core hot paths in C (optional).",
+    .m_size = sizeof(fast_state),
+    .m_methods = methods,
+    .m_slots = slots,
+};
+
+PyMODINIT_FUNC
+PyInit__fast(void)
+{
+    return PyModuleDef_Init(&moddef);
 }

@@ -28,6 +28,19 @@ slot_offset(PyTypeObject *tp, const char *name)
     return off;
 }
 
+/* Truth of a container slot without calling Python for the exact built-in types. */
+static inline int
+nonempty(PyObject *v)
+{
+    if (v == NULL)
+        return 0;
+    if (PyList_CheckExact(v))
+        return PyList_GET_SIZE(v) > 0;
+    if (PyDict_CheckExact(v))
+        return PyDict_GET_SIZE(v) > 0;
+    return PyObject_IsTrue(v);
+}
+
 /* Call a Python function with `self` prepended to a vectorcall argument array. */
 static PyObject *
 call_with_self(PyObject *fn, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
@@ -48,6 +61,42 @@ call_with_self(PyObject *fn, PyObject *self, PyObject *const *args, Py_ssize_t n
     if (stack != small)
         PyMem_Free(stack);
     return r;
+}
+
+/* What type attribute lookup finds for `name` before binding: the first class of tp's
+ * MRO whose __dict__ has it. A borrowed reference (the class's dict holds it), or NULL
+ * with no error when no class defines it. Public API only (the documented tp_mro, and
+ * each class's __dict__: PyType_GetDict from 3.12, tp_dict before). */
+static inline PyObject *
+mro_lookup(PyTypeObject *tp, PyObject *name)
+{
+    PyObject *mro = tp->tp_mro;
+    if (mro == NULL || !PyTuple_Check(mro))
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); i++) {
+        PyObject *b = PyTuple_GET_ITEM(mro, i);
+        if (!PyType_Check(b))
+            continue;
+#if PY_VERSION_HEX >= 0x030C0000
+        PyObject *d = PyType_GetDict((PyTypeObject *)b);
+#else
+        PyObject *d = ((PyTypeObject *)b)->tp_dict;
+        Py_XINCREF(d);
+#endif
+        if (d == NULL) {
+            PyErr_Clear();
+            continue;
+        }
+        PyObject *v = PyDict_GetItemWithError(d, name);
+        Py_DECREF(d);
+        if (v != NULL)
+            return v;
+        if (PyErr_Occurred()) {
+            PyErr_Clear();
+            return NULL;
+        }
+    }
+    return NULL;
 }
 
 #endif

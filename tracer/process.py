@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import contextvars
 import os
+import sys
 import threading
 import time
 from typing import Any, Callable
@@ -553,9 +554,15 @@ def _sent_before(msg: str | None, seq: int) -> bool:
 def _speedups():
     """The C hot paths (``tracer/_fast.c``): ``LogicalProcess.send`` and ``recv`` become
     its methods (the Python ones above stay the reference, and the C code calls them
-    for anything but the common case). None when it is not built or
-    ``CUTSCOPE_SPEEDUPS=0``."""
+    for anything but the common case). None when it is not built, when
+    ``CUTSCOPE_SPEEDUPS=0``, or on a free-threaded build of CPython (``t`` in
+    ``sys.abiflags``): the C paths rely on the GIL (a section that runs no Python code
+    is atomic), so such a build runs the pure-Python paths. The integrations' C paths
+    (``integrations/_fastq.c``, ``integrations/sockets/_fastsock.c``) are loaded only
+    with this one."""
     if os.environ.get("CUTSCOPE_SPEEDUPS", "1") == "0":
+        return None
+    if "t" in getattr(sys, "abiflags", ""):
         return None
     try:
         from cutscope.tracer import _fast

@@ -210,10 +210,18 @@ def _recv_general(self, c, bufsize, flags):
     return _recv(self, bufsize, flags)
 
 
-# With the C extension (tracer/_fast.c), the three hot paths above are its method
-# descriptors: the same tests and state, in C; they call the Python functions above
-# (kept as the reference) whenever a test fails, before doing anything.
+# With the socket integration's C extension (integrations/sockets/_fastsock.c, which
+# records through the core's C entry points and so is loaded only with them), the three
+# hot paths above are its method descriptors: the same tests and state, in C; they call
+# the Python functions above (kept as the reference) whenever a test fails, before doing
+# anything.
+FASTSOCK = None
 if FAST is not None:
-    send, sendall, recv = FAST.setup_sockets(
+    try:
+        from cutscope.integrations.sockets import _fastsock as FASTSOCK
+    except ImportError:
+        FASTSOCK = None
+if FASTSOCK is not None:
+    send, sendall, recv = FASTSOCK.setup(
         _Socket, Conn, _objs, current_var, default_process, _tracer, _fault, _marker_prefix,
         _sendall, _recv, send, sendall, recv)
