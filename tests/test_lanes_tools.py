@@ -455,7 +455,7 @@ def test_every_lane_key_in_any_order_keeps_the_screen_drawable(db_url):
     import random
 
     viewer_traces.relay_trace(db_url, rounds=2)
-    keys = ["h", "H", "x", "z", "shift+left", "shift+right", "left", "right", "up", "down",
+    keys = ["h", "H", "x", "z", "G", "shift+left", "shift+right", "left", "right", "up", "down",
             "right_parenthesis", "left_parenthesis", "n", "N", "b", "t", "c", "o",
             "greater_than_sign", "less_than_sign", "right_square_bracket", "pagedown", "home"]
 
@@ -477,6 +477,52 @@ def test_every_lane_key_in_any_order_keeps_the_screen_drawable(db_url):
                 for f in ex.frontiers:
                     if f >= 0:
                         assert 0 <= ex.nearest_row(f) < len(ex)
+            await pilot.press("q")
+
+    run(go())
+
+
+def test_grouping_lanes_by_name(tmp_path):
+    from test_analysis import Sim
+
+    names = ["db-1", "web-1", "db-2", "web-2", "cache"]
+    sim = Sim(names)
+    for a, b in [("web-1", "db-1"), ("web-2", "db-2"), ("db-1", "web-1"), ("web-1", "cache"),
+                 ("cache", "web-2"), ("db-2", "web-2")]:
+        sim.send(a, b)
+        sim.deliver(a, b)
+    doc = sim.doc()
+    t = Trace(doc)
+
+    async def go():
+        app = CutscopeApp(doc=doc, follow=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.explorer is not None)
+            ex = app.explorer
+            header = app.screen.query_one(LaneHeader)
+            assert ex.procs == names and header.size.height == 1
+            await pilot.press("G")
+            assert ex.procs == ["db-1", "db-2", "web-1", "web-2", "cache"]
+            assert text_of(app, "#status") == "lanes grouped: db (2), web (2), cache (1)"
+            await pilot.pause()
+            assert header.size.height == 2
+            col = columns(ex)
+            groups = header.render_line(1).text
+            w = lane_width(ex)
+            # Each group's rule spans its lanes' columns and names the group.
+            for gname, ps in (("db", ["db-1", "db-2"]), ("web", ["web-1", "web-2"])):
+                a, b = col[ps[0]] - (w - 2) // 2, col[ps[-1]] + w // 2
+                assert groups[a] == "└" and f" {gname} " in groups[a:b + 1]
+            # The message lines follow the new order.
+            rows = drawn_rows(app)
+            for m in t.messages.values():
+                s, r = rows[m.send], rows[m.recv]
+                a, b = col[m.src], col[m.dst]
+                assert s[b] == ("╮" if b > a else "╭") and r[a] == ("╯" if a > b else "╰")
+            await pilot.press("G")
+            assert ex.procs == names and text_of(app, "#status") == "lanes: not grouped"
+            await pilot.pause()
+            assert header.size.height == 1
             await pilot.press("q")
 
     run(go())

@@ -95,7 +95,8 @@ class CutscopeApp(App):
         if self.explorer is not None:
             ex = self.explorer
             prev = (dict(ex.cut), {p: ex.trace.last_seq(p) for p in ex.order}, ex.process,
-                    ex.filter_text, (list(ex.order), set(ex.hidden), ex.collapse, ex.packed))
+                    ex.filter_text, (list(ex.order), set(ex.hidden), ex.collapse, ex.packed,
+                                     ex._ungrouped if ex.grouped else None))
         self._load(prev)
 
     @work(thread=True, exclusive=True, group="load")
@@ -128,7 +129,7 @@ class CutscopeApp(App):
                 doc = trace.doc
             ex = Explorer(trace)
             if prev is not None:
-                cut, last, selected, filt, (order, hidden, collapse, packed) = prev
+                cut, last, selected, filt, (order, hidden, collapse, packed, grouped) = prev
                 keep = {p: n for p, n in cut.items() if p in ex.cut and n < last.get(p, 0)}
                 ex.set_cut(keep)
                 if order != ex.order or hidden:
@@ -138,6 +139,8 @@ class CutscopeApp(App):
                     ex.toggle_collapse()
                 if packed:
                     ex.toggle_packed()
+                if grouped is not None:  # the grouped order is kept; ungrouping restores the old
+                    ex.grouped, ex._ungrouped = True, grouped
                 if selected in ex.pindex:
                     ex.selected = ex.pindex[selected]
                 if filt:

@@ -12,6 +12,7 @@ import bisect
 import functools
 import itertools
 import operator
+import re
 from array import array
 from typing import Mapping
 
@@ -23,6 +24,7 @@ ORPHAN_LIMIT = 5000  # orphans listed per cut; the panel shows "5000+" beyond
 SYNC_FILTER_EVENTS = 50_000  # above this, a free-text filter runs in a worker
 TRANSITIVE_STEPS = 10_000  # events read to follow a message through hidden lanes
 CHAIN_HOPS = 100_000  # hops followed by the whole-chain keys
+GROUP_TAIL = re.compile(r"[-_.:#/ ]*\d+$")  # a trailing number, and what joins it to the name
 
 
 def describe(e: Mapping, trace: Trace | None = None) -> str:
@@ -80,6 +82,8 @@ class Explorer:
         self._transitive: dict[tuple[str, int], tuple[str, int] | None] = {}
         self.replay_trail: list[tuple[str, dict, dict]] = []  # (process, cut after, cut before)
         self.packed = False  # the logical-time layout
+        self.grouped = False  # lanes of one group side by side
+        self._ungrouped: list[str] | None = None  # the order from before grouping
         self.layers: list[list[int]] | None = None  # packed: the display rows of each row
         self._pack_of: dict[int, int] | None = None
         self._step: array | None = None
@@ -383,6 +387,44 @@ class Explorer:
         known = [p for p in names if p in self.order]
         self.order = known + [p for p in self.order if p not in known]
         self._relane()
+
+    @staticmethod
+    def group_of(process: str) -> str:
+        """A process's group: its name without a trailing number (``bank-3`` -> ``bank``)."""
+        stem = GROUP_TAIL.sub("", process)
+        return stem or process
+
+    def groups(self) -> list[tuple[str, list[str]]]:
+        """The visible lanes' groups, left to right: (group, its lanes); a group's lanes are
+        adjacent only while grouped."""
+        out: list[tuple[str, list[str]]] = []
+        for p in self.procs:
+            gname = self.group_of(p)
+            if out and out[-1][0] == gname:
+                out[-1][1].append(p)
+            else:
+                out.append((gname, [p]))
+        return out
+
+    def toggle_grouped(self) -> str:
+        """Group the lanes (the lanes of one group side by side, groups in the order of
+        their first lane; the header names each group under its lanes), or ungroup them
+        (the order from before grouping)."""
+        self.grouped = not self.grouped
+        if self.grouped:
+            self._ungrouped = list(self.order)
+            first: dict[str, int] = {}
+            for k, p in enumerate(self.order):
+                first.setdefault(self.group_of(p), k)
+            self.order = sorted(self.order, key=lambda p: first[self.group_of(p)])
+        else:
+            prev = getattr(self, "_ungrouped", None) or []
+            self.order = [p for p in prev if p in self.order] + [p for p in self.order if p not in prev]
+        self._relane()
+        if not self.grouped:
+            return "lanes: not grouped"
+        gs = self.groups()
+        return "lanes grouped: " + ", ".join(f"{g} ({len(ps)})" for g, ps in gs)
 
     def toggle_collapse(self) -> str:
         self.collapse = not self.collapse

@@ -53,6 +53,7 @@ class MainScreen(Screen):
         Binding("left_parenthesis", "follow_chain(-1)", "Whole chain back", key_display="(",
                 show=False),
         Binding("z", "packed", "Logical-time layout", show=False),
+        Binding("G", "group", "Group lanes", show=False),
         Binding("n", "replay(1)", "Replay", show=False),
         Binding("N", "replay(-1)", "Replay back", show=False),
         Binding("p", "snapshots", "Snapshots"),
@@ -98,6 +99,7 @@ class MainScreen(Screen):
         lanes = self.query_one(Lanes)
         self.query_one(LaneHeader).set_explorer(ex)
         self.query_one(Minimap).set_explorer(ex)
+        self._header_height()
         lanes.set_explorer(ex)
         self.refresh_cut(scroll=scroll)
 
@@ -174,6 +176,7 @@ class MainScreen(Screen):
 
     def _lanes_changed(self, text: str) -> None:
         self.set_status(text)
+        self._header_height()
         self.query_one(Lanes).refresh_rows()
         self.refresh_cut()
 
@@ -186,6 +189,15 @@ class MainScreen(Screen):
         ex = self.explorer
         if ex is not None:
             self._lanes_changed(ex.show_all())
+
+    def _header_height(self) -> None:
+        ex = self.explorer
+        self.query_one(LaneHeader).styles.height = 2 if ex is not None and ex.grouped else 1
+
+    def action_group(self) -> None:
+        ex = self.explorer
+        if ex is not None:
+            self._lanes_changed(ex.toggle_grouped())
 
     def action_packed(self) -> None:
         ex = self.explorer

@@ -46,6 +46,7 @@ S_FUTURE = Style(color="#ffaf5f", bold=True)
 S_TRANSITIVE = Style(color="#af87d7", italic=True)
 S_RUN = Style(color="#bcbcbc", italic=True)
 S_CHAIN = Style(color="#ffd75f", bold=True)
+S_GROUP = Style(color="#87afaf")
 
 
 def lane_width(explorer: Explorer) -> int:
@@ -72,9 +73,21 @@ class LaneHeader(Widget):
     def render_line(self, y: int) -> Strip:
         ex = self.explorer
         width = self.size.width
-        if ex is None or y:
+        if ex is None or y > 1 or (y == 1 and not ex.grouped):
             return Strip.blank(width)
         w = lane_width(ex)
+        if y == 1:  # the groups, each under its lanes: └─ bank ─┘
+            segs = [Segment(" " * 8)]
+            for gname, ps in ex.groups():
+                span = len(ps) * w - 1
+                label = f" {gname} " if len(gname) + 4 <= span else ""
+                if span >= 2:
+                    inner = label.center(span - 2, "─")
+                    segs.append(Segment("└" + inner + "┘", S_GROUP))
+                else:
+                    segs.append(Segment("╵" * span, S_GROUP))
+                segs.append(Segment(" "))
+            return Strip(segs).crop_extend(self.offset_x, self.offset_x + width, None)
         segs = [Segment("step    " if ex.packed else "lamport ", S_GUTTER)]
         for i, p in enumerate(ex.procs):
             name = (p if len(p) < w else (p[: w - 2] + "…" if w > 3 else str(i)))
