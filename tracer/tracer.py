@@ -15,6 +15,8 @@ from typing import Callable
 from . import process as _process
 from .process import LogicalProcess, current_var
 from .recorder import Recorder
+from .records import (channel_ends_record, ended_record, fault_record, heartbeat_record,
+                      process_record)
 from .store import open_store
 
 log = logging.getLogger("cutscope")
@@ -122,7 +124,7 @@ class Tracer:
         try:
             return self.store.claim_name(name, os.getpid(), self.host, parent, now, argv)
         except Exception as exc:
-            self.recorder.other(("process", name, os.getpid(), self.host, parent, now, argv, 0))
+            self.recorder.other(process_record(name, os.getpid(), self.host, parent, now, argv, 0))
             self.fault(exc, f"registering the name {name!r}")
             return name
 
@@ -145,11 +147,11 @@ class Tracer:
         if box and box[0][0]:
             return box[0][1]
         why = box[0][1] if box else TimeoutError(f"no answer from the store in {FORK_CLAIM_S} s")
-        self.recorder.other(("process", name, pid, host, parent, now, argv, 0))
+        self.recorder.other(process_record(name, pid, host, parent, now, argv, 0))
         self.faults += 1
         log.warning("cutscope: registering the name %r: %s", name, why)
-        self.recorder.other(("fault", time.time_ns(), name, f"registering the name {name!r}",
-                             repr(why)))
+        self.recorder.other(fault_record(time.time_ns(), name, f"registering the name {name!r}",
+                                         repr(why)))
         return name
 
     def _marks(self) -> dict[str, tuple[int, int]]:
@@ -167,8 +169,8 @@ class Tracer:
                                                           clock=parent.clock)
             elif lp.ended:
                 lp.ended = False
-                self.recorder.other(("process", lp.name, os.getpid(), self.host, self.main.name,
-                                     time.time_ns(), None))
+                self.recorder.other(process_record(lp.name, os.getpid(), self.host,
+                                                   self.main.name, time.time_ns(), None))
             return lp
 
     def add_main_provider(self, fn: Callable[[], dict]) -> None:
@@ -181,7 +183,7 @@ class Tracer:
 
     def end_process(self, lp: LogicalProcess) -> None:
         lp.ended = True
-        self.recorder.other(("ended", lp.name, time.time_ns()))
+        self.recorder.other(ended_record(lp.name, time.time_ns()))
 
     # -- channels ---------------------------------------------------------------------
 
@@ -192,7 +194,7 @@ class Tracer:
                 endpoint: str | None, framed: bool, fifo: bool = True) -> str:
         """Record a channel (or what this end knows of it); returns its id."""
         cid = cid or self.new_channel_id()
-        self.recorder.other(("channel", cid, src, dst, transport, endpoint, framed, fifo))
+        self.recorder.other(channel_ends_record(cid, src, dst, transport, endpoint, framed, fifo))
         return cid
 
     # -- faults -----------------------------------------------------------------------
@@ -206,7 +208,8 @@ class Tracer:
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         log.warning("cutscope: %s: %s", where, detail)
         try:
-            self.recorder.other(("fault", time.time_ns(), lp.name if lp else None, where, detail))
+            process = lp.name if lp else None
+            self.recorder.other(fault_record(time.time_ns(), process, where, detail))
         except Exception:
             pass
         if self.strict and not peer:
@@ -248,7 +251,7 @@ class Tracer:
         self._stop_listener()
         for lp in list(self.processes.values()):
             if not lp.ended:
-                self.recorder.other(("ended", lp.name, time.time_ns()))
+                self.recorder.other(ended_record(lp.name, time.time_ns()))
         try:
             self.recorder.close()
         except Exception as exc:  # the store refused the last batches
@@ -389,7 +392,7 @@ class Tracer:
         if now - self._last_beat >= HEARTBEAT_S:
             self._last_beat = now
             names = [n for n, lp in self.processes.items() if not lp.ended]
-            self.recorder.other(("heartbeat", names, time.time_ns()))
+            self.recorder.other(heartbeat_record(names, time.time_ns()))
         for hook in list(self.tick_hooks):
             try:
                 hook(self)
@@ -468,7 +471,7 @@ class Tracer:
                 except Exception as exc:
                     self.fault(exc, f"releasing the name {old.name!r}")
             else:
-                self.recorder.other(("ended", old.name, time.time_ns()))
+                self.recorder.other(ended_record(old.name, time.time_ns()))
             self.store.writer = lp.name
             _process.default_process[0] = lp
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import threading
 
+from cutscope.tracer.records import ended_record
 from cutscope.tracer.tracer import active
 
 from .patching import originals
@@ -159,7 +160,7 @@ def _term_flush(t, done) -> None:
 
     try:
         for lp in list(t.processes.values()):
-            t.recorder.other(("ended", lp.name, _t.time_ns()))
+            t.recorder.other(ended_record(lp.name, _t.time_ns()))
         t.recorder.flush(timeout=TERM_FLUSH_S)
     except Exception:
         pass

@@ -14,6 +14,7 @@ from .apply import apply_record
 from .connection import SqlConnection, dicts, message_row
 from .document import build_trace
 from .folding import fold_reports, progress_row, snapshot_record_order
+from .interface import SnapshotRequest
 from .writing import SqlRecords
 
 
@@ -89,7 +90,7 @@ class SqlCoordination(SqlConnection):
                 send(conn, REQ, request_payload(sid, initiator, asked))
         self._write_now(run)
 
-    def snapshot_requests(self, processes: list[str]) -> list[tuple[int, str, str]]:
+    def snapshot_requests(self, processes: list[str]) -> list[SnapshotRequest]:
         """The requests of running snapshots for ``processes`` that were not handed over
         directly: ``[(snapshot id, process, initiator)]``. Read only (the recorder
         thread of each interpreter polls it; it remembers what it took)."""
@@ -98,7 +99,7 @@ class SqlCoordination(SqlConnection):
         with self.engine.connect() as conn:
             rows = conn.exec_driver_sql(self._sql["requests"] + self._places(len(processes)) + ")",
                                         (False, "running", *processes)).all()
-        return [(int(r[0]), r[1], r[2]) for r in rows]
+        return [SnapshotRequest(int(r[0]), r[1], r[2]) for r in rows]
 
     def snapshot_progress(self, sid: int, unwritten: bool = False) -> dict | None:
         """``{"status", "initiator", "states": {process: {event_seq, outgoing, closed, done,

@@ -3,7 +3,7 @@ the shape of the records the recorder hands it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from ..notify import Listener
@@ -25,6 +25,14 @@ SNAPSHOT_RECORDS = ("snap_state", "snap_chan", "snap_done")  # a recorder's snap
 
 EVENT_COLUMNS = ("process", "seq", "lamport", "wall_ns", "kind", "channel", "msg", "nbytes",
                  "payload", "data")  # the fields of an event tuple, in order
+
+
+class SnapshotRequest(NamedTuple):
+    """A running snapshot's request to a process that was not handed over directly."""
+
+    snapshot: int
+    process: str
+    initiator: str
 
 
 class Store(Protocol):
@@ -57,7 +65,7 @@ class Store(Protocol):
     def create_snapshot(self, initiator: str, requested_ns: int) -> int: ...
     def add_snapshot_requests(self, sid: int, initiator: str, processes: Iterable[str],
                               created_ns: int, taken: Iterable[str] = (), create=None) -> None: ...
-    def snapshot_requests(self, processes: list[str]) -> list[tuple[int, str, str]]: ...
+    def snapshot_requests(self, processes: list[str]) -> list[SnapshotRequest]: ...
     def snapshot_progress(self, sid: int, unwritten: bool = False) -> dict | None: ...
     def finish_snapshot(self, sid: int, status: str, missing: list, finished_ns: int,
                         records: Iterable[tuple] = (), create=None) -> bool: ...

@@ -12,6 +12,7 @@ from cutscope.tracer.process import FAST  # the C extension, or None
 from .apply import apply_record
 from .document import build_trace
 from .folding import progress_row, snapshot_record_order
+from .interface import SnapshotRequest
 from .values import event_row, stored_message
 
 
@@ -134,10 +135,10 @@ class MemoryStore:
                 self.requests.setdefault((sid, p), dict(snapshot_id=sid, process=p, initiator=initiator,
                                                         created_ns=created_ns, taken=p in taken))
 
-    def snapshot_requests(self, processes: list[str]) -> list[tuple[int, str, str]]:
+    def snapshot_requests(self, processes: list[str]) -> list[SnapshotRequest]:
         names = set(processes)
         with self._lock:
-            return [(sid, p, r["initiator"]) for (sid, p), r in self.requests.items()
+            return [SnapshotRequest(sid, p, r["initiator"]) for (sid, p), r in self.requests.items()
                     if not r["taken"] and p in names and self._snap_status(sid) == "running"]
 
     def snapshot_progress(self, sid: int, unwritten: bool = False) -> dict | None:

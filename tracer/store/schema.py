@@ -1,5 +1,9 @@
 """The tables (SQLAlchemy 2.x declarative models) of schema version
-``SCHEMA_VERSION``, documented in ``docs/schema.md``; keep the two in step."""
+``SCHEMA_VERSION``, documented in ``docs/schema.md``; keep the two in step.
+
+Each model is a row of its table, named ``<Table>Row`` (``SnapshotRow`` is a row
+of ``snapshots``): ``Snapshot`` is the result of ``cutscope.snapshot()``
+(``tracer/snapshot/result.py``), not a table."""
 
 from __future__ import annotations
 
@@ -11,13 +15,13 @@ class Base(DeclarativeBase):
     pass
 
 
-class Meta(Base):
+class MetaRow(Base):
     __tablename__ = "meta"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
 
 
-class Process(Base):
+class ProcessRow(Base):
     __tablename__ = "processes"
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
     pid: Mapped[int] = mapped_column(Integer)
@@ -33,7 +37,7 @@ class Process(Base):
     last_lamport: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
-class Channel(Base):
+class ChannelRow(Base):
     __tablename__ = "channels"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     src: Mapped[str | None] = mapped_column(String(255), nullable=True)
@@ -44,7 +48,7 @@ class Channel(Base):
     fifo: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
-class EventBlock(Base):
+class EventBlockRow(Base):
     """One batch of events as a recorder wrote it (see docs/schema.md)."""
     __tablename__ = "event_blocks"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -55,7 +59,7 @@ class EventBlock(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-class Listener(Base):
+class ListenerRow(Base):
     """Addresses on which a traced process listens (so clients know to frame)."""
     __tablename__ = "listeners"
     host: Mapped[str] = mapped_column(String(255), primary_key=True)
@@ -65,7 +69,7 @@ class Listener(Base):
     registered_ns: Mapped[int] = mapped_column(BigInteger)
 
 
-class ConnEnd(Base):
+class ConnEndRow(Base):
     """Traced ends of TCP connections between hosts, and connects in progress towards
     another host (the socket integration's registry; docs/protocol.md, "Negotiation")."""
     __tablename__ = "conn_ends"
@@ -76,7 +80,7 @@ class ConnEnd(Base):
     registered_ns: Mapped[int] = mapped_column(BigInteger)
 
 
-class Fault(Base):
+class FaultRow(Base):
     __tablename__ = "faults"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     wall_ns: Mapped[int] = mapped_column(BigInteger)
@@ -85,7 +89,7 @@ class Fault(Base):
     detail: Mapped[str] = mapped_column(Text)
 
 
-class Snapshot(Base):
+class SnapshotRow(Base):
     __tablename__ = "snapshots"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     initiator: Mapped[str] = mapped_column(String(255))
@@ -95,7 +99,7 @@ class Snapshot(Base):
     missing: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list
 
 
-class SnapshotRequest(Base):
+class SnapshotRequestRow(Base):
     """Ask a process (by name) to start snapshot ``snapshot_id`` at its next safe point."""
     __tablename__ = "snapshot_requests"
     snapshot_id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -105,7 +109,7 @@ class SnapshotRequest(Base):
     taken: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
-class SnapshotState(Base):
+class SnapshotStateRow(Base):
     __tablename__ = "snapshot_states"
     snapshot_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     process: Mapped[str] = mapped_column(String(255), primary_key=True)
@@ -116,7 +120,7 @@ class SnapshotState(Base):
     done: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
-class SnapshotMessage(Base):
+class SnapshotMessageRow(Base):
     __tablename__ = "snapshot_messages"
     snapshot_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     channel: Mapped[str] = mapped_column(String(64), primary_key=True)
