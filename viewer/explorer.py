@@ -85,7 +85,7 @@ class Explorer:
         self.grouped = False  # lanes of one group side by side
         self._ungrouped: list[str] | None = None  # the order from before grouping
         self.layers: list[list[int]] | None = None  # packed: the display rows of each row
-        self._pack_of: dict[int, int] | None = None
+        self._pack_of: array | None = None  # display row -> packed row (-1: not shown)
         self._step: array | None = None
         self.selected = 0  # index of the selected process
         self.show_causality = False
@@ -230,22 +230,28 @@ class Explorer:
             return
         step = self._steps()
         all_g = self.all_g
-        src = self.rows if self.rows is not None else range(len(all_g))
-        keyed = sorted((step[all_g[r]], r) for r in src)
+        n = len(all_g)
+        src = self.rows if self.rows is not None else range(n)
+        # One sort of integer keys step * N + row, as the display order is made.
+        keys = sorted(map(operator.add, map(operator.mul, map(step.__getitem__, map(all_g.__getitem__, src)),
+                                           itertools.repeat(n)), src))
         layers: list[list[int]] = []
-        pack_of: dict[int, int] = {}
-        prev = None
-        for k, r in keyed:
+        pack_of = array("l", [-1]) * n
+        prev = -1
+        row: list[int] = []
+        for key in keys:
+            k, r = divmod(key, n)
             if k != prev:
-                layers.append([])
+                row = []
+                layers.append(row)
                 prev = k
-            layers[-1].append(r)
+            row.append(r)
             pack_of[r] = len(layers) - 1
         self.layers, self._pack_of = layers, pack_of
 
     def packed_row(self, r: int) -> int:
         """The packed row holding display row ``r`` (-1: none)."""
-        return self._pack_of.get(r, -1) if self._pack_of is not None else r
+        return self._pack_of[r] if self._pack_of is not None else r
 
     def row_for_event(self, process: str, seq: int) -> int | None:
         """The visible row of an event (None if filtered out or absent)."""
@@ -258,8 +264,8 @@ class Explorer:
             return None
         g = self._display_row(self._first[i] + pos)
         if self.layers is not None:
-            y = self._pack_of.get(g)
-            return y
+            y = self._pack_of[g]
+            return y if y >= 0 else None
         if self.rows is None:
             return g
         y = bisect.bisect_left(self.rows, g)
@@ -273,7 +279,7 @@ class Explorer:
             y = max(0, bisect.bisect_right(self.rows, g) - 1)
         if self.layers is not None:
             r = self.rows[y] if self.rows is not None else y
-            return max(0, self._pack_of.get(r, 0))
+            return max(0, self._pack_of[r])
         return y
 
     def set_filter(self, text: str) -> int:
