@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from cutscope.testing import recording
 from cutscope.tracer import wire
-from _sockutil import assert_matched, pair
+from _sockutil import assert_matched, pair, recv_exactly
 
 MSG = b"Michael Gilfix was here\xe1\x88\xb4\r\n"
 _ss = _socket.socket
@@ -594,3 +594,55 @@ def test_a_reset_met_after_payload_in_the_same_call_is_raised_by_the_next(how):
             read(s, 27)
         s.close()
         srv.close()
+
+
+@pytest.mark.parametrize("how", ["recv", "recv_into", "makefile"])
+def test_several_frames_in_one_read_come_out_together_each_recorded(how):
+    """A response's headers and body sent by two sends and read by one receive (as
+    http.client and BaseHTTPRequestHandler do): the receive returns both payloads, as
+    untraced, and records each message once, in order, with its own payload; a last
+    frame still arriving is finished by the next receives."""
+    import base64
+
+    head, body = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", b"hello"
+    big = bytes(range(256)) * 4096  # 1 MiB: arrives in several reads
+    with recording("p", capture_payload=8) as rec:
+        c, s = pair()
+        c.sendall(b"hi")  # the HELLO is read with this one
+        assert recv_exactly(s, 2) == b"hi"
+        c.sendall(head)
+        c.sendall(body)
+        c.sendall(b"x")
+        _wait_queued(s, len(head) + len(body) + 1 + 3 * wire.HDR_SIZE)
+        if how == "makefile":
+            f = s.makefile("rb")
+            assert f.readline() == b"HTTP/1.1 200 OK\r\n"
+            assert f.read(len(head) - 17 + len(body) + 1) == head[17:] + body + b"x"
+        else:
+            data = _READ_ONE[how](s, 4096)
+            assert data == head + body + b"x"
+        sender = threading.Thread(target=c.sendall, args=(head + big,))
+        sender.start()
+        got = bytearray()
+        while len(got) < len(head) + len(big):
+            d = _READ_ONE[how if how != "makefile" else "recv"](s, 1 << 21)
+            assert d
+            got += d
+        sender.join(10)
+        assert bytes(got) == head + big
+        c.close()
+        s.close()
+        doc = rec.trace()
+    assert_matched(doc)
+    recvs = [e for e in doc["events"] if e["kind"] == "recv"]
+    assert [e["nbytes"] for e in recvs] == [2, len(head), len(body), 1, len(head) + len(big)]
+    assert [base64.b64decode(e["payload_b64"]) for e in recvs[1:4]] == [head[:8], body, b"x"]
+
+
+def _recv_into_bytes(s, n):
+    buf = bytearray(n)
+    k = s.recv_into(buf)
+    return bytes(buf[:k])
+
+
+_READ_ONE = {"recv": lambda s, n: s.recv(n), "recv_into": _recv_into_bytes}

@@ -212,6 +212,52 @@ class Incoming:
             pass
         raise ConnectionResetError(errno.ECONNRESET, os.strerror(errno.ECONNRESET))
 
+    def _data_frames(self, data: bytes):
+        """The hot path's read when it holds several DATA frames (a response's headers
+        and body, sent by two sends and read by one receive), the last one possibly
+        incomplete: their payloads together, each recorded as the general path records
+        it. None (nothing consumed, nothing recorded) when the read holds anything else
+        (a marker, a name, the peer's RAW, an empty frame, part of a header): the general
+        path takes it. The read did not fill its request (the caller checked), so the
+        general path would not read on either."""
+        end = len(data)
+        if not end:
+            return None  # end of stream: the general path
+        pos = 0
+        frames = []
+        unpack = _HDR.unpack_from
+        while pos < end:
+            if data[pos] != _DATA or end - pos < _HDR_SIZE:
+                return None
+            _, n, seq, lam = unpack(data, pos)
+            if not n:
+                return None
+            pos += _HDR_SIZE
+            frames.append((pos, n, seq, lam))
+            pos += n
+        name = self.in_name
+        cid = self.in_cid
+        lp = _lp()
+        t = _tracer[0]
+        keep = t is not None and (t.capture or lp.snaps)
+        out = []
+        msg = None
+        try:
+            for start, n, seq, lam in frames:
+                piece = data[start:start + n]
+                out.append(piece)
+                msg = f"{name}#{seq}" if seq else None
+                lp.recv(cid, msg, lam, n, piece if keep else None)
+        except Exception as exc:
+            _fault(exc, "recording a receive")
+        start, n, seq, lam = frames[-1]
+        self.in_msg = f"{name}#{seq}" if seq else None
+        self.in_stamp = lam
+        self.in_n = n
+        self.in_left = pos - end  # the last frame's payload still to come
+        self.in_first = True
+        return b"".join(out)
+
     def recv_framed(self, sock, bufsize: int, flags: int, pre: bytes | None = None,
                     owned: bool = False, anc: list | None = None) -> bytes:
         """Receive on a framed direction. ``pre``: bytes that recv's hot path read already,
@@ -229,6 +275,13 @@ class Incoming:
         order, so that a first marker that a later read of the same call brings is
         recorded before the data the call delivers (see ``_apply``); a read that brought
         only control bytes records them at once (nothing of the call is delivered yet)."""
+        if pre is not None and owned and not flags and anc is None and \
+                len(pre) < bufsize + _HDR_SIZE and not self.in_left and not self.in_buf and \
+                not self.in_hello and self.in_err is None and self.in_oserr is None and \
+                self.in_mode != RAW:
+            r = self._data_frames(pre)
+            if r is not None:
+                return r
         if self.in_err is not None:
             return self._after_reset(sock)
         if self.in_oserr is not None:
