@@ -526,3 +526,38 @@ def test_grouping_lanes_by_name(tmp_path):
             await pilot.press("q")
 
     run(go())
+
+
+def test_logical_time_layout_of_a_large_trace_computes_in_a_worker(db_url, monkeypatch):
+    import cutscope.viewer.explorer as explorer_module
+
+    viewer_traces.bank_trace(db_url)
+    monkeypatch.setattr(explorer_module, "SYNC_FILTER_EVENTS", 10)  # "large" from 10 events
+    import threading
+
+    threads = []
+    steps = explorer_module.Explorer._steps
+
+    def spy(self):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return steps(self)
+
+    monkeypatch.setattr(explorer_module.Explorer, "_steps", spy)
+
+    async def go():
+        app = CutscopeApp(db=db_url, follow=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.explorer is not None)
+            ex = app.explorer
+            await pilot.press("z")
+            await wait_for(pilot, lambda: ex.packed)
+            assert ex._step is not None and "logical-time layout:" in text_of(app, "#status")
+            assert threads[0] is False  # the pass over the events ran in a worker thread
+            assert len(ex) < sum(len(ex.trace.seqs[p]) for p in ex.procs)
+            await pilot.press("z")  # off, and on again at once: the steps are kept
+            assert not ex.packed
+            await pilot.press("z")
+            assert ex.packed
+            await pilot.press("q")
+
+    run(go())

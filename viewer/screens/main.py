@@ -200,8 +200,26 @@ class MainScreen(Screen):
             self._lanes_changed(ex.toggle_grouped())
 
     def action_packed(self) -> None:
+        from .. import explorer as explorer_module
+
         ex = self.explorer
-        if ex is not None:
+        if ex is None:
+            return
+        if not ex.packed and ex._step is None and len(ex.all_g) > explorer_module.SYNC_FILTER_EVENTS:
+            # A large trace: the steps (one pass over every event) in a worker; the
+            # screen stays live meanwhile.
+            self.set_status(f"logical-time layout: computing the steps of {len(ex.all_g)} events ...")
+            self._steps_in_worker(ex)
+            return
+        self._lanes_changed(ex.toggle_packed())
+
+    @work(thread=True, exclusive=True, group="packed")
+    def _steps_in_worker(self, ex: Explorer) -> None:
+        ex._steps()
+        self.app.call_from_thread(self._steps_ready, ex)
+
+    def _steps_ready(self, ex: Explorer) -> None:
+        if ex is self.explorer and not ex.packed:
             self._lanes_changed(ex.toggle_packed())
 
     def action_collapse(self) -> None:
