@@ -227,9 +227,9 @@ def test_following_waits_longer_after_a_slow_load(db_url, monkeypatch):
     viewer_traces.bank_trace(db_url)
     slow = Trace.from_store.__func__
 
-    def from_store(cls, store):  # a load that takes 0.5 s, like a large trace's
+    def from_store(cls, store, previous=None):  # a load that takes 0.5 s, like a large trace's
         time.sleep(0.5)
-        return slow(cls, store)
+        return slow(cls, store, previous)
 
     monkeypatch.setattr(Trace, "from_store", classmethod(from_store))
 

@@ -124,8 +124,10 @@ class CutscopeApp(App):
                 store = self._open()
                 stamp = store.stamp()
                 # The events go from the store's blocks straight into the analysis's
-                # columns: no dict per event (app.doc has "events": []).
-                trace = Trace.from_store(store)
+                # columns: no dict per event (app.doc has "events": []). A reload
+                # reads only the blocks written since the loaded trace's.
+                old = self.explorer.trace if self.explorer is not None else None
+                trace = Trace.from_store(store, previous=old)
                 doc = trace.doc
             ex = Explorer(trace)
             if prev is not None:

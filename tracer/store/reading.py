@@ -58,6 +58,23 @@ class SqlReading(SqlConnection):
             for r in conn.exec_driver_sql(EVENT_BLOCKS):
                 yield decode_block(*r)
 
+    def blocks_after(self, after: int = 0) -> Iterator[tuple[int, list[tuple]]]:
+        """``(id, event tuples)`` of each event block with an id above ``after``, in id
+        order, decoded one at a time (as ``event_blocks()``): what a reader that has
+        the blocks up to ``after`` lacks (the viewer's live follow)."""
+        with self.engine.connect() as conn:
+            for r in conn.exec_driver_sql(f"SELECT id, encoding, data FROM event_blocks WHERE id > "
+                                          f"{self._ph} ORDER BY id", (after,)):
+                yield r[0], decode_block(*r)
+
+    def events_through(self, block_id: int) -> int:
+        """The number of events in the blocks with an id up to ``block_id``: a reader
+        that read that many has every one of them (a block that committed late, under
+        a lower id than one already read, makes the two differ)."""
+        with self.engine.connect() as conn:
+            return conn.exec_driver_sql(f"SELECT COALESCE(SUM(n), 0) FROM event_blocks WHERE id <= "
+                                        f"{self._ph}", (block_id,)).scalar()
+
     def last_event(self, process: str) -> tuple[int, int]:
         """(seq, lamport) of the last stored event of ``process``; (0, 0) if none."""
         with self.engine.connect() as conn:

@@ -62,6 +62,7 @@ class ColumnsMixin:
     def _from_dicts(self, names: dict, evs: list[dict]) -> None:
         pindex = ProcessIndex((p, i) for i, p in enumerate(names))
         self._derived = False  # every message id is written out
+        self._raw = None
         self._extra: dict[int, tuple] = {}
         self._wall = self._nb = None
         self._dicts: list[dict] | None = evs
@@ -71,14 +72,22 @@ class ColumnsMixin:
                       [e["kind"] for e in evs], [e.get("channel") for e in evs],
                       [e.get("msg") or None for e in evs])
 
-    def _from_rows(self, names: dict, blocks: Iterable[list[tuple]]) -> None:
-        pindex = ProcessIndex((p, i) for i, p in enumerate(names))
-        pid, seq, lam, wall = array("i"), array("q"), array("q"), array("q")
-        kind: list[str] = []
-        ch: list = []
-        msg: list = []
-        nb: list = []
-        extra: dict[int, tuple] = {}
+    def _from_rows(self, names: dict, blocks: Iterable[list[tuple]], previous=None) -> None:
+        """The columns from the store's raw event tuples, block by block. ``previous``:
+        a trace read from the same store (``_raw``, the columns in the order read),
+        whose rows come first (copied), then ``blocks``, the blocks written since."""
+        if previous is not None:
+            pindex = ProcessIndex((p, i) for i, p in enumerate(previous.processes))
+            pid, seq, lam, wall, kind, ch, msg, nb, extra = (
+                c.copy() if hasattr(c, "copy") else c[:] for c in previous._raw)
+        else:
+            pindex = ProcessIndex((p, i) for i, p in enumerate(names))
+            pid, seq, lam, wall = array("i"), array("q"), array("q"), array("q")
+            kind: list[str] = []
+            ch: list = []
+            msg: list = []
+            nb: list = []
+            extra: dict[int, tuple] = {}
         get = pindex.__getitem__
         for rows in blocks:
             if not rows:
@@ -101,6 +110,8 @@ class ColumnsMixin:
         self._derived = True  # a send's msg None: its id is "<process>#<seq>"; "": no id
         self._extra = extra
         self._wall, self._nb = wall, nb
+        # the columns in the order read, for a later read of the blocks written since
+        self._raw = (pid, seq, lam, wall, kind, ch, msg, nb, extra)
         self._dicts = None
         self._columns(pindex, pid, seq, lam, kind, ch, msg)
 

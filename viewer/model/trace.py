@@ -38,7 +38,8 @@ class Trace(ColumnsMixin, MatchingMixin, CutsMixin, LatticeMixin, ClocksMixin, P
     see ``Trace.from_store``.
     """
 
-    def __init__(self, doc: Mapping, blocks: Iterable[list[tuple]] | None = None):
+    def __init__(self, doc: Mapping, blocks: Iterable[list[tuple]] | None = None,
+                 previous: "Trace | None" = None):
         if doc.get("format") not in (None, "cutscope-trace"):
             raise ValueError(f"not a cutscope trace: format {doc.get('format')!r}")
         self.doc = doc
@@ -48,7 +49,7 @@ class Trace(ColumnsMixin, MatchingMixin, CutsMixin, LatticeMixin, ClocksMixin, P
         if blocks is None:
             self._from_dicts(names, list(doc.get("events", [])))
         else:
-            self._from_rows(names, blocks)
+            self._from_rows(names, blocks, previous)
         self.events: dict[str, ProcessEvents] = {
             p: ProcessEvents(self, self._start[i], self._start[i + 1]) for i, p in enumerate(self.processes)}
         self.seqs: dict[str, array] = {
@@ -58,11 +59,44 @@ class Trace(ColumnsMixin, MatchingMixin, CutsMixin, LatticeMixin, ClocksMixin, P
         self._vc: dict[str, tuple[list[int], list[tuple[int, ...]]]] | None = None
 
     @classmethod
-    def from_store(cls, store) -> "Trace":
+    def from_store(cls, store, previous: "Trace | None" = None) -> "Trace":
         """The trace of a store, read block by block into columns (no dict per event).
 
-        ``trace.doc`` is the document without its events (``"events": []``)."""
-        return cls(store.load(events=False), store.event_blocks())
+        ``trace.doc`` is the document without its events (``"events": []``).
+
+        ``previous``: a trace read earlier from the same store (live follow). Only
+        the blocks written since are read and decoded, appended to its columns in
+        the order read, when that gives the trace a whole read gives: the same
+        processes registered, and every block up to the last one read counted (a
+        block that committed late under a lower id, as PostgreSQL's concurrent
+        writers can, makes the whole trace read again). The analysis (grouping,
+        matching, pair indexes) is then built over all the columns, as a whole
+        read builds it."""
+        doc = store.load(events=False)
+        if not hasattr(store, "blocks_after"):
+            return cls(doc, store.event_blocks())
+        if (previous is not None and previous._raw is not None
+                and getattr(previous, "_last_block", None) is not None
+                and [p["name"] for p in doc.get("processes", [])]
+                == [p["name"] for p in previous.doc.get("processes", [])]):
+            new = list(store.blocks_after(previous._last_block))
+            last = new[-1][0] if new else previous._last_block
+            got = previous._raw_events + sum(len(rows) for _, rows in new)
+            if store.events_through(last) == got:
+                t = cls(doc, [rows for _, rows in new], previous=previous)
+                t._last_block, t._raw_events = last, got
+                return t
+            del new
+        box = [0, 0]  # the last block read, the events read
+
+        def blocks():
+            for bid, rows in store.blocks_after(0):
+                box[0] = bid
+                box[1] += len(rows)
+                yield rows
+        t = cls(doc, blocks())
+        t._last_block, t._raw_events = box
+        return t
 
     def snapshot(self, sid: int) -> dict | None:
         for s in self.snapshots:
