@@ -388,9 +388,10 @@ POOL = textwrap.dedent(r'''
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_pool_context_manager_keeps_the_workers_events(tmp_path, method):
-    """`with Pool() as p` ends in Pool.terminate(), which SIGTERMs the workers: their
-    process rows and send events were lost, so the parent's receives named messages
-    (ForkPoolWorker-N#k) that no send event had (fixed in mp.py, 875b962)."""
+    """`with Pool() as p` ends in Pool.terminate(), which SIGTERMs the workers: each
+    worker flushes its process row and send events before it dies
+    (integrations/mp/children.py), so every message the parent receives from a worker
+    (ForkPoolWorker-N#k) has its send event."""
     from cutscope.viewer.export import load
 
     db = tmp_path / "pool.db"
