@@ -68,7 +68,9 @@ class MultiprocessingInstrumentor(Instrumentor):
     name = "mp"
     python_versions = ((3, 11), (3, 12), (3, 13))
     # The names the modules' docs describe: a child's bootstrap, Connection's byte-level
-    # I/O, the queue's feeder thread and its buffer, a process's identity and name.
+    # I/O, a queue's feeder thread, buffer, locks, semaphore and pipe (put and get
+    # wrap them: queues.py), a process's identity and name, and the pickler's table
+    # of reducers (a connection pickled with its tracing state: connection.py).
     private_names = (
         "multiprocessing.process.BaseProcess._bootstrap",
         "multiprocessing.Process()._identity", "multiprocessing.Process()._name",
@@ -79,7 +81,10 @@ class MultiprocessingInstrumentor(Instrumentor):
         "multiprocessing.Queue()._rlock._semlock", "multiprocessing.Queue()._reader",
         "multiprocessing.Queue()._writer", "multiprocessing.Queue()._closed",
         "multiprocessing.Queue()._notempty", "multiprocessing.Queue()._thread",
-        "multiprocessing.Queue()._buffer")
+        "multiprocessing.Queue()._buffer", "multiprocessing.Queue()._sem",
+        "multiprocessing.Queue()._poll", "multiprocessing.Queue()._recv_bytes",
+        "multiprocessing.JoinableQueue()._unfinished_tasks", "multiprocessing.JoinableQueue()._cond",
+        "multiprocessing.reduction.ForkingPickler._extra_reducers")
 
     def _instrument(self, tracer) -> None:
         hooks.start(tracer, *_HOOKS)
