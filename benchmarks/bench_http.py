@@ -18,7 +18,9 @@ is not pinned and the server's threads, started later, are):
 Untraced and traced rounds alternate (five pairs by default); a traced round
 runs ``cutscope.start(db=<a SQLite file>)`` first, so both ends frame and
 every send and receive is recorded. The figure is the slowdown, untraced
-requests/s over traced requests/s of each pair: median and range.
+requests/s over traced requests/s of each pair: median and range. The CPU
+time of the process per request (all its threads, the recorder's included)
+is printed beside it: on a loaded machine it moves less than the wall clock.
 
 Usage: ``python benchmarks/bench_http.py [--requests N] [--pairs P] [--kinds stdlib,aiohttp]``.
 """
@@ -135,20 +137,23 @@ def child(kind: str, n: int, db: str | None) -> None:
 
         cutscope.start(db=db, name=f"http-{kind}")
     _pin()
+    c0 = time.process_time()
     try:
         rps = (run_stdlib if kind == "stdlib" else run_aiohttp)(n)
     finally:
+        cpu = time.process_time() - c0
         if db:
             import cutscope
 
             cutscope.stop()
-    print(rps, flush=True)
+    print(rps, cpu / (n + 200), flush=True)
 
 
-def one_round(kind: str, n: int, db: str | None) -> float:
+def one_round(kind: str, n: int, db: str | None) -> tuple[float, float]:
+    """(requests/s, CPU seconds per request, warm-up and server start included)."""
     args = [sys.executable, os.path.abspath(__file__), "--child", kind, str(n)] + ([db] if db else [])
-    out = subprocess.run(args, check=True, stdout=subprocess.PIPE, text=True).stdout
-    return float(out.split()[-1])
+    out = subprocess.run(args, check=True, stdout=subprocess.PIPE, text=True).stdout.split()
+    return float(out[-2]), float(out[-1])
 
 
 def main() -> int:
@@ -170,15 +175,23 @@ def main() -> int:
             kinds.remove("aiohttp")
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} at start")
     for kind in kinds:
-        plain, traced = [], []
+        plain, traced, pcpu, tcpu = [], [], [], []
         with tempfile.TemporaryDirectory() as d:
             for p in range(args.pairs):
-                plain.append(one_round(kind, args.requests, None))
-                traced.append(one_round(kind, args.requests, os.path.join(d, f"http{p}.db")))
+                rps, cpu = one_round(kind, args.requests, None)
+                plain.append(rps)
+                pcpu.append(cpu)
+                rps, cpu = one_round(kind, args.requests, os.path.join(d, f"http{p}.db"))
+                traced.append(rps)
+                tcpu.append(cpu)
         slow = sorted(a / b for a, b in zip(plain, traced))
+        rc = sorted(b / a for a, b in zip(pcpu, tcpu))
         print(f"{kind}: {args.pairs} pairs of {args.requests} keep-alive requests: untraced "
               f"{statistics.median(plain):.0f} req/s ({min(plain):.0f}-{max(plain):.0f}), traced "
               f"{statistics.median(traced):.0f} req/s ({min(traced):.0f}-{max(traced):.0f})")
+        print(f"{kind}: CPU per request: untraced {statistics.median(pcpu) * 1e6:.0f} us, traced "
+              f"{statistics.median(tcpu) * 1e6:.0f} us; ratio median {statistics.median(rc):.3f} "
+              f"(pairs {rc[0]:.3f}-{rc[-1]:.3f})")
         print(f"{kind}: slowdown untraced/traced req/s: median {statistics.median(slow):.3f} "
               f"(pairs {slow[0]:.3f}-{slow[-1]:.3f}; goal <= 1.10)")
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} at end")
