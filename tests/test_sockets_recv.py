@@ -646,3 +646,38 @@ def _recv_into_bytes(s, n):
 
 
 _READ_ONE = {"recv": lambda s, n: s.recv(n), "recv_into": _recv_into_bytes}
+
+
+def test_nonblocking_send_until_the_buffer_is_full_then_every_byte_arrives():
+    """send() on a non-blocking framed socket (asyncio's transports write so): each call
+    returns what the kernel took of the payload, a full buffer raises BlockingIOError as
+    untraced, the rest of a frame taken in part is continued by the next send, and the
+    reader gets exactly the bytes the sends reported."""
+    with recording("p") as rec:
+        c, s = pair()
+        c.sendall(b"hi")  # the HELLO goes with this one
+        assert recv_exactly(s, 2) == b"hi"
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        c.setblocking(False)
+        expect = bytearray()
+        k = 0
+        for _round in range(3):
+            with pytest.raises(BlockingIOError):
+                while True:
+                    chunk = bytes([65 + k % 26]) * 700
+                    n = c.send(chunk)
+                    assert 0 < n <= 700
+                    expect += chunk[:n]
+                    k += 1
+            got = bytearray()
+            while len(got) < len(expect):
+                got += s.recv(65536)
+            assert got == expect
+            expect.clear()
+        c.setblocking(True)
+        c.sendall(b"!")
+        assert s.recv(10) == b"!"
+        c.close()
+        s.close()
+        doc = rec.trace()
+    assert_matched(doc)

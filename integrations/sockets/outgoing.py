@@ -72,6 +72,62 @@ class Outgoing:
             for m in endpoint.take_markers():
                 self.out_pending += wire.marker(m.snapshot, m.initiator)
 
+    def _send_one_nonblocking(self, sock, data: bytes):
+        """``send(data)`` on a non-blocking framed socket (asyncio's transports) at a frame
+        boundary, nothing owed, sent by the logical process that owns the channel: the
+        frame recorded, then its header (after the markers due) and payload in one
+        syscall. Returns the payload bytes accepted; None when this case does not apply
+        (send_framed's general loop takes the call). The state it leaves is the general
+        loop's: a full buffer (BlockingIOError, raised) leaves the frame begun with its
+        header owed; part of the payload accepted leaves the rest of the frame owed; part
+        of the header accepted goes on in the general loop, as its next turn would."""
+        if self.out_left or self.out_pending or sock.gettimeout() != 0.0:
+            return None
+        lp = _lp()
+        endpoint = self.out_endpoint
+        if endpoint is None or lp is not endpoint.process or self.out_name != lp.name:
+            return None
+        n = len(data)
+        with self.slock:
+            if self.out_left or self.out_pending:
+                return None
+            t = _tracer[0]
+            try:
+                seq, lam, markers = lp.send(endpoint, n, data if (t.capture or lp.snaps) else None)
+            except Exception as exc:  # recording failed: the frame still goes out, unstamped
+                _fault(exc, "recording a send")
+                seq = lam = 0
+                markers = None
+            head = _HDR.pack(_DATA, n, seq, lam)
+            if markers:
+                pend = self.out_pending
+                for m in markers:
+                    pend += wire.marker(m.snapshot, m.initiator)
+                head = bytes(pend) + head
+                pend.clear()
+            hl = len(head)
+            try:
+                k = _send(sock, head + data)
+            except BaseException:
+                self.out_pending += head
+                self.out_left = n
+                raise
+            if k >= hl + n:
+                if endpoint.pending:
+                    self._markers_after()
+                    if self.out_pending:
+                        try:
+                            self._push(sock)
+                        except (OSError, TimeoutError):
+                            pass  # owed control bytes stay pending; the next send writes them first
+                return n
+            if k > hl:
+                self.out_left = n - (k - hl)
+                return k - hl
+            self.out_pending += head[k:]
+            self.out_left = n
+        return self.send_framed(sock, data, 0, False)
+
     def send_framed(self, sock, data, flags: int, whole: bool, anc=()) -> int:
         """Send ``data`` framed (``whole``: sendall). Returns the payload bytes accepted.
 
@@ -82,6 +138,11 @@ class Outgoing:
         any, it raises as the plain call does. ``anc``: sendmsg's ancillary data, given
         to the kernel with the call's first syscall.
         """
+        if not whole and not flags and not anc and type(data) is bytes and \
+                self.out_mode == FRAMED and 0 < len(data) <= wire.MAX_PAYLOAD:
+            r = self._send_one_nonblocking(sock, data)
+            if r is not None:
+                return r
         try:
             timeout = sock.gettimeout()
             mv = data if isinstance(data, bytes) else memoryview(data).cast("B")
