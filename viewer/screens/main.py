@@ -120,6 +120,16 @@ class MainScreen(Screen):
         lanes.update_minimap()
         self.post_message(CutChanged(dict(ex.cut), ex.consistent))
 
+    def on_lanes_view_moved(self, message: Lanes.ViewMoved) -> None:
+        for m in self.query(Minimap):
+            m.set_view(message.first, message.height)
+            m.refresh()
+
+    def on_minimap_jump(self, message: Minimap.Jump) -> None:
+        for lanes in self.query(Lanes):
+            h = max(1, lanes.size.height)
+            lanes.scroll_to(y=max(0, message.row - h // 2), animate=False)
+
     # -- actions -------------------------------------------------------------------------
 
     def action_select(self, delta: int) -> None:

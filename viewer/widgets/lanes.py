@@ -18,6 +18,7 @@ from rich.segment import Segment
 from rich.style import Style
 from textual.cache import LRUCache
 from textual.geometry import Size
+from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
@@ -135,12 +136,16 @@ class Lanes(ScrollView, can_focus=False):
         super().watch_scroll_y(old_value, new_value)
         self.update_minimap()
 
-    def update_minimap(self) -> None:
-        from .minimap import Minimap
+    class ViewMoved(Message):
+        """The rows on screen changed: ``first`` row, ``height`` rows (for the minimap)."""
 
-        for m in self.screen.query(Minimap):
-            m.set_view(round(self.scroll_offset.y), self.size.height)
-            m.refresh()
+        def __init__(self, first: int, height: int) -> None:
+            super().__init__()
+            self.first = first
+            self.height = height
+
+    def update_minimap(self) -> None:
+        self.post_message(self.ViewMoved(round(self.scroll_offset.y), self.size.height))
 
     def on_resize(self, event) -> None:
         self.update_minimap()

@@ -13,6 +13,7 @@ from __future__ import annotations
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
+from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
 
@@ -27,6 +28,13 @@ S_FR = Style(color="#af87d7")
 
 class Minimap(Widget):
     """The whole trace in the lanes' height."""
+
+    class Jump(Message):
+        """A click asks for ``row`` in the middle of the lanes."""
+
+        def __init__(self, row: int) -> None:
+            super().__init__()
+            self.row = row
 
     DEFAULT_CSS = "Minimap { width: 3; height: 1fr; }"
 
@@ -88,8 +96,4 @@ class Minimap(Widget):
         if ex is None or not len(ex):
             return
         a, _ = self.cell_rows(max(0, event.y))
-        from .lanes import Lanes
-
-        for lanes in self.screen.query(Lanes):
-            h = max(1, lanes.size.height)
-            lanes.scroll_to(y=max(0, a - h // 2), animate=False)
+        self.post_message(self.Jump(a))
