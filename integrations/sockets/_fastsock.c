@@ -185,6 +185,11 @@ take_token(PyObject *tok)
 static inline void
 give_token(PyObject *tok, PyObject **result)
 {
+    if (!PyErr_Occurred()) {
+        if (PyList_Append(tok, Py_True) < 0)
+            Py_CLEAR(*result);
+        return;
+    }
     PyObject *et, *ev, *tb;
     PyErr_Fetch(&et, &ev, &tb);
     if (PyList_Append(tok, Py_True) < 0) {
@@ -217,13 +222,33 @@ fault_current(sock_state *st, PyObject *where)
     return 0;
 }
 
+/* obj.name for a plain Python object (the tracer), from its __dict__ when it is there
+ * (the class defines no descriptor of that name), else by getattr: a new reference, or
+ * NULL with an error. */
+static inline PyObject *
+inst_attr(PyObject *obj, PyObject *name)
+{
+    PyObject *d = PyObject_GenericGetDict(obj, NULL);
+    if (d == NULL)
+        PyErr_Clear();
+    else {
+        PyObject *v = PyDict_CheckExact(d) ? PyDict_GetItemWithError(d, name) : NULL;
+        Py_XINCREF(v);
+        Py_DECREF(d);
+        if (v != NULL)
+            return v;
+        PyErr_Clear();
+    }
+    return PyObject_GetAttr(obj, name);
+}
+
 static inline int  /* tracer.capture or lp.snaps */
 want_payload(sock_state *st, PyObject *lp)
 {
     PyObject *t = PyList_CheckExact(st->tracer) && PyList_GET_SIZE(st->tracer) ?
         PyList_GET_ITEM(st->tracer, 0) : Py_None;
     if (t != Py_None) {
-        PyObject *cap = PyObject_GetAttr(t, st->n_capture);
+        PyObject *cap = inst_attr(t, st->n_capture);
         if (cap == NULL)
             return -1;
         int r = PyObject_IsTrue(cap);
