@@ -36,7 +36,7 @@ class Conn(Outgoing, Incoming, RawEnds):
 
     kind = "tcp"
     raw_held = b""  # raw bytes read together with the peer's RAW, beyond what was asked
-    # What the hot paths read: slots (tracer/_fast.c reads them at their offsets);
+    # What the hot paths read: slots (integrations/sockets/_fastsock.c reads them at their offsets);
     # the rest lives in the instance's __dict__ (RawEnds has none of its own).
     __slots__ = ("fast_lp", "fast_in", "stok", "rtok", "out_endpoint", "out_left", "out_pending",
                  "in_left", "in_buf", "in_cid", "in_name")
