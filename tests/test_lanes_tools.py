@@ -561,3 +561,33 @@ def test_logical_time_layout_of_a_large_trace_computes_in_a_worker(db_url, monke
             await pilot.press("q")
 
     run(go())
+
+
+def test_render_key_draws_the_lanes_as_arranged(db_url):
+    import os
+    import re
+    import shutil
+
+    import pytest
+
+    if shutil.which("dot") is None and not os.environ.get("CI"):
+        pytest.skip("Graphviz's dot is not installed")
+    viewer_traces.relay_trace(db_url, rounds=ROUNDS)
+
+    async def go():
+        app = CutscopeApp(db=db_url, follow=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.explorer is not None)
+            ex = app.explorer
+            await pilot.press("right", "h", "shift+left")  # relay hidden, server first
+            assert ex.procs == ["server", "client"] and ex.hidden == {"relay"}
+            await pilot.press("r")
+            await wait_for(pilot, lambda: getattr(app, "last_render", None) is not None)
+            svg = open(app.last_render).read()
+            heads = re.findall(r'class="node lanehead".*?<text[^>]*>([^<]+)</text>', svg, re.S)
+            assert heads == ["server", "client"]
+            assert svg.count('class="edge transitive"') == 2 * ROUNDS
+            assert 'class="edge msg"' not in svg and "hidden: relay" in svg
+            await pilot.press("q")
+
+    run(go())

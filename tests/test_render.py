@@ -280,3 +280,76 @@ def test_shiviz_export_has_the_regex_and_vector_clocks(bank_db, tmp_path):
         if e.startswith("recv "):
             sc = sends[e.split()[1]]
             assert all(c.get(h, 0) >= v for h, v in sc.items())
+
+
+@pytest.fixture
+def relay_db(db_url):
+    viewer_traces.relay_trace(db_url)
+    return db_url
+
+
+def test_render_hidden_lane_draws_dashed_links_through_it(relay_db, tmp_path, capsys):
+    out = tmp_path / "hidden.svg"
+    assert cli(["render", "--db", relay_db, "--cut", "client=4,relay=7,server=3", "--hide", "relay",
+                "-o", str(out)]) == 0
+    t = Trace(load(relay_db))
+    text = out.read_text()
+    heads = [g.find(f"{SVG}text").text for g in svg_groups(out, "lanehead")]
+    assert heads == ["client", "server"]  # no lane for the relay
+    ri = t.processes.index("relay")
+    assert f"e{ri}_" not in text
+    # Every message of the client and the server goes through the relay: each is one
+    # dashed arrow from a visible send to the visible receive it leads to, straight.
+    links = svg_groups(out, "transitive")
+    ci, si = t.processes.index("client"), t.processes.index("server")
+    titles = sorted(edge_title(g) for g in links)
+    want = []
+    for r in range(3):  # client #3+4r -> server #1+3r; server #3+3r -> client #4+4r
+        want += [f"e{ci}_{3 + 4 * r}->e{si}_{1 + 3 * r}", f"e{si}_{3 + 3 * r}->e{ci}_{4 + 4 * r}"]
+    assert titles == sorted(want)
+    for g in links:
+        pts, path = edge_points(g)
+        assert_straight(pts)
+        assert path.get("stroke") == COLORS["transitive"]
+        assert path.get("stroke-dasharray")
+    assert svg_groups(out, "msg") == [] and svg_groups(out, "intransit") == []
+    assert "hidden: relay" in text
+
+
+def test_render_lanes_in_the_given_order_and_grouped(db_path, tmp_path):
+    url = f"sqlite:///{db_path}"
+    viewer_traces.relay_trace(url)
+    t = Trace(load(url))
+    cut = "client=1"
+
+    def heads(*extra):
+        out = tmp_path / "o.svg"
+        assert cli(["render", "--db", url, "--cut", cut, "-o", str(out), *extra]) == 0
+        return [g.find(f"{SVG}text").text for g in svg_groups(out, "lanehead")]
+
+    assert heads() == [p for p in t.processes if t.seqs[p]]
+    assert heads("--order", "server,client") == ["server", "client", "relay"]
+
+
+def test_render_groups_lanes_adjacent(db_url):
+    from cutscope.viewer.render import arrange, build
+    assert arrange(["bank-1", "client", "bank_2", "relay", "bank-3"], grouped=True) == \
+        ["bank-1", "bank_2", "bank-3", "client", "relay"]
+    assert arrange(["bank-1", "client", "bank_2"], order=["client"], hidden={"bank_2"},
+                   grouped=True) == ["client", "bank-1"]
+    viewer_traces.bank_trace(db_url)
+    t = Trace(load(db_url))
+    g = build(t, {"P1": 1, "P2": 1, "P3": 1}, order=["P1", "P3", "P2"])
+    assert re.findall(r"head\d+ \[label=(\w+)", g.source) == ["P1", "P3", "P2"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--hide", "nobody"], "no process 'nobody'"),
+    (["--hide", "client,relay,server"], "every process with events is hidden"),
+    (["--order", "nobody"], "no process 'nobody'"),
+])
+def test_render_hide_bad_input_is_one_line(relay_db, tmp_path, capsys, args, needle):
+    out = tmp_path / "x.svg"
+    assert cli(["render", "--db", relay_db, "--cut", "client=1", "-o", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -230,14 +230,18 @@ class CutscopeApp(App):
         path = self.render_path()
         if self.main is not None:
             self.main.set_status(f"rendering to {path} ...")
-        self._render(dict(self.explorer.cut), path)
+        ex = self.explorer
+        self._render(dict(ex.cut), path, list(ex.procs), set(ex.hidden))
 
     @work(thread=True, exclusive=True, group="render")
-    def _render(self, cut: dict, path: str) -> None:
+    def _render(self, cut: dict, path: str, order: list, hidden: set) -> None:
+        """The cut drawn with the explorer's lanes: their order (groups adjacent when
+        grouped) and its hidden lanes."""
         from .render import render_file
 
         try:
-            render_file(self.explorer.trace, cut, path, title="cut from the viewer")
+            render_file(self.explorer.trace, cut, path, title="cut from the viewer", order=order,
+                        hidden=hidden)
         except Exception as exc:
             self.post_message(Rendered(None, f"{type(exc).__name__}: {exc}"))
             return

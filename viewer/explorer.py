@@ -63,6 +63,50 @@ def parse_filter(text: str) -> tuple[set[str], set[str], str]:
     return procs, kinds, " ".join(words)
 
 
+
+def transitive_peer(t: Trace, e: Mapping, hidden) -> tuple[str, int] | None:
+    """For a send into a hidden process: the first receive outside ``hidden`` that its
+    message reaches through hidden processes (the first message each hidden process
+    sends from its receive on, followed until it reaches a process not hidden). For a
+    receive from a hidden process: the send outside ``hidden`` that started the chain
+    that delivered it (the last message each hidden process received up to its send,
+    followed back). None when the other end is not hidden, when the chain ends in
+    hidden processes, or when it is longer than TRANSITIVE_STEPS events."""
+    other = t.peer(e)
+    if other is None or other[0] not in hidden:
+        return None
+    forward = e["kind"] == "send"
+    want = "send" if forward else "recv"
+    p, s = other
+    steps = 0
+    seen = set()
+    while steps < TRANSITIVE_STEPS and (p, s) not in seen:
+        seen.add((p, s))
+        seqs = t.seqs[p]
+        first = t._start[t._pindex[p]]
+        pos = bisect.bisect_left(seqs, s)
+        ks = range(pos + 1, len(seqs)) if forward else range(pos - 1, -1, -1)
+        hop = None
+        for k in ks:
+            steps += 1
+            if steps >= TRANSITIVE_STEPS:
+                break
+            g = first + k
+            if t._kind[g] != want:
+                continue
+            o = t.peer(t._event_dict(g))
+            if o is None:
+                continue
+            hop = o
+            break
+        if hop is None:
+            return None
+        if hop[0] not in hidden:
+            return hop
+        p, s = hop
+    return None
+
+
 class Explorer:
     """A trace, the current cut, the selected process and the visible rows."""
 
@@ -443,49 +487,14 @@ class Explorer:
                 f"({hid} rows fewer)")
 
     def transitive_peer(self, e: Mapping) -> tuple[str, int] | None:
-        """For a send into a hidden lane: the first visible receive that its message reaches
-        through hidden lanes (the first message each hidden process sends from its
-        receive on, followed until it reaches a visible lane). For a receive from a
-        hidden lane: the visible send that started the chain that delivered it (the
-        last message each hidden process received up to its send, followed back).
-        None when the chain ends in hidden lanes or is longer than TRANSITIVE_STEPS."""
+        """``transitive_peer`` of the trace for the hidden lanes (None when the end it
+        reaches is not a visible lane), remembered until the lanes change."""
         key = (e["process"], e["seq"])
         if key in self._transitive:
             return self._transitive[key]
-        t = self.trace
-        ans = None
-        other = t.peer(e)
-        if other is not None and other[0] in self.hidden:
-            forward = e["kind"] == "send"
-            want = "send" if forward else "recv"
-            p, s = other
-            steps = 0
-            seen = set()
-            while ans is None and steps < TRANSITIVE_STEPS and (p, s) not in seen:
-                seen.add((p, s))
-                seqs = t.seqs[p]
-                pos = bisect.bisect_left(seqs, s)
-                ks = range(pos + 1, len(seqs)) if forward else range(pos - 1, -1, -1)
-                hop = None
-                for k in ks:
-                    steps += 1
-                    if steps >= TRANSITIVE_STEPS:
-                        break
-                    g = self._first_of(p) + k
-                    if t._kind[g] != want:
-                        continue
-                    o = t.peer(t._event_dict(g))
-                    if o is None:
-                        continue
-                    hop = o
-                    break
-                if hop is None:
-                    break
-                if hop[0] in self.hidden:
-                    p, s = hop
-                else:
-                    ans = hop if hop[0] in self.pindex else None
-                    break
+        ans = transitive_peer(self.trace, e, self.hidden)
+        if ans is not None and ans[0] not in self.pindex:
+            ans = None
         self._transitive[key] = ans
         return ans
 

@@ -51,6 +51,7 @@ COLORS = {
     "snapshot": "#fde9c8",
     "outside": "#ffffff",
     "grey": "#888888",
+    "transitive": "#8f5fbf",
 }
 
 MAX_MARKED = 200  # in-transit / orphan messages whose ends are pulled into a windowed view
@@ -116,11 +117,40 @@ def _layers(items: list, succ: dict, reverse: bool) -> dict:
     return layer
 
 
+def arrange(processes, order=None, hidden=(), grouped: bool = False) -> list[str]:
+    """The lanes' order: ``order`` first (the names it gives, left to right), then the
+    other processes in trace order, less ``hidden``; ``grouped`` puts the lanes of one
+    group (a name without its trailing number, as the explorer's ``G``) side by side,
+    groups in the order of their first lane."""
+    from .explorer import Explorer
+
+    known = [p for p in (order or ()) if p in processes]
+    lanes = known + [p for p in processes if p not in known]
+    if grouped:
+        first: dict[str, int] = {}
+        for k, p in enumerate(lanes):
+            first.setdefault(Explorer.group_of(p), k)
+        lanes.sort(key=lambda p: first[Explorer.group_of(p)])
+    return [p for p in lanes if p not in hidden]
+
+
 def build(trace: Trace | Mapping, cut: Mapping[str, int], window: int = 12,
-          title: str | None = None) -> graphviz.Digraph:
-    """The diagram as a ``graphviz.Digraph`` (no Graphviz needed until it is rendered)."""
+          title: str | None = None, order=None, hidden=(), grouped: bool = False) -> graphviz.Digraph:
+    """The diagram as a ``graphviz.Digraph`` (no Graphviz needed until it is rendered).
+
+    ``order``, ``hidden`` and ``grouped`` arrange the lanes as the explorer does
+    (``arrange``): a hidden process gets no lane (the cut still covers it), and a message
+    between a lane and a hidden process is drawn as a dashed violet arrow (class
+    ``transitive``) between the visible events it links through the hidden processes
+    (``explorer.transitive_peer``)."""
+    from .explorer import transitive_peer
+
     t = trace if isinstance(trace, Trace) else Trace(trace)
     unknown = [p for p in cut if p not in t.events]
+    if unknown:
+        raise ValueError(f"no process {unknown[0]!r} in this trace")
+    hidden = set(hidden or ())
+    unknown = sorted(p for p in hidden if p not in t.events)
     if unknown:
         raise ValueError(f"no process {unknown[0]!r} in this trace")
     window = max(1, int(window))
@@ -132,7 +162,10 @@ def build(trace: Trace | Mapping, cut: Mapping[str, int], window: int = 12,
     role: dict[str, str] = {m.id: "intransit" for m in transit}
     role.update({m.id: "orphan" for m in orphans})
     idx = {p: i for i, p in enumerate(t.processes)}
-    lanes = [p for p in t.processes if len(t.seqs[p])]  # an idle process gets no lane
+    lanes = [p for p in arrange(t.processes, order, hidden, grouped)
+             if len(t.seqs[p])]  # an idle process gets no lane
+    if not lanes:
+        raise ValueError("every process with events is hidden: nothing to draw")
 
     def inside_count(p: str) -> int:
         return t.count_inside(p, cut[p]) if p in cut else len(t.seqs[p])
@@ -141,7 +174,7 @@ def build(trace: Trace | Mapping, cut: Mapping[str, int], window: int = 12,
         return bisect.bisect_left(t.seqs[p], seq)
 
     # Which events to draw (positions in each lane): all, or a window around the cut.
-    total = sum(len(t.seqs[p]) for p in lanes)
+    total = sum(len(t.seqs[p]) for p in t.processes if p not in hidden)
     windowed = any(len(t.seqs[p]) > 2 * window for p in lanes)
     shown: dict[str, set[int]] = {}
     near: list[Message] = []
@@ -202,6 +235,23 @@ def build(trace: Trace | Mapping, cut: Mapping[str, int], window: int = 12,
             r = ("e", m.dst, pos_of(m.dst, m.recv_seq))
             succ.setdefault(it, []).append(r)
         msgs.append((m, it, r))
+    # Messages through hidden processes: (visible send, visible receive), found from
+    # either end; drawn when both ends are.
+    links: set[tuple[tuple, tuple]] = set()
+    if hidden:
+        for it, e in events.items():
+            if e["kind"] not in ("send", "recv"):
+                continue
+            other = transitive_peer(t, e, hidden)
+            if other is None or other[0] not in shown:
+                continue
+            o_it = ("e", other[0], pos_of(*other))
+            if o_it[2] not in shown[other[0]]:
+                continue
+            a, b = (it, o_it) if e["kind"] == "send" else (o_it, it)
+            if (a, b) not in links:
+                links.add((a, b))
+                succ.setdefault(a, []).append(b)
 
     inside = [it for p in lanes for it in seq_items[p] if is_inside(it)]
     outside = [it for p in lanes for it in seq_items[p] if not is_inside(it)]
@@ -225,6 +275,9 @@ def build(trace: Trace | Mapping, cut: Mapping[str, int], window: int = 12,
         f"INCONSISTENT ({n_orph} orphan message{'s' if n_orph != 1 else ''})"
     head = [f"{title or 'cut'}: {', '.join(f'{p}={n}' for p, n in cut.items())}",
             f"{verdict}; {len(transit)} in transit"]
+    if hidden:
+        head.append(f"hidden: {', '.join(p for p in t.processes if p in hidden)} (their messages "
+                    f"dashed, from lane to lane through them)")
     if windowed:
         left = total - drawn
         head.append(f"a window of the trace: {window} events on each side of every frontier; "
@@ -316,6 +369,13 @@ def build(trace: Trace | Mapping, cut: Mapping[str, int], window: int = 12,
                        shape="plaintext", style="", fontcolor=COLORS[r], fontsize="9",
                        pos=_pos(x, -(bottom - 0.5) * YS))
             g.edge(a, target, **_edge_attrs(m, r))
+    # Messages through hidden processes: dashed arrows, lane to lane.
+    for a_it, b_it in sorted(links):
+        ea, eb = events[a_it], events[b_it]
+        g.edge(_nid(idx[a_it[1]], ea["seq"]), _nid(idx[b_it[1]], eb["seq"]), color=COLORS["transitive"],
+               style="dashed", penwidth="1.4",
+               **{"class": "transitive", "tooltip": f"{a_it[1]} #{ea['seq']} to {b_it[1]} #{eb['seq']} "
+                                                     f"through hidden processes"})
     # Orphans whose receive is drawn but whose send is in a left-out run.
     for m in near:
         if role.get(m.id) != "orphan" or m.recv is None or m.dst not in seq_items or m.src not in seq_items:
@@ -327,7 +387,7 @@ def build(trace: Trace | Mapping, cut: Mapping[str, int], window: int = 12,
             if it[0] == "g" and it[2] <= k < it[3] and pos_of(m.dst, m.recv_seq) in shown[m.dst]:
                 g.edge(f"gap{idx[m.src]}_{it[2]}", _nid(idx[m.dst], m.recv_seq), **_edge_attrs(m, "orphan"))
 
-    _legend(g, max(xs) + 0.9 * XS, top * YS)
+    _legend(g, max(xs) + 0.9 * XS, top * YS, transitive=bool(hidden))
     return g
 
 
@@ -346,7 +406,7 @@ def _edge_attrs(m: Message, role: str) -> dict:
     return attrs
 
 
-def _legend(g: graphviz.Digraph, x: float, y: float) -> None:
+def _legend(g: graphviz.Digraph, x: float, y: float, transitive: bool = False) -> None:
     def swatch(color: str, dashed: bool = False) -> str:
         if dashed:
             return "".join(f'<td width="7" height="4" bgcolor="{color if k % 2 == 0 else "white"}"></td>'
@@ -360,6 +420,9 @@ def _legend(g: graphviz.Digraph, x: float, y: float) -> None:
          COLORS["orphan"]),
         (swatch(COLORS["cut"]), "the cut: inside above, outside below", COLORS["cut"]),
     ]
+    if transitive:
+        rows.insert(3, (swatch(COLORS["transitive"], dashed=True),
+                        "through hidden processes: a send to the receive it leads to", COLORS["transitive"]))
     body = "".join(f'<tr>{s}<td align="left"><font color="{c}">{text}</font></td></tr>'
                    for s, text, c in rows)
     body += ('<tr><td colspan="5"></td><td align="left"><font color="#888888">'

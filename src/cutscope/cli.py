@@ -244,16 +244,21 @@ def cmd_render(args) -> int:
         except ValueError as exc:
             raise CliError(f"--cut: {exc}") from None
         title = "cut"
-    unknown = [p for p in cut if p not in t.events]
+    hidden = [p for p in (args.hide or "").split(",") if p.strip()]
+    order = [p for p in (args.order or "").split(",") if p.strip()]
+    unknown = [p for p in list(cut) + hidden + order if p not in t.events]
     if unknown:
         raise CliError(f"no process {unknown[0]!r} in this trace "
                        f"(processes: {', '.join(t.processes) or 'none'})")
+    if not [p for p in t.processes if p not in hidden and len(t.seqs[p])]:
+        raise CliError("--hide: every process with events is hidden: nothing to draw")
     import graphviz
 
     from cutscope.viewer.render import render_file
 
     try:
-        render_file(t, cut, args.output, window=args.window, title=title)
+        render_file(t, cut, args.output, window=args.window, title=title, order=order,
+                    hidden=hidden, grouped=args.group)
     except graphviz.ExecutableNotFound:
         raise CliError("Graphviz's dot is not installed (Debian: apt-get install graphviz)") from None
     except graphviz.CalledProcessError as exc:
@@ -276,6 +281,12 @@ def add_render(sub) -> None:
                    help="output file; .svg, .png or .dot")
     p.add_argument("--window", metavar="N", type=int, default=12,
                    help="for large traces, events drawn on each side of the frontier (default 12)")
+    p.add_argument("--hide", metavar="P,...",
+                   help="processes without a lane; their messages are dashed arrows between the "
+                        "events they link through them")
+    p.add_argument("--order", metavar="P,...", help="the lanes' order, left to right (the rest follow)")
+    p.add_argument("--group", action="store_true",
+                   help="the lanes of a group (a name without its trailing number) side by side")
     p.set_defaults(func=cmd_render)
 
 
