@@ -743,3 +743,36 @@ def test_both_stores_apply_the_same_records_alike(tmp_path):
     assert snaps[2]["processes"]["a"]["done"] is False
     assert [(c["channel"], c["complete"], len(c["messages"])) for c in snaps[2]["channels"]] == [
         ("c1", False, 1)]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 't.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+def test_a_reading_sees_one_state_of_the_store_while_a_writer_goes_on(any_url):
+    """load() and document_and_blocks() read the document and every event block in
+    one read transaction: blocks and processes written after the reading began are
+    not in it (a streamed export is one consistent trace, not a mix of two)."""
+    url = any_url
+    t = cutscope.start(db=url, name="a", instrument=False)
+    try:
+        t.main.local("one")
+        t.flush()
+    finally:
+        cutscope.stop()
+    reader, writer = open_store(url), open_store(url)
+    try:
+        items = reader.document_and_blocks()
+        doc = next(items)
+        writer.write([("b", 1, 1, 5, "local", None, None, 0, None, None)],
+                     [])
+        blocks = list(items)
+        assert [e[0] for b in blocks for e in b] == ["a"]
+        assert [p["name"] for p in doc["processes"]] == ["a"]
+        assert len(reader.load()["events"]) == 2  # a new reading sees the new block
+    finally:
+        reader.close()
+        writer.close()

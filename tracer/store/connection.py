@@ -332,6 +332,19 @@ class SqlConnection:
 
     # -- direct operations -------------------------------------------------------
 
+    @contextlib.contextmanager
+    def reading(self):
+        """A connection whose statements all see one state of the store, whatever
+        writers commit meanwhile: a read transaction (SQLite's deferred ``BEGIN``,
+        which in WAL mode blocks no writer; PostgreSQL's ``REPEATABLE READ``),
+        rolled back at the end."""
+        with self.engine.connect() as conn:
+            if self._file:
+                conn.exec_driver_sql("BEGIN")
+            elif not self.sqlite:
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            yield conn
+
     def execute(self, fn):
         """Run ``fn(conn)`` in one transaction and return its result."""
         with self.engine.begin() as conn:

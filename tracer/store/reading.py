@@ -23,7 +23,7 @@ class SqlReading(SqlConnection):
         reader that takes them from ``event_blocks()`` (the viewer, which keeps
         them in columns rather than a dict per event).
         """
-        with self.engine.connect() as conn:  # one read transaction: a consistent trace
+        with self.reading() as conn:  # one state of the store: a consistent trace
             q = conn.exec_driver_sql
             procs = dicts(q("SELECT * FROM processes ORDER BY started_ns"))
             chans = dicts(q("SELECT * FROM channels ORDER BY id"))
@@ -38,7 +38,7 @@ class SqlReading(SqlConnection):
         gives it, all read in one read transaction (a consistent trace, as ``load()``
         reads it) without holding every event at once: the first item is the
         document, the others are blocks."""
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             q = conn.exec_driver_sql
             procs = dicts(q("SELECT * FROM processes ORDER BY started_ns"))
             chans = dicts(q("SELECT * FROM channels ORDER BY id"))
