@@ -591,3 +591,31 @@ def test_render_key_draws_the_lanes_as_arranged(db_url):
             await pilot.press("q")
 
     run(go())
+
+
+def test_hidden_lanes_rows_without_a_list_agree_with_the_definition(db_url, monkeypatch):
+    from cutscope.viewer.explorer import VisibleRows
+
+    monkeypatch.setattr(VisibleRows, "BLOCK", 4)  # many blocks on a small trace
+    viewer_traces.relay_trace(db_url, rounds=ROUNDS)
+    t = Trace(load(db_url))
+    for hidden in (["relay"], ["client"], ["server", "relay"], ["client", "server"]):
+        ex = Explorer(t)
+        for p in hidden:
+            ex.hide(p)
+        assert isinstance(ex.rows, VisibleRows)  # no list of a million rows to hide a lane
+        want = [g for g in range(len(ex.all_g)) if ex.lane(g) >= 0]
+        assert list(ex.rows) == want and len(ex) == len(want)
+        assert [ex.global_row(y) for y in range(len(ex))] == want
+        for p in t.processes:
+            for s in t.seqs[p]:
+                y = ex.row_for_event(p, s)
+                if p in ex.hidden:
+                    assert y is None
+                else:
+                    e = ex.event_at(y)
+                    assert (e["process"], e["seq"]) == (p, s)
+        for g in range(len(ex.all_g)):  # the visible row at or just before each display row
+            assert ex.nearest_row(g) == max(0, sum(1 for r in want if r <= g) - 1)
+        ex.toggle_collapse()  # runs of local events: a list of the rows, the same lanes
+        assert all(ex.lane(g) >= 0 for g in ex.rows)

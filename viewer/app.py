@@ -155,6 +155,7 @@ class CutscopeApp(App):
             self.post_message(LoadFailed(f"{type(exc).__name__}: {exc}"))
             return
         self.post_message(TraceLoaded(doc, ex, stamp, trace.n_events))
+        ex.warm()  # after the first screen: what hiding a lane reads
 
     def on_trace_loaded(self, msg: TraceLoaded) -> None:
         self._loading = False

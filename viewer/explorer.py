@@ -107,6 +107,51 @@ def transitive_peer(t: Trace, e: Mapping, hidden) -> tuple[str, int] | None:
     return None
 
 
+
+class VisibleRows:
+    """The display rows of the visible lanes, without a list of them: a mask (one byte a
+    display row, 1 where its lane is visible) and the count of visible rows before each
+    block of ``BLOCK`` rows. ``len``, ``rows[y]`` (the y-th visible row), ``rank(g)``
+    (visible rows before display row ``g``) and iteration cost a block at most, so
+    hiding a lane of a million events costs a few passes over the mask at C speed."""
+
+    BLOCK = 1024
+
+    def __init__(self, mask: bytes):
+        self.mask = mask
+        B = self.BLOCK
+        count = mask.count
+        self._before = array("q", itertools.accumulate(
+            (count(1, a, a + B) for a in range(0, len(mask), B)), initial=0))
+
+    def __len__(self) -> int:
+        return self._before[-1]
+
+    def rank(self, g: int) -> int:
+        """How many visible rows come before display row ``g``."""
+        B = self.BLOCK
+        b = g // B
+        return self._before[b] + self.mask.count(1, b * B, g)
+
+    def __getitem__(self, y: int) -> int:
+        n = len(self)
+        if y < 0:
+            y += n
+        if not 0 <= y < n:
+            raise IndexError(y)
+        b = bisect.bisect_right(self._before, y) - 1
+        a = b * self.BLOCK
+        k = y - self._before[b]
+        rows = itertools.compress(range(a, a + self.BLOCK), self.mask[a:a + self.BLOCK])
+        return next(itertools.islice(rows, k, None))
+
+    def __contains__(self, g: int) -> bool:
+        return 0 <= g < len(self.mask) and self.mask[g] == 1
+
+    def __iter__(self):
+        return itertools.compress(range(len(self.mask)), self.mask)
+
+
 class Explorer:
     """A trace, the current cut, the selected process and the visible rows."""
 
@@ -194,8 +239,29 @@ class Explorer:
 
     @functools.cached_property
     def all_proc(self) -> array:
-        """The lane of each display row."""
+        """The lane of each display row (a pass over every row: the keys use ``lane``)."""
         return array("i", map(self._emap.__getitem__, map(self.trace._pid.__getitem__, self.all_g)))
+
+    @functools.cached_property
+    def _pidb(self) -> bytes | None:
+        """Each display row's process (its trace index) as a byte (None above 255 processes)."""
+        if len(self.trace.processes) > 255 or not len(self.all_g):
+            return None
+        pid = self.trace._pid
+        return bytes(operator.itemgetter(*self.all_g)(pid)) if len(self.all_g) > 1 else bytes([pid[self.all_g[0]]])
+
+    def warm(self) -> None:
+        """Build what the lane keys read (each display row's process), ahead of them: the
+        viewer calls it in its load worker once the first screen is up."""
+        self._pidb
+
+    def _lane_mask(self) -> bytes | None:
+        """One byte a display row: 1 where its lane is visible (None without ``_pidb``)."""
+        pidb = self._pidb
+        if pidb is None:
+            return None
+        table = bytes(1 if k < len(self._emap) and self._emap[k] >= 0 else 0 for k in range(256))
+        return pidb.translate(table)
 
     @functools.cached_property
     def all_pos(self) -> array:
@@ -312,6 +378,8 @@ class Explorer:
             return y if y >= 0 else None
         if self.rows is None:
             return g
+        if isinstance(self.rows, VisibleRows):
+            return self.rows.rank(g) if g in self.rows else None
         y = bisect.bisect_left(self.rows, g)
         return y if y < len(self.rows) and self.rows[y] == g else None
 
@@ -319,6 +387,8 @@ class Explorer:
         """The visible row at or just before global row ``g``."""
         if self.rows is None:
             y = g
+        elif isinstance(self.rows, VisibleRows):
+            y = max(0, self.rows.rank(g + 1) - 1)
         else:
             y = max(0, bisect.bisect_right(self.rows, g) - 1)
         if self.layers is not None:
@@ -345,18 +415,27 @@ class Explorer:
             self.rows = self.filter_g
             self._pack()
             return
+        mask = self._lane_mask()
+        if not runs and self.filter_g is None and mask is not None:
+            self.rows = VisibleRows(mask)  # hidden lanes only: no list of the rows
+            self._pack()
+            return
         drop = set()
         for a, b in runs.items():
             drop.update(self._run_rows(a, b))
-        lane = self.all_proc
         src = self.filter_g if self.filter_g is not None else range(len(self.all_g))
-        self.rows = array("l", [r for r in src if lane[r] >= 0 and r not in drop])
+        if mask is not None:
+            src = (r for r in src if mask[r])
+        else:
+            src = (r for r in src if self.lane(r) >= 0)
+        self.rows = array("l", [r for r in src if r not in drop] if drop else src)
         self._pack()
 
     def _run_rows(self, a: int, b: int):
         """The display rows of a collapsed run but its first (``a``) whose last is ``b``."""
-        i = self.all_proc[a]
-        return [r for r in range(a + 1, b + 1) if self.all_proc[r] == i]
+        lane = self.lane
+        i = lane(a)
+        return [r for r in range(a + 1, b + 1) if lane(r) == i]
 
     def _collapsed_runs(self) -> dict[int, int]:
         """Each run of two or more consecutive local events of one visible process: the
@@ -369,9 +448,10 @@ class Explorer:
             k = 0
             n = len(kinds)
             while k < n:
-                if kinds[k] != "local":
-                    k += 1
-                    continue
+                try:
+                    k = kinds.index("local", k)  # the next local event, at C speed
+                except ValueError:
+                    break
                 m = k
                 while m + 1 < n and kinds[m + 1] == "local":
                     m += 1

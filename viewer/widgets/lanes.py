@@ -256,7 +256,7 @@ class Lanes(ScrollView, can_focus=False):
         styles: list[Style | None] = [None] * (w * n)
         here = {}
         for r in ex.layers[row]:
-            i = ex.all_proc[r]
+            i = ex.lane(r)
             if i >= 0:
                 here[i] = (r, t._event_dict(ex.all_g[r]))
         lamports = [e.get("lamport", 0) for _, e in here.values()]
