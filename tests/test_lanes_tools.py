@@ -619,3 +619,31 @@ def test_hidden_lanes_rows_without_a_list_agree_with_the_definition(db_url, monk
             assert ex.nearest_row(g) == max(0, sum(1 for r in want if r <= g) - 1)
         ex.toggle_collapse()  # runs of local events: a list of the rows, the same lanes
         assert all(ex.lane(g) >= 0 for g in ex.rows)
+
+
+def test_logical_time_layout_rows_without_a_list_agree_with_the_steps(db_url):
+    from cutscope.viewer.explorer import Layers
+
+    viewer_traces.relay_trace(db_url, rounds=ROUNDS)
+    t = Trace(load(db_url))
+    ex = Explorer(t)
+    ex.toggle_packed()
+    assert isinstance(ex.layers, Layers)
+    step = ex._steps()
+    steps = {step[ex.all_g[g]] for g in range(len(ex.all_g))}
+    assert len(ex) == max(steps) and steps == set(range(1, len(ex) + 1))
+    for y in range(len(ex)):
+        assert ex.layers[y] == [g for g in range(len(ex.all_g)) if step[ex.all_g[g]] == y + 1]
+    ex.hide("relay")  # hidden lanes: every step keeps its row, the hidden events are not drawn
+    assert isinstance(ex.layers, Layers)
+    lanes = Lanes()
+    lanes.explorer = ex
+    for p in t.processes:
+        for s in t.seqs[p]:
+            y = ex.row_for_event(p, s)
+            if p == "relay":
+                assert y is None
+                continue
+            assert (p, s) in {(t._event_dict(ex.all_g[r])["process"], t._event_dict(ex.all_g[r])["seq"])
+                              for r in ex.layers[y]}
+            assert f"{p} #{s} " in lanes._build_packed(y).text

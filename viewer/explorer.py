@@ -152,6 +152,36 @@ class VisibleRows:
         return itertools.compress(range(len(self.mask)), self.mask)
 
 
+
+class Layers:
+    """The logical-time layout without a list per row: the display rows sorted by
+    (step, row) as integer keys ``step * n + row``; row ``y`` holds the events of step
+    ``y + 1`` (the steps run from 1 without a gap: an event of step k > 1 follows one of
+    step k - 1), found by two binary searches. Every step keeps its row, so a row whose
+    events are all in hidden lanes shows the lanes only."""
+
+    def __init__(self, keys, n: int, step, all_g):
+        self.keys, self.n, self.step, self.all_g = keys, n, step, all_g
+        self._len = keys[-1] // n if len(keys) else 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, y: int) -> list[int]:
+        if y < 0:
+            y += self._len
+        if not 0 <= y < self._len:
+            raise IndexError(y)
+        n, keys = self.n, self.keys
+        a = bisect.bisect_left(keys, (y + 1) * n)
+        b = bisect.bisect_left(keys, (y + 2) * n, a)
+        return [k - (y + 1) * n for k in keys[a:b]]
+
+    def of(self, r: int) -> int:
+        """The row of display row ``r``."""
+        return self.step[self.all_g[r]] - 1
+
+
 class Explorer:
     """A trace, the current cut, the selected process and the visible rows."""
 
@@ -176,6 +206,7 @@ class Explorer:
         self.layers: list[list[int]] | None = None  # packed: the display rows of each row
         self._pack_of: array | None = None  # display row -> packed row (-1: not shown)
         self._step: array | None = None
+        self._packkeys = None  # display rows by (step, row), once the layout is asked
         self.selected = 0  # index of the selected process
         self.show_causality = False
         # (process, seq, vector clock) of the selected event while causality is shown
@@ -290,7 +321,8 @@ class Explorer:
     def global_row(self, y: int) -> int:
         """The display row shown on screen row ``y`` (packed: the first of that row's)."""
         if self.layers is not None:
-            return self.layers[y][0]
+            row = self.layers[y]
+            return next((r for r in row if self.lane(r) >= 0), row[0])
         return self.rows[y] if self.rows is not None else y
 
     def event_at(self, y: int) -> dict:
@@ -306,7 +338,7 @@ class Explorer:
         self.generation += 1
         if not self.packed:
             return "layout: one event per row (Lamport order)"
-        n = sum(len(x) for x in self.layers)
+        n = len(self.rows) if self.rows is not None else len(self.all_g)
         return (f"logical-time layout: {n} events on {len(self.layers)} rows "
                 f"(events on one row are concurrent)")
 
@@ -332,10 +364,27 @@ class Explorer:
             self._step = step
         return self._step
 
+    def _pack_keys(self):
+        """The display rows sorted by (logical step, row), as ``step * n + row`` (kept)."""
+        if self._packkeys is None:
+            step = self._steps()
+            all_g = self.all_g
+            n = len(all_g)
+            keys = sorted(map(operator.add, map(operator.mul, map(step.__getitem__, all_g),
+                                                itertools.repeat(n)), range(n)))
+            self._packkeys = array("q", keys) if not keys or keys[-1] < 1 << 63 else keys
+        return self._packkeys
+
     def _pack(self) -> None:
-        """The packed rows of the visible rows (``self.layers``), when packed."""
+        """The packed rows of the visible rows (``self.layers``), when packed. Every row, or
+        hidden lanes only: ``Layers`` over the kept keys, no list per row; a filter or
+        collapsed runs: a list per row of theirs."""
         if not self.packed:
             self.layers = None
+            self._pack_of = None
+            return
+        if self.rows is None or isinstance(self.rows, VisibleRows):
+            self.layers = Layers(self._pack_keys(), len(self.all_g), self._steps(), self.all_g)
             self._pack_of = None
             return
         step = self._steps()
@@ -361,6 +410,8 @@ class Explorer:
 
     def packed_row(self, r: int) -> int:
         """The packed row holding display row ``r`` (-1: none)."""
+        if isinstance(self.layers, Layers):
+            return self.layers.of(r)
         return self._pack_of[r] if self._pack_of is not None else r
 
     def row_for_event(self, process: str, seq: int) -> int | None:
@@ -374,7 +425,7 @@ class Explorer:
             return None
         g = self._display_row(self._first[i] + pos)
         if self.layers is not None:
-            y = self._pack_of[g]
+            y = self.packed_row(g)
             return y if y >= 0 else None
         if self.rows is None:
             return g
@@ -393,7 +444,7 @@ class Explorer:
             y = max(0, bisect.bisect_right(self.rows, g) - 1)
         if self.layers is not None:
             r = self.rows[y] if self.rows is not None else y
-            return max(0, self._pack_of[r])
+            return max(0, self.packed_row(r))
         return y
 
     def set_filter(self, text: str) -> int:

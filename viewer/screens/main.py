@@ -215,7 +215,7 @@ class MainScreen(Screen):
         ex = self.explorer
         if ex is None:
             return
-        if not ex.packed and ex._step is None and len(ex.all_g) > explorer_module.SYNC_FILTER_EVENTS:
+        if not ex.packed and ex._packkeys is None and len(ex.all_g) > explorer_module.SYNC_FILTER_EVENTS:
             # A large trace: the steps (one pass over every event) in a worker; the
             # screen stays live meanwhile.
             self.set_status(f"logical-time layout: computing the steps of {len(ex.all_g)} events ...")
@@ -225,7 +225,7 @@ class MainScreen(Screen):
 
     @work(thread=True, exclusive=True, group="packed")
     def _steps_in_worker(self, ex: Explorer) -> None:
-        ex._steps()
+        ex._pack_keys()  # the steps and their order, kept: the layout is then drawn lazily
         self.app.call_from_thread(self._steps_ready, ex)
 
     def _steps_ready(self, ex: Explorer) -> None:

@@ -314,8 +314,11 @@ class Lanes(ScrollView, can_focus=False):
                 style = S_SELECTED
             segs.append(Segment("  " if segs[-1].text.endswith(" ") else "   ", None))
             segs.append(Segment(text, style))
-        segs.append(Segment(f"   L{min(lamports)}" + (f"..{max(lamports)}" if max(lamports) != min(lamports) else ""),
-                            S_GUTTER))
+        if lamports:
+            segs.append(Segment(f"   L{min(lamports)}" + (f"..{max(lamports)}" if max(lamports) != min(lamports)
+                                                          else ""), S_GUTTER))
+        else:
+            segs.append(Segment("   (events in hidden lanes only)", S_GUTTER))
         return Strip(segs)
 
     def _build(self, row: int) -> Strip:
