@@ -617,7 +617,7 @@ def test_hidden_lanes_rows_without_a_list_agree_with_the_definition(db_url, monk
                     assert (e["process"], e["seq"]) == (p, s)
         for g in range(len(ex.all_g)):  # the visible row at or just before each display row
             assert ex.nearest_row(g) == max(0, sum(1 for r in want if r <= g) - 1)
-        ex.toggle_collapse()  # runs of local events: a list of the rows, the same lanes
+        ex.toggle_collapse()  # runs of local events too: still a mask of the rows
         assert all(ex.lane(g) >= 0 for g in ex.rows)
 
 

@@ -383,7 +383,7 @@ class Explorer:
             self.layers = None
             self._pack_of = None
             return
-        if self.rows is None or isinstance(self.rows, VisibleRows):
+        if self.rows is None or (isinstance(self.rows, VisibleRows) and not self._runs):
             self.layers = Layers(self._pack_keys(), len(self.all_g), self._steps(), self.all_g)
             self._pack_of = None
             return
@@ -467,8 +467,15 @@ class Explorer:
             self._pack()
             return
         mask = self._lane_mask()
-        if not runs and self.filter_g is None and mask is not None:
-            self.rows = VisibleRows(mask)  # hidden lanes only: no list of the rows
+        if self.filter_g is None and mask is not None:
+            # Hidden lanes and collapsed runs: no list of the rows, a mask of them.
+            if runs:
+                mask = bytearray(mask)
+                for a, b in runs.items():
+                    for r in self._run_rows(a, b):
+                        mask[r] = 0
+                mask = bytes(mask)
+            self.rows = VisibleRows(mask)
             self._pack()
             return
         drop = set()
@@ -484,9 +491,8 @@ class Explorer:
 
     def _run_rows(self, a: int, b: int):
         """The display rows of a collapsed run but its first (``a``) whose last is ``b``."""
-        lane = self.lane
-        i = lane(a)
-        return [r for r in range(a + 1, b + 1) if lane(r) == i]
+        g, last = self.all_g[a], self.all_g[b]  # the run's events are consecutive trace rows
+        return [self._display_row(k) for k in range(g + 1, last + 1)]
 
     def _collapsed_runs(self) -> dict[int, int]:
         """Each run of two or more consecutive local events of one visible process: the
