@@ -8,7 +8,8 @@ interpreter per measurement (so that each peak RSS is its own), runs:
   160x44): the time from its start until the cut explorer is on the screen
   (``first screen``); then each key of ``KEYS`` once (frontier moves, process
   selection, start and end, nearest consistent cuts, lattice steps, other end,
-  message chain, causality, pages, the whole trace), a key's latency being the
+  message chain, causality, pages, the whole trace; then the lane keys of ``LANE_KEYS``, each
+  its own figure), a key's latency being the
   CPU time of the app's process from the key sent to the screen idle again
   (Pilot's own waits are sleeps, so its wall time is mostly them; ``no-op
   key``: a key bound to nothing, what Textual and the harness cost); then live
@@ -60,6 +61,7 @@ import cutscope.viewer
 assert cutscope.viewer.__file__.startswith(os.environ["BENCH_CODE"]), cutscope.viewer.__file__
 T = time.perf_counter
 KEYS = os.environ["BENCH_KEYS"].split(",")
+LANE_KEYS = json.loads(os.environ["BENCH_LANE_KEYS"])
 BATCH = int(os.environ["BENCH_BATCH"])
 out = {}
 
@@ -126,6 +128,17 @@ if mode == "app":
                 (noop if k == "f12" else lat).append(C() - c1)
                 if k != "f12":
                     slow[k] = max(slow.get(k, 0), lat[-1])
+            # The lane keys, each once in this order, each its own figure (CPU of the whole
+            # process, workers included); after z, until its layout is on (or off).
+            ex = app.explorer
+            for k, label in LANE_KEYS:
+                was = ex.packed
+                c1 = C()
+                await pilot.press(k)
+                await pilot.pause()
+                while k == "z" and ex.packed == was and C() - c1 < 120:
+                    await pilot.pause(0.01)
+                out[f"key {label}"] = C() - c1
             lat.sort()
             out["key_p50"] = statistics.median(lat)
             out["key_p99"] = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
@@ -202,6 +215,11 @@ KEYS = ["up", "down", "shift+up", "shift+down", "right", "left", "home", "end", 
         "o", "greater_than_sign", "less_than_sign", "c", "c", "pagedown", "pageup", "g", "t",
         "right", "up", "up", "down", "left"] * 2
 
+# The lane keys timed one by one after KEYS (key, its name in the report): hide, show,
+# collapse, the logical-time layout (first time, off, on again), hide and show in it.
+LANE_KEYS = [("h", "h"), ("H", "H"), ("x", "x"), ("x", "x off"), ("z", "z"), ("h", "h (z)"),
+             ("H", "H (z)"), ("z", "z off"), ("z", "z again"), ("G", "G"), ("shift+right", "shift+right")]
+
 
 def code_tree(rev: str, dest: str) -> str:
     """``rev``'s cutscope package, laid out as the installed package (for PYTHONPATH),
@@ -233,6 +251,7 @@ def child(mode: str, url: str, path: str | None, batch: int) -> dict:
         env["BENCH_CODE"] = ROOT
     env.pop("CUTSCOPE_STRICT", None)
     env["BENCH_KEYS"] = ",".join(KEYS)
+    env["BENCH_LANE_KEYS"] = json.dumps(LANE_KEYS)
     env["BENCH_BATCH"] = str(batch)
     db = url[len("sqlite:///"):]
     work = None
