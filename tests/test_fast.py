@@ -1,6 +1,6 @@
-"""The C hot paths (tracer/_fast.c, integrations/sockets/_fastsock.c): installed when built, equal to the Python code they
-replace, atomic against the Python critical sections, and a failure inside them never
-reaches the application's bytes.
+"""The C hot paths (tracer/_fast.c, integrations/sockets/_fastsock.c): installed when
+built, equal to the Python code they replace, atomic against the Python critical
+sections, and a failure inside them never reaches the application's bytes.
 
 The rest of the suite runs with the C paths (they are installed by default); the
 parity test runs the socket, queue and core tests again with ``CUTSCOPE_SPEEDUPS=0``,
