@@ -13,9 +13,11 @@ states) must be equal, event by event. Wall-clock times are left out.
   both ways), a snapshot asked and started at a safe point, end of stream;
 - the core: ``LogicalProcess.send`` / ``recv`` from four threads at once, each its
   own logical process, over FIFO channels read in a fixed order (so the trace does
-  not depend on the scheduling), with a snapshot recorded by one of them midway.
-
-Queues have theirs in tests/test_queues.py (``_equivalence_scenario``).
+  not depend on the scheduling), with a snapshot recorded by one of them midway;
+- queues from threads: producers and a consumer, each its own logical process, on
+  bounded queues (waits on both sides), a marker in a queue. Every single-thread case
+  of the queue's C path and its fallbacks is compared in tests/test_queues.py
+  (``_equivalence_scenario``).
 """
 
 from __future__ import annotations
@@ -239,6 +241,66 @@ def _core_scenario(url: str, capture: int) -> dict:
     return {"log": repr(sorted(log.items())), "paths": paths}
 
 
+# -- queues, from threads --------------------------------------------------------------------
+
+def _queue_scenario(url: str, capture: int) -> dict:
+    """tests/test_queues.py compares one thread's queue calls (every case of the C path
+    and its fallbacks); this one runs them from threads, into SQLite: three producers,
+    each its own logical process, put into their own bounded queue (a full queue makes
+    the producer wait: the Python path) while a consumer takes from the three in turn
+    (waiting when one is empty). P0 records a snapshot midway: its marker travels in
+    its queue."""
+    import queue
+    import threading
+
+    import cutscope
+    from cutscope.tracer.process import current
+
+    rounds = 40
+    cutscope.start(db=url, name="parity", capture_payload=capture)
+    log = {}
+    try:
+        qs = [queue.Queue(maxsize=4) for _ in range(3)]
+        errors = []
+
+        def producer(i):
+            try:
+                with cutscope.process(f"P{i}"):
+                    for r in range(rounds):
+                        if i == 0 and r == rounds // 2:
+                            current().record(1, "P0")
+                        qs[i].put((i, r, b"x" * r))
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(repr(e))
+
+        def consumer():
+            got = log["C"] = []
+            try:
+                with cutscope.process("C"):
+                    for _ in range(rounds):
+                        for q in qs:
+                            got.append(q.get(timeout=60))
+                            q.task_done()
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=producer, args=(i,)) for i in range(3)]
+        threads.append(threading.Thread(target=consumer))
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(120)
+        assert not errors, errors
+        paths = _paths_in_use()
+        from cutscope.integrations import queues as qint
+
+        paths["queue"] = type(qint.put).__name__
+        paths["queue_counts"] = qint.FASTQ.counts() if qint.FASTQ is not None else None
+    finally:
+        cutscope.stop()
+    return {"log": repr(log), "paths": paths}
+
+
 # -- running them -----------------------------------------------------------------------------
 
 def _child(scenario: str, capture: int, speedups: str, tmp_path) -> dict:
@@ -295,3 +357,17 @@ def test_the_core_records_the_same_trace_with_and_without_c(capture, tmp_path):
     assert sum(e[3] == "send" for e in events) == sum(e[3] == "recv" for e in events) == 4 * 3 * 30
     assert sum(e[3] == "snapshot" for e in events) == 4
     assert len(fast["trace"]["states"]) >= 4
+
+
+@needs_c_paths
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("capture", [0, 32])
+def test_queues_from_threads_record_the_same_trace_with_and_without_c(capture, tmp_path):
+    fast = _child("_queue_scenario", capture, "1", tmp_path)
+    slow = _child("_queue_scenario", capture, "0", tmp_path)
+    assert fast["paths"]["queue"] == "method_descriptor" and slow["paths"]["queue"] == "function"
+    assert fast["paths"]["queue_counts"]["put"] > 0 and fast["paths"]["queue_counts"]["get"] > 0
+    _compare(fast, slow)
+    events = fast["trace"]["events"]
+    assert sum(e[3] == "send" for e in events) == sum(e[3] == "recv" for e in events) == 3 * 40
+    assert {e[0] for e in events if e[3] == "snapshot"} == {"P0", "C"}
