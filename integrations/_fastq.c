@@ -42,7 +42,7 @@
 typedef struct {
     /* configuration (set once by setup) */
     PyTypeObject *q_type, *qs_type, *lp_type, *ep_type, *deque_type, *lock_type;
-    Py_ssize_t s_fifo, s_side, s_out, s_seen, s_pend, s_last, s_rlp, s_rcid;
+    Py_ssize_t s_fifo, s_side, s_out, s_seen, s_pend, s_last, s_last_consumer, s_last_channel;
     Py_ssize_t o_name, o_pending, o_tracer;
     Py_ssize_t e_channel;
     PyObject *c_current;     /* the ContextVar of the logical process */
@@ -829,9 +829,9 @@ fast_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
         ok = head != NULL && head == PyTuple_GET_ITEM(e, 0);
     }
     PyObject *cid = ok ? PyTuple_GET_ITEM(e, 1) : NULL;
-    int known = 0;  /* st.rlp is lp and st.rcid is cid */
+    int known = 0;  /* st.last_consumer is lp and st.last_channel is cid */
     if (ok) {
-        known = SLOT(st, Q->s_rlp) == lp && SLOT(st, Q->s_rcid) == cid;
+        known = SLOT(st, Q->s_last_consumer) == lp && SLOT(st, Q->s_last_channel) == cid;
         if (!known) {
             PyObject *seen = SLOT(st, Q->s_seen);
             ok = seen != NULL && PyDict_CheckExact(seen) && PyUnicode_CheckExact(cid);
@@ -863,9 +863,9 @@ fast_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
         goto unlock_fail;
     {  /* try: the receive event; except Exception: tracer.fault */
         PyObject *nb = NULL, *pl = NULL, *r = NULL;
-        if (!known) {  /* st.rlp, st.rcid = lp, cid */
-            slot_set(st, Q->s_rlp, lp);
-            slot_set(st, Q->s_rcid, cid);
+        if (!known) {  /* st.last_consumer, st.last_channel = lp, cid */
+            slot_set(st, Q->s_last_consumer, lp);
+            slot_set(st, Q->s_last_channel, cid);
         }
         nb = nbytes_of(item);
         pl = nb == NULL ? NULL : payload_of(lp, item);
@@ -964,8 +964,8 @@ setup(PyObject *mod, PyObject *args)
     OFF(Q->s_seen, qs, "seen");
     OFF(Q->s_pend, qs, "pend");
     OFF(Q->s_last, qs, "last");
-    OFF(Q->s_rlp, qs, "rlp");
-    OFF(Q->s_rcid, qs, "rcid");
+    OFF(Q->s_last_consumer, qs, "last_consumer");
+    OFF(Q->s_last_channel, qs, "last_channel");
     OFF(Q->o_name, lt, "name");
     OFF(Q->o_pending, lt, "pending");
     OFF(Q->o_tracer, lt, "tracer");

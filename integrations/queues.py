@@ -111,7 +111,7 @@ class QueueState:
     """
 
     __slots__ = ("ref", "fifo", "lifo", "side", "bymap", "out", "seen", "consumers",
-                 "pend", "endpoint", "last", "rlp", "rcid", "__weakref__")
+                 "pend", "endpoint", "last", "last_consumer", "last_channel", "__weakref__")
 
     def __init__(self, q, fifo: bool, lifo: bool = False):
         self.ref = weakref.ref(q)
@@ -127,7 +127,7 @@ class QueueState:
         # The last producer and its endpoint; the last consumer and a channel it knows
         # (the hot path compares identities instead of looking them up).
         self.last = (None, None)
-        self.rlp = self.rcid = None  # written and read under the queue's mutex
+        self.last_consumer = self.last_channel = None  # written and read under the queue's mutex
 
     # -- producer side -----------------------------------------------------------
 
@@ -447,11 +447,11 @@ def _hook_get(orig):
             if type(e) is tuple and e[0] is item:  # a FIFO queue's head entry
                 side.popleft()
                 cid = e[1]
-                if state.rlp is not lp or state.rcid is not cid:
+                if state.last_consumer is not lp or state.last_channel is not cid:
                     s = state.seen.get(cid)
                     if s is None or lp not in s:
                         state.first(lp, cid)
-                    state.rlp, state.rcid = lp, cid
+                    state.last_consumer, state.last_channel = lp, cid
                 lp.recv(cid, e[2], e[3], len(item) if type(item) is bytes else 0,
                         item if lp.tracer.capture else None, item)
             elif state.fifo or state.bymap:
