@@ -66,7 +66,9 @@ _sendto = _ss.sendto
 _recvfrom = _ss.recvfrom
 
 _NOARG = object()  # an argument not given (the C method then raises its own error)
-_tracer = [None]  # the tracer the wrappers record into
+# The tracer the wrappers record into: a one-item list, which the socket extension
+# (_fastsock) reads without a call.
+_tracer = [None]
 # id(socket object) -> its Conn. An entry lives exactly as long as its socket object:
 # the weak reference in _refs removes it when the object dies (CPython calls the
 # callback at once, before the id can be reused), so the hot path trusts the id.
