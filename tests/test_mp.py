@@ -806,3 +806,49 @@ def test_a_bare_md5_answer_that_starts_with_a_brace_is_read_as_bare():
     assert mac_for(authkey, answer, signed, bare) == hmac.new(authkey, bare, "md5").digest()
     # a wrong bare answer is still refused
     assert mac_for(b"other", answer, signed, bare) is None
+
+
+def test_data_frames_built_once_per_sender_read_back_exactly():
+    """A sender's data frame (its fixed header parts encoded once) is the frame of
+    ``data_header`` plus the message, for any bytes-like message, and parses back to
+    the same stamp, channel, message id and offset of the message."""
+    from cutscope.integrations.mp import frames
+
+    framer = frames.DataFramer("c-7é", "wörker-3")
+    for seq, stamp, message in ((1, 1, b""), (9, 10, b"x" * 300), (10**12, 2**63 - 1,
+                                                                      memoryview(b"\x00abc"))):
+        frame = framer.frame(seq, stamp, message)
+        assert frame == frames.data_header("c-7é", f"wörker-3#{seq}", stamp) + bytes(message)
+        view = memoryview(frame)
+        assert frames.is_frame(view)
+        assert frames.parse_tuple(view) == (frames.DATA, stamp, "c-7é", f"wörker-3#{seq}",
+                                            len(frame) - len(message))
+        assert tuple(frames.parse(view)) == frames.parse_tuple(view)
+
+
+def test_one_way_pipe_delivers_exact_bytes_and_message_ids():
+    """A framed one-way pipe (a Pool's SimpleQueue): the receiver gets the sent bytes
+    (bytes, a memoryview, a pickled object, into a buffer at an offset, an empty
+    message), and each receive names its send's id."""
+    with recording("main") as rec:
+        r, w = mp.Pipe(duplex=False)
+        with cutscope.process("séndér"):
+            w.send_bytes(b"one")
+            w.send_bytes(memoryview(b"--two--")[2:5])
+            w.send({"three": 3})
+            w.send_bytes(b"")
+            w.send_bytes(b"four", 1, 2)
+        with cutscope.process("B"):
+            assert r.recv_bytes() == b"one"
+            assert r.recv_bytes(3) == b"two"
+            assert r.recv() == {"three": 3}
+            assert r.recv_bytes() == b""
+            buf = bytearray(8)
+            assert r.recv_bytes_into(buf, 3) == 2
+            assert bytes(buf) == b"\x00\x00\x00ou\x00\x00\x00"
+        r.close()
+        w.close()
+        doc = rec.trace()
+    sends, recvs = check_messages(doc)
+    assert len(sends) == len(recvs) == 5
+    assert [sends[e["msg"]]["msg"] for e in recvs] == [f"séndér#{i}" for i in range(1, 6)]

@@ -53,19 +53,21 @@ def _flush_conn(conn):
     return flush
 
 
-def _open_out(conn, state: ConnectionState, lp) -> OutEndpoint:
-    """``lp``'s endpoint on ``conn`` (outside ``state.lock``: ``add_out`` may flush at once)."""
+def _open_out(conn, state: ConnectionState, lp) -> tuple:
+    """``lp``'s endpoint on ``conn`` and its ``DataFramer`` (outside ``state.lock``:
+    ``add_out`` may flush at once)."""
     t = lp.tracer
     cid = t.new_channel_id()
     fifo = is_socket(conn, state)
     endpoint = OutEndpoint(lp, cid, flush=_flush_conn(conn), fifo=fifo)
-    have = state.endpoints.setdefault(lp, endpoint)
-    if have is not endpoint:
+    mine = (endpoint, frames.DataFramer(cid, lp.name))
+    have = state.endpoints.setdefault(lp, mine)
+    if have is not mine:
         return have
     t.channel(cid, lp.name, None, "mp.connection", endpoint_name(conn), True, fifo)
     if fifo:
         lp.add_out(endpoint)
-    return endpoint
+    return mine
 
 
 def send_bytes(self, buf):
@@ -93,18 +95,18 @@ def send_bytes(self, buf):
         except Exception as exc:
             t.fault(exc, "Connection.send (raw)")
         return send(self, buf)
-    endpoint = state.endpoints.get(lp)
-    if endpoint is None:
+    out = state.endpoints.get(lp)
+    if out is None:
         try:
-            endpoint = _open_out(self, state, lp)
+            out = _open_out(self, state, lp)
         except Exception as exc:
             lp.tracer.fault(exc, "Connection.send")
             return send(self, buf)
+    endpoint, framer = out
     with state.lock:
         try:
-            t = lp.tracer
-            seq, lam, markers = lp.send(endpoint, n, bytes(buf) if t.capture else None)
-            frame = frames.data_header(endpoint.channel, f"{lp.name}#{seq}", lam) + bytes(buf)
+            seq, lam, markers = lp.send(endpoint, n, bytes(buf) if lp.tracer.capture else None)
+            frame = framer.frame(seq, lam, buf)
         except Exception as exc:
             lp.tracer.fault(exc, "Connection.send")
             return send(self, buf)  # unreachable in strict mode; a raw message otherwise
@@ -134,13 +136,13 @@ def recv_bytes(self, maxsize=None):
         with buf.getbuffer() as view:
             framed = frames.is_frame(view)
             if framed:
-                frame = frames.parse(view)
-                if frame.kind != frames.MARKER:
-                    n = len(view) - frame.header_len
+                kind, number, cid, text, header_len = frames.parse_tuple(view)
+                if kind != frames.MARKER:
+                    n = len(view) - header_len
                     if maxsize is not None and n > maxsize:
                         return None
                     out = io.BytesIO()
-                    out.write(view[frame.header_len:])
+                    out.write(view[header_len:])
             else:
                 n = len(view)
                 if maxsize is not None and n > maxsize:
@@ -148,21 +150,19 @@ def recv_bytes(self, maxsize=None):
         if not framed:
             _record_raw_in(self, state, lp, n, buf)
             return buf
-        if frame.kind == frames.MARKER:
-            lp.tracer.guard(lp.marker, frame.channel, frame.number, frame.text)
+        if kind == frames.MARKER:
+            lp.tracer.guard(lp.marker, cid, number, text)
             continue
         try:
             if state is None or state.pid != os.getpid():
                 state = connection_state(self, create_framed=False)
-            cid = frame.channel
             if (cid, lp) not in state.seen:
                 state.seen.add((cid, lp))
                 fifo = is_socket(self, state)
                 lp.add_in(cid, fifo)
                 lp.tracer.channel(cid, None, lp.name, "mp.connection", None, True, fifo)
-            t = lp.tracer
-            lp.recv(cid, frame.text, frame.number, n,
-                    out.getvalue() if t.capture or lp.snaps else None)
+            lp.recv(cid, text, number, n,
+                    out.getvalue() if lp.tracer.capture or lp.snaps else None)
         except Exception as exc:
             lp.tracer.fault(exc, "Connection.recv")
         return out

@@ -19,7 +19,7 @@ class ConnectionState:
         self.framed = framed  # our direction carries frames (the peer traces)
         self.sock = None  # is the descriptor a socket (peekable, markers allowed)? None: unknown
         self.lock = threading.Lock()
-        self.endpoints: dict = {}  # logical process -> its endpoint on this connection
+        self.endpoints: dict = {}  # logical process -> (its endpoint, its DataFramer) here
         self.raw_out = None
         self.raw_in = None
         self.seen: set = set()  # (channel, logical process) registered as incoming

@@ -47,6 +47,30 @@ def data_header(channel: str, msg: str, stamp: int) -> bytes:
     return MAGIC + HEADER.pack(DATA, stamp, len(c)) + c + _TEXT.pack(len(m)) + m
 
 
+_STAMP = struct.Struct(">Q")
+_DATA_KIND = MAGIC + bytes([DATA])
+
+
+class DataFramer:
+    """The data frames of one sender on one channel: the parts of the header that do
+    not change from message to message (magic, kind, channel, the sender's name) are
+    encoded once; ``frame`` joins them with the stamp, the seq and the message."""
+
+    __slots__ = ("channel_part", "name")
+
+    def __init__(self, channel: str, sender: str):
+        c = channel.encode()
+        self.channel_part = bytes([len(c)]) + c
+        self.name = sender.encode() + b"#"
+
+    def frame(self, seq: int, stamp: int, message) -> bytes:
+        """The data frame of message ``seq`` (its id ``"<sender>#<seq>"``), stamped
+        ``stamp``, carrying ``message`` (any bytes-like object)."""
+        m = self.name + str(seq).encode()
+        return b"".join((_DATA_KIND, _STAMP.pack(stamp), self.channel_part,
+                         _TEXT.pack(len(m)), m, message))
+
+
 def is_frame(view) -> bool:
     """Whether the message ``view`` is a frame (it starts with the magic)."""
     return len(view) >= MIN_FRAME and view[:16] == MAGIC
@@ -54,11 +78,17 @@ def is_frame(view) -> bool:
 
 def parse(view) -> Frame:
     """The header of the frame ``view``."""
+    return Frame(*parse_tuple(view))
+
+
+_HEAD_END = 16 + HEADER.size
+
+
+def parse_tuple(view) -> tuple:
+    """``parse``'s fields as a plain tuple: kind, number, channel, text, header_len."""
     kind, number, clen = HEADER.unpack_from(view, 16)
-    off = 16 + HEADER.size
-    channel = bytes(view[off:off + clen]).decode()
-    off += clen
+    off = _HEAD_END + clen
     (tlen,) = _TEXT.unpack_from(view, off)
-    off += 2
-    text = bytes(view[off:off + tlen]).decode()
-    return Frame(kind, number, channel, text, off + tlen)
+    end = off + 2 + tlen
+    return (kind, number, str(view[_HEAD_END:off], "utf-8"), str(view[off + 2:end], "utf-8"),
+            end)
