@@ -42,20 +42,34 @@ def square(x: int) -> int:
     return x * x
 
 
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system, every thread) of process ``pid`` so far (Linux)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pool_cpu(pool) -> float:
+    return _cpu(os.getpid()) + sum(_cpu(p.pid) for p in pool._pool)
+
+
 def child(items: int) -> None:
     ctx = mp.get_context("spawn")
     t0 = time.perf_counter()
     pool = ctx.Pool(4)
     pool.map(square, range(8))  # every worker up
+    c1 = _pool_cpu(pool)
     t1 = time.perf_counter()
     out = pool.map(square, range(items), chunksize=1)
     t2 = time.perf_counter()
+    c2 = _pool_cpu(pool)
     pool.close()
     pool.join()
     t3 = time.perf_counter()
     if out[-1] != (items - 1) ** 2 or len(out) != items:
         raise SystemExit("bench_pool: wrong results")
-    print(json.dumps({"map": t2 - t1, "pool": t3 - t0}), flush=True)
+    print(json.dumps({"map": t2 - t1, "cpu": (c2 - c1) / items * 1e6, "pool": t3 - t0}),
+          flush=True)
 
 
 def one_round(items: int, db: str | None) -> dict:
@@ -85,14 +99,16 @@ def main() -> int:
             plain.append(one_round(args.items, None))
             traced.append(one_round(args.items, os.path.join(d, f"pool{p}.db")))
     for key, label in (("map", f"pool.map of {args.items} items (workers up)"),
+                       ("cpu", "CPU per task of that map, us (parent and workers, every thread)"),
                        ("pool", "Pool(4) to join(), workers' start-up included"),
                        ("command", "the whole command")):
         u = [r[key] for r in plain]
         t = [r[key] for r in traced]
         ratio = sorted(b / a for a, b in zip(u, t))
         goal = " (the figure; goal <= 1.15)" if key == "map" else ""
-        print(f"{label}: untraced {statistics.median(u):.3f} s ({min(u):.3f}-{max(u):.3f}), traced "
-              f"{statistics.median(t):.3f} s ({min(t):.3f}-{max(t):.3f}); ratio median "
+        unit = "" if key == "cpu" else " s"
+        print(f"{label}: untraced {statistics.median(u):.3f}{unit} ({min(u):.3f}-{max(u):.3f}), "
+              f"traced {statistics.median(t):.3f}{unit} ({min(t):.3f}-{max(t):.3f}); ratio median "
               f"{statistics.median(ratio):.3f} (pairs {ratio[0]:.3f}-{ratio[-1]:.3f}){goal}")
     la = os.getloadavg()
     print(f"load average {la[0]:.2f} {la[1]:.2f} at end")
