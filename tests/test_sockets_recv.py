@@ -639,6 +639,36 @@ def test_several_frames_in_one_read_come_out_together_each_recorded(how):
     assert [base64.b64decode(e["payload_b64"]) for e in recvs[1:4]] == [head[:8], body, b"x"]
 
 
+@pytest.mark.parametrize("how", ["recv", "recv_into"])
+def test_a_read_that_ends_on_a_frame_header_records_that_message_with_its_first_bytes(how):
+    """A read that brings one whole frame and then only the next frame's header (the
+    kernel split that frame after its header): the receive returns the first payload,
+    and the second message is recorded when its first bytes are received, with those
+    bytes as its payload, as when each frame comes in a read of its own."""
+    import base64
+    import os
+
+    with recording("p", capture_payload=8) as rec:
+        c, s = pair()
+        c.sendall(b"hi")  # the HELLO is read with this one
+        assert recv_exactly(s, 2) == b"hi"
+        # frames written under cutscope's feet, on the descriptor: seq 0 (no id)
+        os.write(c.fileno(), wire.HDR.pack(wire.DATA, 5, 0, 50) + b"first" +
+                 wire.HDR.pack(wire.DATA, 6, 0, 60))
+        _wait_queued(s, 5 + 2 * wire.HDR_SIZE)
+        assert _READ_ONE[how](s, 4096) == b"first"
+        recvs = [e for e in rec.trace()["events"] if e["kind"] == "recv"]
+        assert [e["nbytes"] for e in recvs] == [2, 5]
+        os.write(c.fileno(), b"second")
+        assert _READ_ONE[how](s, 4096) == b"second"
+        c.close()
+        s.close()
+        doc = rec.trace()
+    recvs = [e for e in doc["events"] if e["kind"] == "recv"]
+    assert [e["nbytes"] for e in recvs] == [2, 5, 6]
+    assert [base64.b64decode(e["payload_b64"]) for e in recvs[1:]] == [b"first", b"second"]
+
+
 def _recv_into_bytes(s, n):
     buf = bytearray(n)
     k = s.recv_into(buf)

@@ -217,9 +217,9 @@ class Incoming:
         and body, sent by two sends and read by one receive), the last one possibly
         incomplete: their payloads together, each recorded as the general path records
         it. None (nothing consumed, nothing recorded) when the read holds anything else
-        (a marker, a name, the peer's RAW, an empty frame, part of a header): the general
-        path takes it. The read did not fill its request (the caller checked), so the
-        general path would not read on either."""
+        (a marker, a name, the peer's RAW, an empty frame, part of a header, a header whose
+        payload has not begun): the general path takes it. The read did not fill its
+        request (the caller checked), so the general path would not read on either."""
         end = len(data)
         if not end:
             return None  # end of stream: the general path
@@ -230,9 +230,9 @@ class Incoming:
             if data[pos] != _DATA or end - pos < _HDR_SIZE:
                 return None
             _, n, seq, lam = unpack(data, pos)
-            if not n:
-                return None
             pos += _HDR_SIZE
+            if not n or pos == end:  # an empty frame; a header without its first byte
+                return None
             frames.append((pos, n, seq, lam))
             pos += n
         name = self.in_name
