@@ -10,7 +10,7 @@ import pytest
 import viewer_traces
 from cutscope.tracer.store import open_store
 from cutscope.tracer.store import reading
-from cutscope.viewer.model import Trace
+from cutscope.viewer.model import Trace, columns
 
 
 def _ring_rows(trace: Trace, n: int, wall: int = 1) -> list[tuple]:
@@ -45,14 +45,19 @@ def _same(a: Trace, b: Trace) -> None:
 
 @pytest.fixture
 def decoded(monkeypatch):
-    """How many blocks the store decodes."""
+    """How many blocks the store decodes (into tuples, or straight into columns)."""
     seen = []
-    real = reading.decode_block
+    real, real_cols = reading.decode_block, columns.decode_columns
 
     def counting(*a):
         seen.append(a[0])
         return real(*a)
+
+    def counting_cols(block, pindex):
+        seen.append(block.id)
+        return real_cols(block, pindex)
     monkeypatch.setattr(reading, "decode_block", counting)
+    monkeypatch.setattr(columns, "decode_columns", counting_cols)
     return seen
 
 

@@ -568,6 +568,81 @@ def test_a_damaged_cs2_block_is_an_error_or_rows_never_a_crash(rows, cut, flip):
         except (ValueError, IndexError, EOFError, TypeError):  # decode_block: a StoreError
             continue
         assert type(got) is list and all(type(r) is tuple and len(r) == 10 for r in got)
+    from cutscope.viewer.model.columns import ProcessIndex
+    try:
+        cols = FAST.decode_columns(data, ProcessIndex())
+    except ValueError:  # decode_columns: a StoreError
+        pass
+    else:
+        assert len(cols) == 9 and len(cols[1]) == 8 * len(cols[4])
+
+
+def _columns_of(block, monkeypatch, fast):
+    """``codec.decode_columns`` of ``block`` with the C decoder or the Python reference,
+    made comparable: the columns as lists, the process index's names in order; or the
+    StoreError's class."""
+    from array import array
+    from cutscope.tracer.store import codec as S
+    from cutscope.viewer.model.columns import ProcessIndex
+
+    if not fast:
+        monkeypatch.setattr(S, "FAST", None)
+    pindex = ProcessIndex()
+    try:
+        cols = S.decode_columns(block, pindex)
+    except StoreError:
+        return StoreError
+    out = []
+    for c, code in zip(cols[:4], "iqqq"):
+        a = array(code)
+        a.frombytes(c)
+        out.append(a.tolist())
+    return out + [list(c) for c in cols[4:]] + [list(pindex)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=_rows, cap=hst.sampled_from([0, 4, 100]), ids=hst.lists(_ids, max_size=10))
+@needs_c_paths
+def test_c_block_columns_are_the_python_readers(rows, cap, ids):
+    """``decode_columns``, which reads a block straight into columns (process indexes,
+    seq, lamport, wall, kind, channel, msg, nbytes, and payload/data where set), gives
+    what the Python reader's tuples split into columns give, for every kind of event:
+    compact rows, marshal'd rows (payload, data, values past 2**63), derived and
+    written-out message ids; or both raise a StoreError."""
+    from cutscope.tracer.store import codec as S
+    from cutscope.tracer.store.values import event_row
+
+    rows = list(rows) + [("q/12", i, i, i, "recv", "c1", m, 1, None, None) for i, m in enumerate(ids)]
+    data, _, _ = S.encode_block(list(rows), cap)
+    block = S.EncodedBlock(1, S.BLOCK_ENCODING, data)
+    with pytest.MonkeyPatch.context() as mp:
+        got = _columns_of(block, mp, True)
+    with pytest.MonkeyPatch.context() as mp:
+        want = _columns_of(block, mp, False)
+    assert got == want
+    if want is not StoreError:
+        stored = [event_row(r, cap) for r in rows]
+        assert want[6] == [r[6] for r in stored]
+        assert want[8] == [(i, r[8], r[9]) for i, r in enumerate(stored)
+                           if r[8] is not None or r[9] is not None]
+
+
+@settings(max_examples=200, deadline=None)
+@given(pids=hst.lists(hst.integers(0, 5), max_size=300))
+@needs_c_paths
+def test_c_group_is_a_stable_sort_by_process(pids):
+    from array import array
+    from cutscope.tracer.process import FAST
+
+    order, counts = FAST.group(array("i", pids), 6)
+    got = array("q")
+    got.frombytes(order)
+    assert got.tolist() == sorted(range(len(pids)), key=pids.__getitem__)
+    assert counts == [pids.count(i) for i in range(6)]
+    with pytest.raises(ValueError):
+        FAST.group(array("i", pids + [6]), 6)
+    with pytest.raises(TypeError):
+        FAST.group(array("q", pids), 6)
 
 
 @pytest.mark.parametrize("drop", [False, True])

@@ -1637,6 +1637,298 @@ setup(PyObject *mod, PyObject *args)
     return Py_BuildValue("(NN)", s, r);
 }
 
+/* The process index of a name: pindex[name] (a dict whose __missing__ gives a new name the
+   next index). -1 with an exception set on failure. */
+static long long
+pindex_of(PyObject *pindex, PyObject *name)
+{
+    PyObject *v = PyObject_GetItem(pindex, name);
+    if (v == NULL)
+        return -1;
+    long long i = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    if (i == -1 && PyErr_Occurred())
+        return -1;
+    if (i < 0 || i > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "process index out of range");
+        return -1;
+    }
+    return i;
+}
+
+/* decode_columns(data, pindex) -> (pid, seq, lamport, wall, kind, channel, msg, nbytes, extra):
+   the rows of a cs1/cs2 block as columns, the inverse of encode as decode reads it: pid the
+   process indexes (pindex[name]) as int32 bytes, seq, lamport and wall as int64 bytes, kind,
+   channel, msg and nbytes lists, extra a list of (row in the block, payload, data) for the rows
+   whose payload or data is not None. The Python reader (viewer/model/columns.py's reference
+   path over decode's tuples) gives the same columns. */
+static PyObject *
+decode_columns(PyObject *mod, PyObject *args)
+{
+    PyObject *arg, *pindex;
+    if (!PyArg_ParseTuple(args, "OO:decode_columns", &arg, &pindex))
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    rbuf r = {(const unsigned char *)view.buf, (const unsigned char *)view.buf + view.len};
+    PyObject *strs = NULL, *kinds = NULL, *chs = NULL, *msgs = NULL, *nbs = NULL, *extra = NULL;
+    PyObject *result = NULL;
+    long long *last = NULL, *pix = NULL, *c64 = NULL;
+    int *c32 = NULL;
+    unsigned long long ns, nrows;
+    int v2;
+    if (view.len < 4 || (memcmp(view.buf, "CS1\0", 4) != 0 && memcmp(view.buf, "CS2\0", 4) != 0))
+        goto bad;
+    v2 = ((const char *)view.buf)[2] == '2';
+    r.p += 4;
+    if (rb_varint(&r, &ns) < 0 || ns > (unsigned long long)view.len)
+        goto bad;
+    strs = PyList_New((Py_ssize_t)ns);
+    if (strs == NULL)
+        goto fail;
+    for (unsigned long long i = 0; i < ns; i++) {
+        unsigned long long n;
+        if (rb_varint(&r, &n) < 0 || n > (unsigned long long)(r.end - r.p))
+            goto bad;
+        PyObject *s = PyUnicode_DecodeUTF8((const char *)r.p, (Py_ssize_t)n, NULL);
+        if (s == NULL)
+            goto fail;
+        PyList_SET_ITEM(strs, (Py_ssize_t)i, s);
+        r.p += n;
+    }
+    if (rb_varint(&r, &nrows) < 0 || nrows > (unsigned long long)view.len)
+        goto bad;
+    last = PyMem_Calloc(ns ? 3 * (size_t)ns : 1, sizeof(long long));
+    pix = PyMem_Malloc((ns ? (size_t)ns : 1) * sizeof(long long));
+    c64 = PyMem_Malloc((nrows ? 3 * (size_t)nrows : 1) * sizeof(long long));
+    c32 = PyMem_Malloc((nrows ? (size_t)nrows : 1) * sizeof(int));
+    if (last == NULL || pix == NULL || c64 == NULL || c32 == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (unsigned long long i = 0; i < ns; i++)
+        pix[i] = -1;
+    long long *cseq = c64, *clam = c64 + nrows, *cwall = c64 + 2 * nrows;
+    Py_ssize_t nr = (Py_ssize_t)nrows;
+    if ((kinds = PyList_New(nr)) == NULL || (chs = PyList_New(nr)) == NULL ||
+        (msgs = PyList_New(nr)) == NULL || (nbs = PyList_New(nr)) == NULL ||
+        (extra = PyList_New(0)) == NULL)
+        goto fail;
+    long long prev = 0;
+    for (Py_ssize_t i = 0; i < nr; i++) {
+        if (r.p >= r.end)
+            goto bad;
+        unsigned char tag = *r.p++;
+        if ((tag == 0 && !v2) || (tag == 2 && v2)) {
+            unsigned long long ip, seq, lam, zz, ik, ic, im, nb;
+            PyObject *msg = NULL;
+            if (rb_varint(&r, &ip) < 0 || rb_varint(&r, &seq) < 0 || rb_varint(&r, &lam) < 0 ||
+                rb_varint(&r, &zz) < 0 || rb_varint(&r, &ik) < 0 || rb_varint(&r, &ic) < 0 ||
+                rb_varint(&r, &im) < 0)
+                goto bad;
+            if (ip >= ns || ik >= ns || ic > ns)
+                goto bad;
+            if (v2) {
+                long long *lp = last + 3 * ip;
+                seq = (unsigned long long)lp[0] + unzz(seq);
+                lam = (unsigned long long)lp[1] + unzz(lam);
+                if (seq >= (1ULL << 63) || lam >= (1ULL << 63))
+                    goto bad;
+                lp[0] = (long long)seq + 1;
+                lp[1] = (long long)lam + 1;
+                if (im && (im - 1) / 2 >= ns)
+                    goto bad;
+                if (im && !(im & 1)) {
+                    unsigned long long dn;
+                    long long *lm = last + 3 * ((im - 2) / 2) + 2;
+                    if (rb_varint(&r, &dn) < 0)
+                        goto bad;
+                    unsigned long long num = (unsigned long long)*lm + unzz(dn);
+                    if (num >= (1ULL << 63))
+                        goto bad;
+                    *lm = (long long)num + 1;
+                    msg = msg_id(PyList_GET_ITEM(strs, (im - 2) / 2), num);
+                    if (msg == NULL)
+                        goto fail;
+                }
+                else if (im)
+                    im = (im - 1) / 2 + 1;
+            }
+            else if (im > ns || seq >= (1ULL << 63) || lam >= (1ULL << 63))
+                goto bad;
+            if (rb_varint(&r, &nb) < 0) {
+                Py_XDECREF(msg);
+                goto bad;
+            }
+            if (msg == NULL) {
+                msg = im ? PyList_GET_ITEM(strs, im - 1) : Py_None;
+                Py_INCREF(msg);
+            }
+            PyList_SET_ITEM(msgs, i, msg);
+            prev = (long long)((unsigned long long)prev + unzz(zz));
+            if (pix[ip] < 0 && (pix[ip] = pindex_of(pindex, PyList_GET_ITEM(strs, ip))) < 0)
+                goto fail;
+            c32[i] = (int)pix[ip];
+            cseq[i] = (long long)seq;
+            clam[i] = (long long)lam;
+            cwall[i] = prev;
+            PyObject *k = PyList_GET_ITEM(strs, ik);
+            Py_INCREF(k);
+            PyList_SET_ITEM(kinds, i, k);
+            PyObject *c = ic ? PyList_GET_ITEM(strs, ic - 1) : Py_None;
+            Py_INCREF(c);
+            PyList_SET_ITEM(chs, i, c);
+            PyObject *b = PyLong_FromUnsignedLongLong(nb);
+            if (b == NULL)
+                goto fail;
+            PyList_SET_ITEM(nbs, i, b);
+        }
+        else if (tag == 1) {
+            unsigned long long n;
+            if (rb_varint(&r, &n) < 0 || n > (unsigned long long)(r.end - r.p))
+                goto bad;
+            PyObject *row = PyMarshal_ReadObjectFromString((const char *)r.p, (Py_ssize_t)n);
+            r.p += n;
+            if (row == NULL)
+                goto fail;
+            if (!PyTuple_CheckExact(row) || PyTuple_GET_SIZE(row) != 10) {
+                Py_DECREF(row);
+                goto bad;
+            }
+            long long p = pindex_of(pindex, PyTuple_GET_ITEM(row, 0));
+            long long a = p < 0 ? -1 : PyLong_AsLongLong(PyTuple_GET_ITEM(row, 1));
+            long long b = PyErr_Occurred() ? -1 : PyLong_AsLongLong(PyTuple_GET_ITEM(row, 2));
+            long long w = PyErr_Occurred() ? -1 : PyLong_AsLongLong(PyTuple_GET_ITEM(row, 3));
+            if (PyErr_Occurred()) {
+                Py_DECREF(row);
+                goto fail;
+            }
+            c32[i] = (int)p;
+            cseq[i] = a;
+            clam[i] = b;
+            cwall[i] = w;
+            PyObject *items[4];
+            for (int k = 0; k < 4; k++) {
+                items[k] = PyTuple_GET_ITEM(row, 4 + k);
+                Py_INCREF(items[k]);
+            }
+            PyList_SET_ITEM(kinds, i, items[0]);
+            PyList_SET_ITEM(chs, i, items[1]);
+            PyList_SET_ITEM(msgs, i, items[2]);
+            PyList_SET_ITEM(nbs, i, items[3]);
+            PyObject *pl = PyTuple_GET_ITEM(row, 8), *d = PyTuple_GET_ITEM(row, 9);
+            if (pl != Py_None || d != Py_None) {
+                PyObject *x = Py_BuildValue("(nOO)", i, pl, d);
+                int bad_append = x == NULL || PyList_Append(extra, x) < 0;
+                Py_XDECREF(x);
+                if (bad_append) {
+                    Py_DECREF(row);
+                    goto fail;
+                }
+            }
+            Py_DECREF(row);
+        }
+        else
+            goto bad;
+    }
+    if (r.p != r.end)
+        goto bad;
+    result = Py_BuildValue("(y#y#y#y#NNNNN)", (const char *)c32, (Py_ssize_t)(nr * sizeof(int)),
+                           (const char *)cseq, (Py_ssize_t)(nr * sizeof(long long)),
+                           (const char *)clam, (Py_ssize_t)(nr * sizeof(long long)),
+                           (const char *)cwall, (Py_ssize_t)(nr * sizeof(long long)),
+                           kinds, chs, msgs, nbs, extra);
+    kinds = chs = msgs = nbs = extra = NULL;  /* stolen (N), even on failure */
+    goto done;
+bad:
+    if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_ValueError) ||
+        PyErr_ExceptionMatches(PyExc_EOFError) || PyErr_ExceptionMatches(PyExc_TypeError)) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ValueError, "not a cs1/cs2 event block");
+    }
+fail:
+    if (PyErr_Occurred() && (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError) ||
+                             PyErr_ExceptionMatches(PyExc_EOFError) ||
+                             PyErr_ExceptionMatches(PyExc_OverflowError) ||
+                             PyErr_ExceptionMatches(PyExc_TypeError))) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ValueError, "not a cs1/cs2 event block");
+    }
+done:
+    PyMem_Free(last);
+    PyMem_Free(pix);
+    PyMem_Free(c64);
+    PyMem_Free(c32);
+    Py_XDECREF(strs);
+    Py_XDECREF(kinds);
+    Py_XDECREF(chs);
+    Py_XDECREF(msgs);
+    Py_XDECREF(nbs);
+    Py_XDECREF(extra);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* group(pid, nproc) -> (order, counts): a stable counting sort of the rows by process index.
+   pid: a buffer of int32 process indexes, each in [0, nproc); order: the rows (int64 bytes),
+   each process's rows in the order given, the processes in index order; counts: the rows of
+   each process (a list). The Python loop in viewer/model/columns.py is the reference. */
+static PyObject *
+group(PyObject *mod, PyObject *args)
+{
+    PyObject *arg;
+    Py_ssize_t nproc;
+    if (!PyArg_ParseTuple(args, "On:group", &arg, &nproc))
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_FORMAT) < 0)
+        return NULL;
+    if (view.itemsize != (Py_ssize_t)sizeof(int) || view.format == NULL ||
+        (strcmp(view.format, "i") != 0 && strcmp(view.format, "=i") != 0) || nproc < 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_TypeError, "group: pid must be an int32 buffer ('i')");
+        return NULL;
+    }
+    const int *pid = (const int *)view.buf;
+    Py_ssize_t n = view.len / (Py_ssize_t)sizeof(int);
+    Py_ssize_t *pos = PyMem_Calloc(nproc + 1, sizeof(Py_ssize_t));
+    PyObject *order = NULL, *counts = NULL, *result = NULL;
+    if (pos == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t g = 0; g < n; g++) {
+        if (pid[g] < 0 || pid[g] >= nproc) {
+            PyErr_SetString(PyExc_ValueError, "group: a process index out of range");
+            goto done;
+        }
+        pos[pid[g] + 1]++;
+    }
+    if ((counts = PyList_New(nproc)) == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < nproc; i++) {
+        PyObject *c = PyLong_FromSsize_t(pos[i + 1]);
+        if (c == NULL)
+            goto done;
+        PyList_SET_ITEM(counts, i, c);
+        pos[i + 1] += pos[i];
+    }
+    order = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(long long));
+    if (order == NULL)
+        goto done;
+    long long *o = (long long *)PyBytes_AS_STRING(order);
+    for (Py_ssize_t g = 0; g < n; g++)
+        o[pos[pid[g]]++] = (long long)g;
+    result = PyTuple_Pack(2, order, counts);
+done:
+    PyMem_Free(pos);
+    Py_XDECREF(order);
+    Py_XDECREF(counts);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS,
      "setup(LogicalProcess, OutEndpoint, SEND, RECV, py_send, py_recv) -> (send, recv): "
@@ -1652,6 +1944,12 @@ static PyMethodDef methods[] = {
      "encode(rows, event_row, cap) -> (bytes, n, wall_ns): the rows as a cs1 event block "
      "(uncompressed), the number of events, the wall clock of the last."},
     {"decode", decode, METH_O, "decode(data) -> list of event tuples of a cs1 block."},
+    {"group", group, METH_VARARGS,
+     "group(pid, nproc) -> (order, counts): the rows stably sorted by process index "
+     "(int64 bytes), and each process's count."},
+    {"decode_columns", decode_columns, METH_VARARGS,
+     "decode_columns(data, pindex) -> (pid, seq, lamport, wall, kind, channel, msg, nbytes, "
+     "extra): a cs1/cs2 block as columns (pid int32 bytes, seq/lamport/wall int64 bytes)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import marshal
 import zlib
+from array import array
+from typing import NamedTuple
 
 from cutscope.tracer.process import FAST  # the C extension, or None
 
@@ -54,6 +56,39 @@ def decode_block(block_id: int, encoding: str, data: bytes) -> list[tuple]:
     except (ValueError, EOFError, TypeError, IndexError, zlib.error) as exc:
         raise StoreError(f"event block {block_id} is corrupt ({exc})") from None
     return rows
+
+
+class EncodedBlock(NamedTuple):
+    """An event block as stored, not yet decoded (``store.blocks_after(encoded=True)``)."""
+    id: int
+    encoding: str
+    data: bytes
+
+
+def decode_columns(block: EncodedBlock, pindex) -> tuple:
+    """The events of a block as columns: ``(pid, seq, lamport, wall, kind, channel, msg,
+    nbytes, extra)``; ``pid`` the process indexes (``pindex[name]``, a mapping that gives
+    a new name its index) and ``seq``, ``lamport``, ``wall``, as the bytes of an int32 and
+    three int64 arrays (``array.frombytes``), the next four lists, ``extra`` ``(row in the block, payload,
+    data)`` of each row whose payload or data is not None. The C extension decodes cs1/cs2
+    blocks straight into columns (no tuple per event); otherwise the event tuples of
+    ``decode_block`` are split here, the reference. A corrupt block is a StoreError."""
+    if FAST is not None and block.encoding in ("cs2+zlib", "cs1+zlib"):
+        try:
+            return FAST.decode_columns(zlib.decompress(block.data), pindex)
+        except (ValueError, zlib.error) as exc:
+            raise StoreError(f"event block {block.id} is corrupt ({exc})") from None
+    rows = decode_block(*block)
+    c = list(zip(*rows)) or [()] * 10
+    try:
+        cols = (array("i", map(pindex.__getitem__, c[0])).tobytes(), array("q", c[1]).tobytes(),
+                array("q", c[2]).tobytes(), array("q", c[3]).tobytes(),
+                list(c[4]), list(c[5]), list(c[6]), list(c[7]))
+    except (TypeError, OverflowError) as exc:
+        raise StoreError(f"event block {block.id} is corrupt ({exc})") from None
+    extra = [(i, pl, d) for i, (pl, d) in enumerate(zip(c[8], c[9]))
+             if pl is not None or d is not None]
+    return cols + (extra,)
 
 
 def decode_cs(raw: bytes) -> list[tuple]:

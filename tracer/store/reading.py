@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from .codec import decode_block
+from .codec import EncodedBlock, decode_block
 from .connection import SqlConnection, dicts
 from .document import build_trace
 
@@ -58,14 +58,16 @@ class SqlReading(SqlConnection):
             for r in conn.exec_driver_sql(EVENT_BLOCKS):
                 yield decode_block(*r)
 
-    def blocks_after(self, after: int = 0) -> Iterator[tuple[int, list[tuple]]]:
+    def blocks_after(self, after: int = 0, encoded: bool = False) -> Iterator[tuple[int, list[tuple]]]:
         """``(id, event tuples)`` of each event block with an id above ``after``, in id
         order, decoded one at a time (as ``event_blocks()``): what a reader that has
-        the blocks up to ``after`` lacks (the viewer's live follow)."""
+        the blocks up to ``after`` lacks (the viewer's live follow). ``encoded``: each
+        block as stored, an ``EncodedBlock`` (for ``codec.decode_columns``), in place of
+        its tuples."""
         with self.engine.connect() as conn:
             for r in conn.exec_driver_sql(f"SELECT id, encoding, data FROM event_blocks WHERE id > "
                                           f"{self._ph} ORDER BY id", (after,)):
-                yield r[0], decode_block(*r)
+                yield r[0], EncodedBlock(*r) if encoded else decode_block(*r)
 
     def events_through(self, block_id: int) -> int:
         """The number of events in the blocks with an id up to ``block_id``: a reader

@@ -15,6 +15,8 @@ from array import array
 from collections.abc import Sequence
 from typing import Iterable
 
+from cutscope.tracer.process import FAST  # the C extension, or None
+from cutscope.tracer.store.codec import EncodedBlock, decode_columns
 from cutscope.tracer.store.document import event_doc
 
 
@@ -72,8 +74,9 @@ class ColumnsMixin:
                       [e["kind"] for e in evs], [e.get("channel") for e in evs],
                       [e.get("msg") or None for e in evs])
 
-    def _from_rows(self, names: dict, blocks: Iterable[list[tuple]], previous=None) -> None:
-        """The columns from the store's raw event tuples, block by block. ``previous``:
+    def _from_rows(self, names: dict, blocks: Iterable, previous=None) -> None:
+        """The columns from the store's raw event tuples, block by block (a block: a
+        list of tuples, or an ``EncodedBlock`` decoded by ``decode_columns``). ``previous``:
         a trace read from the same store (``_raw``, the columns in the order read),
         whose rows come first (copied), then ``blocks``, the blocks written since."""
         if previous is not None:
@@ -90,6 +93,21 @@ class ColumnsMixin:
             extra: dict[int, tuple] = {}
         get = pindex.__getitem__
         for rows in blocks:
+            if type(rows) is EncodedBlock:  # decoded straight into columns
+                base = len(seq)
+                bpid, bseq, blam, bwall, bkind, bch, bmsg, bnb, bextra = decode_columns(rows, pindex)
+                pid.frombytes(bpid)
+                seq.frombytes(bseq)
+                lam.frombytes(blam)
+                wall.frombytes(bwall)
+                kind.extend(bkind)
+                ch.extend(bch)
+                msg.extend(bmsg)
+                nb.extend(bnb)
+                for i, pl, d in bextra:
+                    extra[base + i] = (pl, d)
+                del bpid, bseq, blam, bwall, bkind, bch, bmsg, bnb, bextra
+                continue
             if not rows:
                 continue
             base = len(seq)
@@ -128,9 +146,15 @@ class ColumnsMixin:
         n = len(seq)
         lt = operator.lt
         # Group the rows by process, each process's rows in the order read: a stable
-        # bucket sort (one append per row: faster here than a sort by process, or a
+        # counting sort, in C (``FAST.group``), else the Python bucket sort below, the
+        # reference (one append per row: faster here than a sort by process, or a
         # C-speed pass per process).
-        if n and not all(map(operator.le, pid, itertools.islice(pid, 1, None))):
+        if n and FAST is not None and not all(map(operator.le, pid, itertools.islice(pid, 1, None))):
+            ob, counts = FAST.group(pid, nproc)  # the same, in C
+            order = array("q")
+            order.frombytes(ob)
+            del ob
+        elif n and not all(map(operator.le, pid, itertools.islice(pid, 1, None))):
             buckets: list[list[int]] = [[] for _ in range(nproc)]
             put = [b.append for b in buckets]
             for g, i in enumerate(pid):

@@ -87,15 +87,14 @@ class Trace(ColumnsMixin, MatchingMixin, CutsMixin, LatticeMixin, ClocksMixin, P
                 t._last_block, t._raw_events = last, got
                 return t
             del new
-        box = [0, 0]  # the last block read, the events read
+        box = [0]  # the last block read
 
         def blocks():
-            for bid, rows in store.blocks_after(0):
+            for bid, block in store.blocks_after(0, encoded=True):
                 box[0] = bid
-                box[1] += len(rows)
-                yield rows
+                yield block
         t = cls(doc, blocks())
-        t._last_block, t._raw_events = box
+        t._last_block, t._raw_events = box[0], len(t._raw[1])
         return t
 
     def snapshot(self, sid: int) -> dict | None:
