@@ -19,6 +19,7 @@ from cutscope.viewer.explorer import Explorer
 from cutscope.viewer.export import load_trace
 
 import viewer_traces
+from _cpaths import needs_c_paths
 from test_analysis import traces
 
 SETTINGS = settings(max_examples=60, deadline=None)
@@ -153,3 +154,37 @@ def test_event_blocks_hold_every_stored_tuple_and_load_can_leave_them_out(tmp_pa
                 assert len(store.load()["events"]) == len(rows)
         finally:
             store.close()
+
+
+_odd_ids = st.sampled_from(["#", "#0", "p#", "p#x", "p#007", "p# 1", "p#+1", "p#1_0", "p#-1",
+                            "p#99999999999999999999", "ünï#1", "a#b#1", "nohash", "P0#1"])
+
+
+@SETTINGS
+@given(traces(max_procs=4, max_steps=40), st.integers(0, 2**32), st.lists(_odd_ids, max_size=3))
+@needs_c_paths
+def test_c_resolve_of_message_ids_is_the_python_reference(doc, seed, odd):
+    """``FAST.resolve_ids`` gives ``_resolve_derived``'s answer (the send row of each
+    id, or None when one id does not resolve by offset): on each trace's received ids,
+    on those ids with odd strings mixed in, on the ids of every event and of every send
+    (together and one at a time)."""
+    import pytest
+    from cutscope.viewer.model import matching
+
+    rnd = random.Random(seed)
+    rows = raw_rows(doc, rnd)
+    procs = [dict(p, parent=None) for p in doc["processes"]]
+    chans = [dict(c, fifo=True) for c in doc["channels"]]
+    t = Trace(build_trace(procs, chans, [], [], [], []), blocks_of(rows, rnd))
+    names = t.processes or ["p"]
+    received = [m for k, m in zip(t._kind, t._msg) if k == "recv" and m]
+    every = [f"{p}#{s}" for p, s in zip(map(names.__getitem__, t._pid), t._seq)]
+    sends = [i for i, k, m in zip(every, t._kind, t._msg) if k == "send" and m is None]
+    mixed = received + odd
+    rnd.shuffle(mixed)
+    for ids in (received, every, sends, mixed, *([i] for i in sends[:6]),
+                [f"{rnd.choice(names)}#{rnd.randint(0, 50)}"]):
+        fast = t._resolve_derived(list(ids))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(matching, "FAST", None)
+            assert t._resolve_derived(list(ids)) == fast

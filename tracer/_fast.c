@@ -1929,6 +1929,161 @@ done:
     return result;
 }
 
+/* resolve_ids(ids, pindex, off, pid, seq, msg, kind, send) -> list of rows, or None: the row
+   of the send each message id "<process>#<seq>" names, for the usual trace, as
+   viewer/model/matching.py's _resolve_derived (the reference) computes it: the name (before
+   the last '#') a key of pindex, the rest an int (int()), the row off[pindex[name]] + seq in
+   range, of that process and seq, its msg None and its kind `send`. None as soon as one id
+   does not resolve so (the caller then resolves one at a time). */
+static PyObject *
+resolve_ids(PyObject *mod, PyObject *args)
+{
+    PyObject *ids, *pindex, *off, *pidobj, *seqobj, *msg, *kind, *send;
+    if (!PyArg_ParseTuple(args, "O!O!O!OOO!O!U:resolve_ids", &PyList_Type, &ids, &PyDict_Type,
+                          &pindex, &PyList_Type, &off, &pidobj, &seqobj, &PyList_Type, &msg,
+                          &PyList_Type, &kind, &send))
+        return NULL;
+    Py_buffer pv, sv;
+    if (PyObject_GetBuffer(pidobj, &pv, PyBUF_FORMAT) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(seqobj, &sv, PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&pv);
+        return NULL;
+    }
+    PyObject *out = NULL;
+    if (pv.itemsize != (Py_ssize_t)sizeof(int) || strcmp(pv.format, "i") != 0 ||
+        sv.itemsize != (Py_ssize_t)sizeof(long long) || strcmp(sv.format, "q") != 0) {
+        PyErr_SetString(PyExc_TypeError, "resolve_ids: pid must be an 'i' array, seq a 'q' array");
+        goto done;
+    }
+    const int *pid = (const int *)pv.buf;
+    const long long *seq = (const long long *)sv.buf;
+    Py_ssize_t n = sv.len / (Py_ssize_t)sizeof(long long);
+    Py_ssize_t m = PyList_GET_SIZE(ids), noff = PyList_GET_SIZE(off);
+    if (pv.len / (Py_ssize_t)sizeof(int) != n || PyList_GET_SIZE(msg) != n ||
+        PyList_GET_SIZE(kind) != n) {
+        PyErr_SetString(PyExc_ValueError, "resolve_ids: columns of different lengths");
+        goto done;
+    }
+    out = PyList_New(m);
+    if (out == NULL)
+        goto done;
+    PyObject *lastname = NULL;  /* the name of the previous id and its process */
+    long long lastp = -1;
+    for (Py_ssize_t j = 0; j < m; j++) {
+        PyObject *s = PyList_GET_ITEM(ids, j);
+        if (!PyUnicode_Check(s)) {
+            PyErr_SetString(PyExc_TypeError, "resolve_ids: a message id that is not a string");
+            goto error;
+        }
+        Py_ssize_t len = PyUnicode_GET_LENGTH(s);
+        Py_ssize_t h = PyUnicode_FindChar(s, '#', 0, len, -1);
+        if (h == -2)
+            goto error;
+        long long p, sq;
+        /* the process: pindex[name] (rpartition: no '#' is the name "") */
+        PyObject *name = PyUnicode_Substring(s, 0, h < 0 ? 0 : h);
+        if (name == NULL)
+            goto error;
+        if (lastname != NULL && PyUnicode_Compare(name, lastname) == 0) {
+            Py_DECREF(name);
+            p = lastp;
+        }
+        else {
+            if (PyErr_Occurred())
+                goto error_name;
+            PyObject *v = PyDict_GetItemWithError(pindex, name);
+            if (v == NULL) {
+                Py_DECREF(name);
+                if (PyErr_Occurred())
+                    goto error;
+                goto none;
+            }
+            p = PyLong_AsLongLong(v);
+            if (p == -1 && PyErr_Occurred())
+                goto error_name;
+            Py_XSETREF(lastname, name);
+            lastp = p;
+        }
+        if (p < 0 || p >= noff)
+            goto none;
+        /* the seq: int() of the rest; plain ASCII digits read here */
+        Py_ssize_t a = h + 1;
+        int done_digits = 0;
+        sq = 0;
+        if (PyUnicode_IS_ASCII(s) && len - a >= 1 && len - a <= 18) {
+            const Py_UCS1 *d = PyUnicode_1BYTE_DATA(s);
+            done_digits = 1;
+            for (Py_ssize_t k = a; k < len; k++) {
+                if (d[k] < '0' || d[k] > '9') {
+                    done_digits = 0;
+                    break;
+                }
+                sq = sq * 10 + (d[k] - '0');
+            }
+        }
+        if (!done_digits) {
+            PyObject *rest = PyUnicode_Substring(s, a, len);
+            if (rest == NULL)
+                goto error;
+            PyObject *v = PyLong_FromUnicodeObject(rest, 10);
+            Py_DECREF(rest);
+            if (v == NULL) {
+                if (PyErr_ExceptionMatches(PyExc_ValueError)) {
+                    PyErr_Clear();
+                    goto none;
+                }
+                goto error;
+            }
+            int of;
+            sq = PyLong_AsLongLongAndOverflow(v, &of);
+            Py_DECREF(v);
+            if (of)
+                goto none;  /* past any row */
+            if (sq == -1 && PyErr_Occurred())
+                goto error;
+        }
+        long long o = PyLong_AsLongLong(PyList_GET_ITEM(off, p));
+        if (o == -1 && PyErr_Occurred())
+            goto error;
+        if ((sq > 0 && o > LLONG_MAX - sq) || (sq < 0 && o < LLONG_MIN - sq))
+            goto none;
+        long long g = o + sq;
+        if (g < 0 || g >= n || pid[g] != p || seq[g] != sq || PyList_GET_ITEM(msg, g) != Py_None)
+            goto none;
+        PyObject *k = PyList_GET_ITEM(kind, g);
+        if (k != send) {
+            int eq = PyObject_RichCompareBool(k, send, Py_EQ);
+            if (eq < 0)
+                goto error;
+            if (!eq)
+                goto none;
+        }
+        PyObject *row = PyLong_FromLongLong(g);
+        if (row == NULL)
+            goto error;
+        PyList_SET_ITEM(out, j, row);
+        continue;
+    error_name:
+        Py_DECREF(name);
+        goto error;
+    }
+    Py_XDECREF(lastname);
+    goto done;
+none:
+    Py_XDECREF(lastname);
+    Py_CLEAR(out);
+    out = Py_NewRef(Py_None);
+    goto done;
+error:
+    Py_XDECREF(lastname);
+    Py_CLEAR(out);
+done:
+    PyBuffer_Release(&pv);
+    PyBuffer_Release(&sv);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS,
      "setup(LogicalProcess, OutEndpoint, SEND, RECV, py_send, py_recv) -> (send, recv): "
@@ -1944,6 +2099,9 @@ static PyMethodDef methods[] = {
      "encode(rows, event_row, cap) -> (bytes, n, wall_ns): the rows as a cs1 event block "
      "(uncompressed), the number of events, the wall clock of the last."},
     {"decode", decode, METH_O, "decode(data) -> list of event tuples of a cs1 block."},
+    {"resolve_ids", resolve_ids, METH_VARARGS,
+     "resolve_ids(ids, pindex, off, pid, seq, msg, kind, send) -> the send row of each "
+     "derived message id, or None if one does not resolve by offset."},
     {"group", group, METH_VARARGS,
      "group(pid, nproc) -> (order, counts): the rows stably sorted by process index "
      "(int64 bytes), and each process's count."},
