@@ -594,7 +594,7 @@ def test_render_key_draws_the_lanes_as_arranged(db_url):
 
 
 def test_hidden_lanes_rows_without_a_list_agree_with_the_definition(db_url, monkeypatch):
-    from cutscope.viewer.explorer import VisibleRows
+    from cutscope.viewer.rows import VisibleRows
 
     monkeypatch.setattr(VisibleRows, "BLOCK", 4)  # many blocks on a small trace
     viewer_traces.relay_trace(db_url, rounds=ROUNDS)
@@ -622,7 +622,7 @@ def test_hidden_lanes_rows_without_a_list_agree_with_the_definition(db_url, monk
 
 
 def test_logical_time_layout_rows_without_a_list_agree_with_the_steps(db_url):
-    from cutscope.viewer.explorer import Layers
+    from cutscope.viewer.rows import Layers
 
     viewer_traces.relay_trace(db_url, rounds=ROUNDS)
     t = Trace(load(db_url))
