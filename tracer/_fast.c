@@ -1411,6 +1411,97 @@ unzz(unsigned long long z)
     return (z >> 1) ^ (0ULL - (z & 1));
 }
 
+/* The block's head: magic, string table, row count. 0, or -1 with an exception set
+   (a ValueError/UnicodeDecodeError for a damaged block: the callers word it). */
+static int
+read_head(rbuf *r, Py_ssize_t len, int *v2, PyObject **strs, unsigned long long *ns,
+          unsigned long long *nrows)
+{
+    *strs = NULL;
+    if (len < 4 || (memcmp(r->p, "CS1\0", 4) != 0 && memcmp(r->p, "CS2\0", 4) != 0))
+        goto bad;
+    *v2 = r->p[2] == '2';
+    r->p += 4;
+    if (rb_varint(r, ns) < 0 || *ns > (unsigned long long)len)
+        goto bad;
+    if ((*strs = PyList_New((Py_ssize_t)*ns)) == NULL)
+        return -1;
+    for (unsigned long long i = 0; i < *ns; i++) {
+        unsigned long long n;
+        if (rb_varint(r, &n) < 0 || n > (unsigned long long)(r->end - r->p))
+            goto bad;
+        PyObject *s = PyUnicode_DecodeUTF8((const char *)r->p, (Py_ssize_t)n, NULL);
+        if (s == NULL)
+            return -1;
+        PyList_SET_ITEM(*strs, (Py_ssize_t)i, s);
+        r->p += n;
+    }
+    if (rb_varint(r, nrows) < 0 || *nrows > (unsigned long long)len)
+        goto bad;
+    return 0;
+bad:
+    if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError, "not a cs1/cs2 event block");
+    return -1;
+}
+
+/* One compact row (after its tag): string indexes, seq and lamport (cs2: resolved from
+   the differences, with ``last``: 3 per string index, as the encoder keeps them), the
+   wall-time difference, byte count, and the message: ``msg`` a new reference when cs2
+   made an id "<string>#<n>", else NULL and ``im`` the string index + 1 (0: None).
+   0, or -1 with an exception set (ValueError for a damaged row). */
+typedef struct {
+    unsigned long long ip, seq, lam, zz, ik, ic, im, nb;
+    PyObject *msg;
+} crow;
+
+static int
+read_compact(rbuf *r, int v2, PyObject *strs, unsigned long long ns, long long *last, crow *w)
+{
+    w->msg = NULL;
+    if (rb_varint(r, &w->ip) < 0 || rb_varint(r, &w->seq) < 0 || rb_varint(r, &w->lam) < 0 ||
+        rb_varint(r, &w->zz) < 0 || rb_varint(r, &w->ik) < 0 || rb_varint(r, &w->ic) < 0 ||
+        rb_varint(r, &w->im) < 0)
+        goto bad;
+    if (w->ip >= ns || w->ik >= ns || w->ic > ns)
+        goto bad;
+    if (v2) {  /* seq and lamport are differences; msg is None, a string or an id */
+        long long *lp = last + 3 * w->ip;
+        w->seq = (unsigned long long)lp[0] + unzz(w->seq);
+        w->lam = (unsigned long long)lp[1] + unzz(w->lam);
+        if (w->seq >= (1ULL << 63) || w->lam >= (1ULL << 63))
+            goto bad;
+        lp[0] = (long long)w->seq + 1;
+        lp[1] = (long long)w->lam + 1;
+        if (w->im && (w->im - 1) / 2 >= ns)
+            goto bad;
+        if (w->im && !(w->im & 1)) {  /* "<string>#<n>" */
+            unsigned long long dn;
+            long long *lm = last + 3 * ((w->im - 2) / 2) + 2;
+            if (rb_varint(r, &dn) < 0)
+                goto bad;
+            unsigned long long num = (unsigned long long)*lm + unzz(dn);
+            if (num >= (1ULL << 63))
+                goto bad;
+            *lm = (long long)num + 1;
+            if ((w->msg = msg_id(PyList_GET_ITEM(strs, (w->im - 2) / 2), num)) == NULL)
+                return -1;
+        }
+        else if (w->im)
+            w->im = (w->im - 1) / 2 + 1;  /* as opt(): index + 1 */
+    }
+    else if (w->im > ns)
+        goto bad;
+    if (rb_varint(r, &w->nb) < 0) {
+        Py_CLEAR(w->msg);
+        goto bad;
+    }
+    return 0;
+bad:
+    PyErr_SetString(PyExc_ValueError, "not a cs1/cs2 event block");
+    return -1;
+}
+
 /* decode(data) -> list of 10-tuples (the inverse of encode, payload and data as stored). */
 static PyObject *
 decode(PyObject *mod, PyObject *arg)
@@ -1423,27 +1514,8 @@ decode(PyObject *mod, PyObject *arg)
     long long *last = NULL;  /* cs2: 3 per string index, as the encoder keeps them */
     unsigned long long ns, nrows;
     int v2;
-    if (view.len < 4 || (memcmp(view.buf, "CS1\0", 4) != 0 && memcmp(view.buf, "CS2\0", 4) != 0))
-        goto bad;
-    v2 = ((const char *)view.buf)[2] == '2';
-    r.p += 4;
-    if (rb_varint(&r, &ns) < 0 || ns > (unsigned long long)view.len)
-        goto bad;
-    strs = PyList_New((Py_ssize_t)ns);
-    if (strs == NULL)
+    if (read_head(&r, view.len, &v2, &strs, &ns, &nrows) < 0)
         goto fail;
-    for (unsigned long long i = 0; i < ns; i++) {
-        unsigned long long n;
-        if (rb_varint(&r, &n) < 0 || n > (unsigned long long)(r.end - r.p))
-            goto bad;
-        PyObject *s = PyUnicode_DecodeUTF8((const char *)r.p, (Py_ssize_t)n, NULL);
-        if (s == NULL)
-            goto fail;
-        PyList_SET_ITEM(strs, (Py_ssize_t)i, s);
-        r.p += n;
-    }
-    if (rb_varint(&r, &nrows) < 0 || nrows > (unsigned long long)view.len)
-        goto bad;
     if (v2 && (last = PyMem_Calloc(ns ? 3 * (size_t)ns : 1, sizeof(long long))) == NULL) {
         PyErr_NoMemory();
         goto fail;
@@ -1458,46 +1530,12 @@ decode(PyObject *mod, PyObject *arg)
         unsigned char tag = *r.p++;
         PyObject *row;
         if ((tag == 0 && !v2) || (tag == 2 && v2)) {
-            unsigned long long ip, seq, lam, zz, ik, ic, im, nb;
-            PyObject *msg = NULL;
-            if (rb_varint(&r, &ip) < 0 || rb_varint(&r, &seq) < 0 || rb_varint(&r, &lam) < 0 ||
-                rb_varint(&r, &zz) < 0 || rb_varint(&r, &ik) < 0 || rb_varint(&r, &ic) < 0 ||
-                rb_varint(&r, &im) < 0)
-                goto bad;
-            if (ip >= ns || ik >= ns || ic > ns)
-                goto bad;
-            if (v2) {  /* seq and lamport are differences; msg is None, a string or an id */
-                long long *lp = last + 3 * ip;
-                seq = (unsigned long long)lp[0] + unzz(seq);
-                lam = (unsigned long long)lp[1] + unzz(lam);
-                if (seq >= (1ULL << 63) || lam >= (1ULL << 63))
-                    goto bad;
-                lp[0] = (long long)seq + 1;
-                lp[1] = (long long)lam + 1;
-                if (im && (im - 1) / 2 >= ns)
-                    goto bad;
-                if (im && !(im & 1)) {  /* "<string>#<n>" */
-                    unsigned long long dn;
-                    long long *lm = last + 3 * ((im - 2) / 2) + 2;
-                    if (rb_varint(&r, &dn) < 0)
-                        goto bad;
-                    unsigned long long num = (unsigned long long)*lm + unzz(dn);
-                    if (num >= (1ULL << 63))
-                        goto bad;
-                    *lm = (long long)num + 1;
-                    msg = msg_id(PyList_GET_ITEM(strs, (im - 2) / 2), num);
-                    if (msg == NULL)
-                        goto fail;
-                }
-                else if (im)
-                    im = (im - 1) / 2 + 1;  /* as opt(): index + 1 */
-            }
-            else if (im > ns)
-                goto bad;
-            if (rb_varint(&r, &nb) < 0) {
-                Py_XDECREF(msg);
-                goto bad;
-            }
+            crow w;
+            if (read_compact(&r, v2, strs, ns, last, &w) < 0)
+                goto fail;
+            unsigned long long ip = w.ip, seq = w.seq, lam = w.lam, zz = w.zz, ik = w.ik,
+                               ic = w.ic, im = w.im, nb = w.nb;
+            PyObject *msg = w.msg;
             prev = (long long)((unsigned long long)prev + unzz(zz));
             PyObject *items[10];
             items[0] = PyList_GET_ITEM(strs, ip);
@@ -1678,27 +1716,8 @@ decode_columns(PyObject *mod, PyObject *args)
     int *c32 = NULL;
     unsigned long long ns, nrows;
     int v2;
-    if (view.len < 4 || (memcmp(view.buf, "CS1\0", 4) != 0 && memcmp(view.buf, "CS2\0", 4) != 0))
-        goto bad;
-    v2 = ((const char *)view.buf)[2] == '2';
-    r.p += 4;
-    if (rb_varint(&r, &ns) < 0 || ns > (unsigned long long)view.len)
-        goto bad;
-    strs = PyList_New((Py_ssize_t)ns);
-    if (strs == NULL)
+    if (read_head(&r, view.len, &v2, &strs, &ns, &nrows) < 0)
         goto fail;
-    for (unsigned long long i = 0; i < ns; i++) {
-        unsigned long long n;
-        if (rb_varint(&r, &n) < 0 || n > (unsigned long long)(r.end - r.p))
-            goto bad;
-        PyObject *s = PyUnicode_DecodeUTF8((const char *)r.p, (Py_ssize_t)n, NULL);
-        if (s == NULL)
-            goto fail;
-        PyList_SET_ITEM(strs, (Py_ssize_t)i, s);
-        r.p += n;
-    }
-    if (rb_varint(&r, &nrows) < 0 || nrows > (unsigned long long)view.len)
-        goto bad;
     last = PyMem_Calloc(ns ? 3 * (size_t)ns : 1, sizeof(long long));
     pix = PyMem_Malloc((ns ? (size_t)ns : 1) * sizeof(long long));
     c64 = PyMem_Malloc((nrows ? 3 * (size_t)nrows : 1) * sizeof(long long));
@@ -1721,46 +1740,14 @@ decode_columns(PyObject *mod, PyObject *args)
             goto bad;
         unsigned char tag = *r.p++;
         if ((tag == 0 && !v2) || (tag == 2 && v2)) {
-            unsigned long long ip, seq, lam, zz, ik, ic, im, nb;
-            PyObject *msg = NULL;
-            if (rb_varint(&r, &ip) < 0 || rb_varint(&r, &seq) < 0 || rb_varint(&r, &lam) < 0 ||
-                rb_varint(&r, &zz) < 0 || rb_varint(&r, &ik) < 0 || rb_varint(&r, &ic) < 0 ||
-                rb_varint(&r, &im) < 0)
-                goto bad;
-            if (ip >= ns || ik >= ns || ic > ns)
-                goto bad;
-            if (v2) {
-                long long *lp = last + 3 * ip;
-                seq = (unsigned long long)lp[0] + unzz(seq);
-                lam = (unsigned long long)lp[1] + unzz(lam);
-                if (seq >= (1ULL << 63) || lam >= (1ULL << 63))
-                    goto bad;
-                lp[0] = (long long)seq + 1;
-                lp[1] = (long long)lam + 1;
-                if (im && (im - 1) / 2 >= ns)
-                    goto bad;
-                if (im && !(im & 1)) {
-                    unsigned long long dn;
-                    long long *lm = last + 3 * ((im - 2) / 2) + 2;
-                    if (rb_varint(&r, &dn) < 0)
-                        goto bad;
-                    unsigned long long num = (unsigned long long)*lm + unzz(dn);
-                    if (num >= (1ULL << 63))
-                        goto bad;
-                    *lm = (long long)num + 1;
-                    msg = msg_id(PyList_GET_ITEM(strs, (im - 2) / 2), num);
-                    if (msg == NULL)
-                        goto fail;
-                }
-                else if (im)
-                    im = (im - 1) / 2 + 1;
-            }
-            else if (im > ns || seq >= (1ULL << 63) || lam >= (1ULL << 63))
-                goto bad;
-            if (rb_varint(&r, &nb) < 0) {
-                Py_XDECREF(msg);
-                goto bad;
-            }
+            crow w;
+            if (read_compact(&r, v2, strs, ns, last, &w) < 0)
+                goto fail;
+            unsigned long long ip = w.ip, seq = w.seq, lam = w.lam, zz = w.zz, ik = w.ik,
+                               ic = w.ic, im = w.im, nb = w.nb;
+            PyObject *msg = w.msg;
+            if (!v2 && (seq >= (1ULL << 63) || lam >= (1ULL << 63)))
+                goto bad;  /* a column holds int64 */
             if (msg == NULL) {
                 msg = im ? PyList_GET_ITEM(strs, im - 1) : Py_None;
                 Py_INCREF(msg);
